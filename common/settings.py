@@ -12,6 +12,7 @@ environment when it is first imported.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -55,16 +56,21 @@ class Settings:
             value = getattr(self, f.name)
             if f.name in SECRET_KEYS and value:
                 value = "***"
+            elif f.name == "fiftyone_database_uri":
+                value = _URI_PASSWORD.sub(r"\1***@", value)
             out[f.name] = str(value) if isinstance(value, Path) else value
         return out
 
     @property
     def secrets(self) -> list[str]:
         """The secret values, so output can be scrubbed of them."""
-        return [getattr(self, k) for k in SECRET_KEYS if getattr(self, k)]
+        found = [getattr(self, k) for k in SECRET_KEYS if getattr(self, k)]
+        match = _URI_PASSWORD.search(self.fiftyone_database_uri)
+        return found + ([match.group(2)] if match else [])
 
 
 SECRET_KEYS = ("cvat_password", "cvat_access_token")
+_URI_PASSWORD = re.compile(r"(://[^:/@]+:)([^@]+)@")
 PATH_KEYS = ("data_root", "media_dir", "runs_dir")
 
 
