@@ -1,0 +1,40 @@
+"""Segmentation heads by name: every head takes the same list of feature maps and returns class logits.
+
+Adding a head: one module with a `SegHead` subclass, and one line in `HEADS`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common.cli import UserError
+from models.heads.base import IGNORE_INDEX, SegHead
+from models.heads.linear import LinearHead
+from models.heads.mask2former import Mask2FormerHead
+from models.heads.segformer import SegFormerHead
+from models.heads.upernet import UperNetHead
+
+HEADS: dict[str, type[SegHead]] = {
+    "linear": LinearHead,
+    "segformer": SegFormerHead,
+    "upernet": UperNetHead,
+    "mask2former": Mask2FormerHead,
+}
+
+__all__ = ["HEADS", "IGNORE_INDEX", "SegHead", "build_head"]
+
+
+def build_head(name: str, in_channels: int, num_inputs: int, num_classes: int, **config: Any) -> SegHead:
+    """The head called `name`; `config` holds its own options (widths, depths, loss weights).
+
+    The head remembers `name` and `config`, which is what a checkpoint needs to rebuild it.
+    """
+    if name not in HEADS:
+        raise UserError(f"unknown head {name!r}; choose one of: {', '.join(HEADS)}")
+    try:
+        head = HEADS[name](in_channels, num_inputs, num_classes, **config)
+    except TypeError as error:
+        raise UserError(f"bad option for head {name!r}: {error}") from None
+    head.name = name
+    head.config = dict(config)
+    return head
