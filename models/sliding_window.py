@@ -1,0 +1,75 @@
+"""Whole-image logits from a model that sees fixed-size crops: overlapping windows, blended.
+
+Shared by train's validation and by evaluate, so both score exactly the same predictions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+
+def window_starts(length: int, crop: int, stride: int) -> list[int]:
+    """Start offsets along one axis: every `stride`, and a last window flush with the far edge."""
+    if crop >= length:
+        return [0]
+    starts = list(range(0, length - crop + 1, stride))
+    if starts[-1] != length - crop:
+        starts.append(length - crop)
+    return starts
+
+
+def blend_weights(height: int, width: int, blend: str, device: torch.device) -> Tensor:
+    """Per-pixel weight of one window: flat, or a tent that trusts window centres over their edges."""
+    if blend == "average":
+        return torch.ones(height, width, device=device)
+    if blend == "smooth":
+        def tent(n: int) -> Tensor:
+            t = (torch.arange(n, device=device, dtype=torch.float32) + 0.5) / n
+            return 1.0 - (2 * t - 1).abs() + 1e-3  # never 0, so every pixel is covered
+        return tent(height)[:, None] * tent(width)[None, :]
+    raise ValueError(f"blend must be 'average' or 'smooth', got {blend!r}")
+
+
+def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+@torch.no_grad()
+def predict_logits(
+    forward: Callable[[Tensor], Tensor],
+    image: Tensor,
+    num_classes: int,
+    crop: int | Sequence[int],
+    stride: int | Sequence[int],
+    batch_size: int = 4,
+    blend: str = "average",
+) -> Tensor:
+    """Logits [K,H,W] for image [3,H,W]; `forward` maps windows [B,3,h,w] to logits [B,K,h,w].
+
+    Windows are `crop` (int or (h, w)) every `stride`, the last flush with the border; an image
+    smaller than the crop along an axis gets one window as long as the image there (the model
+    pads it to its patch). Overlaps are blended by `blend_weights`, so windows and batch size
+    change nothing where the model agrees with itself.
+    """
+    (crop_h, crop_w), (stride_h, stride_w) = _pair(crop), _pair(stride)
+    if min(crop_h, crop_w, stride_h, stride_w, batch_size) < 1:
+        raise ValueError(f"crop, stride and batch_size must be positive, got {crop}, {stride}, {batch_size}")
+    _, height, width = image.shape
+    win_h, win_w = min(crop_h, height), min(crop_w, width)
+    boxes = [(y, x) for y in window_starts(height, win_h, stride_h) for x in window_starts(width, win_w, stride_w)]
+    weight = blend_weights(win_h, win_w, blend, image.device)
+    total = torch.zeros(num_classes, height, width, device=image.device)
+    weight_sum = torch.zeros(height, width, device=image.device)
+    for i in range(0, len(boxes), batch_size):
+        chunk = boxes[i : i + batch_size]
+        windows = torch.stack([image[:, y : y + win_h, x : x + win_w] for y, x in chunk])
+        logits = forward(windows)
+        if logits.shape != (len(chunk), num_classes, win_h, win_w):
+            raise ValueError(f"forward returned {list(logits.shape)} for windows {list(windows.shape)}; expected {num_classes} classes at window size")
+        for (y, x), window_logits in zip(chunk, logits.float()):
+            total[:, y : y + win_h, x : x + win_w] += window_logits * weight
+            weight_sum[y : y + win_h, x : x + win_w] += weight
+    return total / weight_sum

@@ -1,0 +1,66 @@
+"""Sliding-window inference: exact reconstruction, blending of overlaps, borders, small images, batching."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.sliding_window import predict_logits, window_starts
+
+
+def pixelwise(windows: torch.Tensor) -> torch.Tensor:
+    """A model whose logits depend on each pixel alone: the whole image must come back exactly."""
+    x = windows.float()
+    return torch.stack([x[:, 0], 2 * x[:, 1], x[:, 2] - x[:, 0]], dim=1)
+
+
+def image(h: int, w: int, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 256, (3, h, w), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+
+
+@pytest.mark.parametrize("size", [(37, 53), (16, 16), (10, 12), (40, 9)])
+@pytest.mark.parametrize("crop,stride", [(16, 10), (16, 16), ((12, 20), (5, 7))])
+def test_pixelwise_model_reconstructs_exactly(size, crop, stride) -> None:
+    img = image(*size)
+    out = predict_logits(pixelwise, img, 3, crop, stride, batch_size=3)
+    assert out.shape == (3, *size)
+    assert torch.equal(out, pixelwise(img[None])[0])
+
+
+def test_smooth_blend_also_reconstructs() -> None:
+    img = image(30, 41)
+    out = predict_logits(pixelwise, img, 3, 16, 8, batch_size=2, blend="smooth")
+    assert torch.allclose(out, pixelwise(img[None])[0], atol=1e-4)
+
+
+def test_windows_cover_the_image_and_the_last_is_flush_with_the_border() -> None:
+    assert window_starts(37, 16, 10) == [0, 10, 20, 21]
+    assert window_starts(36, 16, 10) == [0, 10, 20]
+    assert window_starts(10, 16, 10) == [0]
+
+
+def test_overlaps_are_averaged() -> None:
+    """Logits = the column inside the window: where two windows overlap, the mean of both columns."""
+    def local_column(windows: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = windows.shape
+        return torch.arange(w, dtype=torch.float32).expand(b, 1, h, w).clone()
+
+    out = predict_logits(local_column, image(4, 14), 1, (4, 8), (4, 6), batch_size=1)
+    # windows start at x = 0 and 6: columns 6 and 7 are seen at local 6,7 and 0,1
+    expected = torch.tensor([0, 1, 2, 3, 4, 5, 3, 4, 2, 3, 4, 5, 6, 7], dtype=torch.float32)
+    assert torch.equal(out[0, 0], expected)
+
+
+def test_result_does_not_depend_on_batch_size() -> None:
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 4, 5, padding=2).eval()
+    forward = lambda w: conv(w.float() / 255)  # noqa: E731 - context-dependent model, unlike pixelwise
+    img = image(45, 38)
+    results = [predict_logits(forward, img, 4, 16, 11, batch_size=b) for b in (1, 3, 64)]
+    assert all(torch.equal(results[0], r) for r in results[1:])
+    assert not torch.equal(results[0], forward(img[None])[0])  # windows really cut the context
+
+
+def test_forward_of_the_wrong_shape_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="expected 5 classes at window size"):
+        predict_logits(pixelwise, image(20, 20), 5, 16, 8)
