@@ -1,0 +1,245 @@
+"""Frozen DINOv2 / DINOv3 ViT backbones, by name, giving feature maps equal to the official models'.
+
+`BACKBONES` is the registry: each name is a `BackboneSpec` (data, as timm keeps its configs).
+`build_backbone(name, weights, layers, frozen)` builds the timm model for it, loads weights from
+any supported format (see `models.weights`) and wraps it in `Backbone`, whose forward runs the
+tokens the official way (position encodings from `models.position`), so features equal those of
+`get_intermediate_layers(..., reshape=True, norm=True)` of the official code at every input size.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common.cli import UserError
+from models.position import DINOV2_REG_RULE, DINOV2_RULE, PosEmbedRule, resample_pos_grid, rope_periods, rope_sin_cos
+from models.weights import OfficialWeights, read_weights
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class RandomBackboneWarning(UserWarning):
+    """The backbone has no pretrained weights, so its features carry no meaning."""
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One named backbone: which timm architecture, and the official facts our forward follows."""
+
+    name: str
+    family: str  # "dinov2" (learned position grid) or "dinov3" (rotary positions)
+    timm_name: str
+    patch_size: int
+    embed_dim: int
+    depth: int
+    num_heads: int
+    num_registers: int = 0
+    pos_rule: PosEmbedRule | None = None  # DINOv2 only
+    hf_repo: str = ""  # Hugging Face repository for `weights="hub"`
+    timm_overrides: dict = field(default_factory=dict)  # architecture arguments (tiny test models)
+
+
+def _dinov2(size: str, timm_size: str, embed_dim: int, depth: int, heads: int, hf_size: str) -> list[BackboneSpec]:
+    return [
+        BackboneSpec(f"dinov2_vit{size}14", "dinov2", f"vit_{timm_size}_patch14_dinov2", 14, embed_dim, depth, heads,
+                     pos_rule=DINOV2_RULE, hf_repo=f"facebook/dinov2-{hf_size}"),
+        BackboneSpec(f"dinov2_vit{size}14_reg", "dinov2", f"vit_{timm_size}_patch14_reg4_dinov2", 14, embed_dim, depth,
+                     heads, num_registers=4, pos_rule=DINOV2_REG_RULE, hf_repo=f"facebook/dinov2-with-registers-{hf_size}"),
+    ]
+
+
+def _dinov3(arch: str, timm_name: str, embed_dim: int, depth: int, heads: int) -> BackboneSpec:
+    return BackboneSpec(f"dinov3_vit{arch}", "dinov3", timm_name, 16, embed_dim, depth, heads, num_registers=4,
+                        hf_repo=f"facebook/dinov3-vit{arch}-pretrain-lvd1689m")
+
+
+_TINY = {"embed_dim": 32, "depth": 4, "num_heads": 2}
+
+# The official DINOv3 S/S+/B/L/H+ models have q and v biases (k masked to zero): timm's `_qkvb`
+# variants keep them; the plain timm variants drop them, which changes features of any file whose
+# biases are not all zero. ViT-7B has no qkv bias.
+BACKBONES: dict[str, BackboneSpec] = {
+    spec.name: spec
+    for spec in [
+        *_dinov2("s", "small", 384, 12, 6, "small"),
+        *_dinov2("b", "base", 768, 12, 12, "base"),
+        *_dinov2("l", "large", 1024, 24, 16, "large"),
+        *_dinov2("g", "giant", 1536, 40, 24, "giant"),
+        _dinov3("s16", "vit_small_patch16_dinov3_qkvb", 384, 12, 6),
+        _dinov3("s16plus", "vit_small_plus_patch16_dinov3_qkvb", 384, 12, 6),
+        _dinov3("b16", "vit_base_patch16_dinov3_qkvb", 768, 12, 12),
+        _dinov3("l16", "vit_large_patch16_dinov3_qkvb", 1024, 24, 16),
+        _dinov3("h16plus", "vit_huge_plus_patch16_dinov3_qkvb", 1280, 32, 20),
+        _dinov3("7b16", "vit_7b_patch16_dinov3", 4096, 40, 32),
+        # Tiny random ViTs with the real token layout and position rules, for tests and quick demos.
+        BackboneSpec("tiny_dinov2", "dinov2", "vit_small_patch14_dinov2", 14, 32, 4, 2, pos_rule=DINOV2_RULE,
+                     timm_overrides=_TINY),
+        BackboneSpec("tiny_dinov2_reg", "dinov2", "vit_small_patch14_reg4_dinov2", 14, 32, 4, 2, num_registers=4,
+                     pos_rule=DINOV2_REG_RULE, timm_overrides=_TINY),
+        BackboneSpec("tiny_dinov3", "dinov3", "vit_small_patch16_dinov3_qkvb", 16, 32, 4, 2, num_registers=4,
+                     timm_overrides=_TINY),
+    ]
+}
+
+
+def get_spec(name: str) -> BackboneSpec:
+    """The spec registered under `name`, or a UserError that lists the known names."""
+    if name not in BACKBONES:
+        raise UserError(f"unknown backbone {name!r}; known backbones: {', '.join(BACKBONES)}")
+    return BACKBONES[name]
+
+
+def default_layers(num_layers: int, n: int) -> list[int]:
+    """`n` block indices evenly spaced over `num_layers`, ending at the last (12, 4 -> [2, 5, 8, 11])."""
+    if not 1 <= n <= num_layers:
+        raise UserError(f"cannot take {n} layers from a backbone with {num_layers} blocks")
+    return [round((i + 1) * num_layers / n) - 1 for i in range(n)]
+
+
+def _resolve_layers(layers: int | Sequence[int] | None, num_layers: int) -> list[int]:
+    if layers is None:
+        return [num_layers - 1]
+    if isinstance(layers, int):
+        return default_layers(num_layers, layers)
+    resolved = sorted({i + num_layers if i < 0 else i for i in layers})
+    if not resolved or resolved[0] < 0 or resolved[-1] >= num_layers:
+        raise UserError(f"layers {list(layers)} must be block indices in [0, {num_layers - 1}]")
+    return resolved
+
+
+class Backbone(nn.Module):
+    """A DINO ViT returning one feature map per selected block, at 1/patch resolution.
+
+    `forward(x: [B,3,H,W])` -> list of [B, embed_dim, ceil(H/p), ceil(W/p)], in increasing block
+    order, each passed through the final norm (as the official `get_intermediate_layers(norm=True)`).
+    Images whose sides are not multiples of the patch are zero-padded on the bottom and right.
+    """
+
+    def __init__(self, spec: BackboneSpec, vit: nn.Module, layers: list[int], weights_hash: str, periods: torch.Tensor | None):
+        super().__init__()
+        self.spec = spec
+        self.vit = vit
+        self.name = spec.name
+        self.patch_size = spec.patch_size
+        self.embed_dim = spec.embed_dim
+        self.num_layers = len(vit.blocks)
+        self.layers = layers
+        self.weights_hash = weights_hash
+        self.mean = IMAGENET_MEAN
+        self.std = IMAGENET_STD
+        self.frozen = False
+        if periods is not None:
+            self.register_buffer("rope_periods", periods.float(), persistent=False)
+
+    def freeze(self) -> Backbone:
+        """No gradients and eval mode, kept even when a parent module calls `.train()`."""
+        self.requires_grad_(False)
+        self.frozen = True
+        return self.train(False)
+
+    def train(self, mode: bool = True) -> Backbone:
+        return super().train(mode and not self.frozen)
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        p = self.patch_size
+        height, width = images.shape[-2:]
+        rows, cols = math.ceil(height / p), math.ceil(width / p)
+        if (rows * p, cols * p) != (height, width):
+            images = F.pad(images, (0, cols * p - width, 0, rows * p - height))
+        patches = self.vit.patch_embed.proj(images).flatten(2).transpose(1, 2)
+        if self.spec.family == "dinov2":
+            tokens, block_kwargs = self._dinov2_tokens(patches, rows, cols), {}
+        else:
+            tokens, block_kwargs = self._dinov3_tokens(patches), {"rope": torch.cat(rope_sin_cos(self.rope_periods, rows, cols), -1)}
+        prefix = 1 + self.spec.num_registers
+        maps = []
+        for index, block in enumerate(self.vit.blocks[: self.layers[-1] + 1]):
+            tokens = block(tokens, **block_kwargs)
+            if index in self.layers:
+                features = self.vit.norm(tokens[:, prefix:])
+                maps.append(features.transpose(1, 2).reshape(len(images), -1, rows, cols))
+        return maps
+
+    def _dinov2_tokens(self, patches: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+        """cls + position, patches + resampled positions, then registers after cls (official order)."""
+        vit = self.vit
+        pos = vit.pos_embed
+        cls = vit.cls_token
+        if not vit.no_embed_class:  # timm keeps the cls position inside pos_embed for the original models
+            cls, pos = cls + pos[:, :1], pos[:, 1:]
+        patches = patches + resample_pos_grid(pos, rows, cols, self.spec.pos_rule)
+        parts = [cls.expand(len(patches), -1, -1)]
+        if vit.reg_token is not None:
+            parts.append(vit.reg_token.expand(len(patches), -1, -1))
+        return torch.cat([*parts, patches], dim=1)
+
+    def _dinov3_tokens(self, patches: torch.Tensor) -> torch.Tensor:
+        vit = self.vit
+        batch = len(patches)
+        return torch.cat([vit.cls_token.expand(batch, -1, -1), vit.reg_token.expand(batch, -1, -1), patches], dim=1)
+
+
+def _create_vit(spec: BackboneSpec) -> nn.Module:
+    return timm.create_model(spec.timm_name, pretrained=False, num_classes=0, **spec.timm_overrides)
+
+
+def _load_official(vit: nn.Module, spec: BackboneSpec, weights: OfficialWeights) -> None:
+    """Convert official-format tensors to timm's names (timm's own filters) and load them, strictly."""
+    if weights.family != spec.family:
+        raise UserError(f"{weights.source} holds a {weights.family.upper()} model but backbone {spec.name} is "
+                        f"{spec.family.upper()}; choose a {weights.family}_* backbone")
+    if spec.family == "dinov2":
+        from timm.models.vision_transformer import checkpoint_filter_fn
+    else:
+        from timm.models.eva import checkpoint_filter_fn
+    state = checkpoint_filter_fn(dict(weights.state_dict), vit)
+    expected = vit.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = [f"{k} (file {tuple(state[k].shape)}, model {tuple(expected[k].shape)})"
+                   for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong_shape:
+        problems = [f"{label}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}"
+                    for label, keys in (("wrong shapes", wrong_shape), ("missing", missing), ("unexpected", unexpected)) if keys]
+        raise UserError(f"{weights.source} does not fit backbone {spec.name} ({weights.describe()}): "
+                        + "; ".join(problems))
+    vit.load_state_dict(state, strict=True)
+
+
+def build_backbone(
+    name: str,
+    weights: str | None = None,
+    layers: int | Sequence[int] | None = None,
+    frozen: bool = True,
+) -> Backbone:
+    """The backbone `name` with `weights` (file, Hugging Face folder, "hub", or None for random).
+
+    `layers`: None for the last block, an int n for n evenly spaced blocks (`default_layers`), or
+    explicit block indices (negative ones count from the end).
+    """
+    spec = get_spec(name)
+    vit = _create_vit(spec)
+    head_dim = spec.embed_dim // spec.num_heads
+    periods = rope_periods(head_dim) if spec.family == "dinov3" else None
+    if weights:
+        official = read_weights(weights, hf_repo=spec.hf_repo)
+        _load_official(vit, spec, official)
+        weights_hash = official.sha256
+        if spec.family == "dinov3":
+            periods = official.rope_periods if official.rope_periods is not None else periods
+    else:
+        weights_hash = "random"
+        warnings.warn(f"backbone {name} has RANDOM weights: its features mean nothing; pass --weights or set "
+                      f"DINO_WEIGHTS to an official checkpoint file or a Hugging Face model folder",
+                      RandomBackboneWarning, stacklevel=2)
+    backbone = Backbone(spec, vit, _resolve_layers(layers, len(vit.blocks)), weights_hash, periods)
+    return backbone.freeze() if frozen else backbone
