@@ -1,0 +1,505 @@
+"""A local stand-in for a CVAT 2.x server, for end-to-end tests through the real `cvat-sdk`.
+
+No CVAT can run on a test machine (it needs Docker and a policy engine), so this module answers
+the REST endpoints `cvat-sdk` 2.80 calls, with payloads shaped like CVAT 2.x's, and keeps every
+write in memory so a test can read back what a command sent.
+
+Usage (from any test: pytest puts `tests/` on `sys.path`)::
+
+    from cvat_server import FakeCvat, add_reef_project, confidence_spec, png_bytes, polygon
+
+    cvat = FakeCvat(version="2.29.0", page_size=2)           # an older server, tiny pages
+    reef = add_reef_project(cvat)                            # the standard small project (see its docstring), or:
+    project = cvat.add_project("Reef", labels=[("Acropora", [confidence_spec()]), ("Porites", [])])
+    task = cvat.add_task(project, "Moorea 2021", subset="Train",
+                         frames=[("Moorea_2021_03.jpg", png_bytes(64, 48))],
+                         shapes=[polygon(0, cvat.label_id(project, "Acropora"), [1.5, 2, 30, 2, 30, 20])])
+    with cvat.serve() as url:                                # http://127.0.0.1:<free port>
+        ...                                                  # CVAT_URL=url, CVAT_USERNAME=cvat.username, ...
+    cvat.frame_requests(task)                                # how many frames the client downloaded
+    cvat.annotations[task]["shapes"]                         # what a push wrote back (PUT/PATCH)
+    cvat.touch_task(task)                                    # bump updated_date, like an annotator's edit
+    cvat.fail(r"/api/tasks/\\d+/data$", status=500, skip=2)   # the 3rd frame request answers 500
+
+What it answers (everything else is 404, like an unknown CVAT route):
+- `GET /api/server/about` (anonymous; `version` is configurable, e.g. an older "2.29.0" or "2.80.0").
+- `POST /api/auth/login` with JSON username/password: 200 with `{"key"}`, `sessionid` and
+  `csrftoken` cookies; wrong credentials: 400 `{"non_field_errors": [...]}` as CVAT does.
+  `POST /api/auth/logout`.
+- Authentication on every other route: the session cookie, `Authorization: Bearer <access token>`
+  (what the SDK sends for a personal access token) or `Authorization: Token <login key>`;
+  otherwise 401. Writes with a session cookie need the `X-CSRFToken` header, as Django demands.
+- `GET /api/users/self`; `GET /api/projects` (filters `name`, `search`, `id`), `GET /api/projects/{id}`;
+  `GET /api/tasks` (filters `project_id`, `status`, `subset`, `name`), `GET /api/tasks/{id}`;
+  `GET /api/labels?project_id=|task_id=`; `GET /api/jobs?task_id=`. Lists are paginated
+  `{"count","next","previous","results"}` with `page`/`page_size`, `page_size` defaulting to the small
+  `FakeCvat.page_size` so that every client walks several pages.
+- `GET /api/tasks/{id}/data/meta` (frames with name, width, height);
+  `GET /api/tasks/{id}/data?type=frame&number=N&quality=original` (the stored image bytes).
+- `GET|PUT|DELETE /api/tasks/{id}/annotations` and `PATCH ...?action=create|update|delete`:
+  `{"version","tags","shapes","tracks"}`; new shapes get ids, `version` grows with each write.
+
+An older `version` leaves out task fields that later CVAT releases added, so a client is checked
+against both shapes of answer. `requests` logs every call (method, path, query, headers) for
+assertions, e.g. that no request carried a password in its URL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime as dt
+import io
+import json
+import re
+import secrets
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from PIL import Image
+
+# Task fields that CVAT releases after 2.29 added; an older FakeCvat leaves them out.
+NEWER_TASK_FIELDS = ("validation_mode", "assignee_updated_date", "initial_replicas")
+
+
+@dataclass
+class Request:
+    """One request the server received."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Failure:
+    """Answer `status` to requests matching `method` and `path` (a regex), after `skip` matches."""
+
+    path: str
+    status: int
+    method: str = "GET"
+    skip: int = 0
+    times: int = 1
+
+
+def png_bytes(width: int, height: int, color: tuple[int, int, int] = (30, 120, 160), fmt: str = "PNG") -> bytes:
+    """A tiny solid image, encoded like the files annotators upload."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def polygon(frame: int, label_id: int, points: list[float], z_order: int = 0, attributes: list[dict] | None = None,
+            shape_type: str = "polygon", occluded: bool = False) -> dict[str, Any]:
+    """A shape as CVAT 2.x returns it in `/annotations` (pixel coordinates, flat points)."""
+    return {
+        "type": shape_type, "occluded": occluded, "outside": False, "z_order": z_order, "rotation": 0.0,
+        "points": list(points), "frame": frame, "label_id": label_id, "group": 0, "source": "manual",
+        "attributes": attributes or [], "elements": [],
+    }
+
+
+def confidence_spec() -> dict[str, Any]:
+    """The `confidence` number attribute reef projects define on every label (CVAT stores numbers as strings)."""
+    return {"name": "confidence", "mutable": False, "input_type": "number", "default_value": "100", "values": ["0", "100", "1"]}
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class FakeCvat:
+    """In-memory CVAT: projects, tasks, labels, frames and annotations, served over HTTP by `serve()`."""
+
+    version: str = "2.80.0"
+    username: str = "annotator"
+    password: str = "s3cret-Passw0rd!"
+    access_token: str = "pat-0123456789abcdef-token"
+    page_size: int = 2
+    projects: dict[int, dict[str, Any]] = field(default_factory=dict)
+    tasks: dict[int, dict[str, Any]] = field(default_factory=dict)
+    labels: dict[int, dict[str, Any]] = field(default_factory=dict)
+    frames: dict[int, list[tuple[str, bytes, int, int]]] = field(default_factory=dict)
+    annotations: dict[int, dict[str, Any]] = field(default_factory=dict)
+    requests: list[Request] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    url: str = ""
+
+    def __post_init__(self) -> None:
+        self._lock = threading.RLock()
+        self._ids: dict[str, int] = {}
+        self._sessions: dict[str, str] = {}  # sessionid -> csrftoken
+        self._login_key = secrets.token_hex(20)
+
+    def _next_id(self, kind: str) -> int:
+        self._ids[kind] = self._ids.get(kind, 0) + 1
+        return self._ids[kind]
+
+    # ---- building the server's content -------------------------------------------------------
+
+    def add_project(self, name: str, labels: list[tuple[str, list[dict[str, Any]]]] = ()) -> int:
+        """A project with `labels` as (name, attribute specs); returns its id."""
+        with self._lock:
+            pid = self._next_id("project")
+            self.projects[pid] = {
+                "id": pid, "name": name, "owner": self._user(), "assignee": None, "bug_tracker": "",
+                "guide_id": None, "task_subsets": [], "dimension": "2d", "status": "annotation",
+                "organization": None, "created_date": _now(), "updated_date": _now(),
+                "source_storage": None, "target_storage": None, "assignee_updated_date": None,
+            }
+            for label_name, specs in labels:
+                lid = self._next_id("label")
+                attributes = [{"id": self._next_id("attribute"), **spec} for spec in specs]
+                self.labels[lid] = {
+                    "id": lid, "name": label_name, "color": f"#{lid * 40 % 256:02x}8040", "attributes": attributes,
+                    "type": "any", "svg": "", "sublabels": [], "project_id": pid, "parent_id": None, "has_parent": False,
+                }
+            return pid
+
+    def label_id(self, project_id: int, name: str) -> int:
+        """The id of the project's label called `name`."""
+        return next(lid for lid, label in self.labels.items() if label["project_id"] == project_id and label["name"] == name)
+
+    def attribute_id(self, label_id: int, name: str) -> int:
+        """The spec id of a label's attribute, as shapes refer to it."""
+        return next(a["id"] for a in self.labels[label_id]["attributes"] if a["name"] == name)
+
+    def add_task(self, project_id: int, name: str, frames: list[tuple[str, bytes]], shapes: list[dict[str, Any]] = (),
+                 subset: str = "", status: str = "completed") -> int:
+        """A task holding `frames` as (file name, image bytes) and `shapes`; returns its id."""
+        with self._lock:
+            tid = self._next_id("task")
+            sizes = [Image.open(io.BytesIO(data)).size for _, data in frames]
+            self.frames[tid] = [(fname, data, w, h) for (fname, data), (w, h) in zip(frames, sizes)]
+            self.tasks[tid] = {
+                "id": tid, "name": name, "project_id": project_id, "mode": "annotation", "owner": self._user(),
+                "assignee": None, "bug_tracker": "", "created_date": _now(), "updated_date": _now(), "overlap": 0,
+                "segment_size": len(frames), "status": status, "data_chunk_size": 72,
+                "data_compressed_chunk_type": "imageset", "data_original_chunk_type": "imageset",
+                "data_cloud_storage_id": None, "guide_id": None, "size": len(frames), "image_quality": 70, "data": tid,
+                "dimension": "2d", "subset": subset, "organization": None, "target_storage": None,
+                "source_storage": None, "validation_mode": None, "assignee_updated_date": None, "initial_replicas": 0,
+            }
+            self.annotations[tid] = {"version": 0, "tags": [], "shapes": [], "tracks": []}
+            for shape in shapes:
+                self.annotations[tid]["shapes"].append({**copy.deepcopy(shape), "id": self._next_id("shape")})
+            if subset and subset not in self.projects[project_id]["task_subsets"]:
+                self.projects[project_id]["task_subsets"].append(subset)
+            return tid
+
+    def touch_task(self, task_id: int, **changes: Any) -> None:
+        """Change a task (e.g. `status=`) and bump its `updated_date`, as any edit in CVAT does."""
+        with self._lock:
+            self.tasks[task_id].update(changes, updated_date=_now())
+
+    def fail(self, path: str, status: int = 500, method: str = "GET", skip: int = 0, times: int = 1) -> None:
+        """Make the next matching requests (after `skip` good ones) answer `status`."""
+        with self._lock:
+            self.failures.append(Failure(path, status, method, skip, times))
+
+    def frame_requests(self, task_id: int | None = None) -> int:
+        """How many frame downloads the server answered (for one task, or all)."""
+        task = str(task_id) if task_id is not None else r"\d+"
+        pattern = re.compile(rf"/api/tasks/{task}/data$")
+        return sum(1 for r in self.requests if r.method == "GET" and pattern.match(r.path) and r.query.get("type") == "frame")
+
+    @contextlib.contextmanager
+    def serve(self) -> Iterator[str]:
+        """Serve on 127.0.0.1 at a free port; yields the base URL, stops the server on exit."""
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        server.daemon_threads = True
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        self.url = f"http://127.0.0.1:{server.server_address[1]}"
+        try:
+            yield self.url
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join()
+
+    # ---- payloads ------------------------------------------------------------------------------
+
+    def _user(self) -> dict[str, Any]:
+        return {"url": f"{self.url}/api/users/1", "id": 1, "username": self.username, "first_name": "", "last_name": ""}
+
+    def _task_payload(self, task: dict[str, Any]) -> dict[str, Any]:
+        tid = task["id"]
+        payload = {
+            "url": f"{self.url}/api/tasks/{tid}", **copy.deepcopy(task),
+            "project_name": self.projects[task["project_id"]]["name"],
+            "jobs": {"count": 1, "completed": int(task["status"] == "completed"), "validation": 0,
+                     "url": f"{self.url}/api/jobs?task_id={tid}"},
+            "labels": {"url": f"{self.url}/api/labels?task_id={tid}"},
+        }
+        if self._is_older():
+            for name in NEWER_TASK_FIELDS:
+                payload.pop(name, None)
+        return payload
+
+    def _project_payload(self, project: dict[str, Any]) -> dict[str, Any]:
+        pid = project["id"]
+        return {
+            "url": f"{self.url}/api/projects/{pid}", **copy.deepcopy(project),
+            "tasks": {"count": sum(t["project_id"] == pid for t in self.tasks.values()), "url": f"{self.url}/api/tasks?project_id={pid}"},
+            "labels": {"url": f"{self.url}/api/labels?project_id={pid}"},
+        }
+
+    def _job_payload(self, task: dict[str, Any]) -> dict[str, Any]:
+        tid = task["id"]
+        return {
+            "url": f"{self.url}/api/jobs/{tid}", "id": tid, "task_id": tid, "project_id": task["project_id"],
+            "assignee": None, "guide_id": None, "dimension": "2d", "bug_tracker": None, "status": task["status"],
+            "stage": "acceptance" if task["status"] == "completed" else "annotation", "state": "completed" if task["status"] == "completed" else "new",
+            "mode": "annotation", "frame_count": len(self.frames[tid]), "start_frame": 0, "stop_frame": len(self.frames[tid]) - 1,
+            "data_chunk_size": 72, "data_compressed_chunk_type": "imageset", "data_original_chunk_type": "imageset",
+            "created_date": task["created_date"], "updated_date": task["updated_date"], "issues": {"count": 0, "url": f"{self.url}/api/issues?job_id={tid}"},
+            "labels": {"url": f"{self.url}/api/labels?job_id={tid}"}, "type": "annotation", "organization": None,
+            "target_storage": None, "source_storage": None, "assignee_updated_date": None, "parent_job_id": None, "consensus_replicas": 0,
+        }
+
+    def _meta_payload(self, tid: int) -> dict[str, Any]:
+        frames = self.frames[tid]
+        return {
+            "chunk_size": 72, "size": len(frames), "image_quality": 70, "start_frame": 0, "stop_frame": len(frames) - 1,
+            "frame_filter": "", "frames": [{"width": w, "height": h, "name": name, "related_files": 0} for name, _, w, h in frames],
+            "deleted_frames": [], "included_frames": None, "chunks_updated_date": self.tasks[tid]["created_date"],
+        }
+
+    def _is_older(self) -> bool:
+        major, minor = (int(part) for part in self.version.split(".")[:2])
+        return (major, minor) < (2, 30)
+
+    # ---- request handling ------------------------------------------------------------------------
+
+    def _handle(self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+        with self._lock:
+            self.requests.append(Request(method, path, query, headers, body))
+            for failure in self.failures:
+                if failure.times > 0 and failure.method == method and re.fullmatch(failure.path, path):
+                    if failure.skip > 0:
+                        failure.skip -= 1
+                        continue
+                    failure.times -= 1
+                    return _json(failure.status, {"detail": "Internal server error (injected by the test)."})
+            if path == "/api/server/about" and method == "GET":
+                return _json(200, {"name": "Computer Vision Annotation Tool", "description": "CVAT", "version": self.version,
+                                   "logo_url": f"{self.url}/api/server/logo", "subtitle": "Open Data Annotation Platform"})
+            if path == "/api/auth/login" and method == "POST":
+                return self._login(body)
+            if not self._authenticated(method, headers):
+                return _json(401, {"detail": "Authentication credentials were not provided."})
+            return self._route(method, path, query, body)
+
+    def _login(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        try:
+            data = json.loads(body or b"{}")
+        except json.JSONDecodeError:
+            return _json(400, {"detail": "JSON parse error"})
+        if data.get("username") != self.username or data.get("password") != self.password:
+            return _json(400, {"non_field_errors": ["Unable to log in with provided credentials."]})
+        session, csrf = secrets.token_hex(16), secrets.token_hex(16)
+        self._sessions[session] = csrf
+        status, headers, payload = _json(200, {"key": self._login_key})
+        headers["Set-Cookie"] = [f"sessionid={session}; HttpOnly; Path=/; SameSite=Lax", f"csrftoken={csrf}; Path=/; SameSite=Lax"]
+        return status, headers, payload
+
+    def _authenticated(self, method: str, headers: dict[str, str]) -> bool:
+        authorization = headers.get("authorization", "")
+        if authorization in (f"Bearer {self.access_token}", f"Token {self._login_key}"):
+            return True
+        cookies = SimpleCookie(headers.get("cookie", ""))
+        session = cookies["sessionid"].value if "sessionid" in cookies else None
+        if session not in self._sessions:
+            return False
+        return method in ("GET", "HEAD", "OPTIONS") or headers.get("x-csrftoken") == self._sessions[session]
+
+    def _route(self, method: str, path: str, query: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+        if path == "/api/auth/logout" and method == "POST":
+            return _json(200, {"detail": "Successfully logged out."})
+        if path == "/api/users/self" and method == "GET":
+            return _json(200, {**self._user(), "email": "", "groups": ["user"], "is_staff": False, "is_superuser": False,
+                               "is_active": True, "last_login": _now(), "date_joined": _now(), "has_analytics_access": False})
+        if path == "/api/projects" and method == "GET":
+            rows = [p for p in self.projects.values() if _matches(p, query, ("name", "id"))
+                    and query.get("search", "").lower() in p["name"].lower()]
+            return self._page(path, query, [self._project_payload(p) for p in rows])
+        if path == "/api/tasks" and method == "GET":
+            rows = [t for t in self.tasks.values() if _matches(t, query, ("project_id", "status", "subset", "name", "id"))]
+            return self._page(path, query, [self._task_payload(t) for t in rows])
+        if path == "/api/labels" and method == "GET":
+            project_id = query.get("project_id") or (self.tasks.get(int(query["task_id"]), {}).get("project_id") if "task_id" in query else None)
+            rows = [lb for lb in self.labels.values() if project_id is None or str(lb["project_id"]) == str(project_id)]
+            return self._page(path, query, copy.deepcopy(rows))
+        if path == "/api/jobs" and method == "GET":
+            rows = [t for t in self.tasks.values() if "task_id" not in query or str(t["id"]) == query["task_id"]]
+            return self._page(path, query, [self._job_payload(t) for t in rows])
+        match = re.fullmatch(r"/api/(projects|tasks)/(\d+)(/.*)?", path)
+        if not match:
+            return _json(404, {"detail": "Not found."})
+        kind, oid, rest = match.group(1), int(match.group(2)), match.group(3) or ""
+        table = self.projects if kind == "projects" else self.tasks
+        if oid not in table:
+            return _json(404, {"detail": "Not found."})
+        if rest == "" and method == "GET":
+            return _json(200, self._project_payload(table[oid]) if kind == "projects" else self._task_payload(table[oid]))
+        if kind == "tasks" and rest == "/data/meta" and method == "GET":
+            return _json(200, self._meta_payload(oid))
+        if kind == "tasks" and rest == "/data" and method == "GET":
+            return self._frame(oid, query)
+        if kind == "tasks" and rest == "/annotations":
+            return self._annotations(oid, method, query, body)
+        return _json(404, {"detail": "Not found."})
+
+    def _page(self, path: str, query: dict[str, str], rows: list[dict[str, Any]]) -> tuple[int, dict[str, str], bytes]:
+        page, size = int(query.get("page", 1)), int(query.get("page_size", self.page_size))
+        if page < 1 or (page - 1) * size > max(len(rows) - 1, 0):
+            return _json(404, {"detail": "Invalid page."})
+
+        def link(number: int) -> str | None:
+            return f"{self.url}{path}?{urlencode({**query, 'page': number})}"
+
+        return _json(200, {
+            "count": len(rows),
+            "next": link(page + 1) if page * size < len(rows) else None,
+            "previous": link(page - 1) if page > 1 else None,
+            "results": rows[(page - 1) * size: page * size],
+        })
+
+    def _frame(self, tid: int, query: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        if query.get("type") != "frame":
+            return _json(400, {"detail": "Only type=frame is answered by this test server."})
+        number = int(query.get("number", -1))
+        if not 0 <= number < len(self.frames[tid]):
+            return _json(400, {"detail": f"The frame number should be in the [0, {len(self.frames[tid]) - 1}] range"})
+        data = self.frames[tid][number][1]
+        kind = Image.open(io.BytesIO(data)).format.lower()
+        return 200, {"Content-Type": f"image/{kind}"}, data
+
+    def _annotations(self, tid: int, method: str, query: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+        current = self.annotations[tid]
+        if method == "GET":
+            return _json(200, copy.deepcopy(current))
+        if method == "DELETE":
+            self.annotations[tid] = {"version": current["version"] + 1, "tags": [], "shapes": [], "tracks": []}
+            return 204, {}, b""
+        data = json.loads(body or b"{}")
+        incoming = {kind: data.get(kind, []) for kind in ("tags", "shapes", "tracks")}
+        if method == "PUT":
+            current = {"version": current["version"], "tags": [], "shapes": [], "tracks": []}
+            action = "create"
+        elif method == "PATCH":
+            action = query.get("action", "")
+            if action not in ("create", "update", "delete"):
+                return _json(400, {"detail": "Please specify a correct 'action' for the request"})
+        else:
+            return _json(405, {"detail": f'Method "{method}" not allowed.'})
+        for kind, items in incoming.items():
+            if action == "create":
+                for item in items:
+                    item["id"] = self._next_id(kind)
+                current[kind].extend(items)
+            else:
+                ids = {item.get("id") for item in items}
+                kept = [old for old in current[kind] if old["id"] not in ids]
+                current[kind] = kept + (items if action == "update" else [])
+        current["version"] += 1
+        self.annotations[tid] = current
+        self.tasks[tid]["updated_date"] = _now()
+        return _json(200, {"version": current["version"], **incoming})
+
+
+def _matches(row: dict[str, Any], query: dict[str, str], keys: tuple[str, ...]) -> bool:
+    return all(str(row.get(key)) == query[key] for key in keys if key in query)
+
+
+def _json(status: int, payload: Any) -> tuple[int, dict[str, Any], bytes]:
+    return status, {"Content-Type": "application/json"}, json.dumps(payload).encode()
+
+
+def _handler_for(cvat: FakeCvat) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _serve(self) -> None:
+            parts = urlsplit(self.path)
+            query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            status, out_headers, payload = cvat._handle(self.command, parts.path.rstrip("/") or "/", query, headers, body)
+            self.send_response(status)
+            for key, value in out_headers.items():
+                for item in value if isinstance(value, list) else [value]:
+                    self.send_header(key, item)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+
+        def log_message(self, format: str, *args: Any) -> None:  # the request log is `cvat.requests`
+            pass
+
+    return Handler
+
+
+@dataclass(frozen=True)
+class ReefProject:
+    """Ids of the small standard project `add_reef_project` builds."""
+
+    project: int
+    other_project: int
+    train_task: int
+    val_task: int
+    test_task: int
+    open_task: int
+    acropora: int
+    porites: int
+
+
+def add_reef_project(cvat: FakeCvat, name: str = "Reef 2021") -> ReefProject:
+    """A small reef project covering the cases a pull must handle, plus an unrelated project.
+
+    - train task ("Train"): Moorea_2021_03.jpg (64x48) with a sub-pixel polygon (z_order 2,
+      confidence 80), a closed polyline outline (growth_form attribute), a rectangle (skipped), a
+      two-point polygon (skipped: too few points) and a polygon reaching outside the image
+      (clipped); Moorea_2021_04.jpg (40x30) with one Porites polygon.
+    - val task ("Validation"): another Moorea_2021_03.jpg (same name, different pixels) and
+      IMG_0001.png, whose name does not follow the site_year_quadrat pattern.
+    - test task ("Test"): Tahiti_2020_11.jpg. All three are `completed`.
+    - open task (no subset, status `annotation`): Tahiti_2020_12.jpg; only `--status all` takes it.
+    """
+    growth = {"name": "growth_form", "mutable": False, "input_type": "select", "default_value": "branching", "values": ["branching", "massive"]}
+    project = cvat.add_project(name, labels=[("Acropora", [confidence_spec(), growth]), ("Porites", [confidence_spec()]), ("Pocillopora", [])])
+    other = cvat.add_project("Seagrass survey", labels=[("Posidonia", [])])
+    acropora, porites = cvat.label_id(project, "Acropora"), cvat.label_id(project, "Porites")
+    confidence, growth_id = cvat.attribute_id(acropora, "confidence"), cvat.attribute_id(acropora, "growth_form")
+    train = cvat.add_task(project, "Moorea transect A", subset="Train", frames=[
+        ("Moorea_2021_03.jpg", png_bytes(64, 48, (200, 90, 40), fmt="JPEG")),
+        ("Moorea_2021_04.jpg", png_bytes(40, 30, (90, 200, 40), fmt="JPEG")),
+    ], shapes=[
+        polygon(0, acropora, [1.5, 2.25, 30.5, 2.25, 30.5, 20.75], z_order=2, attributes=[{"spec_id": confidence, "value": "80"}]),
+        polygon(0, acropora, [40, 10, 60, 10, 60, 40, 40, 40, 40.5, 10.5], z_order=1, shape_type="polyline",
+                attributes=[{"spec_id": growth_id, "value": "massive"}]),
+        polygon(0, porites, [5, 5, 10, 10], shape_type="rectangle"),
+        polygon(0, porites, [5, 5, 10, 10]),
+        polygon(1, porites, [-4, 2, 20, 2, 20, 25], occluded=True),
+    ])
+    val = cvat.add_task(project, "Moorea transect B", subset="Validation", frames=[
+        ("Moorea_2021_03.jpg", png_bytes(64, 48, (10, 10, 220))),
+        ("IMG_0001.png", png_bytes(32, 32)),
+    ], shapes=[polygon(0, porites, [10, 10, 50, 10, 30, 40]), polygon(1, acropora, [1, 1, 31, 1, 16, 31])])
+    test = cvat.add_task(project, "Tahiti", subset="Test", frames=[("Tahiti_2020_11.jpg", png_bytes(48, 48, fmt="JPEG"))],
+                         shapes=[polygon(0, acropora, [2, 2, 40, 2, 20, 40])])
+    open_task = cvat.add_task(project, "Tahiti (in progress)", status="annotation", frames=[("Tahiti_2020_12.jpg", png_bytes(48, 48))],
+                              shapes=[polygon(0, porites, [2, 2, 40, 2, 20, 40])])
+    return ReefProject(project, other, train, val, test, open_task, acropora, porites)
