@@ -1,0 +1,191 @@
+"""The checkpoint contract: the head's weights as safetensors, plus a JSON spec of everything else.
+
+The backbone is frozen and rebuilt by name from its own weights file, so a checkpoint stays a
+few megabytes; the spec says which backbone (and the hash of its weights), which layers, which
+head with which options, the classes and how images were normalised and tiled. Loading never
+unpickles anything. See docs/checkpoint.md.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from common.cli import UserError
+from common.fileio import atomic_path, sha256_file, write_json_atomic
+from models.backbones import build_backbone
+from models.heads import SegHead, build_head
+from models.segmenter import Segmenter
+
+FORMAT = "reefseg-checkpoint"
+VERSION = 1
+CHECKPOINT_NAMES = ("best", "last")
+
+
+@dataclass
+class CheckpointSpec:
+    """Everything but the head's weights that inference needs, as plain JSON-able data."""
+
+    backbone: str
+    weights_hash: str
+    layers: list[int]
+    head: str
+    head_config: dict[str, Any]
+    num_classes: int
+    classes: list[str]
+    palette: list[list[int]]
+    taxonomy: str
+    mean: list[float]
+    std: list[float]
+    crop: int
+    stride: int
+    info: dict[str, Any] = field(default_factory=dict)  # for people (step, val mIoU, config); never read back
+
+    def __post_init__(self) -> None:
+        if len(self.classes) != self.num_classes:
+            raise ValueError(f"spec lists {len(self.classes)} classes for num_classes={self.num_classes}")
+        if self.palette and len(self.palette) != self.num_classes:
+            raise ValueError(f"spec has {len(self.palette)} palette colours for {self.num_classes} classes")
+
+    @classmethod
+    def of(cls, backbone: nn.Module, head: SegHead, classes: Sequence[str], palette: Sequence[Sequence[int]],
+           taxonomy: str, crop: int, stride: int, info: dict[str, Any] | None = None) -> CheckpointSpec:
+        """The spec of a model made by `build_backbone` + `build_head`, with the data's classes and tiling."""
+        return cls(
+            backbone=backbone.name, weights_hash=backbone.weights_hash, layers=[int(i) for i in backbone.layers],
+            head=head.name, head_config=dict(head.config), num_classes=head.num_classes,
+            classes=list(classes), palette=[[int(c) for c in colour] for colour in palette], taxonomy=taxonomy,
+            mean=[float(m) for m in backbone.mean], std=[float(s) for s in backbone.std],
+            crop=int(crop), stride=int(stride), info=dict(info or {}),
+        )
+
+
+@dataclass
+class WarmStart:
+    """What `init_head_from` took from the other run, and what it left at its fresh initialisation."""
+
+    kept: list[str]
+    skipped: list[str]
+
+
+def checkpoint_stem(run_dir: str | Path, which: str = "best") -> Path:
+    """`runs/<name>/checkpoint_<which>`; the files are that plus `.safetensors` and `.json`."""
+    if which not in CHECKPOINT_NAMES:
+        raise UserError(f"which checkpoint: choose one of {', '.join(CHECKPOINT_NAMES)}, not {which!r}")
+    return Path(run_dir) / f"checkpoint_{which}"
+
+
+def save_checkpoint(path_stem: str | Path, head: SegHead, spec: CheckpointSpec) -> None:
+    """Write `<stem>.safetensors` (head weights) then `<stem>.json` (spec + the tensors' hash), each atomically.
+
+    The JSON is written last and names the hash of the tensors it goes with, so a save interrupted
+    between the two files is detected on load instead of pairing old weights with a new spec.
+    """
+    stem = Path(path_stem)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in head.state_dict().items()}
+    with atomic_path(stem.with_suffix(".safetensors")) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT})
+        digest = sha256_file(tmp)
+    write_json_atomic(stem.with_suffix(".json"), {"format": FORMAT, "version": VERSION, "tensors_sha256": digest, **asdict(spec)})
+
+
+def save_run_checkpoint(run_dir: str | Path, head: SegHead, spec: CheckpointSpec, which: str = "best") -> Path:
+    """Save the run's `best` or `last` checkpoint; returns its stem."""
+    stem = checkpoint_stem(run_dir, which)
+    save_checkpoint(stem, head, spec)
+    return stem
+
+
+def _resolve_stem(path: str | Path, which: str) -> Path:
+    """A run folder, or one checkpoint's .json/.safetensors file, to the checkpoint's stem."""
+    path = Path(path)
+    if path.suffix in (".json", ".safetensors"):
+        return path.with_suffix("")
+    if not path.is_dir():
+        raise UserError(f"run folder {path} does not exist; pass a folder made by train/train.py")
+    return checkpoint_stem(path, which)
+
+
+def read_checkpoint(path: str | Path, which: str = "best") -> tuple[dict[str, torch.Tensor], CheckpointSpec]:
+    """The head's tensors and the spec, checked against each other; nothing is unpickled."""
+    stem = _resolve_stem(path, which)
+    spec_file, tensor_file = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+    if not spec_file.is_file() or not tensor_file.is_file():
+        present = sorted(p.name for p in stem.parent.glob("checkpoint_*.json"))
+        hint = f"it has {', '.join(present)}" if present else "train a model there first"
+        raise UserError(f"{stem.parent} holds no {stem.name} checkpoint ({spec_file.name} + {tensor_file.name}); {hint}")
+    try:
+        raw = json.loads(spec_file.read_text())
+    except json.JSONDecodeError as error:
+        raise UserError(f"{spec_file} is not valid JSON ({error}); the checkpoint is damaged") from None
+    if raw.get("format") != FORMAT or raw.get("version") != VERSION:
+        raise UserError(f"{spec_file} is not a {FORMAT} version {VERSION} spec (format {raw.get('format')!r}, version {raw.get('version')!r})")
+    if sha256_file(tensor_file) != raw.get("tensors_sha256"):
+        raise UserError(f"{tensor_file.name} does not match {spec_file.name} (an interrupted save?); use the other checkpoint or retrain")
+    names = {f.name for f in fields(CheckpointSpec)}
+    missing = sorted(n for n in names if n not in raw and n != "info")
+    if missing:
+        raise UserError(f"{spec_file} lacks the keys {', '.join(missing)}; it was not written by models.checkpoint")
+    spec = CheckpointSpec(**{k: v for k, v in raw.items() if k in names})
+    return load_file(str(tensor_file)), spec
+
+
+def load_checkpoint(run_dir: str | Path, which: str = "best", weights: str | None = None,
+                    allow_other_weights: bool = False, device: str | torch.device = "cpu") -> tuple[Segmenter, CheckpointSpec]:
+    """The trained model (backbone rebuilt by name from `weights`, head from the checkpoint) and its spec.
+
+    The backbone weights must hash to what the head was trained on; `allow_other_weights` turns
+    that error into a warning (features from other weights make the head's predictions meaningless).
+    """
+    tensors, spec = read_checkpoint(run_dir, which)
+    backbone = build_backbone(spec.backbone, weights=weights, layers=spec.layers, frozen=True)
+    if backbone.weights_hash != spec.weights_hash:
+        given = "no weights were given (random backbone)" if backbone.weights_hash == "random" else f"the weights given hash to {backbone.weights_hash[:12]}"
+        message = (f"{run_dir} was trained on backbone weights {spec.weights_hash[:12]} but {given}; "
+                   f"pass the training weights with --weights or DINO_WEIGHTS")
+        if not allow_other_weights:
+            raise UserError(message)
+        warnings.warn(message, stacklevel=2)
+    head = build_head(spec.head, backbone.embed_dim, len(spec.layers), spec.num_classes, **spec.head_config)
+    result = head.load_state_dict(tensors, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise UserError(f"{run_dir}'s weights do not fit head {spec.head!r} with its spec's config "
+                        f"(missing: {', '.join(result.missing_keys[:5]) or 'none'}; unexpected: {', '.join(result.unexpected_keys[:5]) or 'none'})")
+    return Segmenter(backbone, head).to(device).eval(), spec
+
+
+load_run_checkpoint = load_checkpoint  # the name docs/architecture.md uses
+
+
+def init_head_from(head: SegHead, run_dir: str | Path, which: str = "best", classes: Sequence[str] | None = None) -> WarmStart:
+    """Warm start `head` from another run's head: every tensor but the classifier when the classes differ.
+
+    Classes differ when their count differs or, given `classes`, when the names do (same count,
+    other taxonomy). Any other mismatch means another backbone or head config: a UserError.
+    """
+    tensors, spec = read_checkpoint(run_dir, which)
+    if spec.head != head.name:
+        raise UserError(f"cannot warm start a {head.name!r} head from {run_dir}, which trained a {spec.head!r} head")
+    same_classes = spec.num_classes == head.num_classes and (classes is None or list(classes) == spec.classes)
+    own = head.state_dict()
+    kept, skipped, clashes = [], [], []
+    for key, value in own.items():
+        is_classifier = key.startswith(head.classifier_prefixes)
+        if is_classifier and not same_classes:
+            skipped.append(key)
+        elif key in tensors and tensors[key].shape == value.shape:
+            kept.append(key)
+        else:
+            clashes.append(f"{key} {tuple(value.shape)} vs {tuple(tensors[key].shape) if key in tensors else 'absent'}")
+    if clashes:
+        raise UserError(f"{run_dir}'s head does not fit this one (another backbone, layers or head config?): {'; '.join(clashes[:5])}")
+    head.load_state_dict({k: tensors[k] for k in kept}, strict=False)
+    return WarmStart(kept=kept, skipped=skipped)

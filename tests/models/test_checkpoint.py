@@ -1,0 +1,144 @@
+"""Checkpoint contract: safetensors + JSON only, exact round trip, weights-hash check, warm start."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from common.cli import UserError
+from models.backbones import build_backbone
+from models.checkpoint import CheckpointSpec, init_head_from, load_checkpoint, load_run_checkpoint, read_checkpoint, save_run_checkpoint
+from models.heads import HEADS, build_head
+from models.segmenter import Segmenter
+
+pytestmark = pytest.mark.filterwarnings("ignore::models.backbones.RandomBackboneWarning")
+
+TINY = {
+    "linear": {},
+    "segformer": {"channels": 16},
+    "upernet": {"channels": 16, "scales": [2, 1, 0.5]},
+    "mask2former": {"hidden_dim": 16, "num_queries": 4, "num_layers": 2, "num_heads": 2, "ffn_dim": 32, "num_points": 64},
+}
+COARSE = ["sand", "hard_coral", "algae"]
+FINE = ["sand", "acropora", "porites", "pocillopora", "algae"]
+
+
+def trained_model(head_name: str, classes: list[str], weights: str | None = None) -> tuple[Segmenter, CheckpointSpec]:
+    """A tiny backbone + head after a few optimizer steps (so no weight is at its initial value)."""
+    torch.manual_seed(0)
+    backbone = build_backbone("tiny_dinov2", weights=weights, layers=4)
+    head = build_head(head_name, backbone.embed_dim, 4, len(classes), **TINY[head_name])
+    model = Segmenter(backbone, head).train()
+    optimizer = torch.optim.AdamW(head.parameters(), lr=1e-2)
+    images, target = torch.rand(2, 3, 28, 28), torch.randint(0, len(classes), (2, 28, 28))
+    for _ in range(3):
+        optimizer.zero_grad()
+        model.loss(images, target)["loss"].backward()
+        optimizer.step()
+    palette = [[i * 40, 255 - i * 40, 7] for i in range(len(classes))]
+    spec = CheckpointSpec.of(backbone, head, classes, palette, "main_families", crop=28, stride=14, info={"step": 3})
+    return model.eval(), spec
+
+
+@pytest.mark.parametrize("head_name", list(HEADS))
+def test_round_trip_gives_identical_logits(tmp_path: Path, head_name: str) -> None:
+    model, spec = trained_model(head_name, COARSE)
+    save_run_checkpoint(tmp_path, model.head, spec, "best")
+    loaded, loaded_spec = load_checkpoint(tmp_path, "best")
+    assert loaded_spec == spec
+    image = torch.randint(0, 256, (1, 3, 30, 41), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.equal(loaded(image), model(image))
+    assert not loaded.training and loaded.frozen
+
+
+def test_files_are_safetensors_and_json_and_loading_never_unpickles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, spec = trained_model("linear", COARSE)
+    save_run_checkpoint(tmp_path, model.head, spec, "last")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_last.json", "checkpoint_last.safetensors"]
+    raw = (tmp_path / "checkpoint_last.safetensors").read_bytes()
+    header_len = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + header_len])
+    assert set(header) - {"__metadata__"} == set(model.head.state_dict())
+    document = json.loads((tmp_path / "checkpoint_last.json").read_text())
+    assert document["backbone"] == "tiny_dinov2" and document["weights_hash"] == "random"
+    assert document["layers"] == [0, 1, 2, 3] and document["classes"] == COARSE and document["num_classes"] == 3
+    assert document["mean"] == [0.485, 0.456, 0.406] and document["crop"] == 28 and document["stride"] == 14
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("loading a checkpoint must not unpickle")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    loaded, _ = load_run_checkpoint(tmp_path / "checkpoint_last.json")
+    assert torch.equal(loaded.head.classifier.weight, model.head.classifier.weight)
+
+
+def test_missing_or_damaged_checkpoints_are_user_errors(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope")
+    with pytest.raises(UserError, match="holds no checkpoint_best checkpoint.*train a model there first"):
+        load_checkpoint(tmp_path)
+    model, spec = trained_model("linear", COARSE)
+    save_run_checkpoint(tmp_path, model.head, spec, "last")
+    with pytest.raises(UserError, match="it has checkpoint_last.json"):
+        load_checkpoint(tmp_path, "best")
+    with pytest.raises(UserError, match="choose one of best, last"):
+        load_checkpoint(tmp_path, "final")
+    other, _ = trained_model("linear", ["a", "b"])
+    save_run_checkpoint(tmp_path / "other", other.head, dataclasses.replace(spec, num_classes=2, classes=["a", "b"], palette=[]), "last")
+    (tmp_path / "other" / "checkpoint_last.json").replace(tmp_path / "checkpoint_last.json")
+    with pytest.raises(UserError, match="does not match checkpoint_last.json"):
+        read_checkpoint(tmp_path, "last")
+
+
+def test_backbone_weights_must_be_the_ones_the_head_was_trained_on(tmp_path: Path) -> None:
+    weights = tmp_path / "tiny.pth"
+    state = dict(build_backbone("tiny_dinov2").vit.state_dict())
+    state["mask_token"] = torch.zeros(1, 32)
+    torch.save(state, weights)
+    model, spec = trained_model("linear", COARSE, weights=str(weights))
+    assert spec.weights_hash not in ("", "random")
+    save_run_checkpoint(tmp_path / "run", model.head, spec)
+    loaded, _ = load_checkpoint(tmp_path / "run", weights=str(weights))
+    image = torch.rand(1, 3, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(loaded(image), model(image))
+    with pytest.raises(UserError, match="trained on backbone weights .* no weights were given"):
+        load_checkpoint(tmp_path / "run")
+    with pytest.warns(UserWarning, match="pass the training weights"):
+        load_checkpoint(tmp_path / "run", allow_other_weights=True)
+
+
+@pytest.mark.parametrize("head_name", list(HEADS))
+def test_warm_start_coarse_to_fine_keeps_all_but_the_classifier(tmp_path: Path, head_name: str) -> None:
+    coarse, spec = trained_model(head_name, COARSE)
+    save_run_checkpoint(tmp_path, coarse.head, spec)
+    torch.manual_seed(1)
+    fine = build_head(head_name, 32, 4, len(FINE), **TINY[head_name])
+    fresh = {k: v.clone() for k, v in fine.state_dict().items()}
+    report = init_head_from(fine, tmp_path, classes=FINE)
+    assert report.skipped and all(k.startswith(fine.classifier_prefixes) for k in report.skipped)
+    assert sorted(report.kept + report.skipped) == sorted(fresh)
+    source = coarse.head.state_dict()
+    assert all(torch.equal(fine.state_dict()[k], source[k]) for k in report.kept)
+    assert all(torch.equal(fine.state_dict()[k], fresh[k]) for k in report.skipped)
+
+
+def test_warm_start_keeps_the_classifier_only_for_the_same_classes(tmp_path: Path) -> None:
+    coarse, spec = trained_model("segformer", COARSE)
+    save_run_checkpoint(tmp_path, coarse.head, spec)
+    same = build_head("segformer", 32, 4, 3, **TINY["segformer"])
+    assert init_head_from(same, tmp_path, classes=COARSE).skipped == []
+    renamed = build_head("segformer", 32, 4, 3, **TINY["segformer"])
+    assert init_head_from(renamed, tmp_path, classes=["a", "b", "c"]).skipped == ["classifier.weight", "classifier.bias"]
+    with pytest.raises(UserError, match="another backbone"):
+        init_head_from(build_head("segformer", 48, 4, 3, **TINY["segformer"]), tmp_path)
+    with pytest.raises(UserError, match="trained a 'segformer' head"):
+        init_head_from(build_head("linear", 32, 4, 3), tmp_path)
