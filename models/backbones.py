@@ -189,7 +189,10 @@ class Backbone(nn.Module):
 
 
 def _create_vit(spec: BackboneSpec) -> nn.Module:
-    return timm.create_model(spec.timm_name, pretrained=False, num_classes=0, **spec.timm_overrides)
+    # A fixed seed makes "random" one reproducible backbone: a head trained on it still fits when reloaded.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return timm.create_model(spec.timm_name, pretrained=False, num_classes=0, **spec.timm_overrides)
 
 
 def _load_official(vit: nn.Module, spec: BackboneSpec, weights: OfficialWeights) -> None:
