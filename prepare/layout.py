@@ -1,0 +1,162 @@
+"""The prepared-dataset folder: the one definition of its paths, files and how to read it back.
+
+```
+<folder>/
+  train/data/<stem>.<ext>   images, hard-linked (or copied) from the source, never re-encoded
+  train/labels/<stem>.png   palette PNG masks: 0 background, 1..N classes, 255 ignore
+  val/...  test/...
+  classes.txt               line i = class i, line 0 `background`
+  palette.txt               line i = `R G B` of class i
+  dataset_info.json         taxonomy, classes, palette, split sizes, per-class statistics, source, rules
+  manifest.jsonl            one JSON object per sample (`ManifestEntry`)
+```
+
+The train stage reads a folder with `load_prepared`; MMSegmentation can read it as is.
+Documented in docs/prepared_dataset.md: change both together.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common.cli import UserError
+from common.fileio import write_text_atomic
+
+SPLITS = ("train", "val", "test")
+IMAGES_DIR = "data"
+MASKS_DIR = "labels"
+MASK_SUFFIX = ".png"
+CLASSES_FILE = "classes.txt"
+PALETTE_FILE = "palette.txt"
+INFO_FILE = "dataset_info.json"
+MANIFEST_FILE = "manifest.jsonl"
+JOURNAL_FILE = ".manifest.partial.jsonl"  # samples finished by a run that has not completed yet
+OWNER_FILE = ".reefseg-prepare.json"  # marks a folder as written by this stage, for which dataset
+BACKGROUND_INDEX = 0
+BACKGROUND_NAME = "background"
+BACKGROUND_COLOR = (0, 0, 0)
+IGNORE_INDEX = 255
+IGNORE_COLOR = (255, 255, 255)
+CREATED_BY = "reefseg.prepare"
+
+
+@dataclass
+class ManifestEntry:
+    """One prepared sample. Paths are relative to the folder; `source_key` decides whether a rerun redoes it."""
+
+    sample_id: str
+    split: str
+    image: str
+    mask: str
+    width: int
+    height: int
+    source_image: str
+    image_sha256: str
+    mask_sha256: str
+    source_key: str
+    pixels: dict[str, int] = field(default_factory=dict)  # class index (as text) -> pixel count
+    instances: dict[str, int] = field(default_factory=dict)  # class index (as text) -> polygons drawn
+
+    @classmethod
+    def from_json(cls, line: str) -> ManifestEntry:
+        return cls(**json.loads(line))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+
+def image_relpath(split: str, filename: str) -> str:
+    return f"{split}/{IMAGES_DIR}/{filename}"
+
+
+def mask_relpath(split: str, stem: str) -> str:
+    return f"{split}/{MASKS_DIR}/{stem}{MASK_SUFFIX}"
+
+
+def read_manifest(path: Path) -> list[ManifestEntry]:
+    """Entries of a manifest or journal; a torn last line (an interrupted append) is skipped."""
+    if not path.is_file():
+        return []
+    entries = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entries.append(ManifestEntry.from_json(line))
+        except (json.JSONDecodeError, TypeError):
+            continue
+    return entries
+
+
+def manifest_text(entries: Iterable[ManifestEntry]) -> str:
+    ordered = sorted(entries, key=lambda e: (SPLITS.index(e.split), e.image))
+    return "".join(e.to_json() + "\n" for e in ordered)
+
+
+def classes_text(classes: Sequence[str]) -> str:
+    return "".join(f"{name}\n" for name in [BACKGROUND_NAME, *classes])
+
+
+def palette_text(colors: Sequence[Sequence[int]]) -> str:
+    return "".join(f"{r} {g} {b}\n" for r, g, b in [BACKGROUND_COLOR, *colors])
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    """Write `text` atomically unless the file already holds it; True when written."""
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return False
+    write_text_atomic(path, text)
+    return True
+
+
+def info_text(info: dict[str, Any]) -> str:
+    return json.dumps(info, indent=2) + "\n"
+
+
+@dataclass
+class PreparedDataset:
+    """A prepared folder as the train stage sees it."""
+
+    root: Path
+    classes: list[str]  # index 0 is background
+    palette: list[tuple[int, int, int]]
+    info: dict[str, Any]
+    entries: list[ManifestEntry]
+    ignore_index: int = IGNORE_INDEX
+
+    @property
+    def num_classes(self) -> int:
+        """Classes a model predicts, background included."""
+        return len(self.classes)
+
+    def split(self, name: str) -> list[ManifestEntry]:
+        return [e for e in self.entries if e.split == name]
+
+    def image_path(self, entry: ManifestEntry) -> Path:
+        return self.root / entry.image
+
+    def mask_path(self, entry: ManifestEntry) -> Path:
+        return self.root / entry.mask
+
+
+def load_prepared(folder: str | Path) -> PreparedDataset:
+    """Read a folder written by `prepare_data.py`; one clear error when it is not one."""
+    root = Path(folder).expanduser().resolve()
+    missing = [name for name in (CLASSES_FILE, PALETTE_FILE, INFO_FILE, MANIFEST_FILE) if not (root / name).is_file()]
+    if missing:
+        raise UserError(f"{root} is not a prepared dataset (missing {', '.join(missing)}); run prepare/prepare_data.py first")
+    classes = (root / CLASSES_FILE).read_text(encoding="utf-8").splitlines()
+    palette = [tuple(int(v) for v in line.split()) for line in (root / PALETTE_FILE).read_text(encoding="utf-8").splitlines()]
+    info = json.loads((root / INFO_FILE).read_text(encoding="utf-8"))
+    if len(palette) != len(classes) or classes[:1] != [BACKGROUND_NAME]:
+        raise UserError(f"{root}: {CLASSES_FILE} and {PALETTE_FILE} disagree; rerun prepare/prepare_data.py with --overwrite")
+    return PreparedDataset(
+        root=root,
+        classes=classes,
+        palette=palette,  # type: ignore[arg-type]
+        info=info,
+        entries=read_manifest(root / MANIFEST_FILE),
+        ignore_index=int(info.get("ignore_index", IGNORE_INDEX)),
+    )

@@ -1,0 +1,9 @@
+"""Turn a FiftyOne dataset into a training-ready folder of images and class-index masks: `python prepare/prepare_data.py <dataset>`."""
+
+import sys, pathlib  # noqa: E401
+sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+
+from prepare.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    main()
