@@ -1,0 +1,163 @@
+"""Every training knob in one dataclass, read from a YAML file and overridden from the command line.
+
+Like nanoGPT's config, the whole run is visible in one place: `TrainConfig` lists each key with its
+default and a one-line help, the YAML files in `train/configs/` set the defaults of one head, and
+`--key value` on the command line wins over both. Importing this module loads no torch, so
+`train.py --help` answers at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from common.cli import UserError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "linear.yaml"
+
+
+@dataclass
+class TrainConfig:
+    """A training run, as run: written to `runs/<name>/config.yaml`."""
+
+    head: str = field(default="linear", metadata={"help": "segmentation head: linear, segformer, upernet, mask2former"})
+    head_config: dict[str, Any] = field(default_factory=dict, metadata={"help": "extra keyword arguments of the head, e.g. '{dropout: 0.1}'"})
+    backbone: str = field(default="dinov2_vits14", metadata={"help": "backbone name (models.backbones.BACKBONES)"})
+    weights: str = field(default="", metadata={"help": "DINO weights file or folder; empty: DINO_WEIGHTS from settings, else random"})
+    layers: int | list[int] | None = field(default=None, metadata={"help": "backbone blocks to read: indices, or a count of evenly spaced ones; empty: last for linear, 4 for the others"})
+    data_dir: str = field(default="", metadata={"help": "prepared folder; empty: the demo dataset prepared with LABEL_TAXONOMY under DATA_ROOT"})
+    dataset: str = field(default="", metadata={"help": "dataset name used for the default data_dir; empty: DEMO_DATASET"})
+    taxonomy: str = field(default="", metadata={"help": "taxonomy used for the default data_dir; empty: LABEL_TAXONOMY"})
+    runs_dir: str = field(default="", metadata={"help": "where run folders go; empty: RUNS_DIR"})
+    name: str = field(default="", metadata={"help": "run folder name under runs_dir; empty: <head>_<prepared folder name>"})
+    resume: bool = field(default=False, metadata={"help": "continue the run in runs_dir/name exactly where it stopped"})
+    init_from: str = field(default="", metadata={"help": "warm start the head from another run folder (its classifier is kept only if the classes match)"})
+    crop: int = field(default=448, metadata={"help": "training crop and sliding-window size in pixels (a multiple of the patch size)"})
+    views_per_image: int = field(default=8, metadata={"help": "K: fixed random views per training image (scale, crop, flip, 90-degree rotation)"})
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 1.0], metadata={"help": "[min, max] resize factor of the image before cropping"})
+    fresh_views: bool = field(default=False, metadata={"help": "with --no-cache: draw new random views every epoch instead of the fixed bank"})
+    cache: bool = field(default=True, metadata={"help": "train on cached frozen-backbone features (--no-cache: run the backbone live)"})
+    cache_dir: str = field(default="", metadata={"help": "feature cache folder; empty: DATA_ROOT/cache"})
+    extract_batch_size: int = field(default=8, metadata={"help": "views per backbone forward pass when filling the cache"})
+    batch_size: int = field(default=8, metadata={"help": "training views per step (over all processes)"})
+    steps: int = field(default=2000, metadata={"help": "optimizer steps in the whole run"})
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW)"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay"})
+    warmup_steps: int = field(default=100, metadata={"help": "linear warm-up steps from 0 to lr"})
+    schedule: str = field(default="poly", metadata={"help": "decay after warm-up: poly or cosine"})
+    poly_power: float = field(default=0.9, metadata={"help": "exponent of the poly decay"})
+    min_lr_ratio: float = field(default=0.0, metadata={"help": "final lr as a fraction of lr"})
+    grad_clip: float = field(default=1.0, metadata={"help": "clip the gradient norm to this (0: off)"})
+    class_weights: bool = field(default=False, metadata={"help": "weight the loss by inverse square-root class frequency of the training masks"})
+    precision: str = field(default="auto", metadata={"help": "auto (bf16 where the device supports it), bf16 or fp32"})
+    eval_every: int = field(default=200, metadata={"help": "validate on the full val images every N steps (and at the end)"})
+    val_stride: int = field(default=0, metadata={"help": "sliding-window stride for validation; 0: two thirds of crop"})
+    val_batch_size: int = field(default=4, metadata={"help": "windows per forward pass in validation"})
+    max_val_images: int = field(default=0, metadata={"help": "validate on the first N val images only (0: all)"})
+    patience: int = field(default=10, metadata={"help": "stop after this many validations without a better mIoU (0: never)"})
+    log_every: int = field(default=20, metadata={"help": "log the training loss and lr every N steps"})
+    device: str = field(default="", metadata={"help": "cpu, cuda, cuda:1 ...; empty: DEVICE from settings"})
+    workers: int = field(default=-1, metadata={"help": "data-loading worker processes; -1: WORKERS from settings"})
+    seed: int = field(default=-1, metadata={"help": "random seed of views, sampling and initialisation; -1: SEED from settings"})
+
+
+KEYS = {f.name: f for f in fields(TrainConfig)}
+
+
+def _check_type(name: str, value: Any) -> Any:
+    """`value` coerced to the field's type, or a UserError naming the key and what it expects."""
+    default = KEYS[name].default if KEYS[name].default is not MISSING else KEYS[name].default_factory()
+    kind = KEYS[name].type
+    if value is None:
+        if "None" in str(kind):
+            return None
+        raise UserError(f"config key {name!r} needs a value")
+    if isinstance(default, bool):
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, int) and not isinstance(value, bool):
+        if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+            return int(value)
+    elif isinstance(default, float) and not isinstance(value, bool):
+        if isinstance(value, (int, float)):
+            return float(value)
+    elif isinstance(default, str):
+        return str(value)
+    elif isinstance(default, dict):
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if isinstance(value, dict):
+            return value
+    elif "list" in str(kind):
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if isinstance(value, int) and "int |" in str(kind):
+            return value
+        if isinstance(value, (int, float)):
+            value = [value]
+        if isinstance(value, (list, tuple)):
+            return list(value)
+    raise UserError(f"config key {name!r} expects {kind}, got {value!r}")
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
+    """The YAML file's keys (default `configs/linear.yaml`) over the defaults, then `overrides`."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    if not path.is_file() and (CONFIG_DIR / path).is_file():
+        path = CONFIG_DIR / path
+    if not path.is_file():
+        raise UserError(f"config file {path} not found; choose one of {', '.join(sorted(p.name for p in CONFIG_DIR.glob('*.yaml')))}")
+    values = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(values, dict):
+        raise UserError(f"config file {path} must hold a mapping of keys to values")
+    values.update({k.replace("-", "_"): v for k, v in overrides.items()})
+    unknown = sorted(set(values) - set(KEYS))
+    if unknown:
+        raise UserError(f"unknown config key(s) {', '.join(unknown)}; run train/train.py --help for the list")
+    config = TrainConfig(**{k: _check_type(k, v) for k, v in values.items()})
+    check_config(config)
+    return config
+
+
+def check_config(config: TrainConfig) -> None:
+    """Values that would only fail later, in the middle of a run, refused now with the key to fix."""
+    if config.schedule not in ("poly", "cosine"):
+        raise UserError(f"schedule must be poly or cosine, got {config.schedule!r}")
+    if config.precision not in ("auto", "bf16", "fp32"):
+        raise UserError(f"precision must be auto, bf16 or fp32, got {config.precision!r}")
+    if len(config.scale_range) != 2 or not 0 < config.scale_range[0] <= config.scale_range[1]:
+        raise UserError(f"scale_range must be [min, max] with 0 < min <= max, got {config.scale_range}")
+    for key in ("crop", "views_per_image", "batch_size", "steps", "eval_every", "extract_batch_size", "val_batch_size", "log_every"):
+        if getattr(config, key) < 1:
+            raise UserError(f"{key} must be at least 1, got {getattr(config, key)}")
+    if config.resume and config.init_from:
+        raise UserError("--resume continues a run and --init_from starts a new one; pass only one of them")
+
+
+def config_dict(config: TrainConfig) -> dict[str, Any]:
+    """The config as plain data, in field order (for config.yaml and the checkpoint spec)."""
+    return asdict(config)
+
+
+def help_text() -> str:
+    """Usage and every key with its default and help, generated from `TrainConfig`."""
+    lines = [
+        "usage: python train/train.py [--config train/configs/<head>.yaml] [--key value ...]",
+        "       torchrun --nproc_per_node=N train/train.py ...   (several GPUs, DistributedDataParallel)",
+        "",
+        "Train a segmentation head on a frozen DINO backbone over a prepared folder.",
+        f"Configs: {', '.join(sorted(p.name for p in CONFIG_DIR.glob('*.yaml')))} (in train/configs/).",
+        "Booleans: --key, --no-key or --key false (e.g. --resume, --no-cache).",
+        "",
+        "keys (default):",
+    ]
+    for f in fields(TrainConfig):
+        default = f.default if f.default is not MISSING else f.default_factory()
+        lines.append(f"  --{f.name} ({default!r})\n      {f.metadata['help']}")
+    return "\n".join(lines)

@@ -1,0 +1,166 @@
+"""Frozen-backbone features computed once per training view, stored as fp16 memory-mapped arrays.
+
+The backbone never changes during head training, so running it on every step wastes almost all
+of the time. Each training image's K views go through the backbone once; the maps are written as
+one `.npy` per (image, layer), read back one view at a time through a memory map, so training
+memory does not grow with the number of images.
+
+Layout under the cache folder::
+
+    <backbone>-<weights>-<precision>/<image sha256>-<views hash>/layer_<i>.npy   [K, C, h, w] float16
+    labels/<mask sha256>-<views hash>.npy                                          [K, crop, crop] uint8
+
+The folder names hold everything the features depend on (backbone name and spec, weights hash,
+compute precision; the image's bytes; the views' parameters), so heads and reruns share entries,
+a changed image or view bank invalidates only its own entries, and layers are shared between heads
+that read the same ones (linear's last layer is one of segformer's four). Every file is written
+atomically, so an interrupted extraction resumes with the entries it has not finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from common.fileio import atomic_path
+from train.data import read_image, read_mask
+from train.views import View, apply_view, views_key
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """Where one image's cached views live: a feature file per layer and the labels file."""
+
+    layer_paths: tuple[Path, ...]
+    label_path: Path
+
+    def complete(self) -> bool:
+        return self.label_path.is_file() and all(p.is_file() for p in self.layer_paths)
+
+
+def backbone_fingerprint(backbone: torch.nn.Module) -> str:
+    """The backbone's weights hash; for random weights, a hash of the parameters themselves.
+
+    Two random backbones built with different seeds must never share cache entries, so "random"
+    alone cannot be a key.
+    """
+    weights_hash = str(getattr(backbone, "weights_hash", "random"))
+    if weights_hash != "random":
+        return weights_hash[:16]
+    digest = hashlib.sha256()
+    for name, tensor in sorted(backbone.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return "random" + digest.hexdigest()[:12]
+
+
+def backbone_dir(cache_dir: Path, backbone: torch.nn.Module, precision: str) -> Path:
+    """The folder of one backbone (name, weights) at one compute precision."""
+    return Path(cache_dir) / f"{backbone.name}-{backbone_fingerprint(backbone)}-{precision}"
+
+
+def cache_entry(root: Path, labels_root: Path, image_hash: str, mask_hash: str, views: Sequence[View], layers: Sequence[int]) -> CacheEntry:
+    key = views_key(list(views))
+    folder = root / f"{image_hash[:24]}-{key}"
+    return CacheEntry(tuple(folder / f"layer_{i}.npy" for i in layers), labels_root / f"{mask_hash[:24]}-{key}.npy")
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, array)
+
+
+class _ViewsOfImages(torch.utils.data.Dataset):
+    """The K views of each image to extract, decoded in worker processes while the device computes."""
+
+    def __init__(self, jobs: list[tuple[Path, Path, list[View]]]) -> None:
+        self.jobs = jobs
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, index: int) -> tuple[int, Tensor, Tensor]:
+        image_path, mask_path, views = self.jobs[index]
+        image, mask = read_image(image_path), read_mask(mask_path)
+        pairs = [apply_view(image, mask, v) for v in views]
+        images = torch.from_numpy(np.stack([p[0] for p in pairs])).permute(0, 3, 1, 2)
+        masks = torch.from_numpy(np.stack([p[1] for p in pairs]))
+        return index, images, masks
+
+
+def fill_cache(
+    samples: Sequence[tuple[Path, Path, list[View]]],
+    entries: Sequence[CacheEntry],
+    extract: Callable[[Tensor], list[Tensor]],
+    batch_size: int,
+    workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    progress: bool = True,
+) -> int:
+    """Compute the missing entries (this process's share of them); returns how many it computed.
+
+    `samples[i]` is (image path, mask path, views) for `entries[i]`; `extract` maps a uint8 batch
+    `[B,3,crop,crop]` to the backbone's maps (it normalizes, runs on the device, under autocast).
+    """
+    missing = [i for i, e in enumerate(entries) if not e.complete()][rank::world_size]
+    if not missing:
+        return 0
+    loader = torch.utils.data.DataLoader(
+        _ViewsOfImages([samples[i] for i in missing]), batch_size=None, shuffle=False, num_workers=workers
+    )
+    bar = tqdm(loader, total=len(missing), desc="caching features", unit="image", disable=not progress, dynamic_ncols=True)
+    for index, images, masks in bar:
+        entry = entries[missing[index]]
+        chunks = [extract(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+        for layer_index, path in enumerate(entry.layer_paths):
+            if not path.is_file():
+                maps = torch.cat([c[layer_index] for c in chunks]).to(torch.float16).cpu().numpy()
+                _save_npy(path, maps)
+        if not entry.label_path.is_file():
+            _save_npy(entry.label_path, masks.numpy().astype(np.uint8))
+    return len(missing)
+
+
+def make_extractor(forward_features: Callable[[Tensor], list[Tensor]], device: torch.device, dtype: torch.dtype | None) -> Callable[[Tensor], list[Tensor]]:
+    """The function `fill_cache` calls: uint8 images to maps (`Segmenter.forward_features`) on `device`, autocast to `dtype` if given."""
+
+    @torch.no_grad()
+    def extract(images: Tensor) -> list[Tensor]:
+        images = images.to(device, non_blocking=True)
+        context = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+        with context:
+            return [m.float() for m in forward_features(images)]
+
+    return extract
+
+
+class CachedViews(torch.utils.data.Dataset):
+    """Training samples from the cache: index `(epoch, i)` is view `i % K` of image `i // K`.
+
+    Each access opens the memory map, copies one view and lets the map go, so the number of open
+    files and the memory used stay constant however many images there are.
+    """
+
+    def __init__(self, entries: Sequence[CacheEntry], views_per_image: int) -> None:
+        self.entries = list(entries)
+        self.k = views_per_image
+
+    def __len__(self) -> int:
+        return len(self.entries) * self.k
+
+    def __getitem__(self, index: tuple[int, int]) -> tuple[list[Tensor], Tensor]:
+        i = index[1]  # (epoch, i): the epoch only matters to live views
+        entry, view = self.entries[i // self.k], i % self.k
+        maps = [torch.from_numpy(np.array(np.load(p, mmap_mode="r")[view])) for p in entry.layer_paths]
+        label = torch.from_numpy(np.array(np.load(entry.label_path, mmap_mode="r")[view])).long()
+        return maps, label
