@@ -1,0 +1,9 @@
+"""Generate the synthetic reef-quadrat CVAT export: `python data_engineering/make_demo_data.py [--num-images 30 --size 448]`."""
+
+import sys, pathlib  # noqa: E401
+sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+
+from data_engineering.demo_data import main  # noqa: E402
+
+if __name__ == "__main__":
+    main()
