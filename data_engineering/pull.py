@@ -1,0 +1,178 @@
+"""The live route: a CVAT project's finished tasks into the persistent FiftyOne dataset.
+
+    summary = pull_project(load_settings(), "Reef 2021")   # incremental; refresh=True re-imports every task
+    print(summary.format())
+
+How it goes, so that a rerun is always safe:
+1. Connect and find the project (clear errors for URL, credentials, a missing project), list the
+   tasks whose status is wanted, and keep those that are new or whose CVAT `updated_date` changed.
+2. Read every such task's image list and check every file name before anything is written: a name
+   that would land outside `<MEDIA_DIR>/<project>/task_<id>/` (`..`, absolute) stops the pull.
+   Each task has its own folder, so two tasks holding the same file name never overwrite each other.
+3. Per task: download the original-quality frames (atomic writes; a frame already on disk with
+   CVAT's width and height is not downloaded again, so an interrupted pull resumes), read the
+   annotations, and replace the task's samples. A task counts as imported only once its samples
+   are written, so a pull stopped half-way re-pulls that task, and only that task, next time.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from cvat_sdk.version import VERSION as SDK_VERSION
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from common.cli import UserError, run
+from common.fileio import write_bytes_atomic
+from common.settings import Settings, load_settings
+
+from data_engineering.cvat_client import CvatConnection, CvatFrame, CvatLabel, CvatTask, connect, display_url, parse_statuses
+from data_engineering.filenames import media_path, safe_folder_name
+from data_engineering.fiftyone_writer import (
+    ImageRecord,
+    ImportSummary,
+    SampleOptions,
+    TaskRecord,
+    imported_tasks,
+    open_dataset,
+    task_is_current,
+    write_task,
+)
+from data_engineering.shapes import shapes_to_polygons
+
+TRACK = "track"  # skipped-shape name for CVAT track (video interpolation) shapes
+
+
+@dataclass
+class TaskPlan:
+    """One task to pull: its record for the dataset, its frames and where each goes on disk."""
+
+    task: CvatTask
+    record: TaskRecord
+    frames: list[CvatFrame]
+    paths: list[Path]
+
+
+def image_size(path: Path) -> tuple[int, int] | None:
+    """Width and height from an image file's header, None when it is missing or unreadable."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, UnidentifiedImageError):
+        return None
+
+
+def plan_task(cvat: CvatConnection, task: CvatTask, project_name: str, media_dir: Path) -> TaskPlan:
+    """A task's frames and their local paths; refuses file names that would escape the media folder."""
+    frames = cvat.frames(task)
+    paths = []
+    for frame in frames:
+        try:
+            paths.append(media_path(media_dir, project_name, task.id, frame.name))
+        except UserError as error:
+            raise UserError(f"task {task.id} ({task.name!r}): {error}") from None
+    record = TaskRecord(task_id=task.id, name=task.name, project_name=project_name, subset=task.subset or None, updated_date=task.updated_date)
+    return TaskPlan(task, record, frames, paths)
+
+
+def download_frames(cvat: CvatConnection, plan: TaskPlan, progress: tqdm) -> dict[int, str]:
+    """Fetch the task's frames not already on disk; returns {frame number: why it was unusable}."""
+    unusable = {}
+    for frame, path in zip(plan.frames, plan.paths):
+        if image_size(path) != (frame.width, frame.height):
+            data = cvat.frame_bytes(plan.task, frame.number)
+            try:
+                with Image.open(io.BytesIO(data)) as image:
+                    image.verify()
+            except (OSError, UnidentifiedImageError):
+                unusable[frame.number] = "CVAT sent a file that is not a readable image"
+            else:
+                write_bytes_atomic(path, data)
+        progress.update(1)
+    return unusable
+
+
+def build_images(cvat: CvatConnection, plan: TaskPlan, labels: dict[int, CvatLabel], unusable: dict[int, str], summary: ImportSummary) -> list[ImageRecord]:
+    """The task's images with their polygons (skipped shapes counted per image)."""
+    shapes, tracked = cvat.shapes(plan.task, labels)
+    images = []
+    for frame, path in zip(plan.frames, plan.paths):
+        if frame.number in unusable:
+            summary.images_skipped.append(f"task {plan.task.id}/{frame.name}: {unusable[frame.number]}")
+            continue
+        where = f"task {plan.task.id}, {frame.name}"
+        polygons, skipped = shapes_to_polygons(shapes.get(frame.number, []), frame.width, frame.height, where=where)
+        if tracked[frame.number]:
+            skipped[TRACK] += tracked[frame.number]
+        images.append(ImageRecord(path, frame.name, frame.width, frame.height, polygons, skipped))
+    return images
+
+
+def pull_project(
+    settings: Settings,
+    project_name: str,
+    dataset_name: str | None = None,
+    status: str = "completed",
+    refresh: bool = False,
+    overwrite: bool = False,
+    split_mapping: str | None = None,
+) -> ImportSummary:
+    """Pull the project's tasks with the wanted status into the dataset (named after the project by default)."""
+    statuses = parse_statuses(status)
+    options = SampleOptions.from_settings(settings, split_mapping)
+    summary = ImportSummary()
+    with connect(settings) as cvat:
+        project = cvat.find_project(project_name)
+        tasks = cvat.tasks(project, statuses)
+        print(f"CVAT {cvat.server_version} at {display_url(cvat.url)} (cvat-sdk {SDK_VERSION}): project {project.name!r}, "
+              f"{len(tasks)} task(s) with status {'/'.join(sorted(statuses))}")
+        dataset = open_dataset(dataset_name or project.name, overwrite=overwrite)
+        plans = [plan_task(cvat, t, project.name, settings.media_dir) for t in tasks]
+        if not refresh:
+            changed = [p for p in plans if not task_is_current(dataset, p.record)]
+            summary.tasks_unchanged = len(plans) - len(changed)
+            plans = changed
+        gone = set(imported_tasks(dataset)) - {str(t.id) for t in tasks}
+        labels = cvat.labels(project) if plans else {}
+        with tqdm(total=sum(len(p.frames) for p in plans), desc="frames", unit="img") as progress:
+            for plan in plans:
+                unusable = download_frames(cvat, plan, progress)
+                write_task(dataset, plan.record, build_images(cvat, plan, labels, unusable, summary), options, summary)
+    if gone:
+        print(f"note: {len(gone)} task(s) in dataset {dataset.name!r} are no longer listed with that status in CVAT; their samples were kept")
+    print(f"dataset {dataset.name!r}: {len(dataset)} samples; images in {settings.media_dir / safe_folder_name(project.name)}")
+    return summary
+
+
+def pull_from_cvat(
+    project: str,
+    dataset_name: str | None = None,
+    status: str = "completed",
+    refresh: bool = False,
+    overwrite: bool = False,
+    media_dir: str | None = None,
+    split_mapping: str | None = None,
+) -> None:
+    """Pull a CVAT project's tasks into a persistent FiftyOne dataset, then print a summary.
+
+    Args:
+        project: the CVAT project's name (quote it if it has spaces).
+        dataset_name: the FiftyOne dataset (default: the project's name).
+        status: task statuses to take: completed (default), annotation, validation, a comma list, or all.
+        refresh: re-import every task, not only new or changed ones.
+        overwrite: replace an existing dataset of that name that something else made.
+        media_dir: where images are stored (default: MEDIA_DIR); they go in <media_dir>/<project>/task_<id>/.
+        split_mapping: subset -> split pairs, e.g. "training=train,dev=val" (default: train/training, val/validation, test).
+    """
+    settings = load_settings(media_dir=media_dir)
+    summary = pull_project(settings, str(project), dataset_name, str(status), refresh, overwrite, split_mapping)
+    print(summary.format())
+
+
+def main() -> None:
+    """Entry point of data_engineering/pull_from_cvat.py."""
+    run(pull_from_cvat, secrets=load_settings().secrets)

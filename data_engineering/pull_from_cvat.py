@@ -1,0 +1,9 @@
+"""Pull a CVAT project's finished tasks into a persistent FiftyOne dataset: `python data_engineering/pull_from_cvat.py <project>`."""
+
+import sys, pathlib  # noqa: E401
+sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+
+from data_engineering.pull import main  # noqa: E402
+
+if __name__ == "__main__":
+    main()

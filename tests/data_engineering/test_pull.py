@@ -1,0 +1,201 @@
+"""The live pull end to end: real cvat-sdk -> local fake CVAT (tests/cvat_server.py) -> FiftyOne."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cvat_server import FakeCvat, ReefProject, add_reef_project
+
+from common.settings import REPO_ROOT, load_settings
+from data_engineering import dataset_contract as contract
+from data_engineering.pull import main, pull_project
+from data_engineering.shapes import OUTSIDE_IMAGE, TOO_FEW_POINTS, parse_confidence
+
+import fiftyone as fo  # noqa: E402,I001
+from fiftyone import ViewField as F  # noqa: E402
+
+
+@pytest.fixture(params=["2.29.0", "2.80.0"])
+def cvat(request) -> Iterator[FakeCvat]:
+    """An older and a current CVAT holding the standard reef project, served on a free port."""
+    server = FakeCvat(version=request.param)
+    server.reef = add_reef_project(server)
+    with server.serve():
+        yield server
+
+
+@pytest.fixture
+def env(cvat: FakeCvat, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Settings pointing at the fake server with a password login; returns the media folder."""
+    monkeypatch.setenv("CVAT_URL", cvat.url)
+    monkeypatch.setenv("CVAT_USERNAME", cvat.username)
+    monkeypatch.setenv("CVAT_PASSWORD", cvat.password)
+    monkeypatch.setenv("MEDIA_DIR", str(tmp_path / "media"))
+    return tmp_path / "media"
+
+
+def task_samples(dataset: fo.Dataset, task_id: int) -> fo.DatasetView:
+    return dataset.match(F(contract.CVAT_TASK_ID) == task_id)
+
+
+def test_pull_builds_the_dataset(cvat: FakeCvat, env: Path, dataset_name: str, capsys: pytest.CaptureFixture[str]):
+    reef: ReefProject = cvat.reef
+    summary = pull_project(load_settings(), "Reef 2021", dataset_name=dataset_name)
+    dataset = fo.load_dataset(dataset_name)
+
+    assert len(dataset) == 5 and summary.tasks == 3 and summary.images == 5
+    assert dataset.distinct(contract.CVAT_TASK_ID) == [reef.train_task, reef.val_task, reef.test_task]  # the open task is not pulled
+    assert dataset.count_sample_tags() == {"train": 2, "val": 2, "test": 1}
+    assert dict(summary.skipped) == {"rectangle": 1, TOO_FEW_POINTS: 1} and summary.clipped == 1
+    assert summary.polygons == {"Acropora": 4, "Porites": 2}
+
+    sample = dataset.match(F("filepath").ends_with(f"task_{reef.train_task}/Moorea_2021_03.jpg")).first()
+    assert (sample[contract.SITE], sample[contract.YEAR], sample[contract.QUADRAT_ID]) == ("Moorea", 2021, "03")
+    assert (sample[contract.CVAT_PROJECT_NAME], sample[contract.CVAT_TASK_NAME], sample[contract.CVAT_SUBSET]) == ("Reef 2021", "Moorea transect A", "Train")
+    assert (sample.metadata.width, sample.metadata.height) == (64, 48)
+    polygon, outline = sorted(sample[contract.GT_FIELD].polylines, key=lambda p: -p[contract.Z_ORDER])
+    assert polygon.points == [[[1.5 / 64, 2.25 / 48], [30.5 / 64, 2.25 / 48], [30.5 / 64, 20.75 / 48]]]  # sub-pixel, normalized
+    assert (polygon.label, polygon[contract.Z_ORDER], polygon.closed, polygon.filled) == ("Acropora", 2, True, True)
+    assert polygon.confidence == parse_confidence("80")
+    assert (outline.label, outline[contract.Z_ORDER], outline["growth_form"], len(outline.points[0])) == ("Acropora", 1, "massive", 5)
+
+    clipped = dataset.match(F("filepath").ends_with("Moorea_2021_04.jpg")).first()[contract.GT_FIELD].polylines[0]
+    assert clipped.points[0][0] == [0.0, 2 / 30] and clipped[contract.OCCLUDED] is True
+
+    unnamed = dataset.match(F("filepath").ends_with("IMG_0001.png")).first()
+    assert (unnamed[contract.SITE], unnamed[contract.YEAR], unnamed[contract.QUADRAT_ID]) == (None, None, None)
+
+    # Two tasks hold Moorea_2021_03.jpg: each keeps its own file, byte for byte.
+    first = env / "Reef 2021" / f"task_{reef.train_task}" / "Moorea_2021_03.jpg"
+    second = env / "Reef 2021" / f"task_{reef.val_task}" / "Moorea_2021_03.jpg"
+    assert first.read_bytes() == cvat.frames[reef.train_task][0][1] and second.read_bytes() == cvat.frames[reef.val_task][0][1]
+    assert not list(env.rglob("*.part*"))
+    assert f"CVAT {cvat.version} at {cvat.url}" in capsys.readouterr().out
+
+
+def test_incremental_pull_only_takes_changed_tasks_and_replaces_their_samples(cvat: FakeCvat, env: Path, dataset_name: str):
+    reef: ReefProject = cvat.reef
+    pull_project(load_settings(), "Reef 2021", dataset_name=dataset_name)
+    dataset = fo.load_dataset(dataset_name)
+    kept_ids = set(task_samples(dataset, reef.train_task).values("id"))
+    frames_before = cvat.frame_requests()
+
+    unchanged = pull_project(load_settings(), "Reef 2021", dataset_name=dataset_name)
+    assert (unchanged.tasks, unchanged.tasks_unchanged) == (0, 3)
+
+    cvat.annotations[reef.val_task]["shapes"].pop()  # an annotator deletes the Acropora on IMG_0001.png
+    cvat.touch_task(reef.val_task)
+    annotation_reads = sum(r.path.endswith("/annotations") for r in cvat.requests)
+    summary = pull_project(load_settings(), "Reef 2021", dataset_name=dataset_name)
+
+    dataset.reload()
+    assert (summary.tasks, summary.tasks_unchanged) == (1, 2)
+    assert [r.path for r in cvat.requests if r.path.endswith("/annotations")][annotation_reads:] == [f"/api/tasks/{reef.val_task}/annotations"]
+    assert cvat.frame_requests() == frames_before  # its frames were on disk already
+    assert len(dataset) == 5 and len(task_samples(dataset, reef.val_task)) == 2
+    assert task_samples(dataset, reef.val_task).count(f"{contract.GT_FIELD}.polylines") == 1
+    assert set(task_samples(dataset, reef.train_task).values("id")) == kept_ids  # untouched tasks keep their samples
+    assert dataset.info[contract.INFO_CVAT_TASKS][str(reef.val_task)] == cvat.tasks[reef.val_task]["updated_date"].replace("Z", "+00:00")
+
+
+def test_refresh_reimports_everything_without_duplicates(cvat: FakeCvat, env: Path, dataset_name: str):
+    pull_project(load_settings(), "Reef 2021", dataset_name=dataset_name)
+    frames_before = cvat.frame_requests()
+    summary = pull_project(load_settings(), "Reef 2021", dataset_name=dataset_name, refresh=True)
+    assert (summary.tasks, summary.tasks_unchanged) == (3, 0)
+    assert len(fo.load_dataset(dataset_name)) == 5
+    assert cvat.frame_requests() == frames_before
+
+
+def test_status_all_takes_the_open_task_without_a_split(cvat: FakeCvat, env: Path, dataset_name: str):
+    summary = pull_project(load_settings(), "Reef 2021", dataset_name=dataset_name, status="all")
+    dataset = fo.load_dataset(dataset_name)
+    assert len(dataset) == 6 and summary.splits[""] == 1
+    assert task_samples(dataset, cvat.reef.open_task).first().tags == []
+
+
+def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run pull_from_cvat's entry point in-process; returns exit status, stdout, stderr."""
+    monkeypatch.setattr(sys, "argv", ["pull_from_cvat.py", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_interrupted_pull_resumes_without_downloading_finished_frames(cvat: FakeCvat, env: Path, dataset_name: str, monkeypatch, capsys):
+    cvat.fail(r"/api/tasks/\d+/data", status=500, skip=3)  # the 4th frame download fails: tasks 1 done, task 2 half done
+    code, _, err = run_cli(["Reef 2021", "--dataset-name", dataset_name], monkeypatch, capsys)
+    assert code == 2 and "answered HTTP 500 while downloading frame 1 of task" in err
+    assert len(fo.load_dataset(dataset_name)) == 2  # the finished task is in; the half-done one is not
+
+    code, out, _ = run_cli(["Reef 2021", "--dataset-name", dataset_name], monkeypatch, capsys)
+    assert code == 0 and "tasks imported" in out
+    assert len(fo.load_dataset(dataset_name)) == 5
+    assert cvat.frame_requests() == 5 + 1  # every frame fetched once, plus the one that failed
+    assert not list(env.rglob("*.part*"))
+
+
+@pytest.mark.parametrize("cvat", ["2.80.0"], indirect=True)
+def test_file_names_escaping_the_media_folder_are_refused(cvat: FakeCvat, env: Path, dataset_name: str, monkeypatch, capsys):
+    name, data, width, height = cvat.frames[cvat.reef.test_task][0]
+    cvat.frames[cvat.reef.test_task][0] = ("../../escape.jpg", data, width, height)
+    code, out, err = run_cli(["Reef 2021", "--dataset-name", dataset_name], monkeypatch, capsys)
+    assert code == 2
+    assert err.strip().splitlines() == [err.strip()] and "'../../escape.jpg' would be written outside the media folder" in err
+    assert not (env.parent / "escape.jpg").exists() and not list(env.rglob("*.jpg"))  # checked before any download
+    assert cvat.frame_requests() == 0
+
+
+@pytest.mark.parametrize("cvat", ["2.80.0"], indirect=True)
+@pytest.mark.parametrize("case", ["wrong URL", "wrong password", "wrong token", "server error", "missing project", "bad status"])
+def test_cli_errors_are_one_line_exit_2_and_never_show_secrets(case, cvat: FakeCvat, env: Path, dataset_name: str, monkeypatch, capsys):
+    project = "Reef 2021"
+    args = []
+    if case == "wrong URL":
+        monkeypatch.setenv("CVAT_URL", "http://127.0.0.1:9")  # discard port: nothing listens
+    elif case == "wrong password":
+        monkeypatch.setenv("CVAT_PASSWORD", "Not-The-Passw0rd")
+    elif case == "wrong token":
+        monkeypatch.setenv("CVAT_ACCESS_TOKEN", "pat-wrong-token-value")
+    elif case == "server error":
+        cvat.fail("/api/tasks", status=500)
+    elif case == "missing project":
+        project = "Reef 1999"
+    else:
+        args = ["--status", "done"]
+    code, out, err = run_cli([project, "--dataset-name", dataset_name, *args], monkeypatch, capsys)
+    expected = {"wrong URL": "cannot reach CVAT at http://127.0.0.1:9 (Connection refused)",
+                "wrong password": "refused the login with user 'annotator'",
+                "wrong token": "refused the login with the access token",
+                "server error": "answered HTTP 500 while listing the tasks",
+                "missing project": "no project named 'Reef 1999'; projects there: 'Reef 2021', 'Seagrass survey'",
+                "bad status": "is not one of annotation, validation, completed"}[case]
+    assert code == 2
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and expected in err
+    for secret in (cvat.password, "Not-The-Passw0rd", "pat-wrong-token-value", cvat.access_token):
+        assert secret not in out + err
+    assert not fo.dataset_exists(dataset_name)  # every one of these stops before the dataset is touched
+
+
+def test_script_runs_as_a_subprocess(tmp_path: Path):
+    cvat = FakeCvat()
+    add_reef_project(cvat)
+    env = {**os.environ, "CVAT_URL": "", "CVAT_USERNAME": cvat.username, "CVAT_PASSWORD": "Wrong-But-Secret-1",
+           "MEDIA_DIR": str(tmp_path)}
+    with cvat.serve() as url:
+        env["CVAT_URL"] = url
+        result = subprocess.run([sys.executable, "data_engineering/pull_from_cvat.py", "Reef 2021"], cwd=REPO_ROOT, env=env,
+                                capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: CVAT at {url} refused the login with user 'annotator' and the password in CVAT_PASSWORD; check them"
+    assert "Wrong-But-Secret-1" not in result.stdout + result.stderr
+
