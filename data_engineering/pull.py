@@ -18,7 +18,6 @@ How it goes, so that a rerun is always safe:
 from __future__ import annotations
 
 import io
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 

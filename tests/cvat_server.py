@@ -28,7 +28,7 @@ What it answers (everything else is 404, like an unknown CVAT route):
   `POST /api/auth/logout`.
 - Authentication on every other route: the session cookie, `Authorization: Bearer <access token>`
   (what the SDK sends for a personal access token) or `Authorization: Token <login key>`;
-  otherwise 401. Writes with a session cookie need the `X-CSRFToken` header, as Django demands.
+  otherwise 401. Writes with a session cookie need the `X-CSRFToken` header (else 403), as Django demands.
 - `GET /api/users/self`; `GET /api/projects` (filters `name`, `search`, `id`), `GET /api/projects/{id}`;
   `GET /api/tasks` (filters `project_id`, `status`, `subset`, `name`), `GET /api/tasks/{id}`;
   `GET /api/labels?project_id=|task_id=`; `GET /api/jobs?task_id=`. Lists are paginated
@@ -295,8 +295,9 @@ class FakeCvat:
                                    "logo_url": f"{self.url}/api/server/logo", "subtitle": "Open Data Annotation Platform"})
             if path == "/api/auth/login" and method == "POST":
                 return self._login(body)
-            if not self._authenticated(method, headers):
-                return _json(401, {"detail": "Authentication credentials were not provided."})
+            refusal = self._refusal(method, headers)
+            if refusal:
+                return refusal
             return self._route(method, path, query, body)
 
     def _login(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -312,15 +313,18 @@ class FakeCvat:
         headers["Set-Cookie"] = [f"sessionid={session}; HttpOnly; Path=/; SameSite=Lax", f"csrftoken={csrf}; Path=/; SameSite=Lax"]
         return status, headers, payload
 
-    def _authenticated(self, method: str, headers: dict[str, str]) -> bool:
+    def _refusal(self, method: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes] | None:
+        """None when the request is authenticated; else CVAT's 401 (no credentials) or 403 (CSRF) answer."""
         authorization = headers.get("authorization", "")
         if authorization in (f"Bearer {self.access_token}", f"Token {self._login_key}"):
-            return True
+            return None
         cookies = SimpleCookie(headers.get("cookie", ""))
         session = cookies["sessionid"].value if "sessionid" in cookies else None
         if session not in self._sessions:
-            return False
-        return method in ("GET", "HEAD", "OPTIONS") or headers.get("x-csrftoken") == self._sessions[session]
+            return _json(401, {"detail": "Authentication credentials were not provided."})
+        if method not in ("GET", "HEAD", "OPTIONS") and headers.get("x-csrftoken") != self._sessions[session]:
+            return _json(403, {"detail": "CSRF Failed: CSRF token missing."})
+        return None
 
     def _route(self, method: str, path: str, query: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
         if path == "/api/auth/logout" and method == "POST":
