@@ -1,0 +1,171 @@
+"""CVAT-for-images 1.1 exports -> FiftyOne: sub-pixel points and z_order kept, bad input refused or reported."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import fiftyone as fo
+import numpy as np
+import pytest
+from PIL import Image
+
+from common.cli import UserError
+from common.settings import REPO_ROOT, load_settings
+from data_engineering import dataset_contract as contract
+from data_engineering.demo_data import make_demo_export
+from data_engineering.import_export import import_cvat_export
+
+
+def jpeg(path: Path, value: int, size=(40, 30)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size[1], size[0], 3), value, np.uint8)).save(path)
+
+
+def polygon(label: str, points: str, z_order: int = 0, confidence: str | None = None) -> str:
+    attribute = f'<attribute name="confidence">{confidence}</attribute>' if confidence else ""
+    return f'<polygon label="{label}" source="manual" occluded="0" points="{points}" z_order="{z_order}">{attribute}</polygon>'
+
+
+def project_xml(images: list[tuple[str, str, int, str]], project: str = "Reef") -> str:
+    """A project export's annotations.xml: images as (name, subset, task_id, shapes xml)."""
+    tasks = "".join(
+        f"<task><id>{t}</id><name>task {t}</name><updated>2024-0{t}-01</updated><subset>{s}</subset></task>"
+        for t, s in sorted({(t, s) for _, s, t, _ in images})
+    )
+    body = "".join(
+        f'<image id="{i}" name="{n}" subset="{s}" task_id="{t}" width="40" height="30">{shapes}</image>'
+        for i, (n, s, t, shapes) in enumerate(images)
+    )
+    return f"<annotations><version>1.1</version><meta><project><name>{project}</name><tasks>{tasks}</tasks></project></meta>{body}</annotations>"
+
+
+def task_xml(shapes: str, name: str = "Moorea_2021_03.jpg") -> str:
+    return (
+        "<annotations><version>1.1</version><meta><task><id>9</id><name>quadrats</name><updated>2024-05-01</updated>"
+        f'<subset>Validation</subset></task></meta><image id="0" name="{name}" width="40" height="30">{shapes}</image></annotations>'
+    )
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return load_settings(media_dir=tmp_path / "media")
+
+
+def test_task_export_keeps_sub_pixel_points_z_order_and_attributes(tmp_path, settings, dataset_name):
+    export = tmp_path / "task_export"
+    jpeg(export / "images" / "Moorea_2021_03.jpg", 90)
+    shapes = polygon("Porites", "10.37,5.25;30.5,5.25;20.01,25.99", z_order=3, confidence="87") + polygon("Acropora", "-3,-3;50,0;20,40", z_order=1)
+    shapes += '<box label="Porites" occluded="0" xtl="1" ytl="1" xbr="5" ybr="5" z_order="0"></box>'
+    (export / "annotations.xml").write_text(task_xml(shapes))
+    summary = import_cvat_export(export, dataset_name, settings)
+    sample = fo.load_dataset(dataset_name).first()
+    porites, acropora = sample[contract.GT_FIELD].polylines
+    assert np.allclose(porites.points[0], [[10.37 / 40, 5.25 / 30], [30.5 / 40, 5.25 / 30], [20.01 / 40, 25.99 / 30]], atol=1e-12)
+    assert (porites.z_order, porites.confidence, acropora.z_order, acropora.confidence) == (3, 87.0, 1, None)
+    assert acropora.points[0] == [[0.0, 0.0], [1.0, 0.0], [0.5, 1.0]]  # clipped to the image
+    assert sample.tags == ["val"] and (sample.cvat_task_id, sample.cvat_task_name, sample.site, sample.year) == (9, "quadrats", "Moorea", 2021)
+    assert Path(sample.filepath) == settings.media_dir / dataset_name / "task_9" / "Moorea_2021_03.jpg"
+    assert summary.skipped == {"rectangle": 1} and summary.clipped == 1
+
+
+def test_demo_project_zip_imports_every_task_and_reimport_duplicates_nothing(tmp_path, settings, dataset_name):
+    export = make_demo_export(tmp_path / "demo", num_images=6, size=96, colonies=3, seed=1)
+    archive = Path(shutil.make_archive(str(tmp_path / "demo_export"), "zip", export))
+    summary = import_cvat_export(archive, dataset_name, settings)
+    dataset = fo.load_dataset(dataset_name)
+    assert len(dataset) == 6 and summary.images == 6 and not summary.images_skipped
+    assert dataset.count_sample_tags() == {"train": 3, "val": 3}
+    assert dataset.distinct(contract.CVAT_PROJECT_NAME) == ["synthetic_reef"]
+    z_orders = [sorted(p.z_order for p in s[contract.GT_FIELD].polylines) for s in dataset]
+    assert all(z == list(range(len(z))) for z in z_orders) and sum(map(len, z_orders)) == sum(summary.polygons.values())
+    import_cvat_export(archive, dataset_name, settings)
+    assert len(fo.load_dataset(dataset_name)) == 6
+    assert fo.load_dataset(dataset_name).info[contract.INFO_CVAT_TASKS].keys() == {"1", "2", "3"}  # Test is listed, empty
+
+
+def test_two_tasks_with_the_same_file_name_are_kept_apart(tmp_path, settings, dataset_name):
+    export = tmp_path / "project"
+    jpeg(export / "images" / "Train" / "a.jpg", 10)
+    jpeg(export / "images" / "Test" / "a.jpg", 200)
+    square = polygon("Fungia", "1,1;20,1;20,20")
+    (export / "annotations.xml").write_text(project_xml([("a.jpg", "Train", 1, square), ("a.jpg", "Test", 2, square)]))
+    import_cvat_export(export, dataset_name, settings)
+    paths = {s.cvat_task_id: Path(s.filepath) for s in fo.load_dataset(dataset_name)}
+    assert paths[1] != paths[2]
+    assert [int(np.asarray(Image.open(paths[t])).mean()) for t in (1, 2)] == pytest.approx([10, 200], abs=2)
+
+
+def test_missing_and_unreadable_images_are_skipped_and_reported(tmp_path, settings, dataset_name):
+    export = tmp_path / "project"
+    jpeg(export / "images" / "Train" / "good.jpg", 50)
+    (export / "images" / "Train" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    square = polygon("Fungia", "1,1;20,1;20,20")
+    images = [("good.jpg", "Train", 1, square), ("broken.jpg", "Train", 1, square), ("gone.jpg", "Train", 1, square)]
+    (export / "annotations.xml").write_text(project_xml(images))
+    summary = import_cvat_export(export, dataset_name, settings)
+    assert len(fo.load_dataset(dataset_name)) == 1
+    assert sorted(line.split(":")[0] for line in summary.images_skipped) == ["task 1/broken.jpg", "task 1/gone.jpg"]
+    assert "unreadable" in summary.format() and "not found" in summary.format()
+    (export / "images" / "Train" / "good.jpg").unlink()
+    with pytest.raises(UserError, match="none of the 3 images"):
+        import_cvat_export(export, dataset_name, settings)
+
+
+def test_images_beside_an_annotations_only_archive_are_found(tmp_path, settings, dataset_name):
+    jpeg(tmp_path / "images" / "Train" / "a.jpg", 50)
+    with zipfile.ZipFile(tmp_path / "annotations_only.zip", "w") as archive:
+        archive.writestr("annotations.xml", project_xml([("a.jpg", "Train", 1, polygon("Fungia", "1,1;20,1;20,20"))]))
+    import_cvat_export(tmp_path / "annotations_only.zip", dataset_name, settings)
+    assert len(fo.load_dataset(dataset_name)) == 1
+
+
+@pytest.mark.parametrize("entry", ["../evil.jpg", "/tmp/evil.jpg", "images/../../evil.jpg"])
+def test_archive_entries_that_would_escape_are_refused(tmp_path, settings, dataset_name, entry):
+    with zipfile.ZipFile(tmp_path / "bad.zip", "w") as archive:
+        archive.writestr("annotations.xml", project_xml([("a.jpg", "Train", 1, "")]))
+        archive.writestr(zipfile.ZipInfo(entry), b"x")
+    with pytest.raises(UserError, match="outside the media folder"):
+        import_cvat_export(tmp_path / "bad.zip", dataset_name, settings)
+    assert not fo.dataset_exists(dataset_name)
+
+
+@pytest.mark.parametrize("name", ["../escape.jpg", "/abs/escape.jpg"])
+def test_file_names_that_would_escape_are_refused_before_anything_is_written(tmp_path, settings, dataset_name, name):
+    export = tmp_path / "export"
+    jpeg(export / "images" / "ok.jpg", 50)
+    images = [("ok.jpg", "Train", 1, ""), (name, "Train", 1, "")]
+    (export / "annotations.xml").write_text(project_xml(images))
+    with pytest.raises(UserError, match="outside the media folder"):
+        import_cvat_export(export, dataset_name, settings)
+    assert not fo.dataset_exists(dataset_name) and not settings.media_dir.exists()
+
+
+def test_label_with_an_empty_name_is_a_clear_error(tmp_path, settings, dataset_name):
+    export = tmp_path / "export"
+    jpeg(export / "images" / "Moorea_2021_03.jpg", 50)
+    (export / "annotations.xml").write_text(task_xml(polygon("", "1,1;20,1;20,20")))
+    with pytest.raises(UserError, match="empty name"):
+        import_cvat_export(export, dataset_name, settings)
+
+
+def test_cli_refuses_a_dataset_made_by_something_else_unless_overwrite(tmp_path, dataset_name):
+    export = tmp_path / "export"
+    jpeg(export / "images" / "Moorea_2021_03.jpg", 50)
+    (export / "annotations.xml").write_text(task_xml(polygon("Porites", "1,1;20,1;20,20")))
+    fo.Dataset(dataset_name, persistent=True).add_sample(fo.Sample(filepath="/elsewhere/x.jpg"))
+    command = [sys.executable, str(REPO_ROOT / "data_engineering" / "import_cvat_export.py"), str(export), "--dataset-name", dataset_name,
+               "--media-dir", str(tmp_path / "media")]
+    refused = subprocess.run(command, capture_output=True, text=True, env=os.environ | {"FIFTYONE_SHOW_PROGRESS_BARS": "false"})
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "not made by reefseg" in refused.stderr.strip().splitlines()[-1]
+    done = subprocess.run(command + ["--overwrite"], capture_output=True, text=True, cwd=REPO_ROOT / "data_engineering")
+    assert done.returncode == 0, done.stderr
+    assert "Porites" in done.stdout
+    dataset = fo.load_dataset(dataset_name)
+    dataset.reload()
+    assert len(dataset) == 1 and dataset.first().cvat_task_id == 9
