@@ -1,0 +1,63 @@
+"""The whole pipeline on the embedded demo data, in FiftyOne's own database.
+
+Each step is the command a user would type, run as a subprocess and printed first, so the demo
+doubles as a walk-through. Every step is incremental: a second run reuses what the first made.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common.cli import UserError, run
+from common.settings import REPO_ROOT, load_settings
+
+TAXONOMIES = ("finegrained", "extended", "main_families", "agnostic")
+
+
+def _step(title: str, args: list[str]) -> None:
+    command = " ".join(shlex.quote(a) for a in ["python", *args])
+    print(f"\n=== {title}\n$ {command}", flush=True)
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, *args], cwd=REPO_ROOT)
+    if result.returncode != 0:
+        raise UserError(f"demo step '{title}' failed (exit {result.returncode}); its message is above, fix it and rerun ./run.sh demo to resume")
+    print(f"--- {title}: done in {time.monotonic() - started:.0f} s", flush=True)
+
+
+def demo(head: str = "linear", steps: int | None = None, num_images: int | None = None) -> None:
+    """Generate the demo export, import it, prepare every taxonomy, train a head, evaluate it.
+
+    Args:
+        head: which head the demo trains (linear, segformer, upernet, mask2former).
+        steps: training steps (default: the config's).
+        num_images: demo images to generate (default: the generator's).
+    """
+    settings = load_settings()
+    dataset = settings.demo_dataset
+    export_dir = settings.data_root / "demo" / "cvat_export"
+    run_name = f"{dataset}_{head}"
+    run_dir = settings.runs_dir / run_name
+
+    generate = ["data_engineering/make_demo_data.py", "--output", str(export_dir)]
+    if num_images:
+        generate += ["--num-images", str(num_images)]
+    _step("1/5 generate the synthetic CVAT export", generate)
+    _step("2/5 import it into FiftyOne", ["data_engineering/import_cvat_export.py", str(export_dir), "--dataset-name", dataset])
+    for taxonomy in TAXONOMIES:
+        _step(f"3/5 prepare masks ({taxonomy})", ["prepare/prepare_data.py", dataset, "--taxonomy", taxonomy])
+    train = ["train/train.py", "--config", f"train/configs/{head}.yaml", "--dataset", dataset, "--taxonomy", "finegrained", "--name", run_name]
+    if steps:
+        train += ["--steps", str(steps)]
+    _step("4/5 train a head on the frozen backbone", train)
+    _step("5/5 evaluate on the test split and write back to FiftyOne",
+          ["evaluate/evaluate.py", "--run", str(run_dir), "--dataset", dataset, "--split", "test"])
+    print(f"\nDone. Browse the predictions and errors in the FiftyOne App:\n  python evaluate/app.py {dataset}"
+          f"\n(or: pixi run app {dataset}); results are in {Path(run_dir).relative_to(REPO_ROOT) if run_dir.is_relative_to(REPO_ROOT) else run_dir}/eval/test/")
+
+
+if __name__ == "__main__":
+    run(demo)
