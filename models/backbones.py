@@ -195,11 +195,21 @@ def _create_vit(spec: BackboneSpec) -> nn.Module:
         return timm.create_model(spec.timm_name, pretrained=False, num_classes=0, **spec.timm_overrides)
 
 
-def _load_official(vit: nn.Module, spec: BackboneSpec, weights: OfficialWeights) -> None:
-    """Convert official-format tensors to timm's names (timm's own filters) and load them, strictly."""
-    if weights.family != spec.family:
-        raise UserError(f"{weights.source} holds a {weights.family.upper()} model but backbone {spec.name} is "
-                        f"{spec.family.upper()}; choose a {weights.family}_* backbone")
+def _check_architecture(spec: BackboneSpec, weights: OfficialWeights) -> None:
+    """Family, width, depth and registers must match; if not, name the backbones the file fits."""
+    found = weights.architecture()
+    if found == (spec.family, spec.embed_dim, spec.depth, spec.num_registers):
+        return
+    fits = [s.name for s in BACKBONES.values() if (s.family, s.embed_dim, s.depth, s.num_registers) == found]
+    advice = f"use {' or '.join(fits)}" if fits else "no known backbone has that shape"
+    raise UserError(f"{weights.source} does not fit backbone {spec.name}: the file holds {weights.describe()}, "
+                    f"{spec.name} has embed_dim {spec.embed_dim}, {spec.depth} blocks, {spec.num_registers} "
+                    f"registers; {advice}")
+
+
+def timm_state_dict(vit: nn.Module, spec: BackboneSpec, weights: OfficialWeights) -> dict[str, torch.Tensor]:
+    """Official-format tensors under timm's names (timm's own filters), checked to fit `vit` exactly."""
+    _check_architecture(spec, weights)
     if spec.family == "dinov2":
         from timm.models.vision_transformer import checkpoint_filter_fn
     else:
@@ -211,11 +221,11 @@ def _load_official(vit: nn.Module, spec: BackboneSpec, weights: OfficialWeights)
     wrong_shape = [f"{k} (file {tuple(state[k].shape)}, model {tuple(expected[k].shape)})"
                    for k in expected if k in state and state[k].shape != expected[k].shape]
     if missing or unexpected or wrong_shape:
-        problems = [f"{label}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}"
+        problems = [f"{label}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
                     for label, keys in (("wrong shapes", wrong_shape), ("missing", missing), ("unexpected", unexpected)) if keys]
         raise UserError(f"{weights.source} does not fit backbone {spec.name} ({weights.describe()}): "
                         + "; ".join(problems))
-    vit.load_state_dict(state, strict=True)
+    return state
 
 
 def build_backbone(
@@ -229,20 +239,28 @@ def build_backbone(
     `layers`: None for the last block, an int n for n evenly spaced blocks (`default_layers`), or
     explicit block indices (negative ones count from the end).
     """
-    spec = get_spec(name)
+    return build_from_spec(get_spec(name), weights, layers, frozen)
+
+
+def build_from_spec(
+    spec: BackboneSpec,
+    weights: str | None = None,
+    layers: int | Sequence[int] | None = None,
+    frozen: bool = True,
+) -> Backbone:
+    """`build_backbone` for a spec that need not be registered (tests shrink real specs with it)."""
     vit = _create_vit(spec)
-    head_dim = spec.embed_dim // spec.num_heads
-    periods = rope_periods(head_dim) if spec.family == "dinov3" else None
+    periods = rope_periods(spec.embed_dim // spec.num_heads) if spec.family == "dinov3" else None
     if weights:
         official = read_weights(weights, hf_repo=spec.hf_repo)
-        _load_official(vit, spec, official)
+        vit.load_state_dict(timm_state_dict(vit, spec, official), strict=True)
         weights_hash = official.sha256
-        if spec.family == "dinov3":
-            periods = official.rope_periods if official.rope_periods is not None else periods
+        if official.rope_periods is not None:
+            periods = official.rope_periods
     else:
         weights_hash = "random"
-        warnings.warn(f"backbone {name} has RANDOM weights: its features mean nothing; pass --weights or set "
+        warnings.warn(f"backbone {spec.name} has RANDOM weights: its features mean nothing; pass --weights or set "
                       f"DINO_WEIGHTS to an official checkpoint file or a Hugging Face model folder",
-                      RandomBackboneWarning, stacklevel=2)
+                      RandomBackboneWarning, stacklevel=3)
     backbone = Backbone(spec, vit, _resolve_layers(layers, len(vit.blocks)), weights_hash, periods)
     return backbone.freeze() if frozen else backbone

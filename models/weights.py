@@ -36,14 +36,17 @@ class OfficialWeights:
     source: str
     rope_periods: torch.Tensor | None = None  # DINOv3: the periods the official model would use
 
-    def describe(self) -> str:
-        """What the file holds, in the words of the backbone names: to tell a user which one fits."""
+    def architecture(self) -> tuple[str, int, int, int]:
+        """(family, embed_dim, blocks, registers) read off the tensors, to match against backbone specs."""
         state = self.state_dict
         depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
         registers = state.get("register_tokens", state.get("storage_tokens"))
-        count = 0 if registers is None else registers.shape[1]
-        return (f"the file holds a {self.family.upper()} ViT with embed_dim {state['cls_token'].shape[-1]}, "
-                f"{depth} blocks, {count} registers")
+        return self.family, state["cls_token"].shape[-1], depth, 0 if registers is None else registers.shape[1]
+
+    def describe(self) -> str:
+        """What the file holds, in words a user can match to a backbone name."""
+        family, embed_dim, depth, registers = self.architecture()
+        return f"a {family.upper()} ViT with embed_dim {embed_dim}, {depth} blocks, {registers} registers"
 
 
 def weights_sha256(files: list[Path]) -> str:

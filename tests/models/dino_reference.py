@@ -18,18 +18,27 @@ Tensor = torch.Tensor
 
 
 def random_official_state_dict(family: str, embed_dim: int, depth: int, heads: int, registers: int,
-                               swiglu: bool = False, seed: int = 0) -> dict[str, Tensor]:
-    """Random tensors under the official torch.hub key names and shapes (DINOv2 or DINOv3)."""
+                               swiglu: bool = False, seed: int = 0, ffn_ratio: float | None = None,
+                               align: int = 8, qkv_bias: bool = True, device: str = "cpu") -> dict[str, Tensor]:
+    """Random tensors under the official torch.hub key names and shapes (DINOv2 or DINOv3).
+
+    Shapes follow the official constructors: DINOv2's fused SwiGLU (ViT-g) and DINOv3's SwiGLUFFN
+    (`ffn_ratio`, hidden aligned to `align`). `device="meta"` gives shapes only (for the large models).
+    """
     g = torch.Generator().manual_seed(seed)
     patch = 14 if family == "dinov2" else 16
     d = embed_dim
+    ffn_ratio = ffn_ratio or (6.0 if family == "dinov3" and swiglu else 4.0)
 
     def rand(*shape: int, scale: float = 1.0, mean: float = 0.0) -> Tensor:
+        if device == "meta":
+            return torch.empty(*shape, device="meta")
         return mean + scale * torch.randn(*shape, generator=g)
 
-    def linear(name: str, out_f: int, in_f: int) -> None:
+    def linear(name: str, out_f: int, in_f: int, bias: bool = True) -> None:
         sd[f"{name}.weight"] = rand(out_f, in_f, scale=in_f ** -0.5)
-        sd[f"{name}.bias"] = rand(out_f, scale=0.1)
+        if bias:
+            sd[f"{name}.bias"] = rand(out_f, scale=0.1)
 
     sd: dict[str, Tensor] = {"cls_token": rand(1, 1, d), "mask_token": rand(1, d, scale=0.0)}
     sd["patch_embed.proj.weight"] = rand(d, 3, patch, patch, scale=(3 * patch * patch) ** -0.5)
@@ -46,24 +55,25 @@ def random_official_state_dict(family: str, embed_dim: int, depth: int, heads: i
         for norm in ("norm1", "norm2"):
             sd[f"{b}.{norm}.weight"] = rand(d, scale=0.1, mean=1.0)
             sd[f"{b}.{norm}.bias"] = rand(d, scale=0.1)
-        linear(f"{b}.attn.qkv", 3 * d, d)
-        if family == "dinov3":
+        linear(f"{b}.attn.qkv", 3 * d, d, bias=qkv_bias)
+        if family == "dinov3" and qkv_bias:
             mask = torch.ones(3 * d)
             mask[d:2 * d] = 0
             sd[f"{b}.attn.qkv.bias_mask"] = mask
         linear(f"{b}.attn.proj", d, d)
         sd[f"{b}.ls1.gamma"] = rand(d, scale=0.1, mean=0.5)
         sd[f"{b}.ls2.gamma"] = rand(d, scale=0.1, mean=0.5)
+        hidden = int(d * ffn_ratio)
         if not swiglu:
-            linear(f"{b}.mlp.fc1", 4 * d, d)
-            linear(f"{b}.mlp.fc2", d, 4 * d)
-        elif family == "dinov2":  # SwiGLUFFNFused: hidden (int(4d * 2/3) + 7) // 8 * 8, w1|w2 packed in w12
-            hidden = (int(4 * d * 2 / 3) + 7) // 8 * 8
+            linear(f"{b}.mlp.fc1", hidden, d)
+            linear(f"{b}.mlp.fc2", d, hidden)
+        elif family == "dinov2":  # SwiGLUFFNFused: (int(hidden * 2/3) + 7) // 8 * 8, w1|w2 packed in w12
+            hidden = (int(hidden * 2 / 3) + 7) // 8 * 8
             linear(f"{b}.mlp.w12", 2 * hidden, d)
             linear(f"{b}.mlp.w3", d, hidden)
-        else:  # DINOv3 SwiGLUFFN (ffn_ratio 6, align 8): separate w1, w2, w3
-            hidden = int(6 * d * 2 / 3)
-            hidden += -hidden % 8
+        else:  # DINOv3 SwiGLUFFN: separate w1, w2, w3
+            hidden = int(hidden * 2 / 3)
+            hidden += -hidden % align
             linear(f"{b}.mlp.w1", hidden, d)
             linear(f"{b}.mlp.w2", hidden, d)
             linear(f"{b}.mlp.w3", d, hidden)

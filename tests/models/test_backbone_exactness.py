@@ -7,6 +7,7 @@ behaviours our backbone corrects, so these tests would fail if it fell back to t
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ import timm
 import torch
 from timm.models.vision_transformer import checkpoint_filter_fn
 
-from models.backbones import BACKBONES, Backbone, build_backbone
+from models.backbones import BACKBONES, BackboneSpec, build_backbone, build_from_spec, timm_state_dict
+from models.weights import OfficialWeights
 from dino_reference import official_features, random_official_state_dict
 
 SIZES = [(224, 224), (448, 448), (518, 518), (224, 336)]
@@ -62,14 +64,30 @@ def test_dinov2_vits14_real_size_equals_official(tmp_path: Path) -> None:
     assert max_diff(backbone(images), official_features(state, images, [2, 5, 8, 11], 6, "dinov2")) < 1e-4
 
 
-def test_dinov2_giant_swiglu_layout_equals_official(tmp_path: Path) -> None:
+def shrunk(name: str, embed_dim: int = 48, depth: int = 2, heads: int = 2) -> BackboneSpec:
+    """A registered spec at test size: same timm architecture, layout and position rule."""
+    size = {"embed_dim": embed_dim, "depth": depth, "num_heads": heads}
+    return replace(BACKBONES[name], embed_dim=embed_dim, depth=depth, num_heads=heads, timm_overrides=size)
+
+
+@pytest.mark.parametrize("name", ["dinov2_vitg14", "dinov2_vitg14_reg"])
+def test_dinov2_giant_swiglu_layout_equals_official(tmp_path: Path, name: str) -> None:
     """ViT-g's packed SwiGLU (w12, w3) maps onto timm's GluMlp with the gate first."""
-    state = random_official_state_dict("dinov2", 48, 2, 2, 0, swiglu=True)
-    vit = timm.create_model("vit_giant_patch14_dinov2", pretrained=False, num_classes=0, embed_dim=48, depth=2, num_heads=2)
-    vit.load_state_dict(checkpoint_filter_fn(dict(state), vit))
-    backbone = Backbone(BACKBONES["dinov2_vitg14"], vit, [1], "test", None).freeze()
+    registers = BACKBONES[name].num_registers
+    state = random_official_state_dict("dinov2", 48, 2, 2, registers, swiglu=True)
+    backbone = build_from_spec(shrunk(name), weights=saved(tmp_path, state), layers=[0, 1])
     images = torch.randn(1, 3, 112, 140)
-    assert max_diff(backbone(images), official_features(state, images, [1], 2, "dinov2")) < 1e-4
+    reference = official_features(state, images, [0, 1], 2, "dinov2", antialias=registers > 0, offset=0.0 if registers else 0.1)
+    assert max_diff(backbone(images), reference) < 1e-4
+
+
+@pytest.mark.parametrize("name", ["dinov3_vits16plus", "dinov3_vith16plus"])
+def test_dinov3_swiglu_layout_equals_official(tmp_path: Path, name: str) -> None:
+    """S+ and H+ use separate SwiGLU w1 (gate), w2, w3, hidden aligned to 8."""
+    state = random_official_state_dict("dinov3", 48, 2, 2, 4, swiglu=True)
+    backbone = build_from_spec(shrunk(name), weights=saved(tmp_path, state), layers=[0, 1])
+    images = torch.randn(1, 3, 128, 176)
+    assert max_diff(backbone(images), official_features(state, images, [0, 1], 2, "dinov3")) < 1e-4
 
 
 def test_dinov3_equals_official_with_the_checkpoint_rope_periods(tmp_path: Path) -> None:
@@ -111,3 +129,30 @@ def test_bf16_autocast_stays_close(tmp_path: Path) -> None:
     exact = backbone(images)[0]
     relative = (low[0].float() - exact).norm() / exact.norm()
     assert 0 < relative < 0.05
+
+
+# Architecture arguments of the official torch.hub constructors (dinov2/hub/backbones.py, dinov3/hub/backbones.py).
+OFFICIAL_ARCHITECTURES = {
+    "dinov2_vits14": dict(embed_dim=384, depth=12, heads=6),
+    "dinov2_vitb14": dict(embed_dim=768, depth=12, heads=12),
+    "dinov2_vitl14": dict(embed_dim=1024, depth=24, heads=16),
+    "dinov2_vitg14": dict(embed_dim=1536, depth=40, heads=24, swiglu=True),
+    "dinov3_vits16": dict(embed_dim=384, depth=12, heads=6),
+    "dinov3_vits16plus": dict(embed_dim=384, depth=12, heads=6, swiglu=True, ffn_ratio=6),
+    "dinov3_vitb16": dict(embed_dim=768, depth=12, heads=12),
+    "dinov3_vitl16": dict(embed_dim=1024, depth=24, heads=16),
+    "dinov3_vith16plus": dict(embed_dim=1280, depth=32, heads=20, swiglu=True, ffn_ratio=6),
+    "dinov3_vit7b16": dict(embed_dim=4096, depth=40, heads=32, swiglu=True, ffn_ratio=3, align=64, qkv_bias=False),
+}
+
+
+@pytest.mark.parametrize("name", [n for n in BACKBONES if not n.startswith("tiny_")])
+def test_every_registered_backbone_takes_the_official_checkpoint_layout(name: str) -> None:
+    """Every tensor of an official file (shapes only, on the meta device) finds its place, even ViT-7B."""
+    spec = BACKBONES[name]
+    arch = OFFICIAL_ARCHITECTURES[name.removesuffix("_reg")]
+    state = random_official_state_dict(spec.family, registers=4 if spec.num_registers else 0, device="meta", **arch)
+    with torch.device("meta"):
+        vit = timm.create_model(spec.timm_name, pretrained=False, num_classes=0)
+    official = OfficialWeights(state, spec.family, "sha", "official.pth")
+    assert set(timm_state_dict(vit, spec, official)) == set(vit.state_dict())
