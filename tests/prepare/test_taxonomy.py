@@ -1,0 +1,111 @@
+"""Taxonomies: the built-in chain, the exactly-one-home check, unknown labels."""
+
+from pathlib import Path
+
+import pytest
+
+from common.cli import UserError
+from prepare.taxonomy import BUILTIN_DIR, available_taxonomies, load_taxonomy, resolve_labels, taxonomy_dirs
+
+FINEGRAINED = [
+    "Acanthastrea", "Acropora", "Astreopora", "Atrea", "Fungia", "Goniastrea", "Leptastrea", "Merulinidae",
+    "Millepora", "Montastrea", "Montipora", "Other", "Pavona/Leptoseris", "Pocillopora", "Porites", "Psammocora",
+]  # fmt: skip
+
+
+def test_builtin_levels_and_sizes():
+    assert set(available_taxonomies([BUILTIN_DIR])) == {"finegrained", "extended", "main_families", "agnostic"}
+    sizes = {name: len(load_taxonomy(name).classes) for name in available_taxonomies([BUILTIN_DIR])}
+    assert sizes == {"finegrained": 16, "extended": 10, "main_families": 7, "agnostic": 1}
+    assert list(load_taxonomy("finegrained").classes) == FINEGRAINED
+
+
+def test_aliases_and_dropped_labels():
+    fine = load_taxonomy("finegrained")
+    assert fine.class_index("Pavona") == fine.class_index("Leptoseris") == fine.classes.index("Pavona/Leptoseris") + 1
+    assert fine.class_index("Corail mou") == fine.classes.index("Other") + 1
+    assert fine.class_index("Empty") is None
+    with pytest.raises(KeyError):
+        fine.class_index("Dendrophyllia")
+
+
+@pytest.mark.parametrize("level", ["extended", "main_families", "agnostic"])
+def test_every_finegrained_class_lands_in_exactly_one_class(level):
+    taxonomy = load_taxonomy(level)
+    homes = {fine: [i for i in range(1, len(taxonomy.classes) + 1) if taxonomy.finest_to_class[fine] == i] for fine in FINEGRAINED}
+    assert all(len(h) == 1 for h in homes.values())
+    assert set(taxonomy.finest_to_class) == set(FINEGRAINED)
+    # raw labels follow their finegrained class
+    assert taxonomy.class_index("Pavona") == taxonomy.finest_to_class["Pavona/Leptoseris"]
+    assert taxonomy.class_index("Corail mou") == taxonomy.finest_to_class["Other"]
+
+
+def test_coarse_groups_as_specified():
+    extended, families = load_taxonomy("extended"), load_taxonomy("main_families")
+
+    def members(taxonomy, name):
+        return {fine for fine, i in taxonomy.finest_to_class.items() if taxonomy.classes[i - 1] == name}
+
+    assert members(extended, "Group1") == {"Acanthastrea", "Atrea", "Goniastrea", "Leptastrea", "Merulinidae"}
+    assert members(extended, "Other") == {"Other", "Montastrea", "Psammocora"}
+    assert members(families, "Atrea") == members(extended, "Group1")
+    assert members(families, "Other") == {"Astreopora", "Fungia", "Millepora", "Other", "Montastrea", "Psammocora"}
+    assert load_taxonomy("agnostic").classes == ("coral",)
+    assert load_taxonomy("agnostic").chain == ("finegrained", "extended", "main_families", "agnostic")
+
+
+def _write(folder: Path, name: str, text: str) -> None:
+    (folder / f"{name}.yaml").write_text(text)
+
+
+BASE = "name: base\ndrop: [Empty]\nclasses:\n  - {name: A, color: [1, 2, 3], aliases: [a]}\n  - {name: B, color: [4, 5, 6]}\n  - {name: C, color: [7, 8, 9]}\n"
+
+
+@pytest.mark.parametrize(
+    "child, problem",
+    [
+        ("classes:\n  - {name: AB, color: [1, 1, 1], from: [A, B]}\n", "C lands in no class"),
+        ("classes:\n  - {name: AB, color: [1, 1, 1], from: [A, B]}\n  - {name: BC, color: [2, 2, 2], from: [B, C]}\n", "B lands in AB and BC"),
+        ("classes:\n  - {name: X, color: [1, 1, 1], from: [A, B, C, D]}\n", "merges 'D'"),
+        ("classes:\n  - {name: X, color: [1, 1, 1], from: [A, B, C], aliases: [x]}\n", "belong only in the finest level"),
+        ("classes:\n  - {name: X, color: [1, 1], from: [A, B, C]}\n", "color"),
+    ],
+)
+def test_broken_coarser_level_is_refused_with_the_file(tmp_path, child, problem):
+    _write(tmp_path, "base", BASE)
+    _write(tmp_path, "child", "name: child\nparent: base\n" + child)
+    with pytest.raises(UserError, match=problem) as error:
+        load_taxonomy("child", taxonomy_dirs(str(tmp_path)))
+    assert "child.yaml" in str(error.value)
+
+
+def test_label_claimed_twice_is_refused(tmp_path):
+    _write(tmp_path, "base", BASE.replace("[4, 5, 6]}", "[4, 5, 6], aliases: [a]}"))
+    with pytest.raises(UserError, match="'a' is claimed twice"):
+        load_taxonomy("base", taxonomy_dirs(str(tmp_path)))
+
+
+def test_user_folder_comes_first_and_unknown_name_lists_choices(tmp_path):
+    _write(tmp_path, "finegrained", BASE)
+    assert load_taxonomy("finegrained", taxonomy_dirs(str(tmp_path))).classes == ("A", "B", "C")
+    with pytest.raises(UserError, match="available: .*agnostic"):
+        load_taxonomy("nope", taxonomy_dirs(str(tmp_path)))
+
+
+def test_unknown_labels_stop_with_counts_and_the_file_to_edit():
+    fine = load_taxonomy("finegrained")
+    counts = {"Acropora": 9, "Dendrophyllia": 3, "Tubastrea": 5, "Empty": 2}
+    with pytest.raises(UserError) as error:
+        resolve_labels(fine, counts, "error", 255)
+    message = str(error.value)
+    assert "'Tubastrea' (5), 'Dendrophyllia' (3)" in message and str(fine.finest_path) in message and "--unknown" in message
+
+
+def test_unknown_labels_other_or_ignore():
+    extended = load_taxonomy("extended")
+    counts = {"Acropora": 1, "Dendrophyllia": 1, "Empty": 1}
+    assert resolve_labels(extended, counts, "other", 255) == {"Acropora": 1, "Dendrophyllia": extended.classes.index("Other") + 1, "Empty": None}
+    assert resolve_labels(extended, counts, "ignore", 255)["Dendrophyllia"] == 255
+    assert resolve_labels(load_taxonomy("agnostic"), counts, "other", 255)["Dendrophyllia"] == 1
+    with pytest.raises(UserError, match="--unknown must be one of"):
+        resolve_labels(extended, counts, "guess", 255)
