@@ -31,6 +31,9 @@ def test_same_flags_give_identical_bytes_and_a_rerun_skips_existing_images(tmp_p
     second = make_demo_export(tmp_path / "b", num_images=4, size=96, colonies=4, seed=3)
     assert files(first) == files(second)
     image = next((first / "images").rglob("*.jpg"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert image.stat().st_mode & 0o777 == 0o666 & ~umask  # atomic writes keep the usual mode, not mkstemp's 0o600
     before = image.stat().st_mtime_ns
     make_demo_export(first, num_images=4, size=96, colonies=4, seed=3)
     assert image.stat().st_mtime_ns == before and files(first) == files(second)
