@@ -68,39 +68,47 @@ class TrainConfig:
 KEYS = {f.name: f for f in fields(TrainConfig)}
 
 
+def _parse(text: str) -> Any:
+    """A value typed on the command line or in YAML as text: a number, a list, a mapping, or the text."""
+    try:
+        return float(text) if any(c in text.lower() for c in ".e") and text.lower() not in ("true", "false", "yes", "no") else int(text)
+    except ValueError:
+        pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
 def _check_type(name: str, value: Any) -> Any:
     """`value` coerced to the field's type, or a UserError naming the key and what it expects."""
-    default = KEYS[name].default if KEYS[name].default is not MISSING else KEYS[name].default_factory()
-    kind = KEYS[name].type
-    if value is None:
-        if "None" in str(kind):
-            return None
-        raise UserError(f"config key {name!r} needs a value")
+    f = KEYS[name]
+    default = f.default if f.default is not MISSING else f.default_factory()
+    kind = str(f.type)
+    if isinstance(value, str) and not isinstance(default, str):
+        value = _parse(value)
+    if value is None and "None" in kind:
+        return None
     if isinstance(default, bool):
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
         if isinstance(value, bool):
             return value
-    elif isinstance(default, int) and not isinstance(value, bool):
-        if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+    elif isinstance(default, int) or kind.startswith("int"):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer() and not kind.startswith("int |"):
             return int(value)
-    elif isinstance(default, float) and not isinstance(value, bool):
-        if isinstance(value, (int, float)):
+        if "list" in kind and isinstance(value, (list, tuple)) and all(isinstance(v, int) for v in value):
+            return list(value)
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
     elif isinstance(default, str):
-        return str(value)
+        if value is not None and not isinstance(value, (dict, list)):
+            return str(value)
     elif isinstance(default, dict):
-        if isinstance(value, str):
-            value = yaml.safe_load(value)
         if isinstance(value, dict):
             return value
-    elif "list" in str(kind):
-        if isinstance(value, str):
-            value = yaml.safe_load(value)
-        if isinstance(value, int) and "int |" in str(kind):
-            return value
-        if isinstance(value, (int, float)):
-            value = [value]
+    elif isinstance(default, list) or "list" in kind:
         if isinstance(value, (list, tuple)):
             return list(value)
     raise UserError(f"config key {name!r} expects {kind}, got {value!r}")

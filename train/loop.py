@@ -435,46 +435,48 @@ def run_training(config: TrainConfig, settings: Settings, dist_info: Distributed
     segmenter.train()
     bar = tqdm(total=config.steps, initial=start_step, desc=f"training {config.head}", unit="step", disable=not dist_info.main, dynamic_ncols=True)
     step, saved_step, started = start_step, start_step, time.perf_counter()
-    while step < config.steps:
-        inputs, target = next(batches)
-        inputs = [x.to(device, non_blocking=True).float() for x in inputs] if config.cache else inputs.to(device, non_blocking=True)
-        target = target.to(device, non_blocking=True)
-        with autocast(device, dtype):
-            losses = model(inputs, target)
-        losses["loss"].backward()
-        reported = torch.stack([v.detach().float() for v in losses.values()])
-        if dist_info.world_size > 1:
-            dist.all_reduce(reported)
-            reported /= dist_info.world_size
-        if not torch.isfinite(reported).all():
-            kept = f"the last good checkpoint is {run_dir / 'checkpoint_last'} (step {saved_step})" if saved_step else "no checkpoint was saved yet"
-            raise NonFiniteLoss(f"the loss became {reported[list(losses).index('loss')].item()} at step {step + 1} and training stopped; {kept}")
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        step += 1
-        values = dict(zip(losses, reported.tolist()))
-        bar.update(1)
-        bar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{lr:.2e}")
-        if writer is not None and (step % config.log_every == 0 or step == config.steps):
-            for key, value in values.items():
-                writer.add_scalar(f"train/{key}", value, step)
-            writer.add_scalar("train/lr", lr, step)
-            log.info(f"step {step}/{config.steps}: loss {values['loss']:.4f}, lr {lr:.2e}, {(time.perf_counter() - started) / (step - start_step):.3f} s/step")
-        if step % config.eval_every == 0 or step == config.steps:
-            stop = [evaluate_and_save(step, values["loss"]) if dist_info.main else False]
-            saved_step = step
+    try:
+        while step < config.steps:
+            inputs, target = next(batches)
+            inputs = [x.to(device, non_blocking=True).float() for x in inputs] if config.cache else inputs.to(device, non_blocking=True)
+            target = target.to(device, non_blocking=True)
+            with autocast(device, dtype):
+                losses = model(inputs, target)
+            losses["loss"].backward()
+            reported = torch.stack([v.detach().float() for v in losses.values()])
             if dist_info.world_size > 1:
-                dist.broadcast_object_list(stop, src=0)
-            if stop[0]:
-                log.info(f"early stop at step {step}: no better val mIoU in {config.patience} validations")
-                summary["stopped_early"] = True
-                break
-    bar.close()
-    if writer is not None:
-        writer.close()
+                dist.all_reduce(reported)
+                reported /= dist_info.world_size
+            if not torch.isfinite(reported).all():
+                kept = f"the last good checkpoint is {run_dir / 'checkpoint_last'} (step {saved_step})" if saved_step else "no checkpoint was saved yet"
+                raise NonFiniteLoss(f"the loss became {reported[list(losses).index('loss')].item()} at step {step + 1} and training stopped; {kept}")
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            step += 1
+            values = dict(zip(losses, reported.tolist()))
+            bar.update(1)
+            bar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{lr:.2e}")
+            if writer is not None and (step % config.log_every == 0 or step == config.steps):
+                for key, value in values.items():
+                    writer.add_scalar(f"train/{key}", value, step)
+                writer.add_scalar("train/lr", lr, step)
+                log.info(f"step {step}/{config.steps}: loss {values['loss']:.4f}, lr {lr:.2e}, {(time.perf_counter() - started) / (step - start_step):.3f} s/step")
+            if step % config.eval_every == 0 or step == config.steps:
+                stop = [evaluate_and_save(step, values["loss"]) if dist_info.main else False]
+                saved_step = step
+                if dist_info.world_size > 1:
+                    dist.broadcast_object_list(stop, src=0)
+                if stop[0]:
+                    log.info(f"early stop at step {step}: no better val mIoU in {config.patience} validations")
+                    summary["stopped_early"] = True
+                    break
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
     summary.update(steps=step, best_miou=best["miou"], best_step=best["step"])
     return summary

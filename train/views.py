@@ -81,5 +81,5 @@ def apply_view(image: np.ndarray, mask: np.ndarray | None, view: View) -> tuple[
     crop_image = _dihedral(crop_image, view)
     if mask is None:
         return crop_image, None
-    crop_mask = cv2.resize(_window(mask, view, IGNORE_INDEX), (view.crop, view.crop), interpolation=cv2.INTER_NEAREST)
+    crop_mask = cv2.resize(_window(mask, view, IGNORE_INDEX), (view.crop, view.crop), interpolation=cv2.INTER_NEAREST_EXACT)
     return crop_image, _dihedral(crop_mask, view)

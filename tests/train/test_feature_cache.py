@@ -1,0 +1,106 @@
+"""The feature cache: features equal the live backbone's, reruns reuse them, a changed image recomputes only its own."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import toy_pair, write_prepared, write_sample
+from models.backbones import build_backbone
+from models.heads import build_head
+from models.segmenter import Segmenter
+from train import feature_cache
+from train.data import bank_for, file_hashes, load_samples, read_image, read_mask
+from train.views import apply_view
+
+K, CROP = 3, 56
+
+
+@pytest.fixture
+def segmenter() -> Segmenter:
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        backbone = build_backbone("tiny_dinov2", layers=2)
+    return Segmenter(backbone, build_head("linear", backbone.embed_dim, 2, 3)).eval()
+
+
+def _entries(folder, segmenter, cache_dir):
+    _, samples = load_samples(folder)
+    train = samples["train"]
+    banks = [bank_for(s, K, CROP, (0.7, 1.3), seed=0) for s in train]
+    root = feature_cache.backbone_dir(cache_dir, segmenter.backbone, "fp32")
+    entries = [feature_cache.cache_entry(root, cache_dir / "labels", ih, mh, bank, segmenter.backbone.layers)
+               for (ih, mh), bank in zip(file_hashes(train), banks)]
+    jobs = [(s.image_path, s.mask_path, bank) for s, bank in zip(train, banks)]
+    return train, banks, entries, jobs
+
+
+def _fill(jobs, entries, segmenter):
+    extract = feature_cache.make_extractor(segmenter.forward_features, torch.device("cpu"), None)
+    return feature_cache.fill_cache(jobs, entries, extract, batch_size=2, progress=False)
+
+
+def test_cached_views_equal_the_live_backbone(tmp_path, segmenter):
+    folder = write_prepared(tmp_path / "data", train=2, val=1)
+    train, banks, entries, jobs = _entries(folder, segmenter, tmp_path / "cache")
+    assert _fill(jobs, entries, segmenter) == 2
+    data = feature_cache.CachedViews(entries, K)
+    assert len(data) == 2 * K
+    for index in (0, K + 2):
+        maps, label = data[(0, index)]
+        sample, view = train[index // K], banks[index // K][index % K]
+        image, mask = apply_view(read_image(sample.image_path), read_mask(sample.mask_path), view)
+        with torch.no_grad():
+            live = segmenter.forward_features(torch.from_numpy(image).permute(2, 0, 1)[None])
+        assert [tuple(m.shape) for m in maps] == [(32, 4, 4)] * 2
+        assert all(m.dtype == torch.float16 for m in maps)
+        for cached, expected in zip(maps, live):
+            torch.testing.assert_close(cached.float(), expected[0], atol=5e-3, rtol=5e-3)
+        np.testing.assert_array_equal(label.numpy(), mask)
+
+
+def test_rerun_reuses_and_a_changed_image_recomputes_only_its_entry(tmp_path, segmenter):
+    folder = write_prepared(tmp_path / "data", train=3, val=1)
+    cache = tmp_path / "cache"
+    _, _, entries, jobs = _entries(folder, segmenter, cache)
+    assert _fill(jobs, entries, segmenter) == 3
+    stamps = {p: p.stat().st_mtime_ns for e in entries for p in (*e.layer_paths, e.label_path)}
+
+    _, _, again, jobs = _entries(folder, segmenter, cache)
+    assert again == entries and _fill(jobs, again, segmenter) == 0
+
+    train = load_samples(folder)[1]["train"]
+    changed = train[1]
+    image, mask = toy_pair(np.random.default_rng(99), 112)
+    write_sample(folder, "train", changed.image_path.stem, image, read_mask(changed.mask_path))
+    _, _, after, jobs = _entries(folder, segmenter, cache)
+    assert [a == e for a, e in zip(after, entries)] == [True, False, True]
+    assert after[1].label_path == entries[1].label_path  # the mask did not change: its labels are reused
+    assert _fill(jobs, after, segmenter) == 1
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # nothing else was rewritten
+    assert after[1].complete()
+
+
+def test_an_interrupted_extraction_resumes_with_what_is_missing(tmp_path, segmenter):
+    folder = write_prepared(tmp_path / "data", train=3, val=1)
+    _, _, entries, jobs = _entries(folder, segmenter, tmp_path / "cache")
+    _fill(jobs, entries, segmenter)
+    entries[2].layer_paths[1].unlink()  # as if killed between two layer files
+    assert not entries[2].complete()
+    assert _fill(jobs, entries, segmenter) == 1 and entries[2].complete()
+    assert not list((tmp_path / "cache").rglob("*.part*"))  # no half-written file left behind
+
+
+def test_backbones_with_other_weights_never_share_entries(tmp_path, segmenter):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        other = build_backbone("tiny_dinov2", layers=2)
+    assert feature_cache.backbone_dir(tmp_path, other, "fp32") == feature_cache.backbone_dir(tmp_path, segmenter.backbone, "fp32")
+    with torch.no_grad():
+        other.vit.cls_token += 1  # "random" weights that differ: the hash of the parameters tells them apart
+    assert feature_cache.backbone_dir(tmp_path, other, "fp32") != feature_cache.backbone_dir(tmp_path, segmenter.backbone, "fp32")
+    assert feature_cache.backbone_dir(tmp_path, other, "fp32") != feature_cache.backbone_dir(tmp_path, other, "bf16")

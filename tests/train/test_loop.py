@@ -1,0 +1,76 @@
+"""Pure pieces of the loop: the learning-rate schedule, the step-indexed batches, class weights, config parsing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.cli import UserError
+from train.config import load_config
+from train.data import inverse_sqrt_weights
+from train.loop import Distributed, lr_factor, out_of_memory_advice, step_batches
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_warmup_then_poly_and_cosine_decay():
+    poly = load_config(None, steps=110, warmup_steps=10, lr=1.0, schedule="poly", poly_power=1.0)
+    assert [lr_factor(s, poly) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert lr_factor(10, poly) == pytest.approx(1.0) and lr_factor(60, poly) == pytest.approx(0.5)
+    assert lr_factor(110, poly) == pytest.approx(0.0)
+    cosine = load_config(None, steps=110, warmup_steps=10, schedule="cosine", min_lr_ratio=0.1)
+    assert lr_factor(60, cosine) == pytest.approx(0.1 + 0.9 * 0.5) and lr_factor(110, cosine) == pytest.approx(0.1)
+
+
+def test_batches_depend_only_on_the_step_and_split_between_processes():
+    whole = list(step_batches(10, 4, seed=0, start_step=0, steps=7, dist_info=Distributed()))
+    assert list(step_batches(10, 4, seed=0, start_step=5, steps=7, dist_info=Distributed())) == whole[5:]
+    epoch0 = [i for batch in whole[:2] for _, i in batch]
+    assert len(set(epoch0)) == 8 and {e for batch in whole[:2] for e, _ in batch} == {0}  # 2 steps per epoch, no repeats
+    assert whole[2][0][0] == 1 and whole != list(step_batches(10, 4, seed=1, start_step=0, steps=7, dist_info=Distributed()))
+    halves = [list(step_batches(10, 4, 0, 0, 7, Distributed(rank, 2))) for rank in (0, 1)]
+    for step, batch in enumerate(whole):
+        assert sorted(halves[0][step] + halves[1][step]) == sorted(batch) and len(halves[0][step]) == 2
+
+
+def test_inverse_sqrt_class_weights():
+    weights = inverse_sqrt_weights(np.array([900, 100, 0, 400]))
+    assert weights[2] == 0.0
+    present = np.array([weights[0], weights[1], weights[3]])
+    assert present.mean() == pytest.approx(1.0)
+    assert weights[1] / weights[0] == pytest.approx(3.0) and weights[3] / weights[0] == pytest.approx(1.5)
+
+
+def test_config_files_overrides_and_their_errors():
+    config = load_config("segformer.yaml", lr="0.01", steps=5.0, cache="false", layers="[1, 3]", head_config="{channels: 16}")
+    assert (config.head, config.lr, config.steps, config.cache, config.layers, config.head_config) == ("segformer", 0.01, 5, False, [1, 3], {"channels": 16})
+    assert load_config("linear.yaml", layers=4).layers == 4
+    for path in sorted((REPO / "train" / "configs").glob("*.yaml")):
+        assert load_config(path).head == path.stem
+    with pytest.raises(UserError, match="unknown config key.*learning_rate"):
+        load_config(None, learning_rate=1)
+    with pytest.raises(UserError, match="'steps' expects"):
+        load_config(None, steps="many")
+    with pytest.raises(UserError, match="schedule must be poly or cosine"):
+        load_config(None, schedule="step")
+    with pytest.raises(UserError, match="config file .* not found"):
+        load_config("nope.yaml")
+
+
+def test_out_of_memory_names_the_setting_of_the_phase():
+    config = load_config(None, batch_size=16, crop=448, extract_batch_size=32, val_batch_size=4)
+    assert "--batch_size (now 16) or --crop (now 448)" in out_of_memory_advice(config, "training")
+    assert "--extract_batch_size (now 32)" in out_of_memory_advice(config, "caching features")
+    assert "--val_batch_size (now 4)" in out_of_memory_advice(config, "validating")
+
+
+def test_help_is_answered_without_importing_torch():
+    code = "import sys; sys.argv = ['train.py', '--help']; from train.cli import main; main(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert "--views_per_image" in out and "--resume" in out and out.strip().endswith("False")
+    script = subprocess.run([sys.executable, "train/train.py", "--help"], cwd=REPO, capture_output=True, text=True, check=True)
+    assert script.stdout.startswith("usage: python train/train.py")
