@@ -1,0 +1,71 @@
+"""The `evaluate` stage's commands: evaluate.py, app.py and push_to_cvat.py call these.
+
+Heavy imports (torch, FiftyOne) happen inside the commands, so `--help` answers at once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from common.cli import UserError, run
+from common.settings import load_settings
+
+
+def evaluate(
+    run: str,
+    dataset: str | None = None,
+    split: str = "val",
+    checkpoint: str = "best",
+    crop: int | None = None,
+    stride: int | None = None,
+    batch_size: int = 4,
+    tta: bool = False,
+    precision: str = "auto",
+    device: str | None = None,
+    data_dir: str | None = None,
+    weights: str | None = None,
+    delete: bool = False,
+) -> None:
+    """Predict a split with a trained run, score it, write it back to FiftyOne and report it.
+
+    Args:
+        run: the run folder (runs/<name>) made by train/train.py.
+        dataset: the FiftyOne dataset (default DEMO_DATASET).
+        split: val, test, train or all.
+        checkpoint: best or last.
+        crop: sliding-window size in pixels (default: the run's training crop).
+        stride: sliding-window stride in pixels (default: the run's).
+        batch_size: windows per forward pass.
+        tta: also predict the mirrored image and average (about twice the time).
+        precision: auto (bf16 where the device supports it), bf16 or fp32.
+        device: cpu, cuda, cuda:1 ... (default DEVICE).
+        data_dir: prepared folder with the ground truth (default DATA_ROOT/prepared/<dataset>_<run taxonomy>).
+        weights: backbone weights the run was trained on (default DINO_WEIGHTS).
+        delete: remove this run's fields, evaluations and saved view from the dataset instead (files stay).
+    """
+    settings = load_settings(device=device)
+    dataset_name = dataset or settings.demo_dataset
+    run_dir = Path(run).expanduser().resolve()
+    if delete:
+        from evaluate import writeback
+        from evaluate.fields import RunFields
+
+        ds = writeback.load_dataset(dataset_name)
+        fields = RunFields.for_run(run_dir.name)
+        writeback.check_owner(ds, fields, run_dir)
+        removed = writeback.delete_run(ds, fields)
+        print(f"removed from {dataset_name!r}: {', '.join(removed)}" if removed else f"run {run_dir.name} has nothing in {dataset_name!r}")
+        return
+    from evaluate.pipeline import EvaluateOptions, evaluate_run
+
+    options = EvaluateOptions(
+        run_dir=run_dir, dataset=dataset_name, split=split, which=checkpoint, crop=crop, stride=stride, batch_size=batch_size,
+        tta=tta, precision=precision, data_dir=Path(data_dir).expanduser().resolve() if data_dir else None, weights=weights,
+    )  # fmt: skip
+    if min(crop or 1, stride or 1, batch_size) < 1:
+        raise UserError("--crop, --stride and --batch-size must be positive")
+    evaluate_run(settings, options)
+
+
+def evaluate_main() -> None:
+    run(evaluate, secrets=load_settings().secrets)

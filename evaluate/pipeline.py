@@ -1,0 +1,159 @@
+"""One run on one split: predict every image, score it, write it back to FiftyOne, write the report.
+
+Images stream one at a time (predict, save the mask, score, write the sample, forget), so memory
+is flat in the number of images; only each image's small confusion matrix is kept for the report.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+from tqdm import tqdm
+
+from common.cli import UserError
+from common.fileio import write_bytes_atomic
+from common.settings import Settings
+from evaluate import writeback
+from evaluate.colonies import find_colonies
+from evaluate.fields import RunFields
+from evaluate.predict import predict_image, resolve_device, use_bf16, window_forward
+from evaluate.reports import ImageResult, SplitReport, format_per_class_table, write_report
+from models.checkpoint import CheckpointSpec, load_checkpoint
+from prepare.cli import default_output_dir
+from prepare.layout import BACKGROUND_NAME, IGNORE_COLOR, IGNORE_INDEX, ManifestEntry, PreparedDataset, load_prepared
+from prepare.mask_png import encode_mask_png, palette_bytes, read_mask
+from prepare.taxonomy import load_taxonomy, taxonomy_dirs
+from train.data import read_image
+from train.metrics import compute_metrics, confusion_matrix, cover_percent
+
+SPLITS = ("train", "val", "test", "all")
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    run_dir: Path
+    dataset: str
+    split: str = "val"
+    which: str = "best"
+    crop: int | None = None  # None: the run's
+    stride: int | None = None
+    batch_size: int = 4
+    tta: bool = False
+    precision: str = "auto"
+    data_dir: Path | None = None  # None: the dataset's folder prepared with the run's taxonomy
+    weights: str | None = None  # None: DINO_WEIGHTS
+
+
+def check_prepared(prepared: PreparedDataset, spec: CheckpointSpec, run_dir: Path, dataset: str) -> None:
+    """The prepared folder must hold the run's classes, made from this dataset."""
+    if list(prepared.classes) != list(spec.classes):
+        taxonomy = (prepared.info.get("taxonomy") or {}).get("name", "?")
+        raise UserError(
+            f"run {run_dir.name} predicts the {len(spec.classes)} classes of taxonomy {spec.taxonomy!r} but {prepared.root} "
+            f"holds the {len(prepared.classes)} classes of taxonomy {taxonomy!r}; prepare the dataset with --taxonomy {spec.taxonomy} "
+            f"or pass its folder with --data-dir"
+        )
+    source = (prepared.info.get("source") or {}).get("dataset")
+    if source not in (None, dataset):
+        raise UserError(f"{prepared.root} was prepared from dataset {source!r}, not {dataset!r}; pass --data-dir with this dataset's prepared folder")
+
+
+def find_prepared(settings: Settings, options: EvaluateOptions, spec: CheckpointSpec, out: TextIO) -> PreparedDataset | None:
+    """The prepared folder with the ground truth; None (predict only) when the default one does not exist."""
+    if options.data_dir is None:
+        folder = default_output_dir(settings, options.dataset, spec.taxonomy)
+        if not folder.is_dir():
+            print(f"no prepared folder {folder}: predicting only, nothing will be scored", file=out)
+            return None
+    prepared = load_prepared(options.data_dir or folder)
+    check_prepared(prepared, spec, options.run_dir, options.dataset)
+    return prepared
+
+
+def _mask_name(filepath: str, sample_id: str, used: set[str]) -> str:
+    stem = Path(filepath).stem
+    name = f"{stem}.png" if f"{stem}.png" not in used else f"{stem}__{sample_id}.png"
+    used.add(name)
+    return name
+
+
+def _ground_truth(prepared: PreparedDataset, entry: ManifestEntry, image_shape: tuple[int, int], filepath: str) -> np.ndarray:
+    mask = read_mask(prepared.mask_path(entry))
+    if mask.shape != image_shape:
+        raise UserError(
+            f"image {filepath} is {image_shape[1]}x{image_shape[0]} but its mask {prepared.mask_path(entry)} is "
+            f"{mask.shape[1]}x{mask.shape[0]}; the image changed since prepare: rerun prepare/prepare_data.py"
+        )
+    return mask
+
+
+def evaluate_run(settings: Settings, options: EvaluateOptions, out: TextIO = sys.stdout) -> SplitReport:
+    """Predict, score and write back one split; returns the report (also written under the run)."""
+    if options.split not in SPLITS:
+        raise UserError(f"--split must be one of {', '.join(SPLITS)}, not {options.split!r}")
+    run_dir = options.run_dir.expanduser().resolve()
+    model, spec = load_checkpoint(run_dir, options.which, weights=options.weights or settings.dino_weights or None)
+    classes, palette = list(spec.classes), [list(c) for c in spec.palette]
+    background = classes.index(BACKGROUND_NAME) if BACKGROUND_NAME in classes else None
+    crop, stride = options.crop or spec.crop, options.stride or spec.stride
+    prepared = find_prepared(settings, options, spec, out)
+    entries = {e.sample_id: e for e in prepared.entries} if prepared else {}
+    taxonomy = load_taxonomy(spec.taxonomy, taxonomy_dirs(settings.taxonomy_dirs))
+
+    dataset = writeback.load_dataset(options.dataset)
+    sample_ids = writeback.sample_ids_for_split(dataset, options.split, {i: e.split for i, e in entries.items()})
+    if not sample_ids:
+        raise UserError(f"dataset {options.dataset!r} has no sample in split {options.split!r}; choose another --split or tag samples with it")
+    fields = RunFields.for_run(run_dir.name)
+    writeback.begin_run(dataset, fields, run_dir, options.split, spec.taxonomy)
+    writeback.configure_app(dataset, fields, spec.taxonomy, settings.gt_field_name, classes, palette)
+
+    device = resolve_device(settings.device)
+    model = model.to(device).eval()
+    forward = window_forward(model, device, use_bf16(options.precision, device), options.tta)
+    out_dir = run_dir / "eval" / options.split
+    png_palette = palette_bytes(palette + [[0, 0, 0]] * (IGNORE_INDEX - len(palette)) + [list(IGNORE_COLOR)])
+    images, used_names = [], set()
+    for sample_id in tqdm(sample_ids, desc=f"evaluate {run_dir.name} on {options.split}", unit="image", file=out):
+        sample = dataset[sample_id]
+        image = read_image(sample.filepath)
+        height, width = image.shape[:2]
+        prediction = predict_image(forward, image, len(classes), crop, stride, options.batch_size, device)
+        mask_path = out_dir / "masks" / _mask_name(sample.filepath, sample_id, used_names)
+        write_bytes_atomic(mask_path, encode_mask_png(prediction.mask, png_palette))
+        polylines = writeback.colonies_to_polylines(find_colonies(prediction.mask, prediction.confidence), classes, width, height)
+        entry = entries.get(sample_id)
+        result = ImageResult(Path(sample.filepath).name, sample_id, cover_percent(prediction.mask, len(classes)))
+        if entry is None:
+            writeback.write_sample(sample, fields, spec.taxonomy, mask_path, polylines)
+        else:
+            result.matrix = confusion_matrix(_ground_truth(prepared, entry, (height, width), sample.filepath), prediction.mask, len(classes))
+            scores = compute_metrics(result.matrix, classes, background)
+            gt_polylines = sample[settings.gt_field_name] if sample.has_field(settings.gt_field_name) else None
+            writeback.write_sample(
+                sample, fields, spec.taxonomy, mask_path, polylines,
+                gt_mask_path=prepared.mask_path(entry),
+                gt_polylines=writeback.gt_colonies(gt_polylines, taxonomy, classes),
+                miou=None if np.isnan(scores.miou) else scores.miou,
+                iou=writeback.image_scores_document(scores.iou, classes),
+            )  # fmt: skip
+        images.append(result)
+
+    settings_used: dict[str, Any] = {"checkpoint": options.which, "crop": crop, "stride": stride, "tta": options.tta, "device": str(device)}
+    report = SplitReport(run_dir.name, options.split, classes, palette, background, images, settings=settings_used)
+    scored_ids = [image.sample_id for image in report.scored]
+    if scored_ids:
+        fiftyone_matrix, report.colonies = writeback.run_fiftyone_evaluations(dataset, scored_ids, fields, spec.taxonomy, classes, palette)
+        settings_used["fiftyone_confusion_matrix_agrees"] = bool(np.array_equal(fiftyone_matrix, report.matrix))
+        writeback.save_worst_first(dataset, scored_ids, fields)
+    write_report(report, out_dir)
+    print(format_per_class_table(report), file=out)
+    print(f"report: {out_dir / 'report.md'}", file=out)
+    if scored_ids:
+        print(f"worst images first: saved view {fields.worst_first!r}; colonies: filter {fields.colonies} by {fields.colony_eval_key} = fp / fn", file=out)
+    print(f"browse: python evaluate/app.py {options.dataset}", file=out)
+    return report

@@ -1,0 +1,252 @@
+"""The FiftyOne adapter of `evaluate`: a run's predictions, scores and colony errors on the samples.
+
+Field names come from `evaluate.fields` (docs/evaluation.md). Masks stay on disk as palette PNGs
+and are referenced by path. FiftyOne reads a palette PNG as RGB colours, so mask targets are keyed
+by the taxonomy's colours (`"#3cb44b": "Acropora"`): the App shows class names in the masks' own
+colours, and FiftyOne's `evaluate_segmentations` counts exactly the pixels `train.metrics` counts
+(the ignore colour is no target, so both skip it). Every write touches only this run's fields and
+the evaluate-owned ground-truth fields of its taxonomy.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import common.settings  # noqa: F401  (exports .env's FIFTYONE_* keys before fiftyone is imported)
+import fiftyone as fo
+import numpy as np
+from fiftyone import ViewField as F
+
+from common.cli import UserError
+from evaluate.colonies import Colony
+from evaluate.fields import COLONY_IOU, CONFIDENCE, INFO_EVALUATIONS, RunFields, field_key, gt_colonies_field, gt_segmentation_field
+from evaluate.reports import ColonyCounts
+from prepare.polygons import polygon_to_fiftyone_points
+from prepare.taxonomy import Taxonomy
+
+
+def hex_colour(rgb: Sequence[int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*(int(c) for c in rgb))
+
+
+def rgb_mask_targets(classes: Sequence[str], palette: Sequence[Sequence[int]]) -> dict[str, str]:
+    """`{"#rrggbb": class}`; two classes of one colour could not be told apart, so that is an error."""
+    targets: dict[str, str] = {}
+    for name, colour in zip(classes, palette):
+        key = hex_colour(colour)
+        if key in targets:
+            raise UserError(f"classes {targets[key]!r} and {name!r} share the colour {key}; give each class its own colour in the taxonomy file")
+        targets[key] = name
+    return targets
+
+
+def load_dataset(name: str) -> fo.Dataset:
+    if not fo.dataset_exists(name):
+        known = ", ".join(fo.list_datasets()) or "none"
+        raise UserError(f"FiftyOne dataset {name!r} not found (datasets: {known}); pass --dataset with one of them")
+    return fo.load_dataset(name)
+
+
+def evaluations(dataset: fo.Dataset) -> dict[str, dict[str, Any]]:
+    """{eval key: {"run", "split", "taxonomy"}} of the runs `evaluate` wrote into the dataset."""
+    return dict(dataset.info.get(INFO_EVALUATIONS) or {})
+
+
+def _run_field_names(dataset: fo.Dataset, fields: RunFields) -> list[str]:
+    return [name for name in fields.sample_fields if dataset.has_sample_field(name)]
+
+
+def check_owner(dataset: fo.Dataset, fields: RunFields, run_dir: Path) -> None:
+    """Refuse to replace an evaluation or fields that another run (or another tool) wrote under this run's names."""
+    record = evaluations(dataset).get(fields.eval_key)
+    if record is not None:
+        if Path(record["run"]) != run_dir:
+            raise UserError(
+                f"eval key {fields.eval_key!r} in dataset {dataset.name!r} belongs to run {record['run']}; "
+                f"rename this run's folder, or remove that one first with: python evaluate/evaluate.py --run {record['run']} --dataset {dataset.name} --delete"
+            )
+        return
+    taken = [key for key in (fields.eval_key, fields.colony_eval_key) if dataset.has_evaluation(key)] + _run_field_names(dataset, fields)
+    if taken:
+        raise UserError(f"dataset {dataset.name!r} already has {', '.join(taken)}, not written by evaluate for run {run_dir}; rename this run's folder or remove them")
+
+
+def delete_run(dataset: fo.Dataset, fields: RunFields) -> list[str]:
+    """Remove one run's evaluations, fields, saved view and App settings; returns what went."""
+    removed = []
+    for key in (fields.eval_key, fields.colony_eval_key):
+        if dataset.has_evaluation(key):
+            dataset.delete_evaluation(key)
+            removed.append(f"evaluation {key}")
+    for name in _run_field_names(dataset, fields):
+        dataset.delete_sample_field(name)
+        removed.append(f"field {name}")
+    if dataset.has_saved_view(fields.worst_first):
+        dataset.delete_saved_view(fields.worst_first)
+        removed.append(f"saved view {fields.worst_first}")
+    forget = [fields.prediction, fields.colonies]
+    records = evaluations(dataset)
+    record = records.pop(fields.eval_key, None)
+    if record is not None:
+        if record["taxonomy"] not in {r["taxonomy"] for r in records.values()}:  # no other run needs its ground truth
+            shared = [gt_segmentation_field(record["taxonomy"]), gt_colonies_field(record["taxonomy"])]
+            forget += shared
+            for name in shared:
+                if dataset.has_sample_field(name):
+                    dataset.delete_sample_field(name)
+                    removed.append(f"field {name}")
+        dataset.info[INFO_EVALUATIONS] = records
+    _forget_app_fields(dataset, forget)
+    dataset.save()
+    return removed
+
+
+def _forget_app_fields(dataset: fo.Dataset, names: Sequence[str]) -> None:
+    dataset.mask_targets = {k: v for k, v in dataset.mask_targets.items() if k not in names}
+    config = dataset.app_config
+    if config.color_scheme is not None and config.color_scheme.fields:
+        config.color_scheme.fields = [f for f in config.color_scheme.fields if f.get("path") not in names]
+    if config.active_fields is not None:
+        config.active_fields.paths = [p for p in config.active_fields.paths if p not in names]
+
+
+def begin_run(dataset: fo.Dataset, fields: RunFields, run_dir: Path, split: str, taxonomy: str) -> None:
+    """Clear this run's earlier write-back (a rerun replaces it) and record the run as the owner of its names."""
+    check_owner(dataset, fields, run_dir)
+    delete_run(dataset, fields)
+    dataset.info[INFO_EVALUATIONS] = evaluations(dataset) | {fields.eval_key: {"run": str(run_dir), "split": split, "taxonomy": taxonomy}}
+    dataset.save()
+
+
+def configure_app(dataset: fo.Dataset, fields: RunFields, taxonomy: str, gt_polylines: str, classes: Sequence[str], palette: Sequence[Sequence[int]]) -> None:
+    """Mask targets and colours from the taxonomy palette; the run's fields shown by default."""
+    targets = rgb_mask_targets(classes, palette)
+    gt_mask, gt_colonies = gt_segmentation_field(taxonomy), gt_colonies_field(taxonomy)
+    dataset.mask_targets = dict(dataset.mask_targets) | {gt_mask: targets, fields.prediction: targets}
+    label_colours = [{"value": name, "color": hex_colour(colour)} for name, colour in zip(classes, palette)]
+    ours = {fields.colonies, gt_colonies}
+    scheme = dataset.app_config.color_scheme or fo.ColorScheme()
+    kept = [f for f in (scheme.fields or []) if f.get("path") not in ours]
+    scheme.fields = kept + [{"path": path, "colorByAttribute": "label", "valueColors": label_colours} for path in sorted(ours)]
+    scheme.color_by = scheme.color_by or "value"
+    dataset.app_config.color_scheme = scheme
+    active = dataset.app_config.active_fields or fo.ActiveFields(paths=[])
+    wanted = [fields.prediction, gt_mask, fields.colonies, gt_colonies]
+    active.paths = list(active.paths) + [p for p in wanted if p not in active.paths]
+    dataset.app_config.active_fields = active
+    dataset.save()
+
+
+def colonies_to_polylines(colonies: Sequence[Colony], classes: Sequence[str], width: int, height: int) -> fo.Polylines:
+    """Predicted colonies as closed, filled polylines in FiftyOne's normalized coordinates."""
+    return fo.Polylines(
+        polylines=[
+            fo.Polyline(
+                label=classes[c.class_index],
+                points=polygon_to_fiftyone_points(c.polygon, width, height),
+                closed=True,
+                filled=True,
+                **{CONFIDENCE: round(c.confidence, 4)},
+            )
+            for c in colonies
+        ]
+    )
+
+
+def gt_colonies(polylines: fo.Polylines | None, taxonomy: Taxonomy, classes: Sequence[str]) -> fo.Polylines:
+    """Ground-truth polylines relabelled to the taxonomy's classes, so colonies are matched class by class.
+
+    Dropped labels and labels the taxonomy does not know are left out, as prepare leaves them out of the masks.
+    """
+    kept = []
+    for polyline in polylines.polylines if polylines is not None else []:
+        index = taxonomy.label_to_class.get(polyline.label or "")
+        if index is None or polyline.label in taxonomy.dropped:
+            continue
+        copy = polyline.copy()
+        copy.label = classes[index]
+        copy["source_label"] = polyline.label
+        kept.append(copy)
+    return fo.Polylines(polylines=kept)
+
+
+def image_scores_document(iou: np.ndarray, classes: Sequence[str]) -> fo.DynamicEmbeddedDocument:
+    """Per-class IoU of one image as an embedded document (attributes named `field_key(class)`)."""
+    return fo.DynamicEmbeddedDocument(**{field_key(name): None if np.isnan(v) else float(v) for name, v in zip(classes, iou)})
+
+
+def write_sample(
+    sample: fo.Sample,
+    fields: RunFields,
+    taxonomy_name: str,
+    prediction_path: Path,
+    colonies: fo.Polylines,
+    gt_mask_path: Path | None = None,
+    gt_polylines: fo.Polylines | None = None,
+    miou: float | None = None,
+    iou: fo.DynamicEmbeddedDocument | None = None,
+) -> None:
+    """Set one sample's fields for this run (and its ground truth, when it has some) and save it.
+
+    The ground-truth fields are shared by the runs of a taxonomy and written only where missing,
+    so another run's colony matches (which point at their ids) stay valid.
+    """
+    sample[fields.prediction] = fo.Segmentation(mask_path=str(prediction_path))
+    sample[fields.colonies] = colonies
+    if gt_mask_path is not None:
+        for name, value in ((gt_segmentation_field(taxonomy_name), fo.Segmentation(mask_path=str(gt_mask_path))), (gt_colonies_field(taxonomy_name), gt_polylines)):
+            if not sample.has_field(name) or sample[name] is None:
+                sample[name] = value
+        sample[fields.miou] = miou
+        sample[fields.iou] = iou
+    sample.save()
+
+
+def run_fiftyone_evaluations(
+    dataset: fo.Dataset, sample_ids: Sequence[str], fields: RunFields, taxonomy: str, classes: Sequence[str], palette: Sequence[Sequence[int]]
+) -> tuple[np.ndarray, dict[str, ColonyCounts]]:
+    """FiftyOne's own pixel and colony evaluations of the scored samples, under this run's eval keys.
+
+    Returns FiftyOne's pixel confusion matrix (for the cross-check against `train.metrics`) and the
+    colony counts per class. Colonies are matched class by class at polygon IoU >= `COLONY_IOU`.
+    """
+    dataset.add_dynamic_sample_fields()  # so the App can filter on the per-class IoU attributes
+    view = dataset.select(sample_ids)
+    gt_mask = gt_segmentation_field(taxonomy)
+    targets = rgb_mask_targets(classes, palette)
+    pixels = view.evaluate_segmentations(fields.prediction, gt_field=gt_mask, eval_key=fields.eval_key, mask_targets=targets, progress=False)
+    colonies = view.evaluate_detections(
+        fields.colonies, gt_field=gt_colonies_field(taxonomy), eval_key=fields.colony_eval_key, iou=COLONY_IOU, classwise=True, progress=False
+    )
+    return pixels.confusion_matrix(classes=list(classes)), colony_counts(colonies.ytrue, colonies.ypred, colonies.missing, classes)
+
+
+def colony_counts(ytrue: Sequence[str], ypred: Sequence[str], missing: str, classes: Sequence[str]) -> dict[str, ColonyCounts]:
+    """TP / FP / FN per class from FiftyOne's matched (ground truth, prediction) label pairs."""
+    tp, fp, fn = Counter(), Counter(), Counter()
+    for truth, predicted in zip(ytrue, ypred):
+        if truth == missing:
+            fp[predicted] += 1
+        elif predicted == missing:
+            fn[truth] += 1
+        else:
+            tp[truth] += 1
+    return {name: ColonyCounts(tp[name], fp[name], fn[name]) for name in classes if tp[name] + fp[name] + fn[name]}
+
+
+def save_worst_first(dataset: fo.Dataset, sample_ids: Sequence[str], fields: RunFields) -> None:
+    """The scored samples sorted by this run's per-image mIoU, worst first, as a saved view."""
+    view = dataset.select(sample_ids).match(F(fields.miou) != None).sort_by(fields.miou)  # noqa: E711 (a FiftyOne expression)
+    dataset.save_view(fields.worst_first, view, description="samples sorted by per-image mIoU, worst first", overwrite=True)
+
+
+def sample_ids_for_split(dataset: fo.Dataset, split: str, prepared_split: Mapping[str, str]) -> list[str]:
+    """The split's samples: those the prepared folder puts in it, plus samples tagged with it that were never prepared."""
+    ids = dataset.values("id")
+    if split == "all":
+        return ids
+    tags = dataset.values("tags")
+    return [i for i, t in zip(ids, tags) if prepared_split.get(i) == split or (i not in prepared_split and split in (t or []))]

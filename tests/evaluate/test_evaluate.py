@@ -1,0 +1,182 @@
+"""evaluate end to end on the tiny world: known scores, FiftyOne write-back, reruns, deletes, bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import CLASSES, PALETTE, World, make_run
+
+from common.cli import UserError
+from evaluate.fields import RunFields, gt_colonies_field, gt_segmentation_field
+from models.backbones import RandomBackboneWarning
+from prepare.layout import load_prepared
+from prepare.mask_png import read_mask
+from train.metrics import compute_metrics, confusion_matrix
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _evaluate(world: World, run_dir: Path | None = None, **options):
+    from evaluate.pipeline import EvaluateOptions, evaluate_run
+
+    out = io.StringIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomBackboneWarning)
+        report = evaluate_run(world.settings, EvaluateOptions(run_dir=run_dir or world.run_dir, dataset=world.dataset, precision="fp32", **options), out)
+    return report, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def evaluated(world: World):
+    return _evaluate(world)
+
+
+def _gt_masks(world: World) -> dict[str, np.ndarray]:
+    prepared = load_prepared(world.settings.data_root / "prepared" / f"{world.dataset}_tinytax")
+    return {e.sample_id: read_mask(prepared.mask_path(e)) for e in prepared.entries}
+
+
+def test_scores_equal_an_independent_count(world: World, evaluated) -> None:
+    report, printed = evaluated
+    gt = _gt_masks(world)
+    expected = sum(confusion_matrix(gt[i], m, 3) for i, m in zip(world.sample_ids, world.model_masks))
+    assert np.array_equal(report.matrix, expected)
+    image, dropped_class = world.dropped
+    # only the deleted colony differs: those pixels are background in the ground truth, the class in the prediction
+    assert expected[0, dropped_class] == (gt[world.sample_ids[image]] != world.model_masks[image]).sum() > 0
+    assert expected.trace() == expected.sum() - expected[0, dropped_class]
+    metrics = json.loads((world.run_dir / "eval" / "val" / "metrics.json").read_text())
+    assert metrics["summary"]["miou"] == pytest.approx(compute_metrics(expected, CLASSES).miou, abs=1e-6)
+    assert metrics["settings"]["fiftyone_confusion_matrix_agrees"] is True
+    assert "Acropora" in printed and "python evaluate/app.py" in printed
+
+
+def test_predicted_masks_are_palette_pngs_of_the_predictions(world: World, evaluated) -> None:
+    from PIL import Image
+
+    for i, mask in enumerate(world.model_masks):
+        path = world.run_dir / "eval" / "val" / "masks" / f"Reef_2024_{i:02d}.png"
+        with Image.open(path) as image:
+            assert image.mode == "P" and image.getpalette()[3:6] == PALETTE[1]
+        assert np.array_equal(read_mask(path), mask)
+
+
+def test_colonies_matched_class_by_class(world: World, evaluated) -> None:
+    import fiftyone as fo
+    from fiftyone import ViewField as F
+
+    report, _ = evaluated
+    dropped_name = CLASSES[world.dropped[1]]
+    assert report.colonies[dropped_name].fp == 1  # the colony deleted from the ground truth is "invented"
+    assert all(c.fn == 0 for c in report.colonies.values())
+    assert sum(c.tp for c in report.colonies.values()) > 3
+    dataset = fo.load_dataset(world.dataset)
+    fields = RunFields.for_run(world.run_dir.name)
+    invented = dataset.filter_labels(fields.colonies, (F(fields.colony_eval_key) == "fp") & (F("label") == dropped_name))
+    assert invented.count(f"{fields.colonies}.polylines") == 1
+    confidences = dataset.values(f"{fields.colonies}.polylines.confidence", unwind=True)
+    assert confidences and all(0.3 < c <= 1 for c in confidences)
+    assert set(dataset.distinct(f"{gt_colonies_field('tinytax')}.polylines.label")) <= {"Acropora", "Porites"}
+
+
+def test_fiftyone_fields_views_and_colours(world: World, evaluated) -> None:
+    import fiftyone as fo
+
+    dataset = fo.load_dataset(world.dataset)
+    fields = RunFields.for_run(world.run_dir.name)
+    sample = dataset[world.sample_ids[1]]
+    assert Path(sample[fields.prediction].mask_path).is_file() and sample[fields.prediction].mask is None
+    assert Path(sample[gt_segmentation_field("tinytax")].mask_path).is_file()
+    assert sample[fields.miou] == pytest.approx(1.0)  # image 1 is unchanged: perfect
+    assert dataset[world.sample_ids[0]][fields.miou] < 1.0
+    assert dataset[world.sample_ids[0]][fields.iou]["acropora"] == pytest.approx(1.0)
+    assert dataset.has_evaluation(fields.eval_key) and dataset.has_evaluation(fields.colony_eval_key)
+    worst = dataset.load_saved_view(fields.worst_first)
+    assert worst.first().id == world.sample_ids[0] and len(worst) == 3
+    assert dataset.mask_targets[fields.prediction] == {"#000000": "background", "#3cb44b": "Acropora", "#800000": "Porites"}
+    assert fields.prediction in dataset.app_config.active_fields.paths
+    assert dataset.values("note") == ["kept 0", "kept 1", "kept 2"]
+
+
+def test_rerun_replaces_and_delete_removes_only_the_run(world: World, evaluated) -> None:
+    import fiftyone as fo
+
+    from evaluate.cli import evaluate
+
+    before = set(fo.load_dataset(world.dataset).get_field_schema())
+    _evaluate(world, split="val", tta=True)
+    dataset = fo.load_dataset(world.dataset)
+    assert set(dataset.get_field_schema()) == before
+    fields = RunFields.for_run(world.run_dir.name)
+    assert dataset.list_evaluations() == sorted([fields.eval_key, fields.colony_eval_key])
+    gt_polylines = dataset.values("gt_polylines.polylines.label", unwind=True)
+
+    evaluate(run=str(world.run_dir), dataset=world.dataset, delete=True)
+    dataset.reload()
+    schema = set(dataset.get_field_schema())
+    assert not [f for f in schema if fields.key in f or f.startswith(("gt_mask_", "gt_colonies_"))]
+    assert dataset.list_evaluations() == [] and not dataset.has_saved_view(fields.worst_first)
+    assert fields.prediction not in dataset.mask_targets
+    assert dataset.values("note") == ["kept 0", "kept 1", "kept 2"]
+    assert dataset.values("gt_polylines.polylines.label", unwind=True) == gt_polylines
+    assert (world.run_dir / "eval" / "val" / "masks").is_dir()  # files on disk stay
+    _evaluate(world)  # leave the world evaluated for the other tests
+
+
+def test_eval_key_of_another_run_is_refused(world: World, evaluated, tmp_path: Path) -> None:
+    twin = tmp_path / world.run_dir.name
+    shutil.copytree(world.run_dir, twin, ignore=shutil.ignore_patterns("eval"))
+    with pytest.raises(UserError, match=f"belongs to run {world.run_dir}"):
+        _evaluate(world, run_dir=twin)
+
+
+def test_run_of_another_taxonomy_is_refused(world: World, tmp_path: Path) -> None:
+    other = tmp_path / "other-taxonomy"
+    make_run(other, classes=["background", "coral"], palette=[[0, 0, 0], [255, 127, 80]], taxonomy="tinytax")
+    with pytest.raises(UserError, match="holds the 3 classes of taxonomy 'tinytax'"):
+        _evaluate(world, run_dir=other)
+
+
+def test_split_without_ground_truth_predicts_only(world: World, evaluated, tmp_path: Path) -> None:
+    import fiftyone as fo
+    from PIL import Image
+
+    path = tmp_path / "new_quadrat.png"
+    Image.fromarray(np.full((30, 40, 3), 90, dtype=np.uint8)).save(path)
+    dataset = fo.load_dataset(world.dataset)
+    sample_id = dataset.add_sample(fo.Sample(filepath=str(path), tags=["test"]))
+    try:
+        report, printed = _evaluate(world, split="test")
+        assert not report.scored and "nothing was scored" in printed
+        metrics = json.loads((world.run_dir / "eval" / "test" / "metrics.json").read_text())
+        assert metrics["images"] == 1 and metrics["summary"] is None
+        assert dataset[sample_id][RunFields.for_run(world.run_dir.name).prediction] is not None
+    finally:
+        dataset.delete_samples(sample_id)
+        _evaluate(world)
+
+
+def test_image_and_mask_of_different_sizes_are_refused(world: World, tmp_path: Path) -> None:
+    from evaluate.pipeline import _ground_truth
+
+    prepared = load_prepared(world.settings.data_root / "prepared" / f"{world.dataset}_tinytax")
+    with pytest.raises(UserError, match="is 71x56 but its mask .* is 70x56"):
+        _ground_truth(prepared, prepared.entries[0], (56, 71), "Reef_2024_00.png")
+
+
+def test_cli_without_checkpoint_says_so_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "empty-run").mkdir()
+    result = subprocess.run(
+        [sys.executable, str(REPO / "evaluate" / "evaluate.py"), "--run", str(tmp_path / "empty-run"), "--dataset", "whatever"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "holds no checkpoint_best checkpoint" in result.stderr
