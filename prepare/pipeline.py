@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -127,7 +126,6 @@ def prepare_dataset(records: Sequence[SampleRecord], read_annotations: Annotatio
     label_map = resolve_labels(taxonomy, Counter(label for r in records for label in r.labels), options.unknown, layout.IGNORE_INDEX)
     report = PrepareReport(assignment={}, entries=[])
     report.assignment = _choose_splits(records, label_map, options, report)
-    report.empty_splits = [s for s in layout.SPLITS if s not in set(report.assignment.values())]
 
     root = options.output_dir.expanduser().resolve()
     _claim_folder(root, str(options.source.get("dataset")), options.overwrite)
@@ -180,6 +178,7 @@ def prepare_dataset(records: Sequence[SampleRecord], read_annotations: Annotatio
 
     report.entries = list(entries.values())
     report.removed = _remove_stale(root, previous.values(), report.entries)
+    report.empty_splits = [s for s in layout.SPLITS if s not in {e.split for e in report.entries}]
     report.info = _info(taxonomy, options, report)
     layout.write_if_changed(root / layout.CLASSES_FILE, layout.classes_text(taxonomy.classes))
     layout.write_if_changed(root / layout.PALETTE_FILE, layout.palette_text(taxonomy.colors))
@@ -416,7 +415,7 @@ def _info(taxonomy: Taxonomy, options: PrepareOptions, report: PrepareReport) ->
     }
 
 
-def print_summary(report: PrepareReport, taxonomy: Taxonomy, root: Path, out: Any = sys.stdout) -> None:
+def print_summary(report: PrepareReport, taxonomy: Taxonomy, root: Path) -> None:
     """The per-class, per-split table and what the run did."""
     stats = report.info["class_statistics"]
     totals = {s: sum(stats[s]["pixels"].values()) or 1 for s in layout.SPLITS}
@@ -429,16 +428,16 @@ def print_summary(report: PrepareReport, taxonomy: Taxonomy, root: Path, out: An
             row += [stats[s]["instances"][name] if name != layout.BACKGROUND_NAME else "-", stats[s]["images"][name], 100 * stats[s]["pixels"][name] / totals[s]]
         rows.append(row)
     headers = ["class"] + [f"{s} {k}" for s in layout.SPLITS for k in ("polygons", "images", "px %")]
-    print(format_table(headers, rows), file=out)
+    print(format_table(headers, rows))
     sizes = report.info["splits"]
-    print(f"\nsplits: " + ", ".join(f"{s} {sizes[s]}" for s in layout.SPLITS) + f"  ->  {root}", file=out)
+    print(f"\nsplits: " + ", ".join(f"{s} {sizes[s]}" for s in layout.SPLITS) + f"  ->  {root}")
     for split in report.empty_splits:
-        print(f"warning: no samples in the {split} split", file=out)
+        print(f"warning: no samples in the {split} split")
     for reason, paths in report.left_out.items():
-        print(f"left out, {reason}: {len(paths)} ({', '.join(map(str, paths[:5]))}{', ...' if len(paths) > 5 else ''})", file=out)
+        print(f"left out, {reason}: {len(paths)} ({', '.join(map(str, paths[:5]))}{', ...' if len(paths) > 5 else ''})")
     if report.degenerate:
-        print(f"dropped {report.degenerate} degenerate polygon(s) with no area", file=out)
+        print(f"dropped {report.degenerate} degenerate polygon(s) with no area")
     if report.nothing_changed:
-        print(f"nothing changed since the last run: {report.up_to_date} masks up to date, none written", file=out)
+        print(f"nothing changed since the last run: {report.up_to_date} masks up to date, none written")
     else:
-        print(f"masks written: {report.written}, up to date: {report.up_to_date}, moved to another split: {report.moved}, removed: {report.removed}", file=out)
+        print(f"masks written: {report.written}, up to date: {report.up_to_date}, moved to another split: {report.moved}, removed: {report.removed}")
