@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import timm
 import torch
@@ -45,7 +45,7 @@ class BackboneSpec:
     num_registers: int = 0
     pos_rule: PosEmbedRule | None = None  # DINOv2 only
     hf_repo: str = ""  # Hugging Face repository for `weights="hub"`
-    timm_overrides: dict = field(default_factory=dict)  # architecture arguments (tiny test models)
+    timm_overrides: dict = field(default_factory=dict)  # timm architecture arguments (see `shrink`)
 
 
 def _dinov2(size: str, timm_size: str, embed_dim: int, depth: int, heads: int, hf_size: str) -> list[BackboneSpec]:
@@ -61,8 +61,6 @@ def _dinov3(arch: str, timm_name: str, embed_dim: int, depth: int, heads: int) -
     return BackboneSpec(f"dinov3_vit{arch}", "dinov3", timm_name, 16, embed_dim, depth, heads, num_registers=4,
                         hf_repo=f"facebook/dinov3-vit{arch}-pretrain-lvd1689m")
 
-
-_TINY = {"embed_dim": 32, "depth": 4, "num_heads": 2}
 
 # The official DINOv3 S/S+/B/L/H+ models have q and v biases (k masked to zero): timm's `_qkvb`
 # variants keep them; the plain timm variants drop them, which changes features of any file whose
@@ -80,15 +78,20 @@ BACKBONES: dict[str, BackboneSpec] = {
         _dinov3("l16", "vit_large_patch16_dinov3_qkvb", 1024, 24, 16),
         _dinov3("h16plus", "vit_huge_plus_patch16_dinov3_qkvb", 1280, 32, 20),
         _dinov3("7b16", "vit_7b_patch16_dinov3", 4096, 40, 32),
-        # Tiny random ViTs with the real token layout and position rules, for tests and quick demos.
-        BackboneSpec("tiny_dinov2", "dinov2", "vit_small_patch14_dinov2", 14, 32, 4, 2, pos_rule=DINOV2_RULE,
-                     timm_overrides=_TINY),
-        BackboneSpec("tiny_dinov2_reg", "dinov2", "vit_small_patch14_reg4_dinov2", 14, 32, 4, 2, num_registers=4,
-                     pos_rule=DINOV2_REG_RULE, timm_overrides=_TINY),
-        BackboneSpec("tiny_dinov3", "dinov3", "vit_small_patch16_dinov3_qkvb", 16, 32, 4, 2, num_registers=4,
-                     timm_overrides=_TINY),
     ]
 }
+
+
+def shrink(spec: BackboneSpec, name: str = "", embed_dim: int = 32, depth: int = 4, num_heads: int = 2) -> BackboneSpec:
+    """`spec` at toy size, same token layout, position rule and timm architecture: fast random ViTs for tests."""
+    size = {"embed_dim": embed_dim, "depth": depth, "num_heads": num_heads}
+    return replace(spec, name=name or f"{spec.name}_shrunk", hf_repo="", timm_overrides=size, **size)
+
+
+# Tiny random ViTs (embed_dim 32, 4 blocks) registered by name, so that tests and quick demos of
+# every stage, and their checkpoints, can refer to them like any other backbone.
+for _tiny, _real in [("tiny_dinov2", "dinov2_vits14"), ("tiny_dinov2_reg", "dinov2_vits14_reg"), ("tiny_dinov3", "dinov3_vits16")]:
+    BACKBONES[_tiny] = shrink(BACKBONES[_real], _tiny)
 
 
 def get_spec(name: str) -> BackboneSpec:

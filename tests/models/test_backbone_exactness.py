@@ -7,7 +7,6 @@ behaviours our backbone corrects, so these tests would fail if it fell back to t
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import timm
 import torch
 from timm.models.vision_transformer import checkpoint_filter_fn
 
-from models.backbones import BACKBONES, BackboneSpec, build_backbone, build_from_spec, timm_state_dict
+from models.backbones import BACKBONES, build_backbone, build_from_spec, shrink, timm_state_dict
 from models.weights import OfficialWeights
 from dino_reference import official_features, random_official_state_dict
 
@@ -64,18 +63,12 @@ def test_dinov2_vits14_real_size_equals_official(tmp_path: Path) -> None:
     assert max_diff(backbone(images), official_features(state, images, [2, 5, 8, 11], 6, "dinov2")) < 1e-4
 
 
-def shrunk(name: str, embed_dim: int = 48, depth: int = 2, heads: int = 2) -> BackboneSpec:
-    """A registered spec at test size: same timm architecture, layout and position rule."""
-    size = {"embed_dim": embed_dim, "depth": depth, "num_heads": heads}
-    return replace(BACKBONES[name], embed_dim=embed_dim, depth=depth, num_heads=heads, timm_overrides=size)
-
-
 @pytest.mark.parametrize("name", ["dinov2_vitg14", "dinov2_vitg14_reg"])
 def test_dinov2_giant_swiglu_layout_equals_official(tmp_path: Path, name: str) -> None:
     """ViT-g's packed SwiGLU (w12, w3) maps onto timm's GluMlp with the gate first."""
     registers = BACKBONES[name].num_registers
     state = random_official_state_dict("dinov2", 48, 2, 2, registers, swiglu=True)
-    backbone = build_from_spec(shrunk(name), weights=saved(tmp_path, state), layers=[0, 1])
+    backbone = build_from_spec(shrink(BACKBONES[name], embed_dim=48, depth=2), weights=saved(tmp_path, state), layers=[0, 1])
     images = torch.randn(1, 3, 112, 140)
     reference = official_features(state, images, [0, 1], 2, "dinov2", antialias=registers > 0, offset=0.0 if registers else 0.1)
     assert max_diff(backbone(images), reference) < 1e-4
@@ -85,7 +78,7 @@ def test_dinov2_giant_swiglu_layout_equals_official(tmp_path: Path, name: str) -
 def test_dinov3_swiglu_layout_equals_official(tmp_path: Path, name: str) -> None:
     """S+ and H+ use separate SwiGLU w1 (gate), w2, w3, hidden aligned to 8."""
     state = random_official_state_dict("dinov3", 48, 2, 2, 4, swiglu=True)
-    backbone = build_from_spec(shrunk(name), weights=saved(tmp_path, state), layers=[0, 1])
+    backbone = build_from_spec(shrink(BACKBONES[name], embed_dim=48, depth=2), weights=saved(tmp_path, state), layers=[0, 1])
     images = torch.randn(1, 3, 128, 176)
     assert max_diff(backbone(images), official_features(state, images, [0, 1], 2, "dinov3")) < 1e-4
 
