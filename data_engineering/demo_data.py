@@ -128,7 +128,9 @@ def subset_of_group(group: int) -> str:
 
 
 def _outline_lobes(shape: str, rng: np.random.Generator) -> tuple[tuple[int, float, float], ...]:
-    phase = lambda: float(rng.uniform(0, 2 * math.pi))  # noqa: E731
+    def phase() -> float:
+        return float(rng.uniform(0, 2 * math.pi))
+
     lobes = [(h, float(rng.uniform(0, 0.05)), phase()) for h in (2, 3, 4)]
     if shape == "lobed":
         lobes.append((int(rng.integers(4, 7)), float(rng.uniform(0.12, 0.22)), phase()))

@@ -106,23 +106,27 @@ def is_ours(dataset: fo.Dataset) -> bool:
     return dataset.info.get(contract.INFO_CREATED_BY) == contract.CREATED_BY
 
 
+def check_writable(name: str, overwrite: bool = False) -> None:
+    """Refuse early (before any download or copy) a dataset name we may not write into."""
+    if not name or not name.strip():
+        raise UserError("the dataset name is empty; pass --dataset-name NAME")
+    if not overwrite and fo.dataset_exists(name) and not is_ours(fo.load_dataset(name)):
+        raise UserError(
+            f"a FiftyOne dataset named {name!r} already exists and was not made by reefseg; "
+            "choose another --dataset-name or pass --overwrite to replace it"
+        )
+
+
 def open_dataset(name: str, overwrite: bool = False) -> fo.Dataset:
     """The persistent dataset `name`: ours is reopened, a new one is created, another tool's is refused.
 
     `overwrite=True` deletes any existing dataset of that name first (its media files stay on disk).
     """
-    if not name or not name.strip():
-        raise UserError("the dataset name is empty; pass --dataset-name NAME")
+    check_writable(name, overwrite)
     if fo.dataset_exists(name):
-        dataset = fo.load_dataset(name)
-        if not overwrite and is_ours(dataset):
-            return dataset
         if not overwrite:
-            raise UserError(
-                f"a FiftyOne dataset named {name!r} already exists and was not made by reefseg; "
-                "choose another --dataset-name or pass --overwrite to replace it"
-            )
-        dataset.delete()
+            return fo.load_dataset(name)
+        fo.delete_dataset(name)
     dataset = fo.Dataset(name, persistent=True)
     dataset.info = {contract.INFO_CREATED_BY: contract.CREATED_BY, contract.INFO_CVAT_TASKS: {}}
     dataset.save()

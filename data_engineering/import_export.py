@@ -30,7 +30,7 @@ from tqdm import tqdm
 from common.cli import UserError, run
 from common.fileio import atomic_path
 from common.settings import Settings, load_settings
-from data_engineering.fiftyone_writer import ImageRecord, ImportSummary, SampleOptions, TaskRecord, open_dataset, write_task
+from data_engineering.fiftyone_writer import ImageRecord, ImportSummary, SampleOptions, TaskRecord, check_writable, open_dataset, write_task
 from data_engineering.filenames import check_relative_name, media_path, safe_folder_name
 from data_engineering.shapes import CvatShape, shapes_to_polygons
 
@@ -233,7 +233,7 @@ def import_cvat_export(
         folder = export.project_name or dataset_name
         for image in export.images:  # every name checked before anything is written
             media_path(settings.media_dir, folder, image.task_id, image.name)
-        dataset = open_dataset(dataset_name, overwrite=overwrite)
+        check_writable(dataset_name, overwrite)
         summary = ImportSummary()
         by_task: dict[int, list[ImageRecord]] = {task_id: [] for task_id in export.tasks}
         for image in tqdm(export.images, desc="images", unit="img"):
@@ -247,6 +247,7 @@ def import_cvat_export(
                 f"none of the {len(export.images)} images of {path} could be found or read; export with images "
                 "('Save images') or put them beside the archive under images/"
             )
+        dataset = open_dataset(dataset_name, overwrite=overwrite)
         for task_id, records in by_task.items():
             write_task(dataset, export.tasks[task_id], records, options, summary)
         print(f"dataset {dataset.name!r}: {len(dataset)} samples; images in {settings.media_dir / safe_folder_name(folder)}")

@@ -83,8 +83,10 @@ def test_demo_project_zip_imports_every_task_and_reimport_duplicates_nothing(tmp
     assert dataset.distinct(contract.CVAT_PROJECT_NAME) == ["synthetic_reef"]
     z_orders = [sorted(p.z_order for p in s[contract.GT_FIELD].polylines) for s in dataset]
     assert all(z == list(range(len(z))) for z in z_orders) and sum(map(len, z_orders)) == sum(summary.polygons.values())
+    copied = next(settings.media_dir.rglob("*.jpg"))
+    before = copied.stat().st_mtime_ns
     import_cvat_export(archive, dataset_name, settings)
-    assert len(fo.load_dataset(dataset_name)) == 6
+    assert len(fo.load_dataset(dataset_name)) == 6 and copied.stat().st_mtime_ns == before  # copies kept, not redone
     assert fo.load_dataset(dataset_name).info[contract.INFO_CVAT_TASKS].keys() == {"1", "2", "3"}  # Test is listed, empty
 
 
@@ -151,6 +153,7 @@ def test_label_with_an_empty_name_is_a_clear_error(tmp_path, settings, dataset_n
     (export / "annotations.xml").write_text(task_xml(polygon("", "1,1;20,1;20,20")))
     with pytest.raises(UserError, match="empty name"):
         import_cvat_export(export, dataset_name, settings)
+    assert not fo.dataset_exists(dataset_name)
 
 
 def test_cli_refuses_a_dataset_made_by_something_else_unless_overwrite(tmp_path, dataset_name):
