@@ -359,7 +359,12 @@ def run_training(config: TrainConfig, settings: Settings, dist_info: Distributed
     val_images = FullImages(samples["val"][: config.max_val_images or None])
 
     step_module = TrainStep(segmenter, config.cache)
-    model: nn.Module = nn.parallel.DistributedDataParallel(step_module) if dist_info.world_size > 1 else step_module
+    model: nn.Module = step_module
+    if dist_info.world_size > 1:
+        if device.type == "cuda":  # batch statistics over every GPU's share of the batch (CPUs have no SyncBatchNorm)
+            segmenter.head = nn.SyncBatchNorm.convert_sync_batchnorm(segmenter.head)
+            head = segmenter.head
+        model = nn.parallel.DistributedDataParallel(step_module, device_ids=[device.index] if device.type == "cuda" else None)
     params = [p for p in head.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))

@@ -45,7 +45,7 @@ def write_sample(root: Path, split: str, stem: str, image: np.ndarray, mask: np.
     return ManifestEntry(
         sample_id=stem, split=split, image=image_rel, mask=mask_rel, width=image.shape[1], height=image.shape[0],
         source_image=stem, image_sha256=sha256_file(root / image_rel), mask_sha256=sha256_file(root / mask_rel),
-        source_key=stem, pixels={str(i): int(c) for i, c in enumerate(counts) if c},
+        source_key=stem, palette_key="toy", pixels={str(i): int(c) for i, c in enumerate(counts) if c},
     )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from conftest import tiny_overrides, write_prepared, write_sample
 from train import cli, loop
 
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.filterwarnings("ignore::models.backbones.RandomBackboneWarning")
 SMALL_MASK2FORMER = "{hidden_dim: 32, num_queries: 8, num_layers: 2, num_heads: 4, ffn_dim: 64, num_points: 784}"
 
 
@@ -172,3 +175,24 @@ def test_no_cache_trains_on_live_views_to_the_same_result(tmp_path, prepared, mo
     cached, live = (metrics(tmp_path / "runs" / n)[-1]["miou"] for n in ("cached", "live"))
     assert abs(cached - live) < 0.01  # the same views, fp16-stored features against live fp32 ones
     assert "feature cache" not in (tmp_path / "runs" / "live" / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_one_process(tmp_path, prepared, monkeypatch, capsys):
+    """`torchrun --nproc_per_node=2` (gloo on CPU) splits each batch; DDP averages the gradients back."""
+    settings = tiny_overrides(tmp_path, prepared, steps=10, eval_every=10, precision="fp32", head_config="{dropout: 0.0}")
+    assert run_cli(monkeypatch, capsys, None, name="one", **settings)[0] == 0
+    args = [arg for key, value in settings.items() for arg in (f"--{key}", json.dumps(value) if isinstance(value, list) else str(value))]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train/train.py", "--name", "two", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = (load_file(tmp_path / "runs" / n / "checkpoint_last.safetensors") for n in ("one", "two"))
+    for key in one:
+        if "running_" in key:  # SyncBatchNorm needs GPUs: on CPUs each process keeps statistics of its half batch
+            torch.testing.assert_close(two[key], one[key], atol=0.1, rtol=0.1, msg=key)
+        elif one[key].is_floating_point():
+            torch.testing.assert_close(two[key], one[key], atol=5e-3, rtol=2e-2, msg=key)
+    m_one, m_two = metrics(tmp_path / "runs" / "one")[-1], metrics(tmp_path / "runs" / "two")[-1]
+    assert abs(m_one["miou"] - m_two["miou"]) < 0.02
+    assert "2 process(es)" in (tmp_path / "runs" / "two" / "train.log").read_text()
