@@ -101,13 +101,22 @@ def _utc_iso(value: dt.datetime | str | None) -> str:
 
 
 def _network_reason(error: BaseException) -> str:
-    """The innermost OS-level reason of a connection failure, e.g. 'Connection refused'."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.strerror:
-            return seen.strerror
-        seen = getattr(seen, "reason", None) if isinstance(getattr(seen, "reason", None), BaseException) else (seen.__cause__ or seen.__context__)
-    return type(error).__name__
+    """The innermost reason of a connection failure, e.g. 'Connection refused'."""
+    seen: set[int] = set()
+    queue: list[BaseException] = [error]
+    innermost = error
+    while queue:
+        current = queue.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        innermost = current
+        if isinstance(current, OSError) and current.strerror:
+            return current.strerror
+        linked = [getattr(current, "reason", None), current.__cause__, current.__context__, *current.args]
+        queue.extend(item for item in linked if isinstance(item, BaseException))
+    text = str(innermost)
+    return text if text and len(text) <= 80 else type(innermost).__name__
 
 
 class CvatConnection:

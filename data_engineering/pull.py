@@ -9,15 +9,16 @@ How it goes, so that a rerun is always safe:
 2. Read every such task's image list and check every file name before anything is written: a name
    that would land outside `<MEDIA_DIR>/<project>/task_<id>/` (`..`, absolute) stops the pull.
    Each task has its own folder, so two tasks holding the same file name never overwrite each other.
-3. Per task: download the original-quality frames (atomic writes; a frame already on disk with
-   CVAT's width and height is not downloaded again, so an interrupted pull resumes), read the
-   annotations, and replace the task's samples. A task counts as imported only once its samples
+3. Per task: download the original-quality frames, WORKERS at a time (atomic writes; a frame
+   already on disk with CVAT's width and height is not downloaded again, so an interrupted pull
+   resumes), read the annotations, and replace the task's samples. A task counts as imported only once its samples
    are written, so a pull stopped half-way re-pulls that task, and only that task, next time.
 """
 
 from __future__ import annotations
 
 import io
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,33 +66,48 @@ def image_size(path: Path) -> tuple[int, int] | None:
         return None
 
 
-def plan_task(cvat: CvatConnection, task: CvatTask, project_name: str, media_dir: Path) -> TaskPlan:
+def task_record(task: CvatTask, project_name: str) -> TaskRecord:
+    """The task as the dataset remembers it."""
+    return TaskRecord(task_id=task.id, name=task.name, project_name=project_name, subset=task.subset or None, updated_date=task.updated_date)
+
+
+def plan_task(cvat: CvatConnection, task: CvatTask, record: TaskRecord, media_dir: Path) -> TaskPlan:
     """A task's frames and their local paths; refuses file names that would escape the media folder."""
     frames = cvat.frames(task)
     paths = []
     for frame in frames:
         try:
-            paths.append(media_path(media_dir, project_name, task.id, frame.name))
+            paths.append(media_path(media_dir, record.project_name, task.id, frame.name))
         except UserError as error:
             raise UserError(f"task {task.id} ({task.name!r}): {error}") from None
-    record = TaskRecord(task_id=task.id, name=task.name, project_name=project_name, subset=task.subset or None, updated_date=task.updated_date)
     return TaskPlan(task, record, frames, paths)
 
 
-def download_frames(cvat: CvatConnection, plan: TaskPlan, progress: tqdm) -> dict[int, str]:
-    """Fetch the task's frames not already on disk; returns {frame number: why it was unusable}."""
+def download_frames(cvat: CvatConnection, plan: TaskPlan, progress: tqdm, workers: int) -> dict[int, str]:
+    """Fetch the task's frames not already on disk, `workers` at a time; returns {frame number: why it is unusable}."""
+    missing = [(frame, path) for frame, path in zip(plan.frames, plan.paths) if image_size(path) != (frame.width, frame.height)]
+    progress.update(len(plan.frames) - len(missing))
+
+    def fetch(item: tuple[CvatFrame, Path]) -> tuple[int, str | None]:
+        frame, path = item
+        data = cvat.frame_bytes(plan.task, frame.number)
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                image.verify()
+        except (OSError, UnidentifiedImageError):
+            return frame.number, "CVAT sent a file that is not a readable image"
+        write_bytes_atomic(path, data)
+        return frame.number, None
+
     unusable = {}
-    for frame, path in zip(plan.frames, plan.paths):
-        if image_size(path) != (frame.width, frame.height):
-            data = cvat.frame_bytes(plan.task, frame.number)
-            try:
-                with Image.open(io.BytesIO(data)) as image:
-                    image.verify()
-            except (OSError, UnidentifiedImageError):
-                unusable[frame.number] = "CVAT sent a file that is not a readable image"
-            else:
-                write_bytes_atomic(path, data)
-        progress.update(1)
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    try:
+        for number, problem in pool.map(fetch, missing):
+            progress.update(1)
+            if problem:
+                unusable[number] = problem
+    finally:
+        pool.shutdown(cancel_futures=True)  # after a failure, queued downloads are dropped; a rerun resumes
     return unusable
 
 
@@ -130,16 +146,15 @@ def pull_project(
         print(f"CVAT {cvat.server_version} at {display_url(cvat.url)} (cvat-sdk {SDK_VERSION}): project {project.name!r}, "
               f"{len(tasks)} task(s) with status {'/'.join(sorted(statuses))}")
         dataset = open_dataset(dataset_name or project.name, overwrite=overwrite)
-        plans = [plan_task(cvat, t, project.name, settings.media_dir) for t in tasks]
-        if not refresh:
-            changed = [p for p in plans if not task_is_current(dataset, p.record)]
-            summary.tasks_unchanged = len(plans) - len(changed)
-            plans = changed
+        records = {t.id: task_record(t, project.name) for t in tasks}
+        todo = tasks if refresh else [t for t in tasks if not task_is_current(dataset, records[t.id])]
+        summary.tasks_unchanged = len(tasks) - len(todo)
+        plans = [plan_task(cvat, t, records[t.id], settings.media_dir) for t in todo]
         gone = set(imported_tasks(dataset)) - {str(t.id) for t in tasks}
         labels = cvat.labels(project) if plans else {}
         with tqdm(total=sum(len(p.frames) for p in plans), desc="frames", unit="img") as progress:
             for plan in plans:
-                unusable = download_frames(cvat, plan, progress)
+                unusable = download_frames(cvat, plan, progress, settings.workers)
                 write_task(dataset, plan.record, build_images(cvat, plan, labels, unusable, summary), options, summary)
     if gone:
         print(f"note: {len(gone)} task(s) in dataset {dataset.name!r} are no longer listed with that status in CVAT; their samples were kept")

@@ -385,8 +385,11 @@ class FakeCvat:
         if not 0 <= number < len(self.frames[tid]):
             return _json(400, {"detail": f"The frame number should be in the [0, {len(self.frames[tid]) - 1}] range"})
         data = self.frames[tid][number][1]
-        kind = Image.open(io.BytesIO(data)).format.lower()
-        return 200, {"Content-Type": f"image/{kind}"}, data
+        try:
+            content_type = f"image/{Image.open(io.BytesIO(data)).format.lower()}"
+        except OSError:  # a test serving broken bytes on purpose
+            content_type = "application/octet-stream"
+        return 200, {"Content-Type": content_type}, data
 
     def _annotations(self, tid: int, method: str, query: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
         current = self.annotations[tid]
@@ -439,7 +442,10 @@ def _handler_for(cvat: FakeCvat) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             headers = {k.lower(): v for k, v in self.headers.items()}
-            status, out_headers, payload = cvat._handle(self.command, parts.path.rstrip("/") or "/", query, headers, body)
+            try:
+                status, out_headers, payload = cvat._handle(self.command, parts.path.rstrip("/") or "/", query, headers, body)
+            except Exception as error:  # a bug here answers 500, as a crashing server would, rather than hanging the client
+                status, out_headers, payload = _json(500, {"detail": f"{type(error).__name__}: {error}"})
             self.send_response(status)
             for key, value in out_headers.items():
                 for item in value if isinstance(value, list) else [value]:

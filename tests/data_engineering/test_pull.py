@@ -134,7 +134,7 @@ def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.Cap
 def test_interrupted_pull_resumes_without_downloading_finished_frames(cvat: FakeCvat, env: Path, dataset_name: str, monkeypatch, capsys):
     cvat.fail(r"/api/tasks/\d+/data", status=500, skip=3)  # the 4th frame download fails: tasks 1 done, task 2 half done
     code, _, err = run_cli(["Reef 2021", "--dataset-name", dataset_name], monkeypatch, capsys)
-    assert code == 2 and "answered HTTP 500 while downloading frame 1 of task" in err and cvat.password not in err
+    assert code == 2 and f"of task {cvat.reef.val_task}; try again later (a rerun resumes)" in err and cvat.password not in err
     assert len(fo.load_dataset(dataset_name)) == 2  # the finished task is in; the half-done one is not
 
     code, out, _ = run_cli(["Reef 2021", "--dataset-name", dataset_name], monkeypatch, capsys)
@@ -145,14 +145,35 @@ def test_interrupted_pull_resumes_without_downloading_finished_frames(cvat: Fake
 
 
 @pytest.mark.parametrize("cvat", ["2.80.0"], indirect=True)
-def test_file_names_escaping_the_media_folder_are_refused(cvat: FakeCvat, env: Path, dataset_name: str, monkeypatch, capsys):
-    name, data, width, height = cvat.frames[cvat.reef.test_task][0]
-    cvat.frames[cvat.reef.test_task][0] = ("../../escape.jpg", data, width, height)
+@pytest.mark.parametrize("bad_name", ["../../escape.jpg", "/tmp/escape.jpg"])
+def test_file_names_escaping_the_media_folder_are_refused(bad_name: str, cvat: FakeCvat, env: Path, dataset_name: str, monkeypatch, capsys):
+    _, data, width, height = cvat.frames[cvat.reef.test_task][0]
+    cvat.frames[cvat.reef.test_task][0] = (bad_name, data, width, height)
     code, out, err = run_cli(["Reef 2021", "--dataset-name", dataset_name], monkeypatch, capsys)
     assert code == 2
-    assert err.strip().splitlines() == [err.strip()] and "'../../escape.jpg' would be written outside the media folder" in err
-    assert not (env.parent / "escape.jpg").exists() and not list(env.rglob("*.jpg"))  # checked before any download
+    assert len(err.strip().splitlines()) == 1 and f"{bad_name!r} would be written outside the media folder" in err
+    assert f"task {cvat.reef.test_task} ('Tahiti')" in err
+    assert not list(env.parent.rglob("escape.jpg")) and not list(env.rglob("*.jpg"))  # checked before any download
     assert cvat.frame_requests() == 0
+
+
+@pytest.mark.parametrize("cvat", ["2.80.0"], indirect=True)
+def test_a_dataset_made_by_something_else_is_kept_unless_overwrite(cvat: FakeCvat, env: Path, dataset_name: str, monkeypatch, capsys):
+    fo.Dataset(dataset_name, persistent=True).add_sample(fo.Sample(filepath="/data/someone_elses.jpg"))
+    code, _, err = run_cli(["Reef 2021", "--dataset-name", dataset_name], monkeypatch, capsys)
+    assert code == 2 and "was not made by reefseg" in err and len(fo.load_dataset(dataset_name)) == 1
+    code, _, _ = run_cli(["Reef 2021", "--dataset-name", dataset_name, "--overwrite"], monkeypatch, capsys)
+    assert code == 0 and len(fo.load_dataset(dataset_name)) == 5
+
+
+@pytest.mark.parametrize("cvat", ["2.80.0"], indirect=True)
+def test_tasks_no_longer_listed_keep_their_samples(cvat: FakeCvat, env: Path, dataset_name: str, capsys):
+    pull_project(load_settings(), "Reef 2021", dataset_name=dataset_name)
+    cvat.touch_task(cvat.reef.train_task, status="annotation")  # reopened for corrections
+    summary = pull_project(load_settings(), "Reef 2021", dataset_name=dataset_name)
+    assert (summary.tasks, summary.tasks_unchanged) == (0, 2)
+    assert len(fo.load_dataset(dataset_name)) == 5
+    assert "1 task(s) in dataset" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("cvat", ["2.80.0"], indirect=True)
@@ -199,3 +220,13 @@ def test_script_runs_as_a_subprocess(tmp_path: Path):
     assert result.stderr.strip() == f"error: CVAT at {url} refused the login with user 'annotator' and the password in CVAT_PASSWORD; check them"
     assert "Wrong-But-Secret-1" not in result.stdout + result.stderr
 
+
+
+@pytest.mark.parametrize("cvat", ["2.80.0"], indirect=True)
+def test_an_unreadable_frame_is_skipped_and_reported(cvat: FakeCvat, env: Path, dataset_name: str):
+    name, _, width, height = cvat.frames[cvat.reef.test_task][0]
+    cvat.frames[cvat.reef.test_task][0] = (name, b"<html>proxy error</html>", width, height)
+    summary = pull_project(load_settings(), "Reef 2021", dataset_name=dataset_name)
+    assert summary.images_skipped == [f"task {cvat.reef.test_task}/{name}: CVAT sent a file that is not a readable image"]
+    assert len(fo.load_dataset(dataset_name)) == 4 and not list(env.rglob(name))
+    assert "images skipped (unreadable)" in summary.format()
