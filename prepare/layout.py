@@ -58,6 +58,7 @@ class ManifestEntry:
     image_sha256: str
     mask_sha256: str
     source_key: str
+    palette_key: str  # which colours the mask file carries; a new palette is painted in without redrawing
     pixels: dict[str, int] = field(default_factory=dict)  # class index (as text) -> pixel count
     instances: dict[str, int] = field(default_factory=dict)  # class index (as text) -> polygons drawn
 

@@ -55,6 +55,18 @@ def encode_mask_png(mask: np.ndarray, palette: bytes) -> bytes:
     return PNG_SIGNATURE + _chunk(b"IHDR", bytes(ihdr)) + _chunk(b"PLTE", palette) + png[ihdr_end:]
 
 
+def replace_palette(png: bytes, palette: bytes) -> bytes:
+    """The same palette PNG with another PLTE: recolours a mask without decoding or redrawing it."""
+    chunks, offset = [], len(PNG_SIGNATURE)
+    while offset < len(png):
+        (length,) = struct.unpack(">I", png[offset : offset + 4])
+        kind = png[offset + 4 : offset + 8]
+        end = offset + 12 + length
+        chunks.append(_chunk(b"PLTE", palette) if kind == b"PLTE" else png[offset:end])
+        offset = end
+    return PNG_SIGNATURE + b"".join(chunks)
+
+
 def read_mask(path: str | Path) -> np.ndarray:
     """A mask file as a uint8 HxW array of class indices (PIL keeps palette indices; OpenCV would expand colours)."""
     with Image.open(path) as image:

@@ -30,7 +30,7 @@ from common.fileio import atomic_path, sha256_file, write_bytes_atomic, write_te
 from common.settings import REPO_ROOT
 from common.table import format_table
 from prepare import layout
-from prepare.mask_png import encode_mask_png, palette_bytes
+from prepare.mask_png import encode_mask_png, palette_bytes, replace_palette
 from prepare.rasterize import RULES, RULES_VERSION, Shape, polygon_from_rings, rasterize_shapes, to_pixels
 from prepare.splits import SplitSample, grouped_split, parse_ratios, split_by_tags
 from prepare.taxonomy import Taxonomy, resolve_labels
@@ -58,6 +58,7 @@ class Annotation:
     z_order: int = 0
 
 
+IMAGES_PER_WORKER = 16  # below this many images per worker, starting processes costs more than it saves
 AnnotationReader = Callable[[Sequence[str]], Iterable[tuple[str, list[Annotation]]]]
 
 
@@ -83,6 +84,7 @@ class PrepareReport:
     written: int = 0
     up_to_date: int = 0
     moved: int = 0
+    recoloured: int = 0
     removed: int = 0
     degenerate: int = 0
     left_out: dict[str, list[str]] = field(default_factory=dict)  # reason -> sample ids (or file paths)
@@ -91,7 +93,7 @@ class PrepareReport:
 
     @property
     def nothing_changed(self) -> bool:
-        return self.written == self.moved == self.removed == 0
+        return self.written == self.moved == self.removed == self.recoloured == 0
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ class MaskJob:
     shapes: tuple[tuple[int, int, tuple[np.ndarray, ...]], ...]  # (value, z_order, normalized rings)
     palette: bytes
     source_key: str
+    palette_key: str
 
 
 @dataclass(frozen=True)
@@ -156,18 +159,23 @@ def prepare_dataset(records: Sequence[SampleRecord], read_annotations: Annotatio
                 if job is None:
                     report.left_out.setdefault("image file missing", []).append(record.filepath)
                 elif old and old.source_key == job.source_key and _outputs_exist(root, old):
-                    if (old.split, old.image, old.mask) == (split, job.image, job.mask):
+                    if old.palette_key != job.palette_key:
+                        old = _recolour(root, old, job)
+                        report.recoloured += 1
+                    if (old.split, old.image, old.mask) != (split, job.image, job.mask):
+                        old = _move(root, old, split, job.image, job.mask)
+                        report.moved += 1
+                    if old is previous[sample_id]:
                         entries[sample_id] = old
                         report.up_to_date += 1
                     else:
-                        finish(_move(root, old, split, job.image, job.mask))
-                        report.moved += 1
+                        finish(old)
                 else:
                     yield job
                     continue
                 progress.update()
 
-        for result in _run_jobs(plan(), options.workers):
+        for result in _run_jobs(plan(), min(options.workers, len(chosen) // IMAGES_PER_WORKER)):
             progress.update()
             report.degenerate += result.degenerate
             if result.entry is None:
@@ -264,7 +272,6 @@ def _job(
     recorded = (record.width, record.height) if record.width and record.height else None
     digest = hashlib.blake2b(digest_size=16)
     digest.update(json.dumps([RULES_VERSION, os.path.abspath(record.filepath), stat.st_size, stat.st_mtime_ns, recorded]).encode())
-    digest.update(palette)
     for value, z_order, rings in shapes:
         digest.update(f"|{value},{z_order},{len(rings)}".encode())
         for ring in rings:
@@ -280,6 +287,7 @@ def _job(
         shapes=shapes,
         palette=palette,
         source_key=digest.hexdigest(),
+        palette_key=hashlib.blake2b(palette, digest_size=8).hexdigest(),
     )
 
 
@@ -317,6 +325,7 @@ def make_mask(job: MaskJob) -> MaskResult:
         image_sha256=sha256_file(job.source_image),
         mask_sha256=hashlib.sha256(png).hexdigest(),
         source_key=job.source_key,
+        palette_key=job.palette_key,
         pixels={str(i): int(n) for i, n in enumerate(counts) if n},
         instances=dict(instances),
     )
@@ -345,6 +354,13 @@ def _move(root: Path, entry: layout.ManifestEntry, split: str, image: str, mask:
         if old != new:
             os.replace(root / old, root / new)
     return replace(entry, split=split, image=image, mask=mask)
+
+
+def _recolour(root: Path, entry: layout.ManifestEntry, job: MaskJob) -> layout.ManifestEntry:
+    """Give an unchanged mask the new taxonomy's colours, leaving its pixels alone."""
+    png = replace_palette((root / entry.mask).read_bytes(), job.palette)
+    write_bytes_atomic(root / entry.mask, png)
+    return replace(entry, palette_key=job.palette_key, mask_sha256=hashlib.sha256(png).hexdigest())
 
 
 def _remove_stale(root: Path, previous: Iterable[layout.ManifestEntry], current: Sequence[layout.ManifestEntry]) -> int:
@@ -440,4 +456,7 @@ def print_summary(report: PrepareReport, taxonomy: Taxonomy, root: Path) -> None
     if report.nothing_changed:
         print(f"nothing changed since the last run: {report.up_to_date} masks up to date, none written")
     else:
-        print(f"masks written: {report.written}, up to date: {report.up_to_date}, moved to another split: {report.moved}, removed: {report.removed}")
+        print(
+            f"masks drawn: {report.written}, up to date: {report.up_to_date}, recoloured: {report.recoloured}, "
+            f"moved to another split: {report.moved}, removed: {report.removed}"
+        )

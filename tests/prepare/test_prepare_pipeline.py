@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from common.cli import UserError
 from prepare import layout, pipeline
@@ -46,7 +47,7 @@ def test_folder_contents(source, options, capsys):
     assert len((root / "manifest.jsonl").read_text().splitlines()) == 6
     print_summary(report, options.taxonomy, root)
     out = capsys.readouterr().out
-    assert "Pavona/Leptoseris" in out and "masks written: 6" in out
+    assert "Pavona/Leptoseris" in out and "masks drawn: 6" in out
 
 
 def test_rerun_with_nothing_changed_does_nothing(source, options, capsys):
@@ -93,6 +94,19 @@ def test_another_taxonomy_in_the_same_folder_relabels(source, options):
     assert (read_mask(options.output_dir / "train/labels/img_1.png") == 1).sum() == 300
 
 
+def test_new_colours_repaint_without_redrawing(source, options, tmp_path):
+    prepare_dataset(source.records, source.read, options)
+    folder = tmp_path / "taxonomies"
+    folder.mkdir()
+    (folder / "finegrained.yaml").write_text(load_taxonomy("finegrained").path.read_text().replace("[60, 180, 75]", "[1, 2, 3]"))
+    report = prepare_dataset(source.records, source.read, replace(options, taxonomy=load_taxonomy("finegrained", [folder])))
+    assert (report.written, report.recoloured) == (0, 6)
+    with Image.open(options.output_dir / "train/labels/img_1.png") as mask:
+        assert mask.getpalette()[3 * ACROPORA : 3 * ACROPORA + 3] == [1, 2, 3]
+        assert (np.asarray(mask) == ACROPORA).sum() == 252
+    assert layout.load_prepared(options.output_dir).palette[ACROPORA] == (1, 2, 3)
+
+
 def test_split_change_moves_files_and_removed_sample_leaves(source, options):
     prepare_dataset(source.records, source.read, options)
     moved = replace(source.records[0], tags=("test",))
@@ -130,7 +144,8 @@ def test_interrupted_run_resumes(source, options, monkeypatch):
     assert len(layout.load_prepared(root).entries) == 6
 
 
-def test_parallel_workers_write_the_same_masks(source, options, tmp_path):
+def test_parallel_workers_write_the_same_masks(source, options, tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "IMAGES_PER_WORKER", 1)
     serial = prepare_dataset(source.records, source.read, options)
     parallel = prepare_dataset(source.records, source.read, replace(options, output_dir=tmp_path / "par", workers=2))
     assert sorted(e.mask_sha256 for e in serial.entries) == sorted(e.mask_sha256 for e in parallel.entries)
