@@ -69,3 +69,27 @@ def evaluate(
 
 def evaluate_main() -> None:
     run(evaluate, secrets=load_settings().secrets)
+
+
+def app(dataset: str | None = None, address: str | None = None, port: int | None = None, view: str | None = None) -> None:
+    """Open the FiftyOne App on a dataset (remote mode: browse from any machine that reaches the address).
+
+    Args:
+        dataset: the FiftyOne dataset (default DEMO_DATASET).
+        address: the address the App listens on (default APP_ADDRESS; 0.0.0.0 for every interface).
+        port: the App's port (default APP_PORT).
+        view: a saved view to open, e.g. worst_first_<run>.
+    """
+    settings = load_settings(app_address=address, app_port=port)
+    from evaluate import writeback
+
+    ds = writeback.load_dataset(dataset or settings.demo_dataset)
+    if view and not ds.has_saved_view(view):
+        raise UserError(f"dataset {ds.name!r} has no saved view {view!r}; saved views: {', '.join(ds.list_saved_views()) or 'none'}")
+    session = writeback.launch_app(ds, settings.app_address, settings.app_port, view)
+    print(f"FiftyOne App: {writeback.app_url(settings.app_address, settings.app_port, ds.name, view)}  (Ctrl-C to stop)", flush=True)
+    session.wait(-1)
+
+
+def app_main() -> None:
+    run(app, secrets=load_settings().secrets)

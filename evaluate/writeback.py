@@ -17,6 +17,7 @@ from typing import Any
 
 import common.settings  # noqa: F401  (exports .env's FIFTYONE_* keys before fiftyone is imported)
 import fiftyone as fo
+import fiftyone.core.utils as fou
 import numpy as np
 from fiftyone import ViewField as F
 
@@ -250,3 +251,16 @@ def sample_ids_for_split(dataset: fo.Dataset, split: str, prepared_split: Mappin
         return ids
     tags = dataset.values("tags")
     return [i for i, t in zip(ids, tags) if prepared_split.get(i) == split or (i not in prepared_split and split in (t or []))]
+
+
+def app_url(address: str, port: int, dataset: str, view: str | None = None) -> str:
+    """The page of a dataset (and saved view) in the App; 0.0.0.0 is shown as localhost."""
+    host = "localhost" if address in ("0.0.0.0", "") else address
+    url = f"http://{host}:{port}/datasets/{dataset}"
+    return url + (f"?view={fou.to_slug(view)}" if view else "")
+
+
+def launch_app(dataset: fo.Dataset, address: str, port: int, view: str | None = None) -> fo.Session:
+    """The App in remote mode (no browser opened here), on the dataset or one of its saved views."""
+    shown = dataset.load_saved_view(view) if view else dataset
+    return fo.launch_app(shown, remote=True, address=address, port=port)
