@@ -100,9 +100,12 @@ def parse_annotations(stream: BinaryIO, fallback_project_name: str) -> CvatExpor
     tasks: dict[int, TaskRecord] = {}
     images: list[ExportImage] = []
     project_name: str | None = None
+    tracks = 0
     try:
         for _, element in ElementTree.iterparse(stream, events=("end",)):
-            if element.tag == "meta":
+            if element.tag == "track":
+                tracks += 1
+            elif element.tag == "meta":
                 project = element.find("project")
                 project_name = _text(project, "name") or None
                 owner = project_name or fallback_project_name
@@ -126,6 +129,8 @@ def parse_annotations(stream: BinaryIO, fallback_project_name: str) -> CvatExpor
                 element.clear()
     except (ElementTree.ParseError, KeyError, ValueError) as error:
         raise UserError(f"{ANNOTATIONS_FILE} is not a valid CVAT-for-images 1.1 file ({error}); export again with that format") from None
+    if tracks and not images:
+        raise UserError(f"{ANNOTATIONS_FILE} is a 'CVAT for video' export (tracks, no images); export the project as 'CVAT for images 1.1'")
     owner = project_name or fallback_project_name
     for image in images:
         tasks.setdefault(image.task_id, TaskRecord(image.task_id, f"task {image.task_id}", owner, subset=image.subset))
@@ -203,7 +208,7 @@ class ExportSource:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the image header; UserError-free: raises OSError if the file is not an image."""
+    """(width, height) from the image header; OSError when the file is not a readable image."""
     try:
         with Image.open(path) as image:
             image.verify()

@@ -172,3 +172,13 @@ def test_cli_refuses_a_dataset_made_by_something_else_unless_overwrite(tmp_path,
     dataset = fo.load_dataset(dataset_name)
     dataset.reload()
     assert len(dataset) == 1 and dataset.first().cvat_task_id == 9
+
+
+@pytest.mark.parametrize(("xml", "message"), [
+    ("<annotations><meta><task><id>1</id></task></meta><image id='0' name='a.jpg'", "not a valid"),
+    ("<annotations><meta><task><id>1</id></task></meta><track id='0' label='Porites'></track></annotations>", "CVAT for video"),
+])
+def test_broken_or_video_annotations_are_a_clear_error(tmp_path, settings, dataset_name, xml, message):
+    (tmp_path / "annotations.xml").write_text(xml)
+    with pytest.raises(UserError, match=message):
+        import_cvat_export(tmp_path / "annotations.xml", dataset_name, settings)
