@@ -31,12 +31,14 @@ from cvat_sdk.core.exceptions import InvalidHostException
 from cvat_sdk.core.proxies.projects import Project
 from cvat_sdk.core.proxies.tasks import Task
 from cvat_sdk.version import VERSION as SDK_VERSION
+from packaging.version import Version
 
 from common.cli import UserError
 from common.settings import Settings
 from data_engineering.shapes import CvatShape
 
 TASK_STATUSES = ("annotation", "validation", "completed")
+ACCESS_TOKENS_SINCE = Version("2.48")  # CVAT release that added personal access tokens
 MAX_PROJECTS_LISTED = 20
 
 _SDK_LOGGER = logging.getLogger("reefseg.cvat_sdk")
@@ -251,7 +253,10 @@ def connect(settings: Settings) -> Iterator[CvatConnection]:
     try:
         with client:
             with translate_errors(url, "asking for the server version"):
-                server_version = str(client.get_server_version())
+                server_version = client.get_server_version()
+            if isinstance(credentials, AccessTokenCredentials) and server_version < ACCESS_TOKENS_SINCE:
+                raise UserError(f"CVAT {server_version} at {display_url(url)} has no personal access tokens (CVAT {ACCESS_TOKENS_SINCE} added them); "
+                                "leave CVAT_ACCESS_TOKEN empty and set CVAT_USERNAME and CVAT_PASSWORD")
             with translate_errors(url, "logging in"):
                 try:
                     client.login(credentials)
@@ -263,7 +268,7 @@ def connect(settings: Settings) -> Iterator[CvatConnection]:
             if settings.cvat_organization:
                 client.organization_slug = settings.cvat_organization
             try:
-                yield CvatConnection(client, url, server_version)
+                yield CvatConnection(client, url, str(server_version))
             finally:
                 with contextlib.suppress(Exception):  # a session left open on the server is harmless
                     client.logout()

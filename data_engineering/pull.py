@@ -152,7 +152,7 @@ def pull_project(
         plans = [plan_task(cvat, t, records[t.id], settings.media_dir) for t in todo]
         gone = set(imported_tasks(dataset)) - {str(t.id) for t in tasks}
         labels = cvat.labels(project) if plans else {}
-        with tqdm(total=sum(len(p.frames) for p in plans), desc="frames", unit="img") as progress:
+        with tqdm(total=sum(len(p.frames) for p in plans), desc="frames", unit="img", disable=not plans) as progress:
             for plan in plans:
                 unusable = download_frames(cvat, plan, progress, settings.workers)
                 write_task(dataset, plan.record, build_images(cvat, plan, labels, unusable, summary), options, summary)
@@ -160,6 +160,13 @@ def pull_project(
         print(f"note: {len(gone)} task(s) in dataset {dataset.name!r} are no longer listed with that status in CVAT; their samples were kept")
     print(f"dataset {dataset.name!r}: {len(dataset)} samples; images in {settings.media_dir / safe_folder_name(project.name)}")
     return summary
+
+
+def as_name(value: object, what: str) -> str:
+    """A name as typed: fire reads `2021` as a number (kept as text) and `Reef, 2021` as a tuple (refused)."""
+    if isinstance(value, (list, tuple, dict)):
+        raise UserError(f"the {what} was read as a list because of its comma or brackets; quote it twice, e.g. '\"Reef, 2021\"'")
+    return str(value)
 
 
 def pull_from_cvat(
@@ -183,7 +190,8 @@ def pull_from_cvat(
         split_mapping: subset -> split pairs, e.g. "training=train,dev=val" (default: train/training, val/validation, test).
     """
     settings = load_settings(media_dir=media_dir)
-    summary = pull_project(settings, str(project), dataset_name, str(status), refresh, overwrite, split_mapping)
+    dataset = as_name(dataset_name, "dataset name") if dataset_name is not None else None
+    summary = pull_project(settings, as_name(project, "project name"), dataset, as_name(status, "status"), refresh, overwrite, split_mapping)
     print(summary.format())
 
 

@@ -27,7 +27,8 @@ What it answers (everything else is 404, like an unknown CVAT route):
   `csrftoken` cookies; wrong credentials: 400 `{"non_field_errors": [...]}` as CVAT does.
   `POST /api/auth/logout`.
 - Authentication on every other route: the session cookie, `Authorization: Bearer <access token>`
-  (what the SDK sends for a personal access token) or `Authorization: Token <login key>`;
+  (what the SDK sends for a personal access token; only from version 2.48, which added them) or
+  the legacy `Authorization: Token <login key>`;
   otherwise 401. Writes with a session cookie need the `X-CSRFToken` header (else 403), as Django demands.
 - `GET /api/users/self`; `GET /api/projects` (filters `name`, `search`, `id`), `GET /api/projects/{id}`;
   `GET /api/tasks` (filters `project_id`, `status`, `subset`, `name`), `GET /api/tasks/{id}`;
@@ -65,6 +66,7 @@ from PIL import Image
 
 # Task fields that CVAT releases after 2.29 added; an older FakeCvat leaves them out.
 NEWER_TASK_FIELDS = ("validation_mode", "assignee_updated_date", "initial_replicas")
+ACCESS_TOKENS_SINCE = (2, 48)  # CVAT 2.48.0 added personal access tokens ("Support for API access tokens")
 
 
 @dataclass
@@ -274,9 +276,9 @@ class FakeCvat:
             "deleted_frames": [], "included_frames": None, "chunks_updated_date": self.tasks[tid]["created_date"],
         }
 
-    def _is_older(self) -> bool:
+    def _is_older(self, than: tuple[int, int] = (2, 30)) -> bool:
         major, minor = (int(part) for part in self.version.split(".")[:2])
-        return (major, minor) < (2, 30)
+        return (major, minor) < than
 
     # ---- request handling ------------------------------------------------------------------------
 
@@ -316,7 +318,7 @@ class FakeCvat:
     def _refusal(self, method: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes] | None:
         """None when the request is authenticated; else CVAT's 401 (no credentials) or 403 (CSRF) answer."""
         authorization = headers.get("authorization", "")
-        if authorization in (f"Bearer {self.access_token}", f"Token {self._login_key}"):
+        if authorization == f"Token {self._login_key}" or (authorization == f"Bearer {self.access_token}" and not self._is_older(ACCESS_TOKENS_SINCE)):
             return None
         cookies = SimpleCookie(headers.get("cookie", ""))
         session = cookies["sessionid"].value if "sessionid" in cookies else None

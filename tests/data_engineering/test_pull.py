@@ -230,3 +230,14 @@ def test_an_unreadable_frame_is_skipped_and_reported(cvat: FakeCvat, env: Path, 
     assert summary.images_skipped == [f"task {cvat.reef.test_task}/{name}: CVAT sent a file that is not a readable image"]
     assert len(fo.load_dataset(dataset_name)) == 4 and not list(env.rglob(name))
     assert "images skipped (unreadable)" in summary.format()
+
+
+@pytest.mark.parametrize("cvat", ["2.80.0"], indirect=True)
+def test_project_names_fire_would_misread(cvat: FakeCvat, env: Path, dataset_name: str, monkeypatch, capsys):
+    cvat.add_project("2021", labels=[("Acropora", [])])
+    code, out, _ = run_cli(["2021", "--dataset-name", dataset_name], monkeypatch, capsys)
+    assert code == 0 and "project '2021', 0 task(s)" in out
+    code, _, err = run_cli(["Reef, 2021", "--dataset-name", dataset_name], monkeypatch, capsys)
+    assert code == 2 and "quote it twice" in err
+    code, _, err = run_cli(['"Reef, 2021"', "--dataset-name", dataset_name], monkeypatch, capsys)
+    assert code == 2 and "no project named 'Reef, 2021'" in err
