@@ -263,10 +263,11 @@ def draw_colony(canvas: np.ndarray, colony: Colony, px_per_cm: float) -> None:
     """Paint one colony over `canvas` (float RGB): shadow, textured dome-shaded body, darker rim."""
     size = canvas.shape[0]
     points = outline(colony, px_per_cm)
-    x0, y0 = np.floor(points.min(axis=0)).astype(int) - 2
-    x1, y1 = np.ceil(points.max(axis=0)).astype(int) + 2
-    shadow_px = int(round(0.6 * px_per_cm))
-    bx0, by0, bx1, by1 = max(x0, 0), max(y0, 0), min(x1 + shadow_px, size), min(y1 + shadow_px, size)
+    shadow_px, blur = int(round(0.6 * px_per_cm)), max(0.5, 0.4 * px_per_cm)
+    pad = shadow_px + math.ceil(3 * blur) + 2  # room for the whole blurred shadow, so it never ends in a straight edge
+    x0, y0 = np.floor(points.min(axis=0)).astype(int) - pad
+    x1, y1 = np.ceil(points.max(axis=0)).astype(int) + pad
+    bx0, by0, bx1, by1 = max(x0, 0), max(y0, 0), min(x1, size), min(y1, size)
     if bx0 >= bx1 or by0 >= by1:
         return
     h, w = by1 - by0, bx1 - bx0
@@ -276,7 +277,7 @@ def draw_colony(canvas: np.ndarray, colony: Colony, px_per_cm: float) -> None:
     if 0 < shadow_px < min(h, w):
         shadow = np.zeros((h, w), np.float32)
         shadow[shadow_px:, shadow_px:] = mask[: h - shadow_px, : w - shadow_px]
-        region *= 1 - 0.3 * cv2.GaussianBlur(shadow, (0, 0), max(0.5, 0.4 * px_per_cm))[..., None]
+        region *= 1 - 0.3 * cv2.GaussianBlur(shadow, (0, 0), blur)[..., None]
 
     ys, xs = np.mgrid[by0:by1, bx0:bx1].astype(np.float32)
     cos, sin = math.cos(colony.rotation), math.sin(colony.rotation)
