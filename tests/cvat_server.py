@@ -486,7 +486,7 @@ def add_reef_project(cvat: FakeCvat, name: str = "Reef 2021") -> ReefProject:
       two-point polygon (skipped: too few points) and a polygon reaching outside the image
       (clipped); Moorea_2021_04.jpg (40x30) with one Porites polygon.
     - val task ("Validation"): another Moorea_2021_03.jpg (same name, different pixels) and
-      IMG_0001.png, whose name does not follow the site_year_quadrat pattern.
+      photos/IMG_0001.png (in a subfolder; its name does not follow the site_year_quadrat pattern).
     - test task ("Test"): Tahiti_2020_11.jpg. All three are `completed`.
     - open task (no subset, status `annotation`): Tahiti_2020_12.jpg; only `--status all` takes it.
     """
@@ -508,7 +508,7 @@ def add_reef_project(cvat: FakeCvat, name: str = "Reef 2021") -> ReefProject:
     ])
     val = cvat.add_task(project, "Moorea transect B", subset="Validation", frames=[
         ("Moorea_2021_03.jpg", png_bytes(64, 48, (10, 10, 220))),
-        ("IMG_0001.png", png_bytes(32, 32)),
+        ("photos/IMG_0001.png", png_bytes(32, 32)),
     ], shapes=[polygon(0, porites, [10, 10, 50, 10, 30, 40]), polygon(1, acropora, [1, 1, 31, 1, 16, 31])])
     test = cvat.add_task(project, "Tahiti", subset="Test", frames=[("Tahiti_2020_11.jpg", png_bytes(48, 48, fmt="JPEG"))],
                          shapes=[polygon(0, acropora, [2, 2, 40, 2, 20, 40])])

@@ -51,6 +51,9 @@ def test_reads_project_tasks_labels_frames_and_shapes(served):
     # Pages of 2: 3 labels and 4 tasks each take two requests, so the SDK really walked the pages.
     assert sum(r.path == "/api/labels" for r in cvat.requests) == 2
     assert sum(r.path == "/api/tasks" for r in cvat.requests) == 2
+    # The password travels in the login request's body and nowhere else.
+    carrying = [r.path for r in cvat.requests if cvat.password in f"{r.path}{r.query}{r.headers}{r.body!r}"]
+    assert carrying == ["/api/auth/login"]
 
 
 def test_access_token_is_sent_as_bearer_without_a_login(served):

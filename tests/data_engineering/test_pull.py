@@ -69,6 +69,7 @@ def test_pull_builds_the_dataset(cvat: FakeCvat, env: Path, dataset_name: str, c
 
     unnamed = dataset.match(F("filepath").ends_with("IMG_0001.png")).first()
     assert (unnamed[contract.SITE], unnamed[contract.YEAR], unnamed[contract.QUADRAT_ID]) == (None, None, None)
+    assert unnamed.filepath == str(env / "Reef 2021" / f"task_{reef.val_task}" / "photos" / "IMG_0001.png")
 
     # Two tasks hold Moorea_2021_03.jpg: each keeps its own file, byte for byte.
     first = env / "Reef 2021" / f"task_{reef.train_task}" / "Moorea_2021_03.jpg"
