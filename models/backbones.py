@@ -10,6 +10,7 @@ tokens the official way (position encodings from `models.position`), so features
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -48,12 +49,12 @@ class BackboneSpec:
     timm_overrides: dict = field(default_factory=dict)  # timm architecture arguments (see `shrink`)
 
 
-def _dinov2(size: str, timm_size: str, embed_dim: int, depth: int, heads: int, hf_size: str) -> list[BackboneSpec]:
+def _dinov2(size: str, timm_size: str, embed_dim: int, depth: int, heads: int) -> list[BackboneSpec]:
     return [
         BackboneSpec(f"dinov2_vit{size}14", "dinov2", f"vit_{timm_size}_patch14_dinov2", 14, embed_dim, depth, heads,
-                     pos_rule=DINOV2_RULE, hf_repo=f"facebook/dinov2-{hf_size}"),
+                     pos_rule=DINOV2_RULE, hf_repo=f"facebook/dinov2-{timm_size}"),
         BackboneSpec(f"dinov2_vit{size}14_reg", "dinov2", f"vit_{timm_size}_patch14_reg4_dinov2", 14, embed_dim, depth,
-                     heads, num_registers=4, pos_rule=DINOV2_REG_RULE, hf_repo=f"facebook/dinov2-with-registers-{hf_size}"),
+                     heads, num_registers=4, pos_rule=DINOV2_REG_RULE, hf_repo=f"facebook/dinov2-with-registers-{timm_size}"),
     ]
 
 
@@ -68,10 +69,10 @@ def _dinov3(arch: str, timm_name: str, embed_dim: int, depth: int, heads: int) -
 BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in [
-        *_dinov2("s", "small", 384, 12, 6, "small"),
-        *_dinov2("b", "base", 768, 12, 12, "base"),
-        *_dinov2("l", "large", 1024, 24, 16, "large"),
-        *_dinov2("g", "giant", 1536, 40, 24, "giant"),
+        *_dinov2("s", "small", 384, 12, 6),
+        *_dinov2("b", "base", 768, 12, 12),
+        *_dinov2("l", "large", 1024, 24, 16),
+        *_dinov2("g", "giant", 1536, 40, 24),
         _dinov3("s16", "vit_small_patch16_dinov3_qkvb", 384, 12, 6),
         _dinov3("s16plus", "vit_small_plus_patch16_dinov3_qkvb", 384, 12, 6),
         _dinov3("b16", "vit_base_patch16_dinov3_qkvb", 768, 12, 12),
@@ -233,7 +234,7 @@ def timm_state_dict(vit: nn.Module, spec: BackboneSpec, weights: OfficialWeights
 
 def build_backbone(
     name: str,
-    weights: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
     layers: int | Sequence[int] | None = None,
     frozen: bool = True,
 ) -> Backbone:
@@ -247,7 +248,7 @@ def build_backbone(
 
 def build_from_spec(
     spec: BackboneSpec,
-    weights: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
     layers: int | Sequence[int] | None = None,
     frozen: bool = True,
 ) -> Backbone:

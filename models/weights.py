@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,8 +76,9 @@ def download_from_hub(repo: str) -> Path:
                         f"or pass a downloaded file or folder with --weights") from None
 
 
-def read_weights(weights: str, hf_repo: str = "") -> OfficialWeights:
+def read_weights(weights: str | os.PathLike[str], hf_repo: str = "") -> OfficialWeights:
     """The tensors of `weights` (a path, "hub" for `hf_repo`, or "hf:<repo>") under official names."""
+    weights = str(weights)
     if weights == "hub" or weights.startswith("hf:"):
         repo = hf_repo if weights == "hub" else weights[3:]
         if not repo:
@@ -98,7 +100,7 @@ def read_weights(weights: str, hf_repo: str = "") -> OfficialWeights:
     state: dict[str, torch.Tensor] = {}
     for file in files:
         state.update(_read_tensors(file))
-    official, family = to_official(_unwrap(state), config)
+    official, family = to_official(_unwrap(state))
     periods = official.pop("rope_embed.periods", None)
     if family == "dinov3" and periods is None and config:
         periods = rope_periods(config["hidden_size"] // config["num_attention_heads"], config.get("rope_theta", 100.0))
@@ -157,7 +159,7 @@ _HF_DINOV3 = [
 ]
 
 
-def to_official(state: dict[str, torch.Tensor], config: dict | None = None) -> tuple[dict[str, torch.Tensor], str]:
+def to_official(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
     """`state` under the official torch.hub names, and its family; HF names are converted."""
     if "embeddings.patch_embeddings.projection.weight" in state:
         return _fuse_qkv(_rename(state, _HF_DINOV2), ("query", "key", "value")), "dinov2"

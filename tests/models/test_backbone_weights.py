@@ -105,7 +105,7 @@ def test_official_file_hash_and_lone_safetensors(tmp_path: Path) -> None:
     state = random_official_state_dict("dinov3", 32, 4, 2, 4)
     torch.save(state, tmp_path / "dinov3.pth")
     save_file(state, tmp_path / "dinov3.safetensors")
-    from_pth = build_backbone("tiny_dinov3", weights=str(tmp_path / "dinov3.pth"))
+    from_pth = build_backbone("tiny_dinov3", weights=tmp_path / "dinov3.pth")
     from_st = build_backbone("tiny_dinov3", weights=str(tmp_path / "dinov3.safetensors"))
     assert from_pth.weights_hash == hashlib.sha256((tmp_path / "dinov3.pth").read_bytes()).hexdigest()
     images = torch.randn(1, 3, 64, 64)
