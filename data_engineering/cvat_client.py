@@ -130,14 +130,9 @@ class CvatConnection:
         self.server_version = server_version
         self._tasks: dict[int, Task] = {}
 
-    @contextlib.contextmanager
-    def _answering(self, doing: str) -> Iterator[None]:
-        with translate_errors(self.url, doing):
-            yield
-
     def find_project(self, name: str) -> Project:
         """The project called exactly `name`; a UserError names the projects that exist when it does not."""
-        with self._answering("looking up the project"):
+        with translate_errors(self.url, "looking up the project"):
             matches = [p for p in self.client.projects.list(name=name) if p.name == name]
             if len(matches) == 1:
                 return matches[0]
@@ -152,7 +147,7 @@ class CvatConnection:
 
     def tasks(self, project: Project, statuses: set[str]) -> list[CvatTask]:
         """The project's tasks whose status is in `statuses`, by id."""
-        with self._answering(f"listing the tasks of project {project.name!r}"):
+        with translate_errors(self.url, f"listing the tasks of project {project.name!r}"):
             found = project.get_tasks()
         self._tasks.update({task.id: task for task in found})
         return sorted(
@@ -163,13 +158,13 @@ class CvatConnection:
 
     def labels(self, project: Project) -> dict[int, CvatLabel]:
         """The project's labels by id, with their attribute names by spec id."""
-        with self._answering(f"listing the labels of project {project.name!r}"):
+        with translate_errors(self.url, f"listing the labels of project {project.name!r}"):
             found = project.get_labels()
         return {lb.id: CvatLabel(lb.id, lb.name, {a.id: a.name for a in lb.attributes}) for lb in found}
 
     def frames(self, task: CvatTask) -> list[CvatFrame]:
         """The task's images (deleted frames left out)."""
-        with self._answering(f"reading the image list of task {task.id}"):
+        with translate_errors(self.url, f"reading the image list of task {task.id}"):
             meta = self._tasks[task.id].get_meta()
         deleted = set(meta.deleted_frames or [])
         return [CvatFrame(n, f.name, int(f.width), int(f.height)) for n, f in enumerate(meta.frames) if n not in deleted]
@@ -179,7 +174,7 @@ class CvatConnection:
 
         Tracks are CVAT's interpolated video annotations: a quadrat task has none, so they are only counted.
         """
-        with self._answering(f"reading the annotations of task {task.id}"):
+        with translate_errors(self.url, f"reading the annotations of task {task.id}"):
             annotations = self._tasks[task.id].get_annotations().to_dict()
         by_frame: dict[int, list[CvatShape]] = defaultdict(list)
         for shape in annotations.get("shapes", []):
@@ -200,7 +195,7 @@ class CvatConnection:
 
     def frame_bytes(self, task: CvatTask, number: int) -> bytes:
         """The original-quality image file of one frame."""
-        with self._answering(f"downloading frame {number} of task {task.id}"):
+        with translate_errors(self.url, f"downloading frame {number} of task {task.id}"):
             return self._tasks[task.id].get_frame(number, quality="original").read()
 
 

@@ -131,6 +131,7 @@ class FakeCvat:
     labels: dict[int, dict[str, Any]] = field(default_factory=dict)
     frames: dict[int, list[tuple[str, bytes, int, int]]] = field(default_factory=dict)
     annotations: dict[int, dict[str, Any]] = field(default_factory=dict)
+    deleted_frames: dict[int, list[int]] = field(default_factory=dict)  # frames removed in CVAT's UI, per task
     requests: list[Request] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     url: str = ""
@@ -192,7 +193,7 @@ class FakeCvat:
             }
             self.annotations[tid] = {"version": 0, "tags": [], "shapes": [], "tracks": []}
             for shape in shapes:
-                self.annotations[tid]["shapes"].append({**copy.deepcopy(shape), "id": self._next_id("shape")})
+                self.annotations[tid]["shapes"].append({**copy.deepcopy(shape), "id": self._next_id("shapes")})
             if subset and subset not in self.projects[project_id]["task_subsets"]:
                 self.projects[project_id]["task_subsets"].append(subset)
             return tid
@@ -273,7 +274,7 @@ class FakeCvat:
         return {
             "chunk_size": 72, "size": len(frames), "image_quality": 70, "start_frame": 0, "stop_frame": len(frames) - 1,
             "frame_filter": "", "frames": [{"width": w, "height": h, "name": name, "related_files": 0} for name, _, w, h in frames],
-            "deleted_frames": [], "included_frames": None, "chunks_updated_date": self.tasks[tid]["created_date"],
+            "deleted_frames": self.deleted_frames.get(tid, []), "included_frames": None, "chunks_updated_date": self.tasks[tid]["created_date"],
         }
 
     def _is_older(self, than: tuple[int, int] = (2, 30)) -> bool:

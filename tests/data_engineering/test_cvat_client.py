@@ -56,6 +56,14 @@ def test_reads_project_tasks_labels_frames_and_shapes(served):
     assert carrying == ["/api/auth/login"]
 
 
+def test_deleted_frames_are_left_out(served):
+    cvat, reef = served
+    cvat.deleted_frames[reef.train_task] = [0]
+    with connect(password_settings(cvat)) as client:
+        tasks = client.tasks(client.find_project("Reef 2021"), {"completed"})
+        assert [(f.number, f.name) for f in client.frames(tasks[0])] == [(1, "Moorea_2021_04.jpg")]
+
+
 def test_access_token_is_sent_as_bearer_without_a_login(served):
     cvat, _ = served
     settings = load_settings(cvat_url=cvat.url, cvat_access_token=cvat.access_token)
