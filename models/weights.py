@@ -125,9 +125,9 @@ def _unwrap(state: dict) -> dict[str, torch.Tensor]:
     for key in ("model", "state_dict", "teacher"):
         if isinstance(state.get(key), dict):
             state = state[key]
-    for prefix in ("module.", "backbone."):
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+    for prefix in ("module.", "backbone."):  # training checkpoints also hold heads: keep the backbone's
+        if any(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 

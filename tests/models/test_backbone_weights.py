@@ -114,7 +114,8 @@ def test_official_file_hash_and_lone_safetensors(tmp_path: Path) -> None:
 
 def test_training_checkpoint_wrapper_is_unwrapped(tmp_path: Path) -> None:
     state = random_official_state_dict("dinov2", 32, 4, 2, 0)
-    torch.save({"teacher": {f"backbone.{k}": v for k, v in state.items()}}, tmp_path / "train.pth")
+    heads = {"dino_head.mlp.0.weight": torch.zeros(8, 32), "ibot_head.last_layer.weight": torch.zeros(8, 8)}
+    torch.save({"teacher": {**heads, **{f"backbone.{k}": v for k, v in state.items()}}, "iteration": 7}, tmp_path / "train.pth")
     torch.save(state, tmp_path / "plain.pth")
     images = torch.randn(1, 3, 56, 56)
     wrapped = build_backbone("tiny_dinov2", weights=str(tmp_path / "train.pth"))
