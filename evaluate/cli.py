@@ -93,3 +93,45 @@ def app(dataset: str | None = None, address: str | None = None, port: int | None
 
 def app_main() -> None:
     run(app, secrets=load_settings().secrets)
+
+
+def push_to_cvat(
+    run: str,
+    task_id: int,
+    replace: bool = False,
+    dry_run: bool = False,
+    checkpoint: str = "best",
+    batch_size: int = 4,
+    tta: bool = False,
+    precision: str = "auto",
+    device: str | None = None,
+    weights: str | None = None,
+) -> None:
+    """Predict every image of a CVAT task and add the colonies as automatic polygons for annotators to correct.
+
+    Args:
+        run: the run folder (runs/<name>) made by train/train.py.
+        task_id: the CVAT task (CVAT_URL and credentials from settings).
+        replace: first remove the task's earlier automatic shapes (shapes people drew are never touched).
+        dry_run: predict and print what would be sent, send nothing.
+        checkpoint: best or last.
+        batch_size: windows per forward pass.
+        tta: also predict the mirrored image and average.
+        precision: auto (bf16 where the device supports it), bf16 or fp32.
+        device: cpu, cuda, ... (default DEVICE).
+        weights: backbone weights the run was trained on (default DINO_WEIGHTS).
+    """
+    settings = load_settings(device=device)
+    from evaluate.cvat_push import PushOptions, push_predictions
+
+    if not isinstance(task_id, int) or task_id < 1:
+        raise UserError(f"--task-id must be a CVAT task number, not {task_id!r}")
+    options = PushOptions(
+        run_dir=Path(run).expanduser().resolve(), task_id=task_id, replace=replace, dry_run=dry_run, which=checkpoint,
+        batch_size=batch_size, tta=tta, precision=precision, weights=weights,
+    )  # fmt: skip
+    push_predictions(settings, options)
+
+
+def push_main() -> None:
+    run(push_to_cvat, secrets=load_settings().secrets)

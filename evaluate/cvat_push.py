@@ -1,0 +1,154 @@
+"""Predictions into a CVAT task for correction: every predicted colony becomes an automatic polygon.
+
+The shapes carry the task's own label ids, `source: "auto"` and, where the label defines it, the
+`confidence` attribute as CVAT stores numbers (an integer string, 0-100). Shapes people drew
+(`source: "manual"`) are never changed; `--replace` removes only earlier automatic ones.
+The connection and error translation are data_engineering's CVAT adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from common.cli import UserError
+from common.settings import Settings
+from common.table import format_table
+from data_engineering.cvat_client import CvatLabel, connect, translate_errors
+from evaluate.colonies import Colony, find_colonies
+from evaluate.fields import CONFIDENCE
+from evaluate.predict import predict_image, resolve_device, use_bf16, window_forward
+from models.checkpoint import load_checkpoint
+from prepare.layout import BACKGROUND_NAME
+from prepare.polygons import polygon_to_cvat_points
+from prepare.taxonomy import Taxonomy, load_taxonomy, taxonomy_dirs
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class PushOptions:
+    run_dir: Path
+    task_id: int
+    replace: bool = False
+    dry_run: bool = False
+    which: str = "best"
+    batch_size: int = 4
+    tta: bool = False
+    precision: str = "auto"
+    weights: str | None = None
+
+
+def labels_for_classes(classes: Sequence[str], task_labels: Sequence[CvatLabel], taxonomy: Taxonomy, task_id: int) -> dict[int, CvatLabel]:
+    """Class index -> the task's label for it: the label named like the class, else one of the class's raw labels (aliases).
+
+    Background has no label. A class the task cannot hold is an error naming every such class.
+    """
+    by_name = {label.name: label for label in task_labels}
+    found, missing = {}, []
+    for index, name in enumerate(classes):
+        if name == BACKGROUND_NAME:
+            continue
+        aliases = sorted(raw for raw, i in taxonomy.label_to_class.items() if taxonomy.classes[i - 1] == name and raw != name)
+        match = next((by_name[n] for n in [name, *aliases] if n in by_name), None)
+        if match is None:
+            missing.append(name)
+        else:
+            found[index] = match
+    if missing:
+        raise UserError(
+            f"CVAT task {task_id} has no label for the run's classes {', '.join(missing)} (its labels: {', '.join(sorted(by_name)) or 'none'}); "
+            "add them to the task's project in CVAT"
+        )
+    return found
+
+
+def colony_shapes(colonies: Sequence[Colony], frame: int, labels: dict[int, CvatLabel]) -> list[dict[str, Any]]:
+    """CVAT 2.x shapes (flat pixel points) for one frame's colonies."""
+    shapes = []
+    for colony in colonies:
+        label = labels[colony.class_index]
+        spec_id = next((spec for spec, name in label.attributes.items() if name == CONFIDENCE), None)
+        attributes = [] if spec_id is None else [{"spec_id": spec_id, "value": str(int(round(100 * colony.confidence)))}]
+        shapes.append(
+            {
+                "type": "polygon", "frame": frame, "label_id": label.id, "points": polygon_to_cvat_points(colony.polygon),
+                "source": AUTO, "attributes": attributes, "occluded": False, "z_order": 0, "group": 0,
+            }  # fmt: skip
+        )
+    return shapes
+
+
+def decode_frame(data: bytes, name: str) -> np.ndarray:
+    """A frame's file bytes as `[H, W, 3]` uint8 RGB, orientation as stored (as CVAT and prepare use it)."""
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if image is None:
+        raise UserError(f"CVAT frame {name} is not an image OpenCV can read")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def push_predictions(settings: Settings, options: PushOptions, out: TextIO = sys.stdout) -> dict[str, int]:
+    """Predict every frame of the task and send the colonies; returns shape counts per label name."""
+    from cvat_sdk.api_client import models
+    from cvat_sdk.core.proxies.annotations import AnnotationUpdateAction
+
+    model, spec = load_checkpoint(options.run_dir, options.which, weights=options.weights or settings.dino_weights or None)
+    taxonomy = load_taxonomy(spec.taxonomy, taxonomy_dirs(settings.taxonomy_dirs))
+    device = resolve_device(settings.device)
+    forward = window_forward(model.to(device).eval(), device, use_bf16(options.precision, device), options.tta)
+    with connect(settings) as cvat:
+        with translate_errors(cvat.url, f"reading task {options.task_id}"):
+            task = cvat.client.tasks.retrieve(options.task_id)
+            task_labels = [CvatLabel(lb.id, lb.name, {a.id: a.name for a in lb.attributes}) for lb in task.get_labels()]
+            frames = task.get_meta().frames
+            existing = task.get_annotations().shapes
+        labels = labels_for_classes(spec.classes, task_labels, taxonomy, options.task_id)
+        without = sorted({lb.name for lb in labels.values() if CONFIDENCE not in lb.attributes.values()})
+        if without:
+            print(f"labels without a `{CONFIDENCE}` attribute get no confidence: {', '.join(without)}", file=out)
+        earlier_auto = [s.id for s in existing if str(getattr(s, "source", "") or "") == AUTO]
+        if earlier_auto and options.replace and not options.dry_run:
+            with translate_errors(cvat.url, f"removing earlier automatic shapes of task {options.task_id}"):
+                task.remove_annotations(ids=earlier_auto)
+        counts: Counter[str] = Counter()
+        example = None
+        for number, frame in enumerate(tqdm(frames, desc=f"predict task {options.task_id}", unit="frame", file=out)):
+            with translate_errors(cvat.url, f"downloading frame {number} of task {options.task_id}"):
+                data = task.get_frame(number, quality="original").read()
+            image = decode_frame(data, frame.name)
+            if image.shape[:2] != (frame.height, frame.width):
+                raise UserError(f"CVAT frame {frame.name} decodes to {image.shape[1]}x{image.shape[0]} but the task records {frame.width}x{frame.height}; the polygons would land off the image")
+            prediction = predict_image(forward, image, len(spec.classes), spec.crop, spec.stride, options.batch_size, device)
+            shapes = colony_shapes(find_colonies(prediction.mask, prediction.confidence), number, labels)
+            counts.update(next(lb.name for lb in labels.values() if lb.id == s["label_id"]) for s in shapes)
+            example = example or (shapes[0] if shapes else None)
+            if shapes and not options.dry_run:
+                request = models.PatchedLabeledDataRequest(
+                    shapes=[models.LabeledShapeRequest(**{**s, "attributes": [models.AttributeValRequest(**a) for a in s["attributes"]]}) for s in shapes]
+                )
+                with translate_errors(cvat.url, f"sending the shapes of frame {number} to task {options.task_id}"):
+                    task.update_annotations(request, action=AnnotationUpdateAction.CREATE)
+    _summary(options, counts, len(frames), earlier_auto, example, out)
+    return dict(counts)
+
+
+def _summary(options: PushOptions, counts: Counter[str], frames: int, earlier_auto: list[int], example: dict | None, out: TextIO) -> None:
+    print(format_table(["label", "automatic polygons"], sorted(counts.items())), file=out)
+    done = "would send" if options.dry_run else "sent"
+    print(f"{done} {sum(counts.values())} polygons over {frames} frames to CVAT task {options.task_id}", file=out)
+    if earlier_auto:
+        if options.replace:
+            print(f"{'would remove' if options.dry_run else 'removed'} {len(earlier_auto)} earlier automatic shapes (shapes people drew are kept)", file=out)
+        else:
+            print(f"the task already had {len(earlier_auto)} automatic shapes; they stay (--replace removes them)", file=out)
+    if options.dry_run and example is not None:
+        print("example shape: " + json.dumps({**example, "points": [round(v, 1) for v in example["points"][:8]] + ["..."]}), file=out)
