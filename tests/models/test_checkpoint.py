@@ -18,6 +18,15 @@ from models.segmenter import Segmenter
 
 pytestmark = pytest.mark.filterwarnings("ignore::models.backbones.RandomBackboneWarning")
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One thread: on a shared 2-core machine, competing OpenMP threads make these tests ~5x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 TINY = {
     "linear": {},
     "segformer": {"channels": 16},

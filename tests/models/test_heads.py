@@ -9,6 +9,15 @@ from common.cli import UserError
 from models.heads import HEADS, IGNORE_INDEX, build_head
 
 CHANNELS, CLASSES, PATCH = 16, 4, 4
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One thread: on a shared 2-core machine, competing OpenMP threads make these tests ~5x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 TINY = {
     "linear": {},
     "segformer": {"channels": 32},
@@ -18,7 +27,7 @@ TINY = {
 
 
 def tiny_head(name: str, num_inputs: int = 4, **extra):
-    return build_head(name, CHANNELS, num_inputs, CLASSES, **TINY[name], **extra)
+    return build_head(name, CHANNELS, num_inputs, CLASSES, **{**TINY[name], **extra})
 
 
 def toy_batch(n: int, generator: torch.Generator, embeddings: torch.Tensor, size: int = 8) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -99,15 +108,15 @@ def test_class_weights_and_dice_change_the_loss() -> None:
     assert "class_weights" not in weighted.state_dict()  # a training choice, not a model weight
 
 
-@pytest.mark.parametrize("name", list(HEADS))
-def test_head_learns_a_toy_task(name: str) -> None:
+@pytest.mark.parametrize("name,extra", [pytest.param(n, {}, id=n) for n in HEADS] + [pytest.param("mask2former", {"num_points": 0}, id="mask2former-full-masks")])
+def test_head_learns_a_toy_task(name: str, extra: dict) -> None:
     """Loss falls a lot and held-out mIoU ends far above chance (~0.25 for 4 classes)."""
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
     embeddings = torch.randn(CLASSES, CHANNELS, generator=generator)
     train = [toy_batch(8, generator, embeddings) for _ in range(4)]
     features_val, target_val = toy_batch(16, generator, embeddings)
-    head = tiny_head(name)
+    head = tiny_head(name, **extra)
     optimizer = torch.optim.AdamW(head.parameters(), lr=3e-3)
     losses = []
     for step in range(60):
@@ -124,3 +133,19 @@ def test_head_learns_a_toy_task(name: str) -> None:
     first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
     assert last < 0.5 * first, (first, last)
     assert miou > 0.8, miou
+
+
+def test_mask2former_matches_each_class_to_the_query_that_predicts_it() -> None:
+    head = tiny_head("mask2former")
+    target = torch.zeros(16, 16, dtype=torch.long)
+    target[:, 5:11], target[:, 11:] = 2, 3
+    labels = torch.tensor([0, 2, 3])
+    masks = (target[None] == labels[:, None, None]).float()
+    class_logits = torch.zeros(8, CLASSES + 1)
+    class_logits[:, CLASSES] = 5.0  # every query says "no object"...
+    mask_logits = torch.randn(8, 16, 16, generator=torch.Generator().manual_seed(0))
+    for query, k in [(1, 0), (5, 1), (6, 2)]:  # ...but three, each of which predicts one class well
+        class_logits[query, labels[k]] = 10.0
+        mask_logits[query] = 20 * masks[k] - 10
+    rows, cols = head._match(class_logits, mask_logits, labels, masks, torch.ones(16, 16))
+    assert dict(zip(cols.tolist(), rows.tolist())) == {0: 1, 1: 5, 2: 6}
