@@ -34,12 +34,13 @@ def perturbed(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
-def hf_maps(model: torch.nn.Module, norm: torch.nn.Module, images: torch.Tensor, prefix: int, patch: int) -> list[torch.Tensor]:
+def hf_maps(model: torch.nn.Module, norm: torch.nn.Module, images: torch.Tensor, prefix: int, patch: int,
+            layers: list[int] = LAYERS) -> list[torch.Tensor]:
     """The HF model's per-layer patch tokens after the final norm, as maps (get_intermediate_layers style)."""
     with torch.no_grad():
         hidden = model(pixel_values=images, output_hidden_states=True).hidden_states
     rows, cols = images.shape[-2] // patch, images.shape[-1] // patch
-    return [norm(hidden[i + 1])[:, prefix:].transpose(1, 2).reshape(len(images), -1, rows, cols) for i in LAYERS]
+    return [norm(hidden[i + 1])[:, prefix:].transpose(1, 2).reshape(len(images), -1, rows, cols) for i in layers]
 
 
 def max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
@@ -61,14 +62,19 @@ def test_hf_dinov2_folder(tmp_path: Path) -> None:
     assert max_diff(hf_maps(model, model.layernorm, small, 1, 14), backbone(small)) > 1e-3
 
 
-def test_hf_dinov2_swiglu_names(tmp_path: Path) -> None:
+def test_hf_dinov2_giant_swiglu_folder(tmp_path: Path) -> None:
     """ViT-g on the hub: `mlp.weights_in` / `weights_out` become the official `w12` / `w3`."""
-    model = perturbed(Dinov2Model(Dinov2Config(**TINY, image_size=518, patch_size=14, use_swiglu_ffn=True)))
+    config = Dinov2Config(hidden_size=48, num_hidden_layers=2, num_attention_heads=2, image_size=518, patch_size=14,
+                          use_swiglu_ffn=True)
+    model = perturbed(Dinov2Model(config))
     model.save_pretrained(tmp_path / "hf")
     official = read_weights(str(tmp_path / "hf")).state_dict
-    assert official["blocks.0.mlp.w12.weight"].shape == (176, 32) and "blocks.0.mlp.w3.bias" in official
+    assert official["blocks.0.mlp.w12.weight"].shape == (256, 48) and "blocks.0.mlp.w3.bias" in official
+    backbone = build_from_spec(shrink(BACKBONES["dinov2_vitg14"], embed_dim=48, depth=2), weights=tmp_path / "hf", layers=2)
     native = torch.randn(1, 3, 518, 518)
-    assert max_diff(official_features(official, native, LAYERS, 2, "dinov2"), hf_maps(model, model.layernorm, native, 1, 14)) < 1e-4
+    expected = hf_maps(model, model.layernorm, native, 1, 14, layers=[0, 1])
+    assert max_diff(backbone(native), expected) < 1e-4
+    assert max_diff(official_features(official, native, [0, 1], 2, "dinov2"), expected) < 1e-4
 
 
 def test_hf_dinov2_with_registers_folder_at_every_size(tmp_path: Path) -> None:
