@@ -28,6 +28,7 @@ from models.segmenter import Segmenter
 FORMAT = "reefseg-checkpoint"
 VERSION = 1
 CHECKPOINT_NAMES = ("best", "last")
+LOSS_ONLY_OPTIONS = ("class_weights",)  # training data statistics, not needed to rebuild the head
 
 
 @dataclass
@@ -61,7 +62,7 @@ class CheckpointSpec:
         """The spec of a model made by `build_backbone` + `build_head`, with the data's classes and tiling."""
         return cls(
             backbone=backbone.name, weights_hash=backbone.weights_hash, layers=[int(i) for i in backbone.layers],
-            head=head.name, head_config=dict(head.config), num_classes=head.num_classes,
+            head=head.name, head_config={k: v for k, v in head.config.items() if k not in LOSS_ONLY_OPTIONS}, num_classes=head.num_classes,
             classes=list(classes), palette=[[int(c) for c in colour] for colour in palette], taxonomy=taxonomy,
             mean=[float(m) for m in backbone.mean], std=[float(s) for s in backbone.std],
             crop=int(crop), stride=int(stride), info=dict(info or {}),

@@ -5,6 +5,7 @@ Adding a head: one module with a `SegHead` subclass, and one line in `HEADS`.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from common.cli import UserError
@@ -21,7 +22,18 @@ HEADS: dict[str, type[SegHead]] = {
     "mask2former": Mask2FormerHead,
 }
 
-__all__ = ["HEADS", "IGNORE_INDEX", "SegHead", "build_head"]
+__all__ = ["HEADS", "IGNORE_INDEX", "SegHead", "build_head", "head_options"]
+
+
+def head_options(name: str) -> list[str]:
+    """The keyword options head `name` takes (its own, then the shared loss options of `SegHead`)."""
+    options: list[str] = []
+    for cls in (HEADS[name], SegHead):
+        for param in list(inspect.signature(cls.__init__).parameters.values())[4:]:
+            if param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
+                if param.name not in options:
+                    options.append(param.name)
+    return options
 
 
 def build_head(name: str, in_channels: int, num_inputs: int, num_classes: int, **config: Any) -> SegHead:
@@ -31,10 +43,11 @@ def build_head(name: str, in_channels: int, num_inputs: int, num_classes: int, *
     """
     if name not in HEADS:
         raise UserError(f"unknown head {name!r}; choose one of: {', '.join(HEADS)}")
-    try:
-        head = HEADS[name](in_channels, num_inputs, num_classes, **config)
-    except TypeError as error:
-        raise UserError(f"bad option for head {name!r}: {error}") from None
+    known = head_options(name)
+    unknown = sorted(set(config) - set(known))
+    if unknown:
+        raise UserError(f"unknown option(s) {', '.join(unknown)} for head {name!r}; its options: {', '.join(known)}")
+    head = HEADS[name](in_channels, num_inputs, num_classes, **config)
     head.name = name
     head.config = dict(config)
     return head

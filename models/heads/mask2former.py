@@ -78,8 +78,8 @@ class Mask2FormerHead(SegHead):
         num_points: int = 12544,
         oversample_ratio: float = 3.0,
         importance_ratio: float = 0.75,
-        class_weight: float = 2.0,
-        mask_weight: float = 5.0,
+        class_loss_weight: float = 2.0,
+        mask_loss_weight: float = 5.0,
         dice_weight: float = 5.0,
         no_object_weight: float = 0.1,
         class_weights: Sequence[float] | None = None,
@@ -93,7 +93,7 @@ class Mask2FormerHead(SegHead):
         self.num_points = num_points
         self.oversample_ratio = oversample_ratio
         self.importance_ratio = importance_ratio
-        self.class_weight, self.mask_weight = class_weight, mask_weight
+        self.class_loss_weight, self.mask_loss_weight = class_loss_weight, mask_loss_weight
         # Pixel decoder: FPN from the coarsest level down to the finest, which carries the masks.
         self.pyramid = ViTPyramid(in_channels, num_inputs, hidden_dim, scales)
         self.laterals = nn.ModuleList(conv_norm_act(hidden_dim, hidden_dim) for _ in scales[:-1])
@@ -178,7 +178,7 @@ class Mask2FormerHead(SegHead):
             class_logits, mask_logits = class_logits.float(), mask_logits.float()
             matches = [self._match(c, m, lab, tm, v) for c, m, lab, tm, v in zip(class_logits, mask_logits, labels, masks, valid)]
             parts = self._losses(class_logits, mask_logits, labels, masks, valid, matches, num_masks)
-            total = total + self.class_weight * parts["class"] + self.mask_weight * parts["mask"] + self.dice_weight * parts["dice"]
+            total = total + self.class_loss_weight * parts["class"] + self.mask_loss_weight * parts["mask"] + self.dice_weight * parts["dice"]
         return {"loss": total, **parts}
 
     @torch.no_grad()
@@ -198,7 +198,7 @@ class Mask2FormerHead(SegHead):
         cost_mask = (pos @ tgt.T + neg @ (1 - tgt).T) / v.sum().clamp_min(1)
         p = pred.sigmoid() * v
         cost_dice = 1 - (2 * p @ tgt.T + 1) / (p.sum(-1)[:, None] + (tgt * v).sum(-1)[None] + 1)
-        cost = self.class_weight * cost_class + self.mask_weight * cost_mask + self.dice_weight * cost_dice
+        cost = self.class_loss_weight * cost_class + self.mask_loss_weight * cost_mask + self.dice_weight * cost_dice
         rows, cols = linear_sum_assignment(cost.cpu().numpy())
         return torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)
 

@@ -41,7 +41,7 @@ def trained_model(head_name: str, classes: list[str], weights: str | None = None
     """A tiny backbone + head after a few optimizer steps (so no weight is at its initial value)."""
     torch.manual_seed(0)
     backbone = build_backbone("tiny_dinov2", weights=weights, layers=4)
-    head = build_head(head_name, backbone.embed_dim, 4, len(classes), **TINY[head_name])
+    head = build_head(head_name, backbone.embed_dim, 4, len(classes), **TINY[head_name], class_weights=[1.0] * len(classes))
     model = Segmenter(backbone, head).train()
     optimizer = torch.optim.AdamW(head.parameters(), lr=1e-2)
     images, target = torch.rand(2, 3, 28, 28), torch.randint(0, len(classes), (2, 28, 28))
@@ -78,6 +78,7 @@ def test_files_are_safetensors_and_json_and_loading_never_unpickles(tmp_path: Pa
     assert document["backbone"] == "tiny_dinov2" and document["weights_hash"] == "random"
     assert document["layers"] == [0, 1, 2, 3] and document["classes"] == COARSE and document["num_classes"] == 3
     assert document["mean"] == [0.485, 0.456, 0.406] and document["crop"] == 28 and document["stride"] == 14
+    assert document["head"] == "linear" and document["head_config"] == {}  # class weights are loss-only
 
     def refuse(*args, **kwargs):
         raise AssertionError("loading a checkpoint must not unpickle")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from common.cli import UserError
-from models.heads import HEADS, IGNORE_INDEX, build_head
+from models.heads import HEADS, IGNORE_INDEX, build_head, head_options
 
 CHANNELS, CLASSES, PATCH = 16, 4, 4
 
@@ -74,8 +74,9 @@ def test_unknown_head_lists_the_known_ones() -> None:
 
 
 def test_bad_option_is_a_user_error() -> None:
-    with pytest.raises(UserError, match="bad option for head 'linear'"):
+    with pytest.raises(UserError, match="unknown option.* widht for head 'linear'; its options: dropout, class_weights, dice_weight"):
         build_head("linear", 8, 1, 2, widht=3)
+    assert "num_queries" in head_options("mask2former") and "class_weights" in head_options("mask2former")
 
 
 def test_ignored_pixels_do_not_count_and_an_all_ignored_batch_is_not_nan() -> None:
