@@ -30,9 +30,8 @@ def head_options(name: str) -> list[str]:
     options: list[str] = []
     for cls in (HEADS[name], SegHead):
         for param in list(inspect.signature(cls.__init__).parameters.values())[4:]:
-            if param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
-                if param.name not in options:
-                    options.append(param.name)
+            if param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY) and param.name not in options:
+                options.append(param.name)
     return options
 
 
@@ -47,7 +46,10 @@ def build_head(name: str, in_channels: int, num_inputs: int, num_classes: int, *
     unknown = sorted(set(config) - set(known))
     if unknown:
         raise UserError(f"unknown option(s) {', '.join(unknown)} for head {name!r}; its options: {', '.join(known)}")
-    head = HEADS[name](in_channels, num_inputs, num_classes, **config)
+    try:
+        head = HEADS[name](in_channels, num_inputs, num_classes, **config)
+    except ValueError as error:  # a value the user chose in the config, e.g. a width not divisible by the heads
+        raise UserError(f"head {name!r}: {error}") from None
     head.name = name
     head.config = dict(config)
     return head

@@ -77,6 +77,8 @@ def test_bad_option_is_a_user_error() -> None:
     with pytest.raises(UserError, match="unknown option.* widht for head 'linear'; its options: dropout, class_weights, dice_weight"):
         build_head("linear", 8, 1, 2, widht=3)
     assert "num_queries" in head_options("mask2former") and "class_weights" in head_options("mask2former")
+    with pytest.raises(UserError, match="hidden_dim \\(30\\) must be a multiple of 4"):
+        build_head("mask2former", 8, 4, 2, hidden_dim=30)
 
 
 def test_ignored_pixels_do_not_count_and_an_all_ignored_batch_is_not_nan() -> None:
