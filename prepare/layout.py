@@ -25,6 +25,7 @@ from typing import Any
 
 from common.cli import UserError
 from common.fileio import write_text_atomic
+from prepare.mask_png import palette_bytes
 
 SPLITS = ("train", "val", "test")
 IMAGES_DIR = "data"
@@ -110,6 +111,11 @@ def write_if_changed(path: Path, text: str) -> bool:
         return False
     write_text_atomic(path, text)
     return True
+
+
+def png_palette(palette: Sequence[Sequence[int]]) -> bytes:
+    """The 256-colour PLTE payload of a mask: `palette` (background first, as in palette.txt), black, then ignore's colour at 255."""
+    return palette_bytes([*palette, *[BACKGROUND_COLOR] * (IGNORE_INDEX - len(palette)), IGNORE_COLOR])
 
 
 def info_text(info: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -27,11 +28,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from common.cli import UserError
-from common.fileio import atomic_path, sha256_file, write_bytes_atomic, write_text_atomic
+from common.fileio import atomic_path, sha256_file, write_bytes_atomic
 from common.settings import REPO_ROOT
 from common.table import format_table
 from prepare import layout
-from prepare.mask_png import encode_mask_png, palette_bytes, replace_palette
+from prepare.mask_png import encode_mask_png, replace_palette
 from prepare.rasterize import RULES, RULES_VERSION, Shape, polygon_from_rings, rasterize_shapes, to_pixels
 from prepare.splits import SplitSample, grouped_split, parse_ratios, split_by_tags
 from prepare.taxonomy import Taxonomy, resolve_labels
@@ -142,7 +143,7 @@ def prepare_dataset(records: Sequence[SampleRecord], read_annotations: Annotatio
     by_id = {r.sample_id: r for r in records}
     chosen = [by_id[i] for i in report.assignment]
     names = _output_names(chosen)
-    palette = palette_bytes([layout.BACKGROUND_COLOR, *taxonomy.colors, *[(0, 0, 0)] * (254 - len(taxonomy.colors)), layout.IGNORE_COLOR])
+    palette = layout.png_palette([layout.BACKGROUND_COLOR, *taxonomy.colors])
     entries: dict[str, layout.ManifestEntry] = {}
     with open(root / layout.JOURNAL_FILE, "a", encoding="utf-8") as journal, tqdm(total=len(chosen), desc="masks", unit="mask", disable=None) as progress:
 
@@ -237,7 +238,7 @@ def _claim_folder(root: Path, dataset: str, overwrite: bool) -> None:
             for child in root.iterdir():
                 shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     root.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(owner, json.dumps({"created_by": layout.CREATED_BY, "dataset": dataset}) + "\n")
+    layout.write_if_changed(owner, json.dumps({"created_by": layout.CREATED_BY, "dataset": dataset}) + "\n")
 
 
 def _output_names(records: Sequence[SampleRecord]) -> dict[str, tuple[str, str]]:
@@ -391,12 +392,17 @@ def _remove_stale(root: Path, previous: Iterable[layout.ManifestEntry], current:
     return gone
 
 
+def _ignore_interrupts() -> None:
+    """Workers leave Ctrl-C to the main process, which stops handing out work and keeps what is finished."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _run_jobs(jobs: Iterator[MaskJob], workers: int) -> Iterator[MaskResult]:
     """Results of `make_mask` over `jobs`, in this process or in `workers` processes with a bounded queue (flat memory)."""
     if workers <= 1:
         yield from map(make_mask, jobs)
         return
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_ignore_interrupts)
     pending: set[Future[MaskResult]] = set()
     try:
         for job in jobs:
