@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from dino_reference import official_features, random_official_state_dict
+from safetensors.torch import save_file
 from transformers import (DINOv3ViTConfig, DINOv3ViTModel, Dinov2Config, Dinov2Model, Dinov2WithRegistersConfig,
                           Dinov2WithRegistersModel)
 
@@ -106,8 +107,6 @@ def test_hf_dinov3_folder_at_every_size(tmp_path: Path, gated: bool) -> None:
 
 
 def test_official_file_hash_and_lone_safetensors(tmp_path: Path) -> None:
-    from safetensors.torch import save_file
-
     state = random_official_state_dict("dinov3", 32, 4, 2, 4)
     torch.save(state, tmp_path / "dinov3.pth")
     save_file(state, tmp_path / "dinov3.safetensors")
