@@ -97,22 +97,26 @@ class _ViewsOfImages(torch.utils.data.Dataset):
         return index, images, masks
 
 
+def missing_entries(entries: Sequence[CacheEntry]) -> list[int]:
+    """Indices of the entries still to compute (every process must list them before any process writes)."""
+    return [i for i, e in enumerate(entries) if not e.complete()]
+
+
 def fill_cache(
     samples: Sequence[tuple[Path, Path, list[View]]],
     entries: Sequence[CacheEntry],
     extract: Callable[[Tensor], list[Tensor]],
     batch_size: int,
     workers: int = 0,
-    rank: int = 0,
-    world_size: int = 1,
+    missing: Sequence[int] | None = None,
     progress: bool = True,
 ) -> int:
-    """Compute the missing entries (this process's share of them); returns how many it computed.
+    """Compute the `missing` entries (default: all incomplete ones); returns how many it computed.
 
     `samples[i]` is (image path, mask path, views) for `entries[i]`; `extract` maps a uint8 batch
     `[B,3,crop,crop]` to the backbone's maps (it normalizes, runs on the device, under autocast).
     """
-    missing = [i for i, e in enumerate(entries) if not e.complete()][rank::world_size]
+    missing = missing_entries(entries) if missing is None else list(missing)
     if not missing:
         return 0
     loader = torch.utils.data.DataLoader(

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -145,8 +146,12 @@ def default_data_dir(settings: Settings, dataset: str, taxonomy: str) -> Path:
 
 
 @torch.no_grad()
-def validate(segmenter: Segmenter, images: FullImages, classes: list[str], config: TrainConfig, device: torch.device, dtype: torch.dtype | None) -> SegmentationMetrics:
-    """mIoU over whole val images, predicted window by window exactly as `evaluate` does."""
+def validate(segmenter: Segmenter, images: FullImages, classes: list[str], config: TrainConfig, device: torch.device,
+             dtype: torch.dtype | None, dist_info: Distributed) -> SegmentationMetrics:
+    """mIoU over whole val images, predicted window by window exactly as `evaluate` does.
+
+    Under `torchrun` each process predicts its share of the images and the confusion matrices are summed.
+    """
     was_training = segmenter.training
     segmenter.eval()
     accumulator = ConfusionAccumulator(len(classes))
@@ -156,12 +161,17 @@ def validate(segmenter: Segmenter, images: FullImages, classes: list[str], confi
         with autocast(device, dtype):
             return segmenter(windows).float()
 
-    for index in tqdm(range(len(images)), desc="validating", unit="image", leave=False, dynamic_ncols=True):
+    mine = range(dist_info.rank, len(images), dist_info.world_size)
+    for index in tqdm(mine, desc="validating", unit="image", leave=False, dynamic_ncols=True, disable=not dist_info.main):
         image, mask = images[index]
         logits = predict_logits(forward, image.to(device), len(classes), config.crop, stride, config.val_batch_size)
         accumulator.update(mask, logits.argmax(0).cpu())
     segmenter.train(was_training)
-    return compute_metrics(accumulator.matrix, classes, background_index=0)
+    matrix = torch.from_numpy(accumulator.matrix)
+    if dist_info.world_size > 1:
+        matrix = matrix.to(device)
+        dist.all_reduce(matrix)
+    return compute_metrics(matrix.cpu().numpy(), classes, background_index=0)
 
 
 # ----------------------------------------------------------------------------- run folder
@@ -194,7 +204,7 @@ def setup_logging(run_dir: Path, main: bool) -> None:
         log.addHandler(handler)
         console = logging.StreamHandler()
         console.setFormatter(logging.Formatter("%(message)s"))
-        console.emit = lambda record: tqdm.write(console.format(record))  # type: ignore[method-assign]
+        console.emit = lambda record: tqdm.write(console.format(record), file=sys.stderr)  # type: ignore[method-assign]
         log.addHandler(console)
 
 
@@ -350,9 +360,14 @@ def run_training(config: TrainConfig, settings: Settings, dist_info: Distributed
         ]
         extract = feature_cache.make_extractor(segmenter.forward_features, device, dtype)
         jobs = [(s.image_path, s.mask_path, bank) for s, bank in zip(train_samples, banks)]
-        computed = feature_cache.fill_cache(jobs, entries, extract, config.extract_batch_size, workers, dist_info.rank, dist_info.world_size, dist_info.main)
+        cache_started = time.perf_counter()
+        missing = feature_cache.missing_entries(entries)
+        _barrier(dist_info)  # every process has listed the same missing entries before any is written
+        share = missing[dist_info.rank :: dist_info.world_size]
+        computed = feature_cache.fill_cache(jobs, entries, extract, config.extract_batch_size, workers, share, dist_info.main)
         _barrier(dist_info)
-        log.info(f"feature cache {root}: {len(entries)} images, {computed} computed by this process, the rest reused")
+        cache_seconds = time.perf_counter() - cache_started
+        log.info(f"feature cache {root}: {len(entries)} images, {len(missing)} computed in {cache_seconds:.1f} s, {len(entries) - len(missing)} reused")
         train_data: torch.utils.data.Dataset = feature_cache.CachedViews(entries, config.views_per_image)
     else:
         train_data = LiveViews(train_samples, config.views_per_image, config.crop, scale_range, seed, config.fresh_views)
@@ -400,14 +415,23 @@ def run_training(config: TrainConfig, settings: Settings, dist_info: Distributed
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None)
-    summary = {"run": str(run_dir), "steps": start_step, "best_miou": best["miou"], "best_step": best["step"], "stopped_early": False, "main": dist_info.main}
+    summary: dict[str, Any] = {
+        "run": str(run_dir), "steps": start_step, "best_miou": best["miou"], "best_step": best["step"], "last_miou": None,
+        "stopped_early": False, "main": dist_info.main, "cache_seconds": cache_seconds if config.cache else 0.0,
+        "train_seconds": 0.0, "validation_seconds": 0.0,
+    }
 
     def evaluate_and_save(step: int, train_loss: float) -> bool:
         """Validate, log, save best/last checkpoints and the training state; True to stop early."""
         nonlocal best, evals_without_gain
         status["phase"] = "validating"
-        metrics = validate(segmenter, val_images, classes, config, device, dtype)
+        validation_started = time.perf_counter()
+        metrics = validate(segmenter, val_images, classes, config, device, dtype, dist_info)
+        summary["validation_seconds"] += time.perf_counter() - validation_started
+        summary["last_miou"] = metrics.miou
         status["phase"] = "training"
+        if not dist_info.main:
+            return False
         miou = -math.inf if math.isnan(metrics.miou) else metrics.miou
         improved = miou > best["miou"]
         if improved:
@@ -471,7 +495,7 @@ def run_training(config: TrainConfig, settings: Settings, dist_info: Distributed
                 writer.add_scalar("train/lr", lr, step)
                 log.info(f"step {step}/{config.steps}: loss {values['loss']:.4f}, lr {lr:.2e}, {(time.perf_counter() - started) / (step - start_step):.3f} s/step")
             if step % config.eval_every == 0 or step == config.steps:
-                stop = [evaluate_and_save(step, values["loss"]) if dist_info.main else False]
+                stop = [evaluate_and_save(step, values["loss"])]
                 saved_step = step
                 if dist_info.world_size > 1:
                     dist.broadcast_object_list(stop, src=0)
@@ -484,4 +508,5 @@ def run_training(config: TrainConfig, settings: Settings, dist_info: Distributed
         if writer is not None:
             writer.close()
     summary.update(steps=step, best_miou=best["miou"], best_step=best["step"])
+    summary["train_seconds"] = time.perf_counter() - started - summary["validation_seconds"]
     return summary
