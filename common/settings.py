@@ -91,6 +91,9 @@ def _coerce(name: str, raw: Any, base: Path) -> Any:
     if name in PATH_KEYS:
         path = Path(str(raw)).expanduser()
         return path if path.is_absolute() else (base / path).resolve()
+    if name == "dino_weights" and raw != "hub" and not str(raw).startswith("hf:"):
+        path = Path(str(raw)).expanduser()  # a file or folder; "hub"/"hf:<repo>" name a download instead
+        return str(path if path.is_absolute() else (base / path).resolve())
     if isinstance(default, int) and not isinstance(raw, int):
         try:
             return int(str(raw).strip())

@@ -110,3 +110,12 @@ def test_database_uri_password_is_masked(env_file, monkeypatch):
     s = load_settings()
     assert s.redacted()["fiftyone_database_uri"] == "mongodb://reef:***@db.example:27017"
     assert "pa55word" in s.secrets
+
+
+def test_dino_weights_path_in_env_file_is_relative_to_repo_root_but_hub_names_are_kept(env_file, tmp_path, monkeypatch):
+    monkeypatch.delenv("DINO_WEIGHTS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    env_file.write_text("DINO_WEIGHTS=weights/dinov2_vits14_pretrain.pth\n")
+    assert load_settings().dino_weights == str(REPO_ROOT / "weights" / "dinov2_vits14_pretrain.pth")
+    env_file.write_text("DINO_WEIGHTS=hf:facebook/dinov2-small\n")
+    assert load_settings().dino_weights == "hf:facebook/dinov2-small"
