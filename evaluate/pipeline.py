@@ -15,14 +15,15 @@ import numpy as np
 from tqdm import tqdm
 
 from common.cli import UserError
-from common.fileio import write_bytes_atomic
+from common.fileio import sha256_file, write_bytes_atomic
 from common.settings import Settings
 from evaluate import writeback
 from evaluate.colonies import find_colonies
+from evaluate.prediction_cache import CACHE_FILE, PredictionCache, image_key
 from evaluate.fields import RunFields
 from evaluate.predict import predict_image, resolve_device, use_bf16, window_forward
 from evaluate.reports import ImageResult, SplitReport, format_per_class_table, write_report
-from models.checkpoint import CheckpointSpec, load_checkpoint
+from models.checkpoint import CheckpointSpec, checkpoint_stem, load_checkpoint
 from prepare.cli import default_output_dir
 from prepare.layout import BACKGROUND_NAME, IGNORE_COLOR, IGNORE_INDEX, ManifestEntry, PreparedDataset, load_prepared
 from prepare.mask_png import encode_mask_png, palette_bytes, read_mask
@@ -113,25 +114,39 @@ def evaluate_run(settings: Settings, options: EvaluateOptions, out: TextIO = sys
     writeback.configure_app(dataset, fields, spec.taxonomy, settings.gt_field_name, classes, palette)
 
     device = resolve_device(settings.device)
+    bf16 = use_bf16(options.precision, device)
     model = model.to(device).eval()
-    forward = window_forward(model, device, use_bf16(options.precision, device), options.tta)
+    forward = window_forward(model, device, bf16, options.tta)
     out_dir = run_dir / "eval" / options.split
     png_palette = palette_bytes(palette + [[0, 0, 0]] * (IGNORE_INDEX - len(palette)) + [list(IGNORE_COLOR)])
-    images, used_names = [], set()
+    depends_on = {
+        "head": sha256_file(checkpoint_stem(run_dir, options.which).with_suffix(".safetensors")), "backbone": spec.weights_hash,
+        "crop": crop, "stride": stride, "tta": options.tta, "bf16": bf16, "device": device.type,
+    }  # fmt: skip
+    cache = PredictionCache(out_dir / CACHE_FILE, depends_on)
+    images, used_names, reused = [], set(), 0
     for sample_id in tqdm(sample_ids, desc=f"evaluate {run_dir.name} on {options.split}", unit="image", file=out):
         sample = dataset[sample_id]
-        image = read_image(sample.filepath)
-        height, width = image.shape[:2]
-        prediction = predict_image(forward, image, len(classes), crop, stride, options.batch_size, device)
         mask_path = out_dir / "masks" / _mask_name(sample.filepath, sample_id, used_names)
-        write_bytes_atomic(mask_path, encode_mask_png(prediction.mask, png_palette))
-        polylines = writeback.colonies_to_polylines(find_colonies(prediction.mask, prediction.confidence), classes, width, height)
+        key = image_key(sample.filepath)
+        colonies = cache.get(sample_id, key, mask_path)
+        if colonies is None:
+            image = read_image(sample.filepath)
+            prediction = predict_image(forward, image, len(classes), crop, stride, options.batch_size, device)
+            predicted = prediction.mask
+            write_bytes_atomic(mask_path, encode_mask_png(predicted, png_palette))
+            colonies = find_colonies(predicted, prediction.confidence)
+            cache.add(sample_id, key, mask_path, colonies)
+        else:
+            predicted, reused = read_mask(mask_path), reused + 1
+        height, width = predicted.shape
+        polylines = writeback.colonies_to_polylines(colonies, classes, width, height)
         entry = entries.get(sample_id)
-        result = ImageResult(Path(sample.filepath).name, sample_id, cover_percent(prediction.mask, len(classes)))
+        result = ImageResult(Path(sample.filepath).name, sample_id, cover_percent(predicted, len(classes)))
         if entry is None:
             writeback.write_sample(sample, fields, spec.taxonomy, mask_path, polylines)
         else:
-            result.matrix = confusion_matrix(_ground_truth(prepared, entry, (height, width), sample.filepath), prediction.mask, len(classes))
+            result.matrix = confusion_matrix(_ground_truth(prepared, entry, (height, width), sample.filepath), predicted, len(classes))
             scores = compute_metrics(result.matrix, classes, background)
             gt_polylines = sample[settings.gt_field_name] if sample.has_field(settings.gt_field_name) else None
             writeback.write_sample(
@@ -142,6 +157,9 @@ def evaluate_run(settings: Settings, options: EvaluateOptions, out: TextIO = sys
                 iou=writeback.image_scores_document(scores.iou, classes),
             )  # fmt: skip
         images.append(result)
+    cache.compact()
+    if reused:
+        print(f"reused {reused} earlier predictions made with the same checkpoint and settings ({out_dir / CACHE_FILE})", file=out)
 
     settings_used: dict[str, Any] = {"checkpoint": options.which, "crop": crop, "stride": stride, "tta": options.tta, "device": str(device)}
     report = SplitReport(run_dir.name, options.split, classes, palette, background, images, settings=settings_used)

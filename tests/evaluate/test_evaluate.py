@@ -180,3 +180,16 @@ def test_cli_without_checkpoint_says_so_in_one_line(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "holds no checkpoint_best checkpoint" in result.stderr
+
+
+def test_rerun_resumes_from_earlier_predictions(world: World, evaluated) -> None:
+    cache = world.run_dir / "eval" / "val" / "predictions.jsonl"
+    report, printed = _evaluate(world)
+    assert "reused 3 earlier predictions" in printed
+    lines = cache.read_text().splitlines()
+    cache.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])  # interrupted while appending the second image
+    again, printed = _evaluate(world)
+    assert "reused 1 earlier predictions" in printed
+    assert np.array_equal(again.matrix, report.matrix)
+    assert [c.tp for c in again.colonies.values()] == [c.tp for c in report.colonies.values()]
+    assert len(cache.read_text().splitlines()) == 3

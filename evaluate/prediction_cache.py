@@ -1,0 +1,75 @@
+"""Predictions already made, so an interrupted or repeated evaluation resumes instead of starting over.
+
+Prediction is nearly all of an evaluation's time. Each finished image appends one JSON line: its
+sample, what the prediction depended on (checkpoint tensors, crop, stride, TTA, precision, device
+type, the image file's size and modification time) and its colonies; the mask itself is the
+palette PNG beside it. A line is reused only when all of that is unchanged and the PNG exists.
+A torn last line (an interrupted append) is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from shapely.geometry import Polygon
+
+from common.fileio import write_text_atomic
+from evaluate.colonies import Colony
+
+CACHE_FILE = "predictions.jsonl"
+
+
+def image_key(filepath: str | Path) -> str:
+    """The image file as far as its prediction is concerned: path, size and modification time."""
+    stat = os.stat(filepath)
+    return f"{Path(filepath).resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
+def settings_key(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class PredictionCache:
+    """`get` a sample's earlier colonies (None when it must be predicted again); `add` a finished one."""
+
+    def __init__(self, path: Path, settings: dict[str, Any]) -> None:
+        self.path = path
+        self.key = settings_key(settings)
+        self.entries: dict[str, dict[str, Any]] = {}
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if entry.get("settings") == self.key:
+                    self.entries[entry["sample_id"]] = entry
+
+    def get(self, sample_id: str, image: str, mask_path: Path) -> list[Colony] | None:
+        entry = self.entries.get(sample_id)
+        if entry is None or entry["image"] != image or entry["mask"] != mask_path.name or not mask_path.is_file():
+            return None
+        return [Colony(c["class"], Polygon(c["outline"]), c["confidence"], c["area"]) for c in entry["colonies"]]
+
+    def add(self, sample_id: str, image: str, mask_path: Path, colonies: list[Colony]) -> None:
+        entry = {
+            "sample_id": sample_id, "settings": self.key, "image": image, "mask": mask_path.name,
+            "colonies": [
+                {"class": c.class_index, "outline": [list(p) for p in c.polygon.exterior.coords], "confidence": c.confidence, "area": c.area}
+                for c in colonies
+            ],
+        }  # fmt: skip
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry, separators=(",", ":")) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.entries[sample_id] = entry
+
+    def compact(self) -> None:
+        """Rewrite the file with the current settings' lines only (earlier settings' lines are dead)."""
+        write_text_atomic(self.path, "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in self.entries.values()))
