@@ -245,3 +245,15 @@ def test_same_file_name_in_two_folders(source, options, tmp_path):
     report = prepare_dataset(source.records, source.read, options)
     images = sorted(e.image for e in report.entries if e.split == "train")
     assert images == ["train/data/img_0__id0.jpg", "train/data/img_0__twin.jpg", "train/data/img_1.jpg", "train/data/img_4.jpg"]
+
+
+def test_images_copied_when_they_cannot_be_linked(source, options, monkeypatch):
+    def no_links(src, dst):
+        raise OSError("Invalid cross-device link")
+
+    monkeypatch.setattr(pipeline.os, "link", no_links)
+    report = prepare_dataset(source.records, source.read, options)
+    entry = report.entries[0]
+    copied = options.output_dir / entry.image
+    assert not os.path.samefile(copied, entry.source_image)
+    assert copied.read_bytes() == layout.Path(entry.source_image).read_bytes()
