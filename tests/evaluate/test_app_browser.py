@@ -51,9 +51,9 @@ def _wait_for_page(url: str, process: subprocess.Popen, timeout: float = 60) -> 
 
 def test_app_serves_the_run_in_a_browser(world, tmp_path: Path) -> None:
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
-    from test_evaluate import _evaluate
+    from evaluate_world import evaluate_world
 
-    _evaluate(world)
+    evaluate_world(world)
     fields = RunFields.for_run(world.run_dir.name)
     port = _free_port()
     env = os.environ | {"APP_ADDRESS": "127.0.0.1", "APP_PORT": str(port)}

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLASSES, PALETTE, World, make_run
+from evaluate_world import CLASSES, PALETTE, World, evaluate_world, make_run
 
 from common.cli import UserError
 from evaluate.fields import RunFields, gt_colonies_field, gt_segmentation_field
-from models.backbones import RandomBackboneWarning
 from prepare.layout import load_prepared
 from prepare.mask_png import read_mask
 from train.metrics import compute_metrics, confusion_matrix
@@ -24,19 +21,9 @@ from train.metrics import compute_metrics, confusion_matrix
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _evaluate(world: World, run_dir: Path | None = None, **options):
-    from evaluate.pipeline import EvaluateOptions, evaluate_run
-
-    out = io.StringIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RandomBackboneWarning)
-        report = evaluate_run(world.settings, EvaluateOptions(run_dir=run_dir or world.run_dir, dataset=world.dataset, precision="fp32", **options), out)
-    return report, out.getvalue()
-
-
 @pytest.fixture(scope="module")
 def evaluated(world: World):
-    return _evaluate(world)
+    return evaluate_world(world)
 
 
 def _gt_masks(world: World) -> dict[str, np.ndarray]:
@@ -112,7 +99,7 @@ def test_rerun_replaces_and_delete_removes_only_the_run(world: World, evaluated)
     from evaluate.cli import evaluate
 
     before = set(fo.load_dataset(world.dataset).get_field_schema())
-    _evaluate(world, split="val", tta=True)
+    evaluate_world(world, split="val", tta=True)
     dataset = fo.load_dataset(world.dataset)
     assert set(dataset.get_field_schema()) == before
     fields = RunFields.for_run(world.run_dir.name)
@@ -128,21 +115,21 @@ def test_rerun_replaces_and_delete_removes_only_the_run(world: World, evaluated)
     assert dataset.values("note") == ["kept 0", "kept 1", "kept 2"]
     assert dataset.values("gt_polylines.polylines.label", unwind=True) == gt_polylines
     assert (world.run_dir / "eval" / "val" / "masks").is_dir()  # files on disk stay
-    _evaluate(world)  # leave the world evaluated for the other tests
+    evaluate_world(world)  # leave the world evaluated for the other tests
 
 
 def test_eval_key_of_another_run_is_refused(world: World, evaluated, tmp_path: Path) -> None:
     twin = tmp_path / world.run_dir.name
     shutil.copytree(world.run_dir, twin, ignore=shutil.ignore_patterns("eval"))
     with pytest.raises(UserError, match=f"belongs to run {world.run_dir}"):
-        _evaluate(world, run_dir=twin)
+        evaluate_world(world, run_dir=twin)
 
 
 def test_run_of_another_taxonomy_is_refused(world: World, tmp_path: Path) -> None:
     other = tmp_path / "other-taxonomy"
     make_run(other, classes=["background", "coral"], palette=[[0, 0, 0], [255, 127, 80]], taxonomy="tinytax")
     with pytest.raises(UserError, match="holds the 3 classes of taxonomy 'tinytax'"):
-        _evaluate(world, run_dir=other)
+        evaluate_world(world, run_dir=other)
 
 
 def test_split_without_ground_truth_predicts_only(world: World, evaluated, tmp_path: Path) -> None:
@@ -154,14 +141,14 @@ def test_split_without_ground_truth_predicts_only(world: World, evaluated, tmp_p
     dataset = fo.load_dataset(world.dataset)
     sample_id = dataset.add_sample(fo.Sample(filepath=str(path), tags=["test"]))
     try:
-        report, printed = _evaluate(world, split="test")
+        report, printed = evaluate_world(world, split="test")
         assert not report.scored and "nothing was scored" in printed
         metrics = json.loads((world.run_dir / "eval" / "test" / "metrics.json").read_text())
         assert metrics["images"] == 1 and metrics["summary"] is None
         assert dataset[sample_id][RunFields.for_run(world.run_dir.name).prediction] is not None
     finally:
         dataset.delete_samples(sample_id)
-        _evaluate(world)
+        evaluate_world(world)
 
 
 def test_image_and_mask_of_different_sizes_are_refused(world: World, tmp_path: Path) -> None:
@@ -184,11 +171,11 @@ def test_cli_without_checkpoint_says_so_in_one_line(tmp_path: Path) -> None:
 
 def test_rerun_resumes_from_earlier_predictions(world: World, evaluated) -> None:
     cache = world.run_dir / "eval" / "val" / "predictions.jsonl"
-    report, printed = _evaluate(world)
+    report, printed = evaluate_world(world)
     assert "reused 3 earlier predictions" in printed
     lines = cache.read_text().splitlines()
     cache.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])  # interrupted while appending the second image
-    again, printed = _evaluate(world)
+    again, printed = evaluate_world(world)
     assert "reused 1 earlier predictions" in printed
     assert np.array_equal(again.matrix, report.matrix)
     assert [c.tp for c in again.colonies.values()] == [c.tp for c in report.colonies.values()]

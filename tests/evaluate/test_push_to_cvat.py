@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import World
+from evaluate_world import World
 from cvat_server import FakeCvat, confidence_spec, polygon
 from PIL import Image
 
