@@ -7,25 +7,28 @@ is flat in the number of images; only each image's small confusion matrix is kep
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
+import torch
+from torch import Tensor
 from tqdm import tqdm
 
 from common.cli import UserError
 from common.fileio import sha256_file, write_bytes_atomic
 from common.settings import Settings
 from evaluate import writeback
-from evaluate.colonies import find_colonies
-from evaluate.prediction_cache import CACHE_FILE, PredictionCache, image_key
+from evaluate.colonies import Colony, find_colonies
 from evaluate.fields import RunFields
 from evaluate.predict import predict_image, resolve_device, use_bf16, window_forward
+from evaluate.prediction_cache import CACHE_FILE, PredictionCache, image_key
 from evaluate.reports import ImageResult, SplitReport, format_per_class_table, write_report
 from models.checkpoint import CheckpointSpec, checkpoint_stem, load_checkpoint
 from prepare.cli import default_output_dir
-from prepare.layout import BACKGROUND_NAME, IGNORE_COLOR, IGNORE_INDEX, ManifestEntry, PreparedDataset, load_prepared
+from prepare.layout import BACKGROUND_NAME, IGNORE_COLOR, IGNORE_INDEX, INFO_FILE, ManifestEntry, PreparedDataset, load_prepared
 from prepare.mask_png import encode_mask_png, palette_bytes, read_mask
 from prepare.taxonomy import load_taxonomy, taxonomy_dirs
 from train.data import read_image
@@ -68,6 +71,12 @@ def find_prepared(settings: Settings, options: EvaluateOptions, spec: Checkpoint
     if options.data_dir is None:
         folder = default_output_dir(settings, options.dataset, spec.taxonomy)
         if not folder.is_dir():
+            others = sorted(p.name for p in folder.parent.glob(f"{options.dataset}_*") if (p / INFO_FILE).is_file())
+            if others:
+                raise UserError(
+                    f"run {options.run_dir.name} predicts taxonomy {spec.taxonomy!r} but dataset {options.dataset!r} was prepared only as "
+                    f"{', '.join(others)}; prepare it with --taxonomy {spec.taxonomy} or pass a folder with --data-dir"
+                )
             print(f"no prepared folder {folder}: predicting only, nothing will be scored", file=out)
             return None
     prepared = load_prepared(options.data_dir or folder)
@@ -90,6 +99,22 @@ def _ground_truth(prepared: PreparedDataset, entry: ManifestEntry, image_shape: 
             f"{mask.shape[1]}x{mask.shape[0]}; the image changed since prepare: rerun prepare/prepare_data.py"
         )
     return mask
+
+
+def _predict_or_reuse(
+    cache: PredictionCache, forward: Callable[[Tensor], Tensor], sample_id: str, filepath: str, mask_path: Path,
+    num_classes: int, crop: int, stride: int, batch_size: int, device: torch.device, png_palette: bytes,
+) -> tuple[np.ndarray, list[Colony], bool]:
+    """(predicted mask, colonies, reused) of one image: from the cache when nothing it depends on changed."""
+    key = image_key(filepath)
+    colonies = cache.get(sample_id, key, mask_path)
+    if colonies is not None:
+        return read_mask(mask_path), colonies, True
+    prediction = predict_image(forward, read_image(filepath), num_classes, crop, stride, batch_size, device)
+    write_bytes_atomic(mask_path, encode_mask_png(prediction.mask, png_palette))
+    colonies = find_colonies(prediction.mask, prediction.confidence)
+    cache.add(sample_id, key, mask_path, colonies)
+    return prediction.mask, colonies, False
 
 
 def evaluate_run(settings: Settings, options: EvaluateOptions, out: TextIO = sys.stdout) -> SplitReport:
@@ -115,8 +140,7 @@ def evaluate_run(settings: Settings, options: EvaluateOptions, out: TextIO = sys
 
     device = resolve_device(settings.device)
     bf16 = use_bf16(options.precision, device)
-    model = model.to(device).eval()
-    forward = window_forward(model, device, bf16, options.tta)
+    forward = window_forward(model.to(device).eval(), device, bf16, options.tta)
     out_dir = run_dir / "eval" / options.split
     png_palette = palette_bytes(palette + [[0, 0, 0]] * (IGNORE_INDEX - len(palette)) + [list(IGNORE_COLOR)])
     depends_on = {
@@ -128,21 +152,14 @@ def evaluate_run(settings: Settings, options: EvaluateOptions, out: TextIO = sys
     for sample_id in tqdm(sample_ids, desc=f"evaluate {run_dir.name} on {options.split}", unit="image", file=out):
         sample = dataset[sample_id]
         mask_path = out_dir / "masks" / _mask_name(sample.filepath, sample_id, used_names)
-        key = image_key(sample.filepath)
-        colonies = cache.get(sample_id, key, mask_path)
-        if colonies is None:
-            image = read_image(sample.filepath)
-            prediction = predict_image(forward, image, len(classes), crop, stride, options.batch_size, device)
-            predicted = prediction.mask
-            write_bytes_atomic(mask_path, encode_mask_png(predicted, png_palette))
-            colonies = find_colonies(predicted, prediction.confidence)
-            cache.add(sample_id, key, mask_path, colonies)
-        else:
-            predicted, reused = read_mask(mask_path), reused + 1
+        predicted, colonies, was_cached = _predict_or_reuse(
+            cache, forward, sample_id, sample.filepath, mask_path, len(classes), crop, stride, options.batch_size, device, png_palette
+        )
+        reused += was_cached
         height, width = predicted.shape
         polylines = writeback.colonies_to_polylines(colonies, classes, width, height)
-        entry = entries.get(sample_id)
         result = ImageResult(Path(sample.filepath).name, sample_id, cover_percent(predicted, len(classes)))
+        entry = entries.get(sample_id)
         if entry is None:
             writeback.write_sample(sample, fields, spec.taxonomy, mask_path, polylines)
         else:

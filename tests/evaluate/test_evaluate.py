@@ -130,6 +130,10 @@ def test_run_of_another_taxonomy_is_refused(world: World, tmp_path: Path) -> Non
     make_run(other, classes=["background", "coral"], palette=[[0, 0, 0], [255, 127, 80]], taxonomy="tinytax")
     with pytest.raises(UserError, match="holds the 3 classes of taxonomy 'tinytax'"):
         evaluate_world(world, run_dir=other)
+    agnostic = tmp_path / "agnostic-run"
+    make_run(agnostic, classes=["background", "coral"], palette=[[0, 0, 0], [255, 127, 80]], taxonomy="agnostic")
+    with pytest.raises(UserError, match=f"predicts taxonomy 'agnostic' but dataset '{world.dataset}' was prepared only as {world.dataset}_tinytax"):
+        evaluate_world(world, run_dir=agnostic)
 
 
 def test_split_without_ground_truth_predicts_only(world: World, evaluated, tmp_path: Path) -> None:
