@@ -38,12 +38,16 @@ class View:
 
 
 def view_bank(name: str, height: int, width: int, k: int, crop: int, scale_range: tuple[float, float], seed: int) -> list[View]:
-    """K reproducible views of one image, drawn from `seed` and the image's name only."""
+    """K reproducible views of one image, drawn from `seed` and the image's name only.
+
+    A window is never larger than the image's shorter side (a small image is seen whole, not
+    surrounded by padding that would teach nothing).
+    """
     rng = np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
     views = []
     for _ in range(k):
         scale = float(rng.uniform(scale_range[0], scale_range[1]))
-        size = max(1, round(crop / scale))
+        size = max(1, min(round(crop / scale), height, width))
         top = int(rng.integers(0, max(height - size, 0) + 1))
         left = int(rng.integers(0, max(width - size, 0) + 1))
         views.append(View(top=top, left=left, size=size, crop=crop, flip=bool(rng.integers(2)), rot90=int(rng.integers(4))))

@@ -171,7 +171,7 @@ def test_gpu_out_of_memory_says_what_to_lower(tmp_path, prepared, monkeypatch, c
 def test_no_cache_trains_on_live_views_to_the_same_result(tmp_path, prepared, monkeypatch, capsys):
     settings = tiny_overrides(tmp_path, prepared, steps=10, eval_every=10, precision="fp32")
     assert run_cli(monkeypatch, capsys, None, name="cached", **settings)[0] == 0
-    assert run_cli(monkeypatch, capsys, None, name="live", nocache=True, **settings)[0] == 0
+    assert run_cli(monkeypatch, capsys, None, name="live", **{"no-cache": True}, **settings)[0] == 0
     cached, live = (metrics(tmp_path / "runs" / n)[-1]["miou"] for n in ("cached", "live"))
     assert abs(cached - live) < 0.01  # the same views, fp16-stored features against live fp32 ones
     assert "feature cache" not in (tmp_path / "runs" / "live" / "train.log").read_text()

@@ -38,6 +38,12 @@ def test_views_stay_inside_image_and_cover_all_eight_dihedral_transforms():
         assert 0 <= v.top <= 300 - v.size and 0 <= v.left <= 400 - v.size
 
 
+def test_windows_never_exceed_a_small_image():
+    views = view_bank("small", 100, 80, 16, 56, (0.5, 1.0), seed=0)
+    assert all(56 <= v.size <= 80 and v.top + v.size <= 100 and v.left + v.size <= 80 for v in views)
+    assert {v.size for v in view_bank("tiny", 40, 60, 4, 56, (0.5, 1.0), seed=0)} == {40}  # seen whole, resized up
+
+
 def test_image_and_mask_get_the_same_transform_at_scale_one():
     image, mask = _pair()
     for flip in (False, True):
@@ -60,7 +66,7 @@ def test_image_and_mask_agree_after_resizing():
         assert agree > 0.95, (view, agree)  # only block edges may blend colours
 
 
-def test_window_past_the_border_is_ignore_in_the_mask_and_black_in_the_image():
+def test_a_window_past_the_border_is_ignore_in_the_mask_and_black_in_the_image():
     image, mask = _pair(size=32)
     crop_image, crop_mask = apply_view(image, mask, View(top=16, left=16, size=32, crop=32, flip=False, rot90=0))
     assert (crop_mask[16:, :] == IGNORE_INDEX).all() and (crop_mask[:, 16:] == IGNORE_INDEX).all()
