@@ -77,12 +77,13 @@ def file_hashes(samples: list[Sample]) -> list[tuple[str, str]]:
     return [(sha256_file(s.image_path), sha256_file(s.mask_path)) for s in samples]
 
 
-def class_pixel_counts(samples: list[Sample], num_classes: int) -> np.ndarray:
-    """Labelled pixels per class over the samples' masks (the ignore index left out)."""
-    counts = np.zeros(num_classes, dtype=np.int64)
-    for sample in samples:
-        mask = read_mask(sample.mask_path)
-        counts += np.bincount(mask[mask < num_classes].ravel(), minlength=num_classes)[:num_classes]
+def class_pixel_counts(dataset: PreparedDataset, split: str) -> np.ndarray:
+    """Labelled pixels per class in a split, from the manifest (no mask is read)."""
+    counts = np.zeros(dataset.num_classes, dtype=np.int64)
+    for entry in dataset.split(split):
+        for index, count in entry.pixels.items():
+            if int(index) < dataset.num_classes:  # the ignore index is counted there too
+                counts[int(index)] += count
     return counts
 
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
@@ -29,7 +28,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from common.cli import UserError
-from common.fileio import atomic_path, write_json_atomic, write_text_atomic
+from common.fileio import atomic_path, write_text_atomic
 from common.settings import Settings
 from models import checkpoint as run_checkpoint
 from models.backbones import build_backbone
@@ -39,7 +38,7 @@ from models.sliding_window import predict_logits
 from prepare.layout import PreparedDataset, classes_text, palette_text
 from train import feature_cache
 from train.config import TrainConfig, config_dict
-from train.data import FullImages, LiveViews, Sample, bank_for, file_hashes, inverse_sqrt_weights, load_samples
+from train.data import FullImages, LiveViews, Sample, bank_for, class_pixel_counts, file_hashes, inverse_sqrt_weights, load_samples
 from train.metrics import ConfusionAccumulator, SegmentationMetrics, compute_metrics
 
 STATE_FILE = "train_state.pt"
@@ -331,12 +330,7 @@ def run_training(config: TrainConfig, settings: Settings, dist_info: Distributed
         raise UserError(f"crop {config.crop} is not a multiple of {backbone.name}'s patch size {backbone.patch_size}; use {config.crop // backbone.patch_size * backbone.patch_size or backbone.patch_size}")
     head_options = dict(config.head_config)
     if config.class_weights:
-        counts = np.zeros(len(classes), dtype=np.int64)
-        for entry in dataset.split("train"):
-            for index, count in entry.pixels.items():
-                if int(index) < len(classes):
-                    counts[int(index)] += count
-        head_options["class_weights"] = inverse_sqrt_weights(counts)
+        head_options["class_weights"] = inverse_sqrt_weights(class_pixel_counts(dataset, "train"))
     head = build_head(config.head, backbone.embed_dim, len(backbone.layers), len(classes), **head_options)
     segmenter = Segmenter(backbone, head).to(device)
     if config.init_from:

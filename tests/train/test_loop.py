@@ -74,3 +74,12 @@ def test_help_is_answered_without_importing_torch():
     assert "--views_per_image" in out and "--resume" in out and out.strip().endswith("False")
     script = subprocess.run([sys.executable, "train/train.py", "--help"], cwd=REPO, capture_output=True, text=True, check=True)
     assert script.stdout.startswith("usage: python train/train.py")
+
+
+def test_class_pixel_counts_from_the_manifest_match_the_masks(prepared):
+    from prepare.layout import load_prepared
+    from train.data import class_pixel_counts, load_samples, read_mask
+
+    counts = class_pixel_counts(load_prepared(prepared), "train")
+    masks = [read_mask(s.mask_path) for s in load_samples(prepared)[1]["train"]]
+    assert counts.tolist() == np.bincount(np.concatenate([m.ravel() for m in masks]), minlength=3).tolist()

@@ -41,7 +41,10 @@ def metrics(run: Path) -> list[dict]:
 
 @pytest.mark.parametrize("head", ["linear", "segformer", "upernet", "mask2former"])
 def test_each_head_learns_the_toy_task_from_the_cli(tmp_path, prepared, monkeypatch, capsys, head):
-    extra = {"head_config": SMALL_MASK2FORMER, "lr": 1e-3, "steps": 40, "eval_every": 20} if head == "mask2former" else {}
+    extra = {
+        "mask2former": {"head_config": SMALL_MASK2FORMER, "lr": 1e-3, "steps": 40, "eval_every": 20},
+        "segformer": {"class_weights": True},  # the loss weighted by 1/sqrt(class frequency) from the manifest
+    }.get(head, {})
     status, err = run_cli(monkeypatch, capsys, f"train/configs/{head}.yaml", **tiny_overrides(tmp_path, prepared, **extra))
     assert status == 0, err
     run = tmp_path / "runs" / f"{head}_toy_toy"
@@ -56,6 +59,7 @@ def test_each_head_learns_the_toy_task_from_the_cli(tmp_path, prepared, monkeypa
     spec = json.loads((run / "checkpoint_best.json").read_text())
     assert spec["head"] == head and spec["classes"] == ["background", "Acropora", "Porites"] and spec["crop"] == 56
     assert spec["layers"] == ([3] if head == "linear" else [0, 1, 2, 3])
+    assert ("class_weights" in spec["head_config"]) == (head == "segformer")
 
 
 def _crash_at(monkeypatch, call: int, error: BaseException) -> None:
