@@ -236,7 +236,10 @@ def _claim_folder(root: Path, dataset: str, overwrite: bool) -> None:
             if root in (Path(root.anchor), Path.home().resolve(), REPO_ROOT) or root in REPO_ROOT.parents:
                 raise UserError(f"refusing to empty {root}; choose a dedicated --output-dir")
             for child in root.iterdir():
-                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
     root.mkdir(parents=True, exist_ok=True)
     layout.write_if_changed(owner, json.dumps({"created_by": layout.CREATED_BY, "dataset": dataset}) + "\n")
 
@@ -269,7 +272,7 @@ def _job(
     shapes = tuple(
         (value, a.z_order, tuple(np.ascontiguousarray(ring, dtype=np.float64).reshape(-1, 2) for ring in a.rings))
         for a in annotations
-        if (value := label_map[a.label]) is not None
+        if (value := label_map.get(a.label)) is not None  # a label added since the records were read is skipped
     )
     recorded = (record.width, record.height) if record.width and record.height else None
     digest = hashlib.blake2b(digest_size=16)
