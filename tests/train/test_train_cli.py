@@ -200,3 +200,13 @@ def test_two_gloo_processes_match_one_process(tmp_path, prepared, monkeypatch, c
     m_one, m_two = metrics(tmp_path / "runs" / "one")[-1], metrics(tmp_path / "runs" / "two")[-1]
     assert abs(m_one["miou"] - m_two["miou"]) < 0.02
     assert "2 process(es)" in (tmp_path / "runs" / "two" / "train.log").read_text()
+
+
+def test_without_data_dir_it_trains_on_the_demo_folder_under_data_root(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DATA_ROOT", str(tmp_path / "data"))
+    write_prepared(tmp_path / "data" / "prepared" / "reef_demo_finegrained", train=2, val=1)
+    overrides = {k: v for k, v in tiny_overrides(tmp_path, tmp_path, steps=2, eval_every=2).items() if k not in ("data_dir", "cache_dir")}
+    status, err = run_cli(monkeypatch, capsys, None, **overrides)
+    assert status == 0, err
+    assert (tmp_path / "runs" / "linear_reef_demo_finegrained" / "checkpoint_best.json").is_file()
+    assert list((tmp_path / "data" / "cache").glob("tiny_dinov2-*/*/layer_3.npy"))  # the cache defaults to DATA_ROOT/cache
