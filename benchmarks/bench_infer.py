@@ -130,6 +130,7 @@ def main() -> None:
             batched = time_prediction(model, image, device, bf16, args.batch_size, args.crop, args.stride, args.repeats)
             single = time_prediction(model, image, device, bf16, 1, args.crop, args.stride, args.repeats)
             rows.append([f"{args.backbone} + {head}", "bf16" if bf16 else "fp32", round(batched, 2), round(single, 2), round(single / batched, 2)])
+            print(f"  measured {rows[-1][0]} {rows[-1][1]}: {batched:.2f} s batched, {single:.2f} s one window at a time", file=sys.stderr, flush=True)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
     print(f"{args.size}x{args.size} image, {windows} windows of {args.crop} px (stride {args.stride}), {NUM_CLASSES} classes, {where}, median of {args.repeats}")
     print(format_table(["model", "precision", f"s/image batched ({args.batch_size})", "s/image one window at a time", "speed-up"], rows))

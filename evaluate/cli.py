@@ -71,7 +71,9 @@ def evaluate_main() -> None:
     run(evaluate, secrets=load_settings().secrets)
 
 
-def app(dataset: str | None = None, address: str | None = None, port: int | None = None, view: str | None = None) -> None:
+def app(
+    dataset: str | None = None, address: str | None = None, port: int | None = None, view: str | None = None, screenshot: str | None = None
+) -> None:
     """Open the FiftyOne App on a dataset (remote mode: browse from any machine that reaches the address).
 
     Args:
@@ -79,6 +81,7 @@ def app(dataset: str | None = None, address: str | None = None, port: int | None
         address: the address the App listens on (default APP_ADDRESS; 0.0.0.0 for every interface).
         port: the App's port (default APP_PORT).
         view: a saved view to open, e.g. worst_first_<run>.
+        screenshot: save a PNG of the page (headless chromium + playwright) to this path and exit.
     """
     settings = load_settings(app_address=address, app_port=port)
     from evaluate import writeback
@@ -87,7 +90,16 @@ def app(dataset: str | None = None, address: str | None = None, port: int | None
     if view and not ds.has_saved_view(view):
         raise UserError(f"dataset {ds.name!r} has no saved view {view!r}; saved views: {', '.join(ds.list_saved_views()) or 'none'}")
     session = writeback.launch_app(ds, settings.app_address, settings.app_port, view)
-    print(f"FiftyOne App: {writeback.app_url(settings.app_address, settings.app_port, ds.name, view)}  (Ctrl-C to stop)", flush=True)
+    url = writeback.app_url(settings.app_address, settings.app_port, ds.name, view)
+    print(f"FiftyOne App: {url}  (Ctrl-C to stop)", flush=True)
+    if screenshot:
+        from evaluate.app_screenshot import capture, wait_for_app
+
+        wait_for_app(url)
+        active = ds.app_config.active_fields.paths if ds.app_config.active_fields else []
+        capture(url, screenshot, wait_for=active[0] if active else "samples")
+        print(f"screenshot: {screenshot}")
+        return
     session.wait(-1)
 
 

@@ -28,9 +28,9 @@ from evaluate.prediction_cache import CACHE_FILE, PredictionCache, image_key
 from evaluate.reports import ImageResult, SplitReport, format_per_class_table, write_report
 from models.checkpoint import CheckpointSpec, checkpoint_stem, load_checkpoint
 from prepare.cli import default_output_dir
-from prepare.layout import BACKGROUND_NAME, IGNORE_COLOR, IGNORE_INDEX, INFO_FILE, ManifestEntry, PreparedDataset, load_prepared
+from prepare.layout import BACKGROUND_COLOR, BACKGROUND_NAME, IGNORE_COLOR, IGNORE_INDEX, INFO_FILE, ManifestEntry, PreparedDataset, load_prepared
 from prepare.mask_png import encode_mask_png, palette_bytes, read_mask
-from prepare.taxonomy import load_taxonomy, taxonomy_dirs
+from prepare.taxonomy import Taxonomy, load_taxonomy, taxonomy_dirs
 from train.data import read_image
 from train.metrics import compute_metrics, confusion_matrix, cover_percent
 
@@ -64,6 +64,15 @@ def check_prepared(prepared: PreparedDataset, spec: CheckpointSpec, run_dir: Pat
     source = (prepared.info.get("source") or {}).get("dataset")
     if source not in (None, dataset):
         raise UserError(f"{prepared.root} was prepared from dataset {source!r}, not {dataset!r}; pass --data-dir with this dataset's prepared folder")
+
+
+def run_palette(spec: CheckpointSpec, taxonomy: Taxonomy) -> list[list[int]]:
+    """The run's class colours; a spec saved without them takes the taxonomy's (background black)."""
+    if spec.palette:
+        return [list(colour) for colour in spec.palette]
+    if list(spec.classes) != [BACKGROUND_NAME, *taxonomy.classes]:
+        raise UserError(f"the run's checkpoint has no palette and its classes differ from taxonomy {taxonomy.name!r}'s, so its colours are unknown")
+    return [list(BACKGROUND_COLOR), *map(list, taxonomy.colors)]
 
 
 def find_prepared(settings: Settings, options: EvaluateOptions, spec: CheckpointSpec, out: TextIO) -> PreparedDataset | None:
@@ -123,12 +132,12 @@ def evaluate_run(settings: Settings, options: EvaluateOptions, out: TextIO = sys
         raise UserError(f"--split must be one of {', '.join(SPLITS)}, not {options.split!r}")
     run_dir = options.run_dir.expanduser().resolve()
     model, spec = load_checkpoint(run_dir, options.which, weights=options.weights or settings.dino_weights or None)
-    classes, palette = list(spec.classes), [list(c) for c in spec.palette]
+    taxonomy = load_taxonomy(spec.taxonomy, taxonomy_dirs(settings.taxonomy_dirs))
+    classes, palette = list(spec.classes), run_palette(spec, taxonomy)
     background = classes.index(BACKGROUND_NAME) if BACKGROUND_NAME in classes else None
     crop, stride = options.crop or spec.crop, options.stride or spec.stride
     prepared = find_prepared(settings, options, spec, out)
     entries = {e.sample_id: e for e in prepared.entries} if prepared else {}
-    taxonomy = load_taxonomy(spec.taxonomy, taxonomy_dirs(settings.taxonomy_dirs))
 
     dataset = writeback.load_dataset(options.dataset)
     sample_ids = writeback.sample_ids_for_split(dataset, options.split, {i: e.split for i, e in entries.items()})

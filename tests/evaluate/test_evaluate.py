@@ -184,3 +184,13 @@ def test_rerun_resumes_from_earlier_predictions(world: World, evaluated) -> None
     assert np.array_equal(again.matrix, report.matrix)
     assert [c.tp for c in again.colonies.values()] == [c.tp for c in report.colonies.values()]
     assert len(cache.read_text().splitlines()) == 3
+
+
+def test_a_checkpoint_without_palette_takes_the_taxonomy_colours(world: World) -> None:
+    from evaluate.pipeline import run_palette
+    from models.checkpoint import read_checkpoint
+    from prepare.taxonomy import load_taxonomy, taxonomy_dirs
+
+    _, spec = read_checkpoint(world.run_dir)
+    spec.palette = []
+    assert run_palette(spec, load_taxonomy("tinytax", taxonomy_dirs(world.settings.taxonomy_dirs))) == PALETTE

@@ -98,3 +98,11 @@ def test_task_without_a_class_label_is_refused_by_name(world: World) -> None:
     cvat, task, _ = _server(world, labels=("Acropora",))
     with cvat.serve(), pytest.raises(UserError, match=r"no label for the run's classes Porites \(its labels: Acropora, Pocillopora\)"):
         _push(world, cvat, task)
+
+
+def test_frame_of_another_size_than_cvat_records_is_refused(world: World) -> None:
+    cvat, task, _ = _server(world)
+    name, data, width, height = cvat.frames[task][0]
+    cvat.frames[task][0] = (name, data, width + 8, height)
+    with cvat.serve(), pytest.raises(UserError, match=f"CVAT frame {name} decodes to {width}x{height} but the task records {width + 8}x{height}"):
+        _push(world, cvat, task, dry_run=True)
