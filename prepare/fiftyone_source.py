@@ -18,7 +18,7 @@ from common.cli import UserError
 from data_engineering import dataset_contract as contract
 from prepare.pipeline import Annotation, SampleRecord
 
-CHUNK_SIZE = 64  # samples whose polygons are read in one database round trip (memory stays flat)
+CHUNK_SIZE = 32  # samples whose polygons are read in one database round trip (memory stays flat)
 
 
 def load_dataset(name: str) -> fo.Dataset:
