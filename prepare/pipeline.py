@@ -117,7 +117,7 @@ class MaskJob:
 
 @dataclass(frozen=True)
 class MaskResult:
-    job: MaskJob
+    source_image: str
     entry: layout.ManifestEntry | None
     degenerate: int = 0
     problem: str = ""  # why the sample was left out, when entry is None
@@ -181,7 +181,7 @@ def prepare_dataset(records: Sequence[SampleRecord], read_annotations: Annotatio
             progress.update()
             report.degenerate += result.degenerate
             if result.entry is None:
-                report.left_out.setdefault(result.problem, []).append(result.job.source_image)
+                report.left_out.setdefault(result.problem, []).append(result.source_image)
                 continue
             finish(result.entry)
             report.written += 1
@@ -302,9 +302,9 @@ def make_mask(job: MaskJob) -> MaskResult:
         with Image.open(job.source_image) as image:
             width, height = image.size
     except (OSError, ValueError):
-        return MaskResult(job, None, problem="image file unreadable")
+        return MaskResult(job.source_image, None, problem="image file unreadable")
     if job.recorded_size and job.recorded_size != (width, height):
-        return MaskResult(job, None, problem="image size differs from the dataset's metadata (run compute_metadata(overwrite=True) if the image is right)")
+        return MaskResult(job.source_image, None, problem="image size differs from the dataset's metadata (run compute_metadata(overwrite=True) if the image is right)")
     shapes, degenerate, instances = [], 0, Counter()
     for value, z_order, rings in job.shapes:
         geometry = polygon_from_rings([to_pixels(ring, width, height) for ring in rings])
@@ -334,7 +334,7 @@ def make_mask(job: MaskJob) -> MaskResult:
         pixels={str(i): int(n) for i, n in enumerate(counts) if n},
         instances=dict(instances),
     )
-    return MaskResult(job, entry, degenerate)
+    return MaskResult(job.source_image, entry, degenerate)
 
 
 _buffers: dict[tuple[int, int], np.ndarray] = {}

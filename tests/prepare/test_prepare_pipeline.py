@@ -171,6 +171,12 @@ def test_image_size_differs_from_recorded(source, options):
     assert report.written == 5
 
 
+def test_unreadable_image_is_left_out_and_listed(source, options):
+    layout.Path(source.records[2].filepath).write_bytes(b"not a jpeg")
+    report = prepare_dataset(source.records, source.read, options)
+    assert report.left_out == {"image file unreadable": [source.records[2].filepath]} and report.written == 5
+
+
 def test_missing_metadata_uses_the_image_size(source, options):
     source.add(replace(source.records[0], width=None, height=None), source.annotations["id0"])
     report = prepare_dataset(source.records, source.read, options)
