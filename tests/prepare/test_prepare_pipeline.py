@@ -151,6 +151,26 @@ def test_parallel_workers_write_the_same_masks(source, options, tmp_path, monkey
     assert sorted(e.mask_sha256 for e in serial.entries) == sorted(e.mask_sha256 for e in parallel.entries)
 
 
+def test_polygons_are_streamed_not_loaded_all_at_once(source, options, monkeypatch):
+    """Memory stays flat in the number of images: a sample's polygons are read just before its mask is drawn."""
+    read_ahead = []
+    drawn = []
+    real = pipeline.make_mask
+
+    def reader(sample_ids):
+        for i, item in enumerate(source.read(sample_ids)):
+            read_ahead.append(i + 1 - len(drawn))
+            yield item
+
+    def counting(job):
+        drawn.append(job.sample_id)
+        return real(job)
+
+    monkeypatch.setattr(pipeline, "make_mask", counting)
+    prepare_dataset(source.records, reader, options)
+    assert len(drawn) == 6 and max(read_ahead) == 1
+
+
 def test_empty_dataset(options):
     with pytest.raises(UserError, match="has no samples"):
         prepare_dataset([], lambda ids: iter(()), options)
