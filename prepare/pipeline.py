@@ -135,8 +135,10 @@ def prepare_dataset(records: Sequence[SampleRecord], read_annotations: Annotatio
     root = options.output_dir.expanduser().resolve()
     _claim_folder(root, str(options.source.get("dataset")), options.overwrite)
     for split in layout.SPLITS:
-        (root / split / layout.IMAGES_DIR).mkdir(parents=True, exist_ok=True)
-        (root / split / layout.MASKS_DIR).mkdir(parents=True, exist_ok=True)
+        for folder in (root / split / layout.IMAGES_DIR, root / split / layout.MASKS_DIR):
+            folder.mkdir(parents=True, exist_ok=True)
+            for leftover in folder.glob(".*.part*"):  # temporary files of a run that was killed mid-write
+                leftover.unlink()
     previous = {e.sample_id: e for e in layout.read_manifest(root / layout.MANIFEST_FILE)}
     previous |= {e.sample_id: e for e in layout.read_manifest(root / layout.JOURNAL_FILE)}
 

@@ -138,8 +138,11 @@ def test_interrupted_run_resumes(source, options, monkeypatch):
     assert not list(root.rglob("*.part*"))  # atomic writes leave no half-written file
     assert not (root / "manifest.jsonl").exists() and (root / layout.JOURNAL_FILE).is_file()
     monkeypatch.setattr(pipeline, "make_mask", real)
+    killed_mid_write = root / "val/labels/.img_2.png.x1y2.part.png"  # what a killed process leaves behind
+    killed_mid_write.write_bytes(b"half a png")
     report = prepare_dataset(source.records, source.read, options)
     assert (report.written, report.up_to_date) == (4, 2)
+    assert not killed_mid_write.exists()
     assert not (root / layout.JOURNAL_FILE).exists()
     assert len(layout.load_prepared(root).entries) == 6
 
