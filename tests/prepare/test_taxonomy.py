@@ -109,3 +109,12 @@ def test_unknown_labels_other_or_ignore():
     assert resolve_labels(load_taxonomy("agnostic"), counts, "other", 255)["Dendrophyllia"] == 1
     with pytest.raises(UserError, match="--unknown must be one of"):
         resolve_labels(extended, counts, "guess", 255)
+
+
+def test_parent_loop_is_refused_and_a_file_path_works(tmp_path):
+    _write(tmp_path, "a", "name: a\nparent: b\nclasses:\n  - {name: X, color: [1, 1, 1]}\n")
+    _write(tmp_path, "b", "name: b\nparent: a\nclasses:\n  - {name: X, color: [1, 1, 1]}\n")
+    with pytest.raises(UserError, match="loop back"):
+        load_taxonomy("a", taxonomy_dirs(str(tmp_path)))
+    _write(tmp_path, "base", BASE)
+    assert load_taxonomy(str(tmp_path / "base.yaml")).classes == ("A", "B", "C")
