@@ -37,7 +37,12 @@ def test_app_serves_the_run_in_a_browser(world: World) -> None:
     evaluate_world(world)
     fields = RunFields.for_run(world.run_dir.name)
     port = _free_port()
-    env = os.environ | {"APP_ADDRESS": "127.0.0.1", "APP_PORT": str(port)}
+    import fiftyone.core.odm.database as fod
+
+    host, db_port = fod.get_db_client().address
+    # FiftyOne attaches a new process to ANY running database service of this user, whatever its
+    # FIFTYONE_DATABASE_DIR; naming this process's database makes the App serve the test's own one.
+    env = os.environ | {"APP_ADDRESS": "127.0.0.1", "APP_PORT": str(port), "FIFTYONE_DATABASE_URI": f"mongodb://{host}:{db_port}"}
     process = subprocess.Popen(
         [sys.executable, str(REPO / "evaluate" / "app.py"), world.dataset], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
