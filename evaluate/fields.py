@@ -18,12 +18,17 @@ COLONY_IOU = 0.5  # polygon IoU a predicted colony needs with a ground-truth col
 CONFIDENCE = "confidence"  # on each predicted colony: mean probability of its class over its pixels
 
 
-def field_key(name: str) -> str:
-    """A name as a FiftyOne field-name fragment: lower case, `[a-z0-9_]`, never starting with a digit."""
+def field_key(name: str, digit_prefix: str = "run_") -> str:
+    """A name as a FiftyOne field-name fragment: lower case, `[a-z0-9_]`, `digit_prefix` before a leading digit."""
     key = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
     if not key:
         raise ValueError(f"{name!r} has no letter or digit to name FiftyOne fields after")
-    return f"run_{key}" if key[0].isdigit() else key
+    return f"{digit_prefix}{key}" if key[0].isdigit() else key
+
+
+def class_key(name: str) -> str:
+    """A class name as the attribute of the per-class IoU document (`Pavona/Leptoseris` -> `pavona_leptoseris`)."""
+    return field_key(name, digit_prefix="class_")
 
 
 def gt_segmentation_field(taxonomy: str) -> str:
@@ -77,7 +82,7 @@ class RunFields:
 
     @property
     def iou(self) -> str:
-        """Embedded document per sample: IoU of each class (attribute = `field_key(class name)`), None where undefined."""
+        """Embedded document per sample: IoU of each class (attribute `class_key(class name)`), None where undefined."""
         return f"eval_{self.key}_iou"
 
     @property

@@ -145,7 +145,7 @@ def evaluate_run(settings: Settings, options: EvaluateOptions, out: TextIO = sys
         raise UserError(f"dataset {options.dataset!r} has no sample in split {options.split!r}; choose another --split or tag samples with it")
     fields = RunFields.for_run(run_dir.name)
     writeback.begin_run(dataset, fields, run_dir, options.split, spec.taxonomy)
-    writeback.configure_app(dataset, fields, spec.taxonomy, settings.gt_field_name, classes, palette)
+    writeback.configure_app(dataset, fields, spec.taxonomy, classes, palette)
 
     device = resolve_device(settings.device)
     bf16 = use_bf16(options.precision, device)

@@ -23,7 +23,7 @@ from fiftyone import ViewField as F
 
 from common.cli import UserError
 from evaluate.colonies import Colony
-from evaluate.fields import COLONY_IOU, CONFIDENCE, INFO_EVALUATIONS, RunFields, field_key, gt_colonies_field, gt_segmentation_field
+from evaluate.fields import COLONY_IOU, CONFIDENCE, INFO_EVALUATIONS, RunFields, class_key, gt_colonies_field, gt_segmentation_field
 from evaluate.reports import ColonyCounts
 from prepare.polygons import polygon_to_fiftyone_points
 from prepare.taxonomy import Taxonomy
@@ -122,7 +122,7 @@ def begin_run(dataset: fo.Dataset, fields: RunFields, run_dir: Path, split: str,
     dataset.save()
 
 
-def configure_app(dataset: fo.Dataset, fields: RunFields, taxonomy: str, gt_polylines: str, classes: Sequence[str], palette: Sequence[Sequence[int]]) -> None:
+def configure_app(dataset: fo.Dataset, fields: RunFields, taxonomy: str, classes: Sequence[str], palette: Sequence[Sequence[int]]) -> None:
     """Mask targets and colours from the taxonomy palette; the run's fields shown by default."""
     targets = rgb_mask_targets(classes, palette)
     gt_mask, gt_colonies = gt_segmentation_field(taxonomy), gt_colonies_field(taxonomy)
@@ -175,8 +175,8 @@ def gt_colonies(polylines: fo.Polylines | None, taxonomy: Taxonomy, classes: Seq
 
 
 def image_scores_document(iou: np.ndarray, classes: Sequence[str]) -> fo.DynamicEmbeddedDocument:
-    """Per-class IoU of one image as an embedded document (attributes named `field_key(class)`)."""
-    return fo.DynamicEmbeddedDocument(**{field_key(name): None if np.isnan(v) else float(v) for name, v in zip(classes, iou)})
+    """Per-class IoU of one image as an embedded document (attributes named `class_key(class)`)."""
+    return fo.DynamicEmbeddedDocument(**{class_key(name): None if np.isnan(v) else float(v) for name, v in zip(classes, iou)})
 
 
 def write_sample(

@@ -1,0 +1,26 @@
+"""Colonies: one outline per connected region of a class, its confidence the mean over its own pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from evaluate.colonies import find_colonies
+
+
+def test_one_colony_per_region_with_its_own_confidence() -> None:
+    mask = np.zeros((40, 50), dtype=np.uint8)
+    mask[5:15, 5:25] = 1  # a colony of class 1 with a hole of background
+    mask[8:12, 10:14] = 0
+    mask[20:35, 30:45] = 2
+    mask[20:30, 2:12] = 2  # a second, separate class-2 colony
+    mask[0:2, 0:2] = 1  # 4 pixels: noise, dropped
+    confidence = np.full(mask.shape, 0.5, dtype=np.float32)
+    confidence[5:15, 5:25] = 0.9
+    confidence[20:35, 30:45] = np.linspace(0.2, 0.8, 15)[None, :]
+    colonies = sorted(find_colonies(mask, confidence), key=lambda c: (c.class_index, c.polygon.bounds))
+    assert [(c.class_index, c.area) for c in colonies] == [(1, 184.0), (2, 100.0), (2, 225.0)]
+    assert colonies[0].polygon.area == 200.0  # the outline fills the hole, as an annotator's polygon would
+    assert colonies[0].confidence == np.float32(0.9)
+    assert colonies[1].confidence == 0.5
+    assert abs(colonies[2].confidence - 0.5) < 1e-6  # mean of the ramp over its own pixels only
+    assert colonies[2].polygon.bounds == (30.0, 20.0, 45.0, 35.0)

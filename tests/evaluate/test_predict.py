@@ -1,0 +1,40 @@
+"""Prediction: the class map and confidence of a whole image, TTA mirrored back, bf16 only where supported."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from common.cli import UserError
+from evaluate.predict import predict_image, use_bf16, window_forward
+
+
+class ColourModel(torch.nn.Module):
+    """Logits from pixel colour: class 1 where red > green, else 0 (TTA must mirror its answer back)."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        red_wins = (images[:, 0].float() - images[:, 1].float()) / 50
+        return torch.stack([-red_wins, red_wins], dim=1)
+
+
+def test_whole_image_prediction_and_tta() -> None:
+    image = np.zeros((50, 70, 3), dtype=np.uint8)
+    image[:, :, 1] = 100
+    image[10:30, 20:60, 0] = 200
+    device = torch.device("cpu")
+    for tta in (False, True):
+        forward = window_forward(ColourModel(), device, bf16=False, tta=tta)
+        prediction = predict_image(forward, image, 2, crop=32, stride=20, batch_size=3, device=device)
+        expected = np.zeros((50, 70), dtype=np.uint8)
+        expected[10:30, 20:60] = 1
+        assert np.array_equal(prediction.mask, expected)
+        assert prediction.confidence.min() > 0.5 and prediction.confidence.dtype == np.float32
+        assert abs(float(prediction.confidence[20, 40]) - 1 / (1 + np.exp(-4))) < 1e-5
+
+
+def test_precision_choice() -> None:
+    cpu = torch.device("cpu")
+    assert use_bf16("fp32", cpu) is False
+    with pytest.raises(UserError, match="--precision must be one of"):
+        use_bf16("fp16", cpu)
