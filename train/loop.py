@@ -331,6 +331,7 @@ def run_training(config: TrainConfig, settings: Settings, dist_info: Distributed
     head_options = dict(config.head_config)
     if config.class_weights:
         head_options["class_weights"] = inverse_sqrt_weights(class_pixel_counts(dataset, "train"))
+        log.info("class weights (1/sqrt of training pixel frequency): " + ", ".join(f"{c} {w:.3f}" for c, w in zip(classes, head_options["class_weights"])))
     head = build_head(config.head, backbone.embed_dim, len(backbone.layers), len(classes), **head_options)
     segmenter = Segmenter(backbone, head).to(device)
     if config.init_from:
