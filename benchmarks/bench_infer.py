@@ -49,22 +49,24 @@ def synthetic_image(size: int, seed: int = 0) -> np.ndarray:
     return np.kron(blocks, np.ones((32, 32, 1), dtype=np.uint8))[:size, :size]
 
 
-def time_prediction(model, image, device, bf16: bool, batch_size: int, crop: int, stride: int, repeats: int) -> float:
-    """Median seconds of `predict_image` (after one warm-up run)."""
+def time_prediction(model, image, device, bf16: bool, batch_sizes: list[int], crop: int, stride: int, repeats: int) -> list[float]:
+    """Median seconds of `predict_image` per batch size, the sizes interleaved in each repeat (after one warm-up)
+    so that a change in the machine's load hits them alike."""
     from evaluate.predict import predict_image, window_forward
 
     forward = window_forward(model, device, bf16, tta=False)
-    seconds = []
+    seconds: dict[int, list[float]] = {b: [] for b in batch_sizes}
     for run in range(repeats + 1):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        predict_image(forward, image, NUM_CLASSES, crop, stride, batch_size, device)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if run:
-            seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds)
+        for batch_size in batch_sizes:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            predict_image(forward, image, NUM_CLASSES, crop, stride, batch_size, device)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if run:
+                seconds[batch_size].append(time.perf_counter() - start)
+    return [statistics.median(seconds[b]) for b in batch_sizes]
 
 
 def time_postprocessing(image_size: int, repeats: int) -> float:
@@ -127,8 +129,7 @@ def main() -> None:
     for head in args.heads:
         model = build_model(args.backbone, head).to(device)
         for bf16 in precisions:
-            batched = time_prediction(model, image, device, bf16, args.batch_size, args.crop, args.stride, args.repeats)
-            single = time_prediction(model, image, device, bf16, 1, args.crop, args.stride, args.repeats)
+            batched, single = time_prediction(model, image, device, bf16, [args.batch_size, 1], args.crop, args.stride, args.repeats)
             rows.append([f"{args.backbone} + {head}", "bf16" if bf16 else "fp32", round(batched, 2), round(single, 2), round(single / batched, 2)])
             print(f"  measured {rows[-1][0]} {rows[-1][1]}: {batched:.2f} s batched, {single:.2f} s one window at a time", file=sys.stderr, flush=True)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"

@@ -109,7 +109,7 @@ def push_predictions(settings: Settings, options: PushOptions, out: TextIO = sys
         with translate_errors(cvat.url, f"reading task {options.task_id}"):
             task = cvat.client.tasks.retrieve(options.task_id)
             task_labels = [CvatLabel(lb.id, lb.name, {a.id: a.name for a in lb.attributes}) for lb in task.get_labels()]
-            frames = task.get_meta().frames
+            meta = task.get_meta()
             existing = task.get_annotations().shapes
         labels = labels_for_classes(spec.classes, task_labels, taxonomy, options.task_id)
         without = sorted({lb.name for lb in labels.values() if CONFIDENCE not in lb.attributes.values()})
@@ -121,7 +121,9 @@ def push_predictions(settings: Settings, options: PushOptions, out: TextIO = sys
                 task.remove_annotations(ids=earlier_auto)
         counts: Counter[str] = Counter()
         example = None
-        for number, frame in enumerate(tqdm(frames, desc=f"predict task {options.task_id}", unit="frame", file=out)):
+        deleted = set(meta.deleted_frames or [])
+        frames = [(number, frame) for number, frame in enumerate(meta.frames) if number not in deleted]
+        for number, frame in tqdm(frames, desc=f"predict task {options.task_id}", unit="frame", file=out):
             with translate_errors(cvat.url, f"downloading frame {number} of task {options.task_id}"):
                 data = task.get_frame(number, quality="original").read()
             image = decode_frame(data, frame.name)
