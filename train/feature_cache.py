@@ -148,6 +148,43 @@ def make_extractor(forward_features: Callable[[Tensor], list[Tensor]], device: t
     return extract
 
 
+class WindowCache:
+    """The maps of one validation image's sliding windows, in the order `predict_logits` asks for them.
+
+    Validation runs the frozen backbone on the same windows every time, so the first validation
+    stores their maps (fp16, like the training cache) and later ones only run the head. Maps are
+    returned fp16-rounded on the first pass too, so every validation scores the same features.
+    """
+
+    def __init__(self, folder: Path, layers: Sequence[int]) -> None:
+        self.paths = [Path(folder) / f"layer_{i}.npy" for i in layers]
+        self.stored = all(p.is_file() for p in self.paths)
+        self.offset = 0
+        self.computed: list[list[Tensor]] = []
+
+    def features(self, windows: Tensor, compute: Callable[[Tensor], list[Tensor]]) -> list[Tensor]:
+        """Maps of the next `len(windows)` windows: read back, or computed with `compute` and kept for `save`."""
+        if self.stored:
+            stop = self.offset + len(windows)
+            maps = [torch.from_numpy(np.array(np.load(p, mmap_mode="r")[self.offset : stop])) for p in self.paths]
+            self.offset = stop
+            return [m.to(windows.device).float() for m in maps]
+        maps = [m.to(torch.float16) for m in compute(windows)]
+        self.computed.append([m.cpu() for m in maps])
+        return [m.float() for m in maps]
+
+    def save(self) -> None:
+        """Write the maps computed in this pass (nothing when they were read back)."""
+        if not self.stored and self.computed:
+            for index, path in enumerate(self.paths):
+                _save_npy(path, torch.cat([batch[index] for batch in self.computed]).numpy())
+
+
+def window_cache_dir(root: Path, image_hash: str, crop: int, stride: int) -> Path:
+    """Where a val image's window maps live: they depend on its pixels, the crop and the stride."""
+    return Path(root) / f"val-{image_hash[:24]}-{crop}-{stride}"
+
+
 class CachedViews(torch.utils.data.Dataset):
     """Training samples from the cache: index `(epoch, i)` is view `i % K` of image `i // K`.
 

@@ -144,26 +144,38 @@ def default_data_dir(settings: Settings, dataset: str, taxonomy: str) -> Path:
 # ----------------------------------------------------------------------------- validation
 
 
+def validation_stride(config: TrainConfig) -> int:
+    """Sliding-window stride of validation (and of the checkpoint spec): `val_stride`, or 2/3 of the crop."""
+    return config.val_stride or max(1, config.crop * 2 // 3)
+
+
 @torch.no_grad()
 def validate(segmenter: Segmenter, images: FullImages, classes: list[str], config: TrainConfig, device: torch.device,
-             dtype: torch.dtype | None, dist_info: Distributed) -> SegmentationMetrics:
+             dtype: torch.dtype | None, dist_info: Distributed, window_dirs: list[Path] | None = None) -> SegmentationMetrics:
     """mIoU over whole val images, predicted window by window exactly as `evaluate` does.
 
-    Under `torchrun` each process predicts its share of the images and the confusion matrices are summed.
+    With `window_dirs` (one per image) the backbone maps of the windows come from the feature
+    cache after the first validation. Under `torchrun` each process predicts its share of the
+    images and the confusion matrices are summed.
     """
     was_training = segmenter.training
     segmenter.eval()
     accumulator = ConfusionAccumulator(len(classes))
-    stride = config.val_stride or max(1, config.crop * 2 // 3)
-
-    def forward(windows: Tensor) -> Tensor:
-        with autocast(device, dtype):
-            return segmenter(windows).float()
-
+    stride = validation_stride(config)
     mine = range(dist_info.rank, len(images), dist_info.world_size)
     for index in tqdm(mine, desc="validating", unit="image", leave=False, dynamic_ncols=True, disable=not dist_info.main):
         image, mask = images[index]
+        windows = feature_cache.WindowCache(window_dirs[index], segmenter.backbone.layers) if window_dirs else None
+
+        def forward(crops: Tensor) -> Tensor:
+            with autocast(device, dtype):
+                if windows is None:
+                    return segmenter(crops).float()
+                return segmenter.head_logits(windows.features(crops, segmenter.forward_features), crops.shape[-2:]).float()
+
         logits = predict_logits(forward, image.to(device), len(classes), config.crop, stride, config.val_batch_size)
+        if windows is not None:
+            windows.save()
         accumulator.update(mask, logits.argmax(0).cpu())
     segmenter.train(was_training)
     matrix = torch.from_numpy(accumulator.matrix)
@@ -338,7 +350,7 @@ def run_training(config: TrainConfig, settings: Settings, dist_info: Distributed
         warm = run_checkpoint.init_head_from(head, Path(config.init_from).expanduser(), classes=classes)
         log.info(f"warm start from {config.init_from}: kept {len(warm.kept)} tensors, fresh {', '.join(warm.skipped) or 'none'}")
     dtype = autocast_dtype(device, config.precision)
-    stride = config.val_stride or max(1, config.crop * 2 // 3)
+    stride = validation_stride(config)
     taxonomy = str(dataset.info.get("taxonomy", {}).get("name", "")) if isinstance(dataset.info.get("taxonomy"), dict) else str(dataset.info.get("taxonomy", ""))
 
     # Training data: cached features of the fixed view bank, or the views decoded live.
@@ -366,7 +378,9 @@ def run_training(config: TrainConfig, settings: Settings, dist_info: Distributed
         train_data: torch.utils.data.Dataset = feature_cache.CachedViews(entries, config.views_per_image)
     else:
         train_data = LiveViews(train_samples, config.views_per_image, config.crop, scale_range, seed, config.fresh_views)
-    val_images = FullImages(samples["val"][: config.max_val_images or None])
+    val_samples = samples["val"][: config.max_val_images or None]
+    val_images = FullImages(val_samples)
+    window_dirs = [feature_cache.window_cache_dir(root, image_hash, config.crop, stride) for image_hash, _ in file_hashes(val_samples)] if config.cache else None
 
     step_module = TrainStep(segmenter, config.cache)
     model: nn.Module = step_module
@@ -421,7 +435,7 @@ def run_training(config: TrainConfig, settings: Settings, dist_info: Distributed
         nonlocal best, evals_without_gain
         status["phase"] = "validating"
         validation_started = time.perf_counter()
-        metrics = validate(segmenter, val_images, classes, config, device, dtype, dist_info)
+        metrics = validate(segmenter, val_images, classes, config, device, dtype, dist_info, window_dirs)
         summary["validation_seconds"] += time.perf_counter() - validation_started
         summary["last_miou"] = metrics.miou
         status["phase"] = "training"

@@ -104,3 +104,28 @@ def test_backbones_with_other_weights_never_share_entries(tmp_path, segmenter):
         other.vit.cls_token += 1  # "random" weights that differ: the hash of the parameters tells them apart
     assert feature_cache.backbone_dir(tmp_path, other, "fp32") != feature_cache.backbone_dir(tmp_path, segmenter.backbone, "fp32")
     assert feature_cache.backbone_dir(tmp_path, other, "fp32") != feature_cache.backbone_dir(tmp_path, other, "bf16")
+
+
+def test_validation_reads_window_maps_back_and_scores_the_same(tmp_path, segmenter):
+    from train.config import load_config
+    from train.data import FullImages
+    from train.loop import Distributed, validate, validation_stride
+
+    folder = write_prepared(tmp_path / "data", train=1, val=2, size=140)
+    val = load_samples(folder)[1]["val"]
+    config = load_config(None, crop=56, val_batch_size=3)
+    dirs = [feature_cache.window_cache_dir(tmp_path / "cache", ih, 56, validation_stride(config)) for ih, _ in file_hashes(val)]
+    classes = ["background", "Acropora", "Porites"]
+    args = (segmenter, FullImages(val), classes, config, torch.device("cpu"), None, Distributed())
+    live = validate(*args)
+    first = validate(*args, dirs)
+    stored = sorted(p.relative_to(tmp_path / "cache") for p in (tmp_path / "cache").rglob("*.npy"))
+    assert len(stored) == 2 * 2 and np.load(tmp_path / "cache" / stored[0]).shape == (16, 32, 4, 4)  # 4x4 windows of 56 (stride 37) on 140 px
+
+    def no_backbone(images):
+        raise AssertionError("the backbone ran although the window maps are cached")
+
+    segmenter.forward_features = no_backbone
+    second = validate(*args, dirs)
+    np.testing.assert_array_equal(first.iou, second.iou)
+    np.testing.assert_allclose(first.iou, live.iou, atol=2e-3)  # fp16-stored maps against live ones
