@@ -13,6 +13,8 @@ from typing import Any
 import common.settings  # noqa: F401  (exports .env's FIFTYONE_* keys before fiftyone is imported)
 import fiftyone as fo
 import numpy as np
+from fiftyone import ViewField as F
+from fiftyone.core.expressions import VALUE
 
 from common.cli import UserError
 from data_engineering import dataset_contract as contract
@@ -61,19 +63,24 @@ def read_records(dataset: fo.Dataset, gt_field: str) -> list[SampleRecord]:
     ]
 
 
+def _flat_rings(gt_field: str) -> fo.core.expressions.ViewExpression:
+    """Each polyline's rings as flat [x0, y0, x1, y1, ...] lists, flattened by MongoDB: decoding flat lists of
+    numbers costs ~15x less CPU than lists of [x, y] pairs, the largest cost of reading a dataset."""
+    return F(f"{gt_field}.polylines").map(F("points").map(F().reduce(VALUE.extend(F()), init_val=[])))
+
+
 def annotation_reader(dataset: fo.Dataset, gt_field: str, chunk_size: int = CHUNK_SIZE):
     """A `read_annotations(sample_ids)` function for `prepare_dataset`, reading `chunk_size` samples at a time."""
+    fields = ["_id", f"{gt_field}.polylines.label", _flat_rings(gt_field), f"{gt_field}.polylines.{contract.Z_ORDER}"]
 
     def read(sample_ids: Sequence[str]) -> Iterator[tuple[str, list[Annotation]]]:
         for start in range(0, len(sample_ids), chunk_size):
             view = dataset.select(sample_ids[start : start + chunk_size], ordered=True)
-            fields = [f"{gt_field}.polylines.{name}" for name in ("label", "points", contract.Z_ORDER)]
-            # _raw skips mongoengine's per-coordinate conversion: 6x faster on colony outlines, same numbers
-            chunk_ids, *columns = view.values(["_id", *fields], _raw=True)
-            for sample_id, labels, points, z_orders in zip(chunk_ids, *columns):
+            # _raw skips mongoengine's per-value conversion (same numbers, several times faster)
+            for sample_id, labels, rings, z_orders in zip(*view.values(fields, _raw=True)):
                 yield str(sample_id), [
-                    Annotation(label=label or "", rings=tuple(np.asarray(ring, dtype=np.float64) for ring in rings), z_order=int(z or 0))
-                    for label, rings, z in zip(labels or (), points or (), z_orders or [None] * len(labels or ()))
+                    Annotation(label=label or "", rings=tuple(np.asarray(ring, dtype=np.float64).reshape(-1, 2) for ring in polyline_rings or ()), z_order=int(z or 0))
+                    for label, polyline_rings, z in zip(labels or (), rings or (), z_orders or [None] * len(labels or ()))
                 ]
 
     return read
