@@ -69,3 +69,12 @@ def test_write_split_tags_replaces_old_ones(dataset):
 def test_describe(dataset):
     info = describe(dataset, "gt_polylines")
     assert info["dataset"] == dataset.name and info["num_samples"] == 5 and info["gt_field"] == "gt_polylines"
+
+
+def test_several_rings_and_integer_points_survive_flattening(dataset, tmp_path):
+    rings = [[(0, 0), (0.5, 0), (0.5, 0.5)], [(0.6, 0.6), (1, 0.6), (1, 1), (0.6, 1)]]
+    sample = fo.Sample(filepath=str(write_image(tmp_path / "two.jpg", 20, 10)))
+    sample["gt_polylines"] = fo.Polylines(polylines=[fo.Polyline(label="Acropora", points=rings, closed=True, filled=True)])
+    dataset.add_sample(sample)
+    ((_, (annotation,)),) = list(annotation_reader(dataset, "gt_polylines")([sample.id]))
+    assert [ring.tolist() for ring in annotation.rings] == [[list(p) for p in ring] for ring in rings]
