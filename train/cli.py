@@ -10,17 +10,20 @@ from pathlib import Path
 from typing import Any
 
 from common.cli import UserError, run
-from train.config import KEYS, help_text, load_config
+from train.config import KEYS, coerce_value, help_text, load_config
 
 
 def _negations(overrides: dict[str, Any]) -> dict[str, Any]:
-    """`--no-cache` / `--nocache` as `cache=False`, for every boolean key."""
+    """`--no-cache`, `--no_cache true`, `--nocache` all as `cache=False`, for every boolean key.
+
+    fire already negates `--nocache` (cache=False) and `--no-cache` (as `_cache=False`).
+    """
     out = {}
     for key, value in overrides.items():
-        key = key.replace("-", "_")
+        key = key.replace("-", "_").lstrip("_")
         name = key.removeprefix("no_") if key.startswith("no_") else key.removeprefix("no")
-        if key not in KEYS and name in KEYS and isinstance(KEYS[name].default, bool) and value is True:
-            key, value = name, False
+        if key not in KEYS and name in KEYS and isinstance(KEYS[name].default, bool):
+            key, value = name, not coerce_value(name, value)
         out[key] = value
     return out
 

@@ -80,7 +80,7 @@ def _parse(text: str) -> Any:
         return text
 
 
-def _check_type(name: str, value: Any) -> Any:
+def coerce_value(name: str, value: Any) -> Any:
     """`value` coerced to the field's type, or a UserError naming the key and what it expects."""
     f = KEYS[name]
     default = f.default if f.default is not MISSING else f.default_factory()
@@ -128,7 +128,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
     unknown = sorted(set(values) - set(KEYS))
     if unknown:
         raise UserError(f"unknown config key(s) {', '.join(unknown)}; run train/train.py --help for the list")
-    config = TrainConfig(**{k: _check_type(k, v) for k, v in values.items()})
+    config = TrainConfig(**{k: coerce_value(k, v) for k, v in values.items()})
     check_config(config)
     return config
 

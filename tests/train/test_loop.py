@@ -83,3 +83,15 @@ def test_class_pixel_counts_from_the_manifest_match_the_masks(prepared):
     counts = class_pixel_counts(load_prepared(prepared), "train")
     masks = [read_mask(s.mask_path) for s in load_samples(prepared)[1]["train"]]
     assert counts.tolist() == np.bincount(np.concatenate([m.ravel() for m in masks]), minlength=3).tolist()
+
+
+@pytest.mark.parametrize("argv, cache", [(["--no-cache"], False), (["--nocache"], False), (["--no_cache", "true"], False),
+                                         (["--cache", "false"], False), (["--no_cache", "false"], True), ([], True)])
+def test_boolean_flags_as_users_type_them(monkeypatch, argv, cache):
+    from train import cli, loop
+
+    seen = {}
+    monkeypatch.setattr(loop, "train", lambda config, settings: seen.setdefault("config", config) and {"main": False})
+    monkeypatch.setattr(sys, "argv", ["train.py", *argv, "--init-from", "runs/coarse"])
+    cli.main()
+    assert seen["config"].cache is cache and seen["config"].init_from == "runs/coarse"
