@@ -312,6 +312,7 @@ class _StepBatches:
 
 
 def run_training(config: TrainConfig, settings: Settings, dist_info: Distributed, device: torch.device, status: dict[str, str]) -> dict[str, Any]:
+    """Set-up, then the loop; `status["phase"]` says what is running (for the out-of-memory advice)."""
     seed = config.seed if config.seed >= 0 else settings.seed
     workers = config.workers if config.workers >= 0 else settings.workers
     data_dir = Path(config.data_dir).expanduser() if config.data_dir else default_data_dir(settings, config.dataset, config.taxonomy)
@@ -351,7 +352,7 @@ def run_training(config: TrainConfig, settings: Settings, dist_info: Distributed
         log.info(f"warm start from {config.init_from}: kept {len(warm.kept)} tensors, fresh {', '.join(warm.skipped) or 'none'}")
     dtype = autocast_dtype(device, config.precision)
     stride = validation_stride(config)
-    taxonomy = str(dataset.info.get("taxonomy", {}).get("name", "")) if isinstance(dataset.info.get("taxonomy"), dict) else str(dataset.info.get("taxonomy", ""))
+    taxonomy = (dataset.info.get("taxonomy") or {}).get("name", "")
 
     # Training data: cached features of the fixed view bank, or the views decoded live.
     train_samples: list[Sample] = samples["train"]
@@ -371,7 +372,7 @@ def run_training(config: TrainConfig, settings: Settings, dist_info: Distributed
         missing = feature_cache.missing_entries(entries)
         _barrier(dist_info)  # every process has listed the same missing entries before any is written
         share = missing[dist_info.rank :: dist_info.world_size]
-        computed = feature_cache.fill_cache(jobs, entries, extract, config.extract_batch_size, workers, share, dist_info.main)
+        feature_cache.fill_cache(jobs, entries, extract, config.extract_batch_size, workers, share, dist_info.main)
         _barrier(dist_info)
         cache_seconds = time.perf_counter() - cache_started
         log.info(f"feature cache {root}: {len(entries)} images, {len(missing)} computed in {cache_seconds:.1f} s, {len(entries) - len(missing)} reused")
