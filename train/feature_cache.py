@@ -114,7 +114,9 @@ def fill_cache(
     """Compute the `missing` entries (default: all incomplete ones); returns how many it computed.
 
     `samples[i]` is (image path, mask path, views) for `entries[i]`; `extract` maps a uint8 batch
-    `[B,3,crop,crop]` to the backbone's maps (it normalizes, runs on the device, under autocast).
+    `[B,3,crop,crop]` to the backbone's maps as float16 on the CPU (`make_extractor`). Images are
+    decoded by `workers` processes while the device runs; views of consecutive images share
+    device batches of `batch_size`, and each image's files are written as soon as its views are done.
     """
     missing = missing_entries(entries) if missing is None else list(missing)
     if not missing:
@@ -122,28 +124,41 @@ def fill_cache(
     loader = torch.utils.data.DataLoader(
         _ViewsOfImages([samples[i] for i in missing]), batch_size=None, shuffle=False, num_workers=workers
     )
-    bar = tqdm(loader, total=len(missing), desc="caching features", unit="image", disable=not progress, dynamic_ncols=True)
-    for index, images, masks in bar:
-        entry = entries[missing[index]]
-        chunks = [extract(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
-        for layer_index, path in enumerate(entry.layer_paths):
-            if not path.is_file():
-                maps = torch.cat([c[layer_index] for c in chunks]).to(torch.float16).cpu().numpy()
-                _save_npy(path, maps)
-        if not entry.label_path.is_file():
-            _save_npy(entry.label_path, masks.numpy().astype(np.uint8))
+    pending: list[tuple[int, Tensor, Tensor]] = []
+
+    def flush() -> None:
+        views = torch.cat([images for _, images, _ in pending])
+        chunks = [extract(views[i : i + batch_size]) for i in range(0, len(views), batch_size)]
+        maps = [torch.cat(layer) for layer in zip(*chunks)]
+        start = 0
+        for index, images, masks in pending:
+            entry, stop = entries[missing[index]], start + len(images)
+            for layer, path in zip(maps, entry.layer_paths):
+                if not path.is_file():  # files another entry or an interrupted run already wrote stay as they are
+                    _save_npy(path, layer[start:stop].numpy())
+            if not entry.label_path.is_file():
+                _save_npy(entry.label_path, masks.numpy().astype(np.uint8))
+            start = stop
+        pending.clear()
+
+    for item in tqdm(loader, total=len(missing), desc="caching features", unit="image", disable=not progress, dynamic_ncols=True):
+        pending.append(item)
+        if sum(len(images) for _, images, _ in pending) >= batch_size:
+            flush()
+    if pending:
+        flush()
     return len(missing)
 
 
 def make_extractor(forward_features: Callable[[Tensor], list[Tensor]], device: torch.device, dtype: torch.dtype | None) -> Callable[[Tensor], list[Tensor]]:
-    """The function `fill_cache` calls: uint8 images to maps (`Segmenter.forward_features`) on `device`, autocast to `dtype` if given."""
+    """What `fill_cache` calls: uint8 images to float16 CPU maps via `Segmenter.forward_features` on `device`, autocast to `dtype` if given."""
 
     @torch.no_grad()
     def extract(images: Tensor) -> list[Tensor]:
         images = images.to(device, non_blocking=True)
         context = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
         with context:
-            return [m.float() for m in forward_features(images)]
+            return [m.to(torch.float16).cpu() for m in forward_features(images)]
 
     return extract
 
