@@ -154,6 +154,7 @@ def bench_extraction(args: argparse.Namespace, work: Path, data: Path) -> list[l
             rows.append([label, "not supported on this device", "", ""])
             continue
         extract = feature_cache.make_extractor(segmenter.forward_features, device, dtype)
+        extract(torch.zeros(args.extract_batch_size, 3, args.crop, args.crop, dtype=torch.uint8))  # warm-up (kernels, autotuning)
         times = []
         for repeat in range(args.repeats):
             cache = work / f"extract_{label}_{repeat}"
