@@ -6,7 +6,7 @@ runs in a fresh process, so its peak memory is its own; ours is also run on half
 show that peak memory does not grow with their number (memory is sampled over the whole process
 tree, workers included).
 
-    python benchmarks/bench_prepare.py [--num-images 48 --size 1920 --colonies 45 --runs 3 --workers 1,2]
+    python benchmarks/bench_prepare.py [--num-images 128 --size 1920 --colonies 45 --runs 3 --workers 1,2]
 """
 
 import sys, pathlib  # noqa: E401
@@ -126,7 +126,15 @@ def _timed_run(method: str, dataset_name: str, output: Path, limit: int, workers
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def benchmark(num_images: int = 48, size: int = 1920, colonies: int = 45, runs: int = 3, workers: str | int | tuple = "1,2", keep: bool = False) -> None:
+def _processes(workers: int, images: int) -> str:
+    """How many worker processes prepare_dataset really starts for this many images (none: it draws in-process)."""
+    from prepare.pipeline import IMAGES_PER_WORKER
+
+    used = min(workers, images // IMAGES_PER_WORKER)
+    return f" ({used} processes)" if used > 1 else " (in-process)"
+
+
+def benchmark(num_images: int = 128, size: int = 1920, colonies: int = 45, runs: int = 3, workers: str | int | tuple = "1,2", keep: bool = False) -> None:
     """Time FiftyOne's objects_to_segmentations and prepare_dataset on the same samples; print a table.
 
     Args:
@@ -145,8 +153,8 @@ def benchmark(num_images: int = 48, size: int = 1920, colonies: int = 45, runs: 
     dataset = fo.load_dataset(name)
     polygons = dataset.count(f"{GT_FIELD}.polylines")
     cases = [("fiftyone objects_to_segmentations", "fiftyone", num_images, 1)]
-    cases += [(f"reefseg prepare, {w} worker(s)", "ours", num_images, w) for w in worker_counts]
-    cases += [(f"reefseg prepare, {worker_counts[0]} worker(s), half the images", "ours", num_images // 2, worker_counts[0])]
+    cases += [(f"reefseg prepare, --workers {w}{_processes(w, num_images)}", "ours", num_images, w) for w in worker_counts]
+    cases += [(f"reefseg prepare, --workers {worker_counts[0]}{_processes(worker_counts[0], num_images // 2)}, half the images", "ours", num_images // 2, worker_counts[0])]
     timings: dict[str, list[dict]] = {label: [] for label, *_ in cases}
     for _ in range(runs):
         for label, method, limit, w in cases:
