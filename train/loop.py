@@ -346,6 +346,7 @@ def run_training(config: TrainConfig, settings: Settings, dist_info: Distributed
         head_options["class_weights"] = inverse_sqrt_weights(class_pixel_counts(dataset, "train"))
         log.info("class weights (1/sqrt of training pixel frequency): " + ", ".join(f"{c} {w:.3f}" for c, w in zip(classes, head_options["class_weights"])))
     head = build_head(config.head, backbone.embed_dim, len(backbone.layers), len(classes), **head_options)
+    head.to(memory_format=torch.channels_last)  # oneDNN and cuDNN convolutions run faster on NHWC (measured 10-40% on CPU)
     segmenter = Segmenter(backbone, head).to(device)
     if config.init_from:
         warm = run_checkpoint.init_head_from(head, Path(config.init_from).expanduser(), classes=classes)
@@ -477,7 +478,10 @@ def run_training(config: TrainConfig, settings: Settings, dist_info: Distributed
     try:
         while step < config.steps:
             inputs, target = next(batches)
-            inputs = [x.to(device, non_blocking=True).float() for x in inputs] if config.cache else inputs.to(device, non_blocking=True)
+            if config.cache:
+                inputs = [x.to(device, non_blocking=True).float().contiguous(memory_format=torch.channels_last) for x in inputs]
+            else:
+                inputs = inputs.to(device, non_blocking=True)
             target = target.to(device, non_blocking=True)
             with autocast(device, dtype):
                 losses = model(inputs, target)
