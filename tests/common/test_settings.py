@@ -65,7 +65,8 @@ def test_redacted_masks_secrets(env_file):
 
 
 def test_fiftyone_keys_from_env_file_reach_the_environment(env_file, monkeypatch):
-    monkeypatch.delenv("FIFTYONE_DATABASE_NAME", raising=False)
+    monkeypatch.setenv("FIFTYONE_DATABASE_NAME", "")  # so monkeypatch restores the original (absent) value afterwards
+    monkeypatch.delenv("FIFTYONE_DATABASE_NAME")
     env_file.write_text("FIFTYONE_DATABASE_NAME=team_db\n")
     settings_module.export_fiftyone_env()
     assert os.environ["FIFTYONE_DATABASE_NAME"] == "team_db"
