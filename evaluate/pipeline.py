@@ -28,8 +28,8 @@ from evaluate.prediction_cache import CACHE_FILE, PredictionCache, image_key
 from evaluate.reports import ImageResult, SplitReport, format_per_class_table, write_report
 from models.checkpoint import CheckpointSpec, checkpoint_stem, load_checkpoint
 from prepare.cli import default_output_dir
-from prepare.layout import BACKGROUND_COLOR, BACKGROUND_NAME, IGNORE_COLOR, IGNORE_INDEX, INFO_FILE, ManifestEntry, PreparedDataset, load_prepared
-from prepare.mask_png import encode_mask_png, palette_bytes, read_mask
+from prepare.layout import BACKGROUND_COLOR, BACKGROUND_NAME, INFO_FILE, ManifestEntry, PreparedDataset, load_prepared, png_palette
+from prepare.mask_png import encode_mask_png, read_mask
 from prepare.taxonomy import Taxonomy, load_taxonomy, taxonomy_dirs
 from train.data import read_image
 from train.metrics import compute_metrics, confusion_matrix, cover_percent
@@ -112,7 +112,7 @@ def _ground_truth(prepared: PreparedDataset, entry: ManifestEntry, image_shape: 
 
 def _predict_or_reuse(
     cache: PredictionCache, forward: Callable[[Tensor], Tensor], sample_id: str, filepath: str, mask_path: Path,
-    num_classes: int, crop: int, stride: int, batch_size: int, device: torch.device, png_palette: bytes,
+    num_classes: int, crop: int, stride: int, batch_size: int, device: torch.device, mask_palette: bytes,
 ) -> tuple[np.ndarray, list[Colony], bool]:
     """(predicted mask, colonies, reused) of one image: from the cache when nothing it depends on changed."""
     key = image_key(filepath)
@@ -120,7 +120,7 @@ def _predict_or_reuse(
     if colonies is not None:
         return read_mask(mask_path), colonies, True
     prediction = predict_image(forward, read_image(filepath), num_classes, crop, stride, batch_size, device)
-    write_bytes_atomic(mask_path, encode_mask_png(prediction.mask, png_palette))
+    write_bytes_atomic(mask_path, encode_mask_png(prediction.mask, mask_palette))
     colonies = find_colonies(prediction.mask, prediction.confidence)
     cache.add(sample_id, key, mask_path, colonies)
     return prediction.mask, colonies, False
@@ -151,7 +151,7 @@ def evaluate_run(settings: Settings, options: EvaluateOptions, out: TextIO = sys
     bf16 = use_bf16(options.precision, device)
     forward = window_forward(model.to(device).eval(), device, bf16, options.tta)
     out_dir = run_dir / "eval" / options.split
-    png_palette = palette_bytes(palette + [[0, 0, 0]] * (IGNORE_INDEX - len(palette)) + [list(IGNORE_COLOR)])
+    mask_palette = png_palette(palette)
     depends_on = {
         "head": sha256_file(checkpoint_stem(run_dir, options.which).with_suffix(".safetensors")), "backbone": spec.weights_hash,
         "crop": crop, "stride": stride, "tta": options.tta, "bf16": bf16, "device": device.type,
@@ -162,7 +162,7 @@ def evaluate_run(settings: Settings, options: EvaluateOptions, out: TextIO = sys
         sample = dataset[sample_id]
         mask_path = out_dir / "masks" / _mask_name(sample.filepath, sample_id, used_names)
         predicted, colonies, was_cached = _predict_or_reuse(
-            cache, forward, sample_id, sample.filepath, mask_path, len(classes), crop, stride, options.batch_size, device, png_palette
+            cache, forward, sample_id, sample.filepath, mask_path, len(classes), crop, stride, options.batch_size, device, mask_palette
         )
         reused += was_cached
         height, width = predicted.shape
