@@ -16,16 +16,8 @@ from models.checkpoint import CheckpointSpec, init_head_from, load_checkpoint, l
 from models.heads import HEADS, build_head
 from models.segmenter import Segmenter
 
-pytestmark = pytest.mark.filterwarnings("ignore::models.backbones.RandomBackboneWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::models.backbones.RandomBackboneWarning"), pytest.mark.usefixtures("one_thread")]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One thread: on a shared 2-core machine, competing OpenMP threads make these tests ~5x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 TINY = {
     "linear": {},

@@ -8,16 +8,9 @@ import torch
 from common.cli import UserError
 from models.heads import HEADS, IGNORE_INDEX, build_head, head_options
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 CHANNELS, CLASSES, PATCH = 16, 4, 4
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One thread: on a shared 2-core machine, competing OpenMP threads make these tests ~5x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 TINY = {
     "linear": {},
     "segformer": {"channels": 32},
