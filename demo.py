@@ -48,6 +48,8 @@ def demo(head: str = "linear", steps: int | None = None, num_images: int | None 
     train = ["train/train.py", "--config", f"train/configs/{head}.yaml", "--dataset", dataset, "--taxonomy", "finegrained", "--name", run_name]
     if steps:
         train += ["--steps", str(steps)]
+    if (run_dir / "config.yaml").is_file():
+        train.append("--resume")  # a finished run resumes as a no-op, an interrupted one where it stopped
     _step("4/5 train a head on the frozen backbone", train)
     _step("5/5 evaluate on the test split and write back to FiftyOne",
           ["evaluate/evaluate.py", "--run", str(run_dir), "--dataset", dataset, "--split", "test"])
