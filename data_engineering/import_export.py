@@ -15,11 +15,12 @@ Archive entries and file names that would land outside the media folder are refu
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 from xml.etree import ElementTree  # expat >= 2.4 refuses entity expansion bombs; external entities are never fetched
@@ -30,7 +31,7 @@ from tqdm import tqdm
 from common.cli import UserError, run
 from common.fileio import atomic_path
 from common.settings import Settings, load_settings
-from data_engineering.fiftyone_writer import ImageRecord, ImportSummary, SampleOptions, TaskRecord, check_writable, open_dataset, write_task
+from data_engineering.fiftyone_writer import ImageRecord, ImportSummary, SampleOptions, TaskRecord, check_writable, open_dataset, task_is_current, write_task
 from data_engineering.filenames import check_relative_name, media_path, safe_folder_name
 from data_engineering.shapes import CvatShape, shapes_to_polygons
 
@@ -254,11 +255,21 @@ def import_cvat_export(
             )
         dataset = open_dataset(dataset_name, overwrite=overwrite)
         for task_id, records in by_task.items():
-            write_task(dataset, export.tasks[task_id], records, options, summary)
+            task = replace(export.tasks[task_id], updated_date=_fingerprint(export.tasks[task_id], records))
+            if task_is_current(dataset, task):
+                summary.tasks_unchanged += 1  # its samples keep their ids, so later stages redo nothing
+                continue
+            write_task(dataset, task, records, options, summary)
         print(f"dataset {dataset.name!r}: {len(dataset)} samples; images in {settings.media_dir / safe_folder_name(folder)}")
         return summary
     finally:
         source.close()
+
+
+def _fingerprint(task: TaskRecord, records: list[ImageRecord]) -> str:
+    """What says whether a re-imported export task changed: CVAT's `updated` date, its images and their polygons."""
+    content = repr((task.name, task.subset, [(str(r.filepath), r.file_name, r.width, r.height, r.polygons) for r in records]))
+    return f"{task.updated_date}#{hashlib.sha256(content.encode()).hexdigest()[:16]}"
 
 
 def _import_image(source: ExportSource, image: ExportImage, media_dir: Path, folder: str) -> tuple[ImageRecord | None, str]:

@@ -182,3 +182,32 @@ def test_broken_or_video_annotations_are_a_clear_error(tmp_path, settings, datas
     (tmp_path / "annotations.xml").write_text(xml)
     with pytest.raises(UserError, match=message):
         import_cvat_export(tmp_path / "annotations.xml", dataset_name, settings)
+
+
+def test_reimporting_an_unchanged_export_keeps_its_samples_and_a_changed_task_is_replaced(tmp_path, settings, dataset_name):
+    export = tmp_path / "export"
+    jpeg(export / "images" / "Moorea_2021_03.jpg", 50)
+    jpeg(export / "images" / "Moorea_2021_04.jpg", 60)
+    shapes = {"Moorea_2021_03.jpg": polygon("Porites", "1,1;20,1;20,20"), "Moorea_2021_04.jpg": polygon("Acropora", "2,2;30,2;30,25")}
+
+    def write(changed: str = "") -> None:
+        images = [(name, "Train", task, shape.replace("20,20", changed) if changed and task == 1 else shape)
+                  for task, (name, shape) in enumerate(shapes.items(), start=1)]
+        (export / "annotations.xml").write_text(project_xml(images))
+
+    write()
+    first = import_cvat_export(export, dataset_name, settings)
+    ids = set(fo.load_dataset(dataset_name).values("id"))
+    assert first.tasks_unchanged == 0 and len(ids) == 2
+
+    again = import_cvat_export(export, dataset_name, settings)
+    assert again.tasks_unchanged == 2
+    assert set(fo.load_dataset(dataset_name).values("id")) == ids
+
+    write(changed="21.5,19.25")
+    edited = import_cvat_export(export, dataset_name, settings)
+    dataset = fo.load_dataset(dataset_name)
+    assert edited.tasks_unchanged == 1 and len(dataset) == 2
+    assert len(set(dataset.values("id")) & ids) == 1  # only the edited task's sample was replaced
+    porites = dataset.match({"cvat_task_id": 1}).first()[contract.GT_FIELD].polylines[0]
+    assert porites.points[0][2] == pytest.approx((21.5 / 40, 19.25 / 30))
