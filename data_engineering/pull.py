@@ -32,6 +32,7 @@ from common.settings import Settings, load_settings
 
 from data_engineering.cvat_client import CvatConnection, CvatFrame, CvatLabel, CvatTask, connect, display_url, parse_statuses
 from data_engineering.filenames import media_path, safe_folder_name
+from data_engineering.import_export import image_size
 from data_engineering.fiftyone_writer import (
     ImageRecord,
     ImportSummary,
@@ -57,13 +58,12 @@ class TaskPlan:
     paths: list[Path]
 
 
-def image_size(path: Path) -> tuple[int, int] | None:
-    """Width and height from an image file's header, None when it is missing or unreadable."""
+def frame_on_disk(frame: CvatFrame, path: Path) -> bool:
+    """Whether `path` already holds a readable image of the frame's size (so a resumed pull skips it)."""
     try:
-        with Image.open(path) as image:
-            return image.size
-    except (OSError, UnidentifiedImageError):
-        return None
+        return image_size(path) == (frame.width, frame.height)
+    except OSError:
+        return False
 
 
 def task_record(task: CvatTask, project_name: str) -> TaskRecord:
@@ -85,7 +85,7 @@ def plan_task(cvat: CvatConnection, task: CvatTask, record: TaskRecord, media_di
 
 def download_frames(cvat: CvatConnection, plan: TaskPlan, progress: tqdm, workers: int) -> dict[int, str]:
     """Fetch the task's frames not already on disk, `workers` at a time; returns {frame number: why it is unusable}."""
-    missing = [(frame, path) for frame, path in zip(plan.frames, plan.paths) if image_size(path) != (frame.width, frame.height)]
+    missing = [(frame, path) for frame, path in zip(plan.frames, plan.paths) if not frame_on_disk(frame, path)]
     progress.update(len(plan.frames) - len(missing))
 
     def fetch(item: tuple[CvatFrame, Path]) -> tuple[int, str | None]:
