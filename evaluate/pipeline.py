@@ -27,6 +27,7 @@ from evaluate.predict import predict_image, resolve_device, use_bf16, window_for
 from evaluate.prediction_cache import CACHE_FILE, PredictionCache, image_key
 from evaluate.reports import ImageResult, SplitReport, format_per_class_table, write_report
 from models.checkpoint import CheckpointSpec, checkpoint_stem, load_checkpoint
+from models.sliding_window import WINDOW_LAYOUT
 from prepare.cli import default_output_dir
 from prepare.layout import BACKGROUND_COLOR, BACKGROUND_NAME, INFO_FILE, ManifestEntry, PreparedDataset, load_prepared, png_palette
 from prepare.mask_png import encode_mask_png, read_mask
@@ -154,7 +155,7 @@ def evaluate_run(settings: Settings, options: EvaluateOptions, out: TextIO = sys
     mask_palette = png_palette(palette)
     depends_on = {
         "head": sha256_file(checkpoint_stem(run_dir, options.which).with_suffix(".safetensors")), "backbone": spec.weights_hash,
-        "crop": crop, "stride": stride, "tta": options.tta, "bf16": bf16, "device": device.type,
+        "crop": crop, "stride": stride, "layout": WINDOW_LAYOUT, "tta": options.tta, "bf16": bf16, "device": device.type,
     }  # fmt: skip
     cache = PredictionCache(out_dir / CACHE_FILE, depends_on)
     images, used_names, reused = [], set(), 0

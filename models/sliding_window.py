@@ -11,14 +11,19 @@ import torch
 from torch import Tensor
 
 
+# Where windows go changed once (from "every stride, the last flush" to "spread evenly"); caches of
+# window features and of predictions include this tag so that none made under another layout is reused.
+WINDOW_LAYOUT = "even"
+
+
 def window_starts(length: int, crop: int, stride: int) -> list[int]:
-    """Start offsets along one axis: every `stride`, and a last window flush with the far edge."""
+    """Start offsets along one axis: the fewest windows at most `stride` apart that reach the far edge,
+    spread evenly so that every overlap is the same to a pixel (no thin sliver of a last window)."""
     if crop >= length:
         return [0]
-    starts = list(range(0, length - crop + 1, stride))
-    if starts[-1] != length - crop:
-        starts.append(length - crop)
-    return starts
+    span = length - crop
+    gaps = -(-span // stride)
+    return [(i * span + gaps // 2) // gaps for i in range(gaps + 1)]
 
 
 def blend_weights(height: int, width: int, blend: str, device: torch.device) -> Tensor:
@@ -49,7 +54,7 @@ def predict_logits(
 ) -> Tensor:
     """Logits [K,H,W] for image [3,H,W]; `forward` maps windows [B,3,h,w] to logits [B,K,h,w].
 
-    Windows are `crop` (int or (h, w)) every `stride`, the last flush with the border; an image
+    Windows are `crop` (int or (h, w)) at most `stride` apart, spread evenly from border to border; an image
     smaller than the crop along an axis gets one window as long as the image there (the model
     pads it to its patch). Overlaps are blended by `blend_weights`, so windows and batch size
     change nothing where the model agrees with itself.

@@ -31,6 +31,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from common.fileio import atomic_path
+from models.sliding_window import WINDOW_LAYOUT
 from train.data import read_image, read_mask
 from train.views import View, apply_view, views_key
 
@@ -196,8 +197,8 @@ class WindowCache:
 
 
 def window_cache_dir(root: Path, image_hash: str, crop: int, stride: int) -> Path:
-    """Where a val image's window maps live: they depend on its pixels, the crop and the stride."""
-    return Path(root) / f"val-{image_hash[:24]}-{crop}-{stride}"
+    """Where a val image's window maps live: they depend on its pixels, the crop, the stride and the window layout."""
+    return Path(root) / f"val-{image_hash[:24]}-{crop}-{stride}-{WINDOW_LAYOUT}"
 
 
 class CachedViews(torch.utils.data.Dataset):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -33,10 +34,25 @@ def test_smooth_blend_also_reconstructs() -> None:
     assert torch.allclose(out, pixelwise(img[None])[0], atol=1e-4)
 
 
-def test_windows_cover_the_image_and_the_last_is_flush_with_the_border() -> None:
-    assert window_starts(37, 16, 10) == [0, 10, 20, 21]
+def test_windows_reach_both_borders_and_are_spread_evenly() -> None:
+    assert window_starts(37, 16, 10) == [0, 7, 14, 21]  # not [0, 10, 20, 21]: no 1-pixel sliver at the end
     assert window_starts(36, 16, 10) == [0, 10, 20]
     assert window_starts(10, 16, 10) == [0]
+    assert window_starts(1920, 392, 392) == [0, 382, 764, 1146, 1528]  # a quadrat in 5 x 5 windows, 10 px overlaps
+    assert window_starts(1920, 448, 298) == [0, 294, 589, 883, 1178, 1472]
+
+
+@pytest.mark.parametrize("length", [17, 100, 449, 1920, 2000])
+@pytest.mark.parametrize("crop,stride", [(16, 16), (16, 5), (392, 392), (448, 298), (448, 100)])
+def test_fewest_windows_no_gap_wider_than_stride(length: int, crop: int, stride: int) -> None:
+    starts = window_starts(length, crop, stride)
+    if crop >= length:
+        assert starts == [0]
+        return
+    gaps = np.diff(starts)
+    assert starts[0] == 0 and starts[-1] == length - crop
+    assert gaps.max() <= stride and gaps.max() - gaps.min() <= 1
+    assert len(starts) - 2 < (length - crop) / stride  # one window fewer would leave a gap wider than stride
 
 
 def test_overlaps_are_averaged() -> None:
