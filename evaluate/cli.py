@@ -34,7 +34,7 @@ def evaluate(
         split: val, test, train or all.
         checkpoint: best or last.
         crop: sliding-window size in pixels (default: the run's training crop).
-        stride: sliding-window stride in pixels (default: the run's).
+        stride: largest step between windows in pixels, spread evenly (default: the run's; with --crop alone, the crop).
         batch_size: windows per forward pass.
         tta: also predict the mirrored image and average (about twice the time).
         precision: auto (bf16 where the device supports it), bf16 or fp32.

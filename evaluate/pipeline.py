@@ -127,6 +127,11 @@ def _predict_or_reuse(
     return prediction.mask, colonies, False
 
 
+def window_setting(spec: CheckpointSpec, crop: int | None, stride: int | None) -> tuple[int, int]:
+    """Window size and largest step: the run's unless given; a crop given alone gets its own fewest windows."""
+    return crop or spec.crop, stride or crop or spec.stride
+
+
 def evaluate_run(settings: Settings, options: EvaluateOptions, out: TextIO = sys.stdout) -> SplitReport:
     """Predict, score and write back one split; returns the report (also written under the run)."""
     if options.split not in SPLITS:
@@ -136,7 +141,7 @@ def evaluate_run(settings: Settings, options: EvaluateOptions, out: TextIO = sys
     taxonomy = load_taxonomy(spec.taxonomy, taxonomy_dirs(settings.taxonomy_dirs))
     classes, palette = list(spec.classes), run_palette(spec, taxonomy)
     background = classes.index(BACKGROUND_NAME) if BACKGROUND_NAME in classes else None
-    crop, stride = options.crop or spec.crop, options.stride or spec.stride
+    crop, stride = window_setting(spec, options.crop, options.stride)
     prepared = find_prepared(settings, options, spec, out)
     entries = {e.sample_id: e for e in prepared.entries} if prepared else {}
 

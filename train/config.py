@@ -18,6 +18,9 @@ from common.cli import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "linear.yaml"
+# window 0 means this many patches a side: 392 px on /14 backbones, 448 on /16. A 1920-px quadrat is then
+# 5 x 5 windows: under 5 s with ViT-S on a 2-core CPU, at the mIoU of denser windows (benchmarks/README.md).
+DEFAULT_WINDOW_PATCHES = 28
 
 
 @dataclass
@@ -36,7 +39,7 @@ class TrainConfig:
     name: str = field(default="", metadata={"help": "run folder name under runs_dir; empty: <head>_<prepared folder name>"})
     resume: bool = field(default=False, metadata={"help": "continue the run in runs_dir/name exactly where it stopped"})
     init_from: str = field(default="", metadata={"help": "warm start the head from another run folder (its classifier is kept only if the classes match)"})
-    crop: int = field(default=448, metadata={"help": "training crop and sliding-window size in pixels (a multiple of the patch size)"})
+    crop: int = field(default=448, metadata={"help": "training crop in pixels (a multiple of the patch size)"})
     views_per_image: int = field(default=8, metadata={"help": "K: fixed random views per training image (scale, crop, flip, 90-degree rotation)"})
     scale_range: list[float] = field(default_factory=lambda: [0.5, 1.0], metadata={"help": "[min, max] resize factor of the image before cropping"})
     fresh_views: bool = field(default=False, metadata={"help": "with --no-cache: draw new random views every epoch instead of the fixed bank"})
@@ -55,7 +58,8 @@ class TrainConfig:
     class_weights: bool = field(default=False, metadata={"help": "weight the loss by inverse square-root class frequency of the training masks"})
     precision: str = field(default="auto", metadata={"help": "auto (bf16 where the device supports it), bf16 or fp32"})
     eval_every: int = field(default=100, metadata={"help": "validate on the full val images every N steps (and at the end)"})
-    val_stride: int = field(default=0, metadata={"help": "sliding-window stride for validation; 0: two thirds of crop"})
+    window: int = field(default=0, metadata={"help": f"sliding-window size of validation and evaluation in pixels, a multiple of the patch size; 0: {DEFAULT_WINDOW_PATCHES} patches (392 px on /14 backbones, 448 on /16)"})
+    val_stride: int = field(default=0, metadata={"help": "largest step between sliding windows of validation and evaluation; 0: the window (the fewest windows that cover the image, spread evenly)"})
     val_batch_size: int = field(default=4, metadata={"help": "windows per forward pass in validation"})
     max_val_images: int = field(default=0, metadata={"help": "validate on the first N val images only (0: all)"})
     patience: int = field(default=5, metadata={"help": "stop after this many validations without a better mIoU (0: never)"})
@@ -141,6 +145,8 @@ def check_config(config: TrainConfig) -> None:
         raise UserError(f"precision must be auto, bf16 or fp32, got {config.precision!r}")
     if len(config.scale_range) != 2 or not 0 < config.scale_range[0] <= config.scale_range[1]:
         raise UserError(f"scale_range must be [min, max] with 0 < min <= max, got {config.scale_range}")
+    if config.window < 0 or config.val_stride < 0:
+        raise UserError(f"window and val_stride must be positive (or 0 for the default), got {config.window} and {config.val_stride}")
     for key in ("crop", "views_per_image", "batch_size", "steps", "eval_every", "extract_batch_size", "val_batch_size", "log_every"):
         if getattr(config, key) < 1:
             raise UserError(f"{key} must be at least 1, got {getattr(config, key)}")

@@ -38,3 +38,15 @@ def test_precision_choice() -> None:
     assert use_bf16("fp32", cpu) is False
     with pytest.raises(UserError, match="--precision must be one of"):
         use_bf16("fp16", cpu)
+
+
+def test_window_setting_is_the_runs_unless_given() -> None:
+    from types import SimpleNamespace
+
+    from evaluate.pipeline import window_setting
+
+    spec = SimpleNamespace(crop=448, stride=298)  # a run trained with an explicit --val_stride
+    assert window_setting(spec, None, None) == (448, 298)
+    assert window_setting(spec, 392, None) == (392, 392)  # a crop alone: the fewest windows of that crop
+    assert window_setting(spec, None, 224) == (448, 224)
+    assert window_setting(spec, 392, 300) == (392, 300)

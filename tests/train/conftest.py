@@ -74,7 +74,7 @@ def tiny_overrides(tmp_path: Path, data_dir: Path, **more: object) -> dict[str, 
     """Config overrides for a run that takes seconds: tiny ViT, 56-pixel crops, a few steps."""
     base = {
         "backbone": "tiny_dinov2", "data_dir": str(data_dir), "runs_dir": str(tmp_path / "runs"),
-        "cache_dir": str(tmp_path / "cache"), "crop": 56, "views_per_image": 4, "scale_range": [1.0, 1.0],
+        "cache_dir": str(tmp_path / "cache"), "crop": 56, "window": 56, "views_per_image": 4, "scale_range": [1.0, 1.0],
         "batch_size": 8, "steps": 30, "warmup_steps": 3, "eval_every": 15, "log_every": 5, "lr": 3e-3,
         "val_batch_size": 8, "device": "cpu", "workers": 0, "seed": 0, "patience": 0,
     }

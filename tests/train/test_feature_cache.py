@@ -113,14 +113,14 @@ def test_validation_reads_window_maps_back_and_scores_the_same(tmp_path, segment
 
     folder = write_prepared(tmp_path / "data", train=1, val=2, size=140)
     val = load_samples(folder)[1]["val"]
-    config = load_config(None, crop=56, val_batch_size=3)
+    config = load_config(None, crop=56, window=56, val_batch_size=3)
     dirs = [feature_cache.window_cache_dir(tmp_path / "cache", ih, 56, validation_stride(config)) for ih, _ in file_hashes(val)]
     classes = ["background", "Acropora", "Porites"]
     args = (segmenter, FullImages(val), classes, config, torch.device("cpu"), None, Distributed())
     live = validate(*args)
     first = validate(*args, dirs)
     stored = sorted(p.relative_to(tmp_path / "cache") for p in (tmp_path / "cache").rglob("*.npy"))
-    assert len(stored) == 2 * 2 and np.load(tmp_path / "cache" / stored[0]).shape == (16, 32, 4, 4)  # 4x4 windows of 56 (stride 37) on 140 px
+    assert len(stored) == 2 * 2 and np.load(tmp_path / "cache" / stored[0]).shape == (9, 32, 4, 4)  # 3x3 windows of 56 (the default: fewest) on 140 px
 
     def no_backbone(images):
         raise AssertionError("the backbone ran although the window maps are cached")

@@ -12,7 +12,7 @@ import pytest
 from common.cli import UserError
 from train.config import load_config
 from train.data import inverse_sqrt_weights
-from train.loop import Distributed, lr_factor, out_of_memory_advice, step_batches
+from train.loop import Distributed, lr_factor, out_of_memory_advice, step_batches, validation_stride, with_default_window
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -59,6 +59,20 @@ def test_config_files_overrides_and_their_errors():
         load_config(None, schedule="step")
     with pytest.raises(UserError, match="config file .* not found"):
         load_config("nope.yaml")
+
+
+def test_default_window_is_28_patches_of_the_backbone_and_windows_are_the_fewest():
+    """Validation and evaluation windows default to 392 px on /14 backbones, 448 on /16; explicit values win."""
+    assert with_default_window(load_config(None)).window == 392
+    assert with_default_window(load_config(None, backbone="dinov3_vits16")).window == 448
+    assert with_default_window(load_config(None, window=224)).window == 224
+    assert with_default_window(load_config(None)).crop == 448  # the training crop is its own setting
+    assert validation_stride(with_default_window(load_config(None))) == 392  # the window: 5 x 5 on a 1920-px quadrat
+    assert validation_stride(load_config(None, window=448, val_stride=298)) == 298
+    with pytest.raises(UserError, match="unknown backbone 'dinov9'"):
+        with_default_window(load_config(None, backbone="dinov9"))
+    with pytest.raises(UserError, match="window and val_stride must be positive"):
+        load_config(None, window=-14)
 
 
 def test_out_of_memory_names_the_setting_of_the_phase():

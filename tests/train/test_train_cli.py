@@ -144,7 +144,8 @@ def test_existing_run_unknown_backbone_and_crop(tmp_path, prepared, monkeypatch,
     _one_line(*run_cli(monkeypatch, capsys, None, name="r", **tiny_overrides(tmp_path, prepared)), "already holds a run; pass --resume")
     _one_line(*run_cli(monkeypatch, capsys, None, **tiny_overrides(tmp_path, prepared, backbone="dinov9_vitz14")),
               "unknown backbone 'dinov9_vitz14'", "dinov2_vits14")
-    _one_line(*run_cli(monkeypatch, capsys, None, **tiny_overrides(tmp_path, prepared, crop=50)), "not a multiple of", "patch size 14")
+    _one_line(*run_cli(monkeypatch, capsys, None, **tiny_overrides(tmp_path, prepared, crop=50)), "crop 50 is not a multiple of", "patch size 14")
+    _one_line(*run_cli(monkeypatch, capsys, None, **tiny_overrides(tmp_path, prepared, window=60)), "window 60 is not a multiple of", "use 56")
     _one_line(*run_cli(monkeypatch, capsys, None, **tiny_overrides(tmp_path, prepared, stepz=3)), "unknown config key(s) stepz")
 
 
