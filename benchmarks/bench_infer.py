@@ -2,12 +2,14 @@
 
     python benchmarks/bench_infer.py                         # this CPU: ViT-S/14 + linear and + segformer
     python benchmarks/bench_infer.py --device cuda --backbone dinov2_vitb14 --batch-size 16
+    python benchmarks/bench_infer.py --windows 392/392 644/644   # other window settings (crop/largest step)
 
 The model is the one `evaluate` runs (`models.segmenter.Segmenter` under `evaluate.predict`:
 sliding windows, logits blended, softmax, argmax), with RANDOM backbone weights (none can be
 downloaded here; speed does not depend on them). For each head it times fp32 against bf16
-autocast, and windows batched against one window at a time: median of `--repeats` runs after one
-warm-up. Then the post-processing `evaluate` adds per image (colonies, palette PNG), and the peak
+autocast, and windows batched against one window at a time, for each window setting (the default
+of a run trained with the default config, and the former default as the baseline): median of
+`--repeats` runs after one warm-up. Then the post-processing `evaluate` adds per image (colonies, palette PNG), and the peak
 memory of predicting a stream of 1 and of `--stream` images in fresh processes (flat = streaming).
 """
 
@@ -94,11 +96,12 @@ def stream_peak(args: argparse.Namespace, images: int) -> float:
         "import benchmarks.bench_infer as b; from evaluate.predict import predict_images; "
         "torch.set_num_threads(int(sys.argv[6])); "
         "m = b.build_model(sys.argv[2], 'linear'); n = int(sys.argv[3]); size = int(sys.argv[4]); "
-        "[p.mask.sum() for p in predict_images(m, (b.synthetic_image(size, i) for i in range(n)), b.NUM_CLASSES, 448, 298, 8, device=sys.argv[5])]; "
+        "crop, stride = (int(v) for v in sys.argv[7].split('/')); "
+        "[p.mask.sum() for p in predict_images(m, (b.synthetic_image(size, i) for i in range(n)), b.NUM_CLASSES, crop, stride, 8, device=sys.argv[5])]; "
         "print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))"
     )
     root = str(pathlib.Path(__file__).resolve().parents[1])
-    result = subprocess.run([sys.executable, "-c", code, root, args.backbone, str(images), str(args.size), args.device, str(args.threads)],
+    result = subprocess.run([sys.executable, "-c", code, root, args.backbone, str(images), str(args.size), args.device, str(args.threads), args.windows[0]],
                             capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1]) / 2**20
 
@@ -109,8 +112,8 @@ def main() -> None:
     parser.add_argument("--backbone", default="dinov2_vits14")
     parser.add_argument("--heads", nargs="+", default=["linear", "segformer"])
     parser.add_argument("--size", type=int, default=1920, help="side of the square test image")
-    parser.add_argument("--crop", type=int, default=448, help="sliding-window size (train's default crop)")
-    parser.add_argument("--stride", type=int, default=298, help="sliding-window stride (two thirds of the crop)")
+    parser.add_argument("--windows", nargs="+", default=["392/392", "448/298"],
+                        help="window settings as crop/largest step: a default run's on ViT-S/14 (28 patches, the fewest windows), then the former default")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass when batched")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
@@ -123,18 +126,23 @@ def main() -> None:
 
     device = resolve_device(args.device)
     image = synthetic_image(args.size)
-    windows = len(window_starts(args.size, args.crop, args.stride)) ** 2
     precisions = [False] + ([True] if bf16_supported(device) else [])
     rows = []
     for head in args.heads:
         model = build_model(args.backbone, head).to(device)
         for bf16 in precisions:
-            batched, single = time_prediction(model, image, device, bf16, [args.batch_size, 1], args.crop, args.stride, args.repeats)
-            rows.append([f"{args.backbone} + {head}", "bf16" if bf16 else "fp32", round(batched, 2), round(single, 2), round(single / batched, 2)])
-            print(f"  measured {rows[-1][0]} {rows[-1][1]}: {batched:.2f} s batched, {single:.2f} s one window at a time", file=sys.stderr, flush=True)
+            group = []
+            for setting in args.windows:
+                crop, stride = (int(v) for v in setting.split("/"))
+                windows = f"{len(window_starts(args.size, crop, stride)) ** 2} x {crop} px, step {stride}"
+                batched, single = time_prediction(model, image, device, bf16, [args.batch_size, 1], crop, stride, args.repeats)
+                group.append([f"{args.backbone} + {head}", windows, "bf16" if bf16 else "fp32", round(batched, 2), round(single, 2), round(single / batched, 2)])
+                print(f"  measured {group[-1][:3]}: {batched:.2f} s batched, {single:.2f} s one window at a time", file=sys.stderr, flush=True)
+            rows += [row + [f"{group[-1][3] / row[3]:.2f}x"] for row in group]  # against the last setting (the baseline)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
-    print(f"{args.size}x{args.size} image, {windows} windows of {args.crop} px (stride {args.stride}), {NUM_CLASSES} classes, {where}, median of {args.repeats}")
-    print(format_table(["model", "precision", f"s/image batched ({args.batch_size})", "s/image one window at a time", "speed-up"], rows))
+    print(f"{args.size}x{args.size} image, {NUM_CLASSES} classes, {where}, median of {args.repeats}")
+    print(format_table(["model", "windows", "precision", f"s/image batched ({args.batch_size})", "s/image one window at a time", "batching speed-up",
+                             f"speed-up over {args.windows[-1]} (batched)"], rows))
     print(f"post-processing per image (colonies + palette PNG): {time_postprocessing(args.size, args.repeats):.2f} s")
     if args.stream:
         one, many = stream_peak(args, 1), stream_peak(args, args.stream)

@@ -154,7 +154,7 @@ def with_default_window(config: TrainConfig) -> TrainConfig:
 def validation_stride(config: TrainConfig) -> int:
     """Largest step between the sliding windows of validation (and of the checkpoint spec, so of `evaluate`):
     `val_stride`, or the window itself: the fewest windows that cover an image, spread evenly. On 1920-px
-    quadrats 5 x 5 windows of 392 px scored the mIoU of 36 windows of 448 two thirds apart, 2.1x faster
+    quadrats 5 x 5 windows of 392 px scored the mIoU of 36 windows of 448 two thirds apart, 2.1-2.3x faster
     (benchmarks/README.md)."""
     return config.val_stride or config.window
 
