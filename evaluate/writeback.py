@@ -219,10 +219,48 @@ def run_fiftyone_evaluations(
     gt_mask = gt_segmentation_field(taxonomy)
     targets = rgb_mask_targets(classes, palette)
     pixels = view.evaluate_segmentations(fields.prediction, gt_field=gt_mask, eval_key=fields.eval_key, mask_targets=targets, progress=False)
-    colonies = view.evaluate_detections(
-        fields.colonies, gt_field=gt_colonies_field(taxonomy), eval_key=fields.colony_eval_key, iou=COLONY_IOU, classwise=True, progress=False
-    )
+    colonies = evaluate_colonies(view, fields.colonies, gt_colonies_field(taxonomy), fields.colony_eval_key)
     return pixels.confusion_matrix(classes=list(classes)), colony_counts(colonies.ytrue, colonies.ypred, colonies.missing, classes)
+
+
+def evaluate_colonies(view: fo.DatasetView, pred_field: str, gt_field: str, eval_key: str) -> Any:
+    """`view.evaluate_detections(pred_field, gt_field, eval_key, iou=COLONY_IOU, classwise=True)`, saved in bulk.
+
+    The same FiftyOne evaluation method matches the colonies and registers the run and its results;
+    only the saving differs. `evaluate_detections` saves each sample through mongoengine, whose
+    change tracking is quadratic in the labels of a field: a 1920-px quadrat with 400 predicted
+    colonies took 16 s to save, with 900 over a minute. Here every label's result attributes and
+    each sample's tp/fp/fn counts are written with one `set_label_values`/`set_values` per field.
+    """
+    from fiftyone.utils.eval.coco import COCOEvaluationConfig
+
+    method = COCOEvaluationConfig(pred_field, gt_field, iou=COLONY_IOU, classwise=True).build()
+    method.ensure_requirements()
+    method.register_run(view, eval_key)
+    method.register_samples(view, eval_key)
+    keys = (eval_key, f"{eval_key}_id", f"{eval_key}_iou")
+    label_values: dict[str, list[dict[str, Any]]] = {f"{field}.polylines.{key}": [] for field in (pred_field, gt_field) for key in keys}
+    sample_counts: dict[str, dict[str, int]] = {f"{eval_key}_{kind}": {} for kind in ("tp", "fp", "fn")}
+    matches: list[Any] = []
+    for sample in view.select_fields([gt_field, pred_field]).iter_samples(autosave=False):
+        matches += method.evaluate(sample, eval_key=eval_key)
+        outcomes: Counter[str] = Counter()
+        for field in (pred_field, gt_field):
+            for label in sample[field].polylines if sample[field] is not None else []:
+                outcomes[label[eval_key]] += 1
+                for key in keys:
+                    label_values[f"{field}.polylines.{key}"].append({"sample_id": sample.id, "label_id": label.id, "value": label[key]})
+        for kind in ("tp", "fp", "fn"):
+            sample_counts[f"{eval_key}_{kind}"][sample.id] = outcomes[kind] // 2 if kind == "tp" else outcomes[kind]  # a tp marks both labels
+    for path, values in label_values.items():
+        if values:
+            view.set_label_values(path, values)
+    for name, counts in sample_counts.items():
+        view.set_values(name, counts, key_field="id")
+    results = method.generate_results(view, matches, eval_key=eval_key)
+    method.save_run_results(view, eval_key, results)
+    method.add_fields_to_sidebar_group(view, eval_key, omit_fields=(pred_field, gt_field))
+    return results
 
 
 def colony_counts(ytrue: Sequence[str], ypred: Sequence[str], missing: str, classes: Sequence[str]) -> dict[str, ColonyCounts]:

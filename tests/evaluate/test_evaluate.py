@@ -195,3 +195,27 @@ def test_a_checkpoint_without_palette_takes_the_taxonomy_colours(world: World) -
     _, spec = read_checkpoint(world.run_dir)
     spec.palette = []
     assert run_palette(spec, load_taxonomy("tinytax", taxonomy_dirs(world.settings.taxonomy_dirs))) == PALETTE
+
+
+def test_colony_evaluation_equals_fiftyones_evaluate_detections(world: World, evaluated) -> None:
+    """The bulk-saving colony evaluation writes what `evaluate_detections` itself writes, label by label."""
+    import fiftyone as fo
+
+    from evaluate.fields import COLONY_IOU
+
+    dataset = fo.load_dataset(world.dataset)
+    fields = RunFields.for_run(world.run_dir.name)
+    pred, gt, key = fields.colonies, gt_colonies_field("tinytax"), fields.colony_eval_key
+    reference = dataset.evaluate_detections(pred, gt_field=gt, eval_key="reference", iou=COLONY_IOU, classwise=True, progress=False)
+    try:
+        ours = dataset.load_evaluation_results(key)
+        assert list(ours.ytrue) == list(reference.ytrue) and list(ours.ypred) == list(reference.ypred)
+        assert len(ours.ytrue) > 5
+        for field in (pred, gt):
+            for suffix in ("", "_id", "_iou"):
+                assert dataset.values(f"{field}.polylines.{key}{suffix}") == dataset.values(f"{field}.polylines.reference{suffix}")
+        for kind in ("tp", "fp", "fn"):
+            assert dataset.values(f"{key}_{kind}") == dataset.values(f"reference_{kind}")
+        assert dataset.get_evaluation_info(key).config.iou == COLONY_IOU
+    finally:
+        dataset.delete_evaluation("reference")
