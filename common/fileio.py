@@ -16,6 +16,30 @@ from pathlib import Path
 from typing import Any
 
 
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike[str], busy: str) -> Iterator[None]:
+    """Hold an advisory lock on `path` for the block, or raise UserError(`busy`) if another process holds it.
+
+    The operating system drops the lock when its holder exits, so a crash or Ctrl-C leaves nothing
+    stale behind; the lock file itself stays (it is empty).
+    """
+    import fcntl
+
+    from common.cli import UserError
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(busy) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _new_file_mode() -> int:
     """The mode `open()` gives a new file: 0o666 less the process umask."""
     umask = os.umask(0)

@@ -18,7 +18,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from common.cli import UserError
-from common.fileio import sha256_file, write_bytes_atomic
+from common.fileio import exclusive_lock, sha256_file, write_bytes_atomic
 from common.settings import Settings
 from evaluate import writeback
 from evaluate.colonies import Colony, find_colonies
@@ -36,6 +36,7 @@ from train.data import read_image
 from train.metrics import compute_metrics, confusion_matrix, cover_percent
 
 SPLITS = ("train", "val", "test", "all")
+LOCK_FILE = ".lock"  # under runs/<name>/eval/: held while an evaluation of the run writes its files and fields
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,12 @@ def evaluate_run(settings: Settings, options: EvaluateOptions, out: TextIO = sys
     if options.split not in SPLITS:
         raise UserError(f"--split must be one of {', '.join(SPLITS)}, not {options.split!r}")
     run_dir = options.run_dir.expanduser().resolve()
+    busy = f"another evaluation of {run_dir.name} is running ({run_dir / 'eval' / LOCK_FILE} is held); wait for it to end or stop it, then rerun"
+    with exclusive_lock(run_dir / "eval" / LOCK_FILE, busy):
+        return _evaluate_run(settings, options, run_dir, out)
+
+
+def _evaluate_run(settings: Settings, options: EvaluateOptions, run_dir: Path, out: TextIO) -> SplitReport:
     model, spec = load_checkpoint(run_dir, options.which, weights=options.weights or settings.dino_weights or None)
     taxonomy = load_taxonomy(spec.taxonomy, taxonomy_dirs(settings.taxonomy_dirs))
     classes, palette = list(spec.classes), run_palette(spec, taxonomy)

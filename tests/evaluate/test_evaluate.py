@@ -126,6 +126,20 @@ def test_eval_key_of_another_run_is_refused(world: World, evaluated, tmp_path: P
         evaluate_world(world, run_dir=twin)
 
 
+def test_a_second_evaluation_of_a_run_waits_for_none_and_says_why(world: World, evaluated) -> None:
+    """Two evaluations of one run would overwrite each other's fields: the second stops with one sentence."""
+    import fcntl
+
+    from evaluate.pipeline import LOCK_FILE
+
+    with open(world.run_dir / "eval" / LOCK_FILE, "a") as other:  # another process's lock, as the OS sees it
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(UserError, match="another evaluation of tiny-linear is running"):
+            evaluate_world(world)
+    report, printed = evaluate_world(world)  # released: the rerun goes through
+    assert "reused 3 earlier predictions" in printed
+
+
 def test_run_of_another_taxonomy_is_refused(world: World, tmp_path: Path) -> None:
     other = tmp_path / "other-taxonomy"
     make_run(other, classes=["background", "coral"], palette=[[0, 0, 0], [255, 127, 80]], taxonomy="tinytax")
