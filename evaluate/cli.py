@@ -33,7 +33,7 @@ def evaluate(
         dataset: the FiftyOne dataset (default DEMO_DATASET).
         split: val, test, train or all.
         checkpoint: best or last.
-        crop: sliding-window size in pixels (default: the run's training crop).
+        crop: sliding-window size in pixels (default: the run's window, 392 for a ViT-*/14 run with the default config).
         stride: largest step between windows in pixels, spread evenly (default: the run's; with --crop alone, the crop).
         batch_size: windows per forward pass.
         tta: also predict the mirrored image and average (about twice the time).
@@ -49,11 +49,13 @@ def evaluate(
     if delete:
         from evaluate import writeback
         from evaluate.fields import RunFields
+        from evaluate.pipeline import run_lock
 
         ds = writeback.load_dataset(dataset_name)
         fields = RunFields.for_run(run_dir.name)
-        writeback.check_owner(ds, fields, run_dir)
-        removed = writeback.delete_run(ds, fields)
+        with run_lock(run_dir):
+            writeback.check_owner(ds, fields, run_dir)
+            removed = writeback.delete_run(ds, fields)
         print(f"removed from {dataset_name!r}: {', '.join(removed)}" if removed else f"run {run_dir.name} has nothing in {dataset_name!r}")
         return
     from evaluate.pipeline import EvaluateOptions, evaluate_run

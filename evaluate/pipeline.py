@@ -6,6 +6,7 @@ is flat in the number of images; only each image's small confusion matrix is kep
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -138,13 +139,23 @@ def evaluate_run(settings: Settings, options: EvaluateOptions, out: TextIO = sys
     if options.split not in SPLITS:
         raise UserError(f"--split must be one of {', '.join(SPLITS)}, not {options.split!r}")
     run_dir = options.run_dir.expanduser().resolve()
-    busy = f"another evaluation of {run_dir.name} is running ({run_dir / 'eval' / LOCK_FILE} is held); wait for it to end or stop it, then rerun"
-    with exclusive_lock(run_dir / "eval" / LOCK_FILE, busy):
-        return _evaluate_run(settings, options, run_dir, out)
-
-
-def _evaluate_run(settings: Settings, options: EvaluateOptions, run_dir: Path, out: TextIO) -> SplitReport:
     model, spec = load_checkpoint(run_dir, options.which, weights=options.weights or settings.dino_weights or None)
+    with run_lock(run_dir):
+        return _evaluate_run(settings, options, run_dir, model, spec, out)
+
+
+def run_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:
+    """Held while one command writes a run's evaluation files and FiftyOne fields (an evaluation or a --delete).
+
+    A missing run folder is not created for it (`--delete` of a run whose folder is gone still works).
+    """
+    if not run_dir.is_dir():
+        return contextlib.nullcontext()
+    lock = run_dir / "eval" / LOCK_FILE
+    return exclusive_lock(lock, f"another evaluation of {run_dir.name} is running ({lock} is held); wait for it to end or stop it, then rerun")
+
+
+def _evaluate_run(settings: Settings, options: EvaluateOptions, run_dir: Path, model: torch.nn.Module, spec: CheckpointSpec, out: TextIO) -> SplitReport:
     taxonomy = load_taxonomy(spec.taxonomy, taxonomy_dirs(settings.taxonomy_dirs))
     classes, palette = list(spec.classes), run_palette(spec, taxonomy)
     background = classes.index(BACKGROUND_NAME) if BACKGROUND_NAME in classes else None

@@ -186,6 +186,7 @@ def test_cli_without_checkpoint_says_so_in_one_line(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "holds no checkpoint_best checkpoint" in result.stderr
+    assert list((tmp_path / "empty-run").iterdir()) == []  # nothing written into a folder that holds no run
 
 
 def test_rerun_resumes_from_earlier_predictions(world: World, evaluated) -> None:
