@@ -96,7 +96,11 @@ def score_settings(run_dir: Path, data: Path, settings: list[tuple[int, int]]) -
     forward = window_forward(model.to(device).eval(), device, use_bf16("auto", device), tta=False)
     prepared = load_prepared(data)
     tests = [e for e in prepared.entries if e.split == "test"]
-    results = [{"crop": c, "stride": s, "matrix": 0, "seconds": [], "masks": []} for c, s in settings]
+    size = (tests[0].height, tests[0].width)  # the quadrats all have the size they were generated at
+    results = [
+        {"crop": c, "stride": s, "matrix": 0, "seconds": [], "masks": [], "windows": len(window_starts(size[0], c, s)) * len(window_starts(size[1], c, s))}
+        for c, s in settings
+    ]
     for entry in tests:
         image, truth = read_image(prepared.image_path(entry)), read_mask(prepared.mask_path(entry))
         for result in results:
@@ -105,7 +109,6 @@ def score_settings(run_dir: Path, data: Path, settings: list[tuple[int, int]]) -
             result["seconds"].append(time.perf_counter() - start)
             result["matrix"] = result["matrix"] + confusion_matrix(truth, predicted, len(spec.classes))
             result["masks"].append(predicted)
-            result["windows"] = len(window_starts(entry.height, result["crop"], result["stride"])) * len(window_starts(entry.width, result["crop"], result["stride"]))
     return results
 
 

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from common.cli import UserError
+
 
 @contextlib.contextmanager
 def exclusive_lock(path: str | os.PathLike[str], busy: str) -> Iterator[None]:
@@ -23,9 +25,7 @@ def exclusive_lock(path: str | os.PathLike[str], busy: str) -> Iterator[None]:
     The operating system drops the lock when its holder exits, so a crash or Ctrl-C leaves nothing
     stale behind; the lock file itself stays (it is empty).
     """
-    import fcntl
-
-    from common.cli import UserError
+    import fcntl  # POSIX only: imported here so the atomic writes above work on any system
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -244,14 +244,14 @@ def evaluate_colonies(view: fo.DatasetView, pred_field: str, gt_field: str, eval
     matches: list[Any] = []
     for sample in view.select_fields([gt_field, pred_field]).iter_samples(autosave=False):
         matches += method.evaluate(sample, eval_key=eval_key)
-        outcomes: Counter[str] = Counter()
+        outcomes: Counter[tuple[str, str]] = Counter()
         for field in (pred_field, gt_field):
             for label in sample[field].polylines if sample[field] is not None else []:
-                outcomes[label[eval_key]] += 1
+                outcomes[field, label[eval_key]] += 1
                 for key in keys:
                     label_values[f"{field}.polylines.{key}"].append({"sample_id": sample.id, "label_id": label.id, "value": label[key]})
-        for kind in ("tp", "fp", "fn"):
-            sample_counts[f"{eval_key}_{kind}"][sample.id] = outcomes[kind] // 2 if kind == "tp" else outcomes[kind]  # a tp marks both labels
+        for kind, field in (("tp", pred_field), ("fp", pred_field), ("fn", gt_field)):
+            sample_counts[f"{eval_key}_{kind}"][sample.id] = outcomes[field, kind]
     for path, values in label_values.items():
         if values:
             view.set_label_values(path, values)
