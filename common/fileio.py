@@ -64,13 +64,15 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write `data` to `path` atomically."""
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, fsync: bool = True) -> None:
+    """Write `data` to `path` atomically; `fsync=False` skips forcing it to disk (interruptions are still
+    safe, a power cut may not be), for many small files that can be made again."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if fsync:
+                os.fsync(handle.fileno())
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
