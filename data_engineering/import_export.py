@@ -208,8 +208,8 @@ class ExportSource:
             self.zip.close()
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the image header; OSError when the file is not a readable image."""
+def image_size(path: Path | BinaryIO) -> tuple[int, int]:
+    """(width, height) from the image header of a file or a stream; OSError when it is not a readable image."""
     try:
         with Image.open(path) as image:
             image.verify()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from cvat_server import FakeCvat, ReefProject, add_reef_project
 
 from common.settings import REPO_ROOT, load_settings
@@ -223,10 +225,21 @@ def test_script_runs_as_a_subprocess(tmp_path: Path):
 
 
 
+def _png_with_broken_checksum() -> bytes:
+    """A PNG whose pixel data fails its CRC: PIL's verify raises SyntaxError for it, not OSError."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    start = data.index(b"IDAT")
+    data[start + 4 + int.from_bytes(data[start - 4 : start], "big")] ^= 0xFF
+    return bytes(data)
+
+
+@pytest.mark.parametrize("payload", [b"<html>proxy error</html>", _png_with_broken_checksum()], ids=["html", "broken-png"])
 @pytest.mark.parametrize("cvat", ["2.80.0"], indirect=True)
-def test_an_unreadable_frame_is_skipped_and_reported(cvat: FakeCvat, env: Path, dataset_name: str):
+def test_an_unreadable_frame_is_skipped_and_reported(cvat: FakeCvat, env: Path, dataset_name: str, payload: bytes):
     name, _, width, height = cvat.frames[cvat.reef.test_task][0]
-    cvat.frames[cvat.reef.test_task][0] = (name, b"<html>proxy error</html>", width, height)
+    cvat.frames[cvat.reef.test_task][0] = (name, payload, width, height)
     summary = pull_project(load_settings(), "Reef 2021", dataset_name=dataset_name)
     assert summary.images_skipped == [f"task {cvat.reef.test_task}/{name}: CVAT sent a file that is not a readable image"]
     assert len(fo.load_dataset(dataset_name)) == 4 and not list(env.rglob(name))
