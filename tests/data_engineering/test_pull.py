@@ -118,7 +118,7 @@ def test_refresh_reimports_everything_without_duplicates(cvat: FakeCvat, env: Pa
 def test_status_all_takes_the_open_task_without_a_split(cvat: FakeCvat, env: Path, dataset_name: str):
     summary = pull_project(load_settings(), "Reef 2021", dataset_name=dataset_name, status="all")
     dataset = fo.load_dataset(dataset_name)
-    assert len(dataset) == 6 and summary.splits[""] == 1
+    assert len(dataset) == 5 + 1 + 8 and summary.splits[""] == 1 + 8
     assert task_samples(dataset, cvat.reef.open_task).first().tags == []
 
 
