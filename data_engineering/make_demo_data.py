@@ -3,7 +3,10 @@
 import sys, pathlib  # noqa: E401
 sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
 
-from data_engineering.demo_data import main  # noqa: E402
+from common.cli import precheck  # noqa: E402
 
 if __name__ == "__main__":
+    precheck("data_engineering.demo_data", "make_demo_data")  # --help and flag slips answered before the stage's heavy imports
+    from data_engineering.demo_data import main
+
     main()

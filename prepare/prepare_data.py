@@ -3,7 +3,10 @@
 import sys, pathlib  # noqa: E401
 sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
 
-from prepare.cli import main  # noqa: E402
+from common.cli import precheck  # noqa: E402
 
 if __name__ == "__main__":
+    precheck("prepare.cli", "prepare")  # --help and flag slips answered before the stage's heavy imports
+    from prepare.cli import main
+
     main()

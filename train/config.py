@@ -151,7 +151,7 @@ def check_config(config: TrainConfig) -> None:
         if getattr(config, key) < 1:
             raise UserError(f"{key} must be at least 1, got {getattr(config, key)}")
     if config.resume and config.init_from:
-        raise UserError("--resume continues a run and --init_from starts a new one; pass only one of them")
+        raise UserError("--resume continues a run and --init-from starts a new one; pass only one of them")
 
 
 def config_dict(config: TrainConfig) -> dict[str, Any]:
@@ -163,7 +163,7 @@ def help_text() -> str:
     """Usage and every key with its default and help, generated from `TrainConfig`."""
     lines = [
         "usage: python train/train.py [--config train/configs/<head>.yaml] [--key value ...]",
-        "       torchrun --nproc_per_node=N train/train.py ...   (several GPUs, DistributedDataParallel)",
+        "       torchrun --nproc-per-node=N train/train.py ...   (several GPUs, DistributedDataParallel)",
         "",
         "Train a segmentation head on a frozen DINO backbone over a prepared folder.",
         f"Configs: {', '.join(sorted(p.name for p in CONFIG_DIR.glob('*.yaml')))} (in train/configs/).",
@@ -173,5 +173,5 @@ def help_text() -> str:
     ]
     for f in fields(TrainConfig):
         default = f.default if f.default is not MISSING else f.default_factory()
-        lines.append(f"  --{f.name} ({default!r})\n      {f.metadata['help']}")
+        lines.append(f"  --{f.name.replace('_', '-')} ({default!r})\n      {f.metadata['help']}")
     return "\n".join(lines)

@@ -301,9 +301,9 @@ def train(config: TrainConfig, settings: Settings) -> dict[str, Any]:
 def out_of_memory_advice(config: TrainConfig, phase: str) -> str:
     """Which setting to lower, for the phase that ran out of GPU memory."""
     advice = {
-        "caching features": f"--extract_batch_size (now {config.extract_batch_size})",
-        "validating": f"--val_batch_size (now {config.val_batch_size})",
-    }.get(phase, f"--batch_size (now {config.batch_size}) or --crop (now {config.crop})")
+        "caching features": f"--extract-batch-size (now {config.extract_batch_size})",
+        "validating": f"--val-batch-size (now {config.val_batch_size})",
+    }.get(phase, f"--batch-size (now {config.batch_size}) or --crop (now {config.crop})")
     return f"the GPU ran out of memory while {phase}; lower {advice}"
 
 
@@ -335,7 +335,7 @@ def run_training(config: TrainConfig, settings: Settings, dist_info: Distributed
     if state is not None and state["classes"] != classes:
         raise UserError(
             f"{run_dir} was trained on {len(state['classes'])} classes but {dataset.root} has {len(classes)}; "
-            "resume with the prepared folder it was trained on, or start a new run with --init_from"
+            "resume with the prepared folder it was trained on, or start a new run with --init-from"
         )
     if state is None and dist_info.main:
         start_run_folder(run_dir, config, dataset)

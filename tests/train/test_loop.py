@@ -77,15 +77,15 @@ def test_default_window_is_28_patches_of_the_backbone_and_windows_are_the_fewest
 
 def test_out_of_memory_names_the_setting_of_the_phase():
     config = load_config(None, batch_size=16, crop=448, extract_batch_size=32, val_batch_size=4)
-    assert "--batch_size (now 16) or --crop (now 448)" in out_of_memory_advice(config, "training")
-    assert "--extract_batch_size (now 32)" in out_of_memory_advice(config, "caching features")
-    assert "--val_batch_size (now 4)" in out_of_memory_advice(config, "validating")
+    assert "--batch-size (now 16) or --crop (now 448)" in out_of_memory_advice(config, "training")
+    assert "--extract-batch-size (now 32)" in out_of_memory_advice(config, "caching features")
+    assert "--val-batch-size (now 4)" in out_of_memory_advice(config, "validating")
 
 
 def test_help_is_answered_without_importing_torch():
     code = "import sys; sys.argv = ['train.py', '--help']; from train.cli import main; main(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
-    assert "--views_per_image" in out and "--resume" in out and out.strip().endswith("False")
+    assert "--views-per-image" in out and "--resume" in out and out.strip().endswith("False")
     script = subprocess.run([sys.executable, "train/train.py", "--help"], cwd=REPO, capture_output=True, text=True, check=True)
     assert script.stdout.startswith("usage: python train/train.py")
 

@@ -146,7 +146,7 @@ def test_existing_run_unknown_backbone_and_crop(tmp_path, prepared, monkeypatch,
               "unknown backbone 'dinov9_vitz14'", "dinov2_vits14")
     _one_line(*run_cli(monkeypatch, capsys, None, **tiny_overrides(tmp_path, prepared, crop=50)), "crop 50 is not a multiple of", "patch size 14")
     _one_line(*run_cli(monkeypatch, capsys, None, **tiny_overrides(tmp_path, prepared, window=60)), "window 60 is not a multiple of", "use 56")
-    _one_line(*run_cli(monkeypatch, capsys, None, **tiny_overrides(tmp_path, prepared, stepz=3)), "unknown config key(s) stepz")
+    _one_line(*run_cli(monkeypatch, capsys, None, **tiny_overrides(tmp_path, prepared, stepz=3)), "unknown flag --stepz; did you mean --steps?")
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, prepared, monkeypatch, capsys):
@@ -170,7 +170,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, prepared, m
 def test_gpu_out_of_memory_says_what_to_lower(tmp_path, prepared, monkeypatch, capsys):
     _crash_at(monkeypatch, 2, torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     _one_line(*run_cli(monkeypatch, capsys, None, **tiny_overrides(tmp_path, prepared, batch_size=8)),
-              "ran out of memory while training", "lower --batch_size (now 8) or --crop (now 56)")
+              "ran out of memory while training", "lower --batch-size (now 8) or --crop (now 56)")
 
 
 def test_no_cache_trains_on_live_views_to_the_same_result(tmp_path, prepared, monkeypatch, capsys):
