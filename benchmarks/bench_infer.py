@@ -56,7 +56,9 @@ def time_prediction(model, image, device, bf16: bool, batch_sizes: list[int], cr
     so that a change in the machine's load hits them alike."""
     from evaluate.predict import predict_image, window_forward
 
-    forward = window_forward(model, device, bf16, tta=False)
+    from common.runtime import Runtime
+
+    forward = window_forward(model, Runtime(device, torch.bfloat16 if bf16 else None), tta=False)
     seconds: dict[int, list[float]] = {b: [] for b in batch_sizes}
     for run in range(repeats + 1):
         for batch_size in batch_sizes:
@@ -121,12 +123,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from evaluate.predict import bf16_supported, resolve_device
+    from common.runtime import bf16_native, resolve_device
     from models.sliding_window import window_starts
 
     device = resolve_device(args.device)
     image = synthetic_image(args.size)
-    precisions = [False] + ([True] if bf16_supported(device) else [])
+    precisions = [False] + ([True] if bf16_native(device) else [])
     rows = []
     for head in args.heads:
         model = build_model(args.backbone, head).to(device)

@@ -137,9 +137,9 @@ def bench_extraction(args: argparse.Namespace, work: Path, data: Path) -> list[l
     from models.segmenter import Segmenter
     from train import feature_cache
     from train.data import bank_for, file_hashes, load_samples
-    from train.loop import autocast_dtype, pick_device
+    from common.runtime import Runtime, autocast_dtype, resolve_device
 
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
     _, samples = load_samples(data)
     train = samples["train"]
     with warnings.catch_warnings():
@@ -154,7 +154,7 @@ def bench_extraction(args: argparse.Namespace, work: Path, data: Path) -> list[l
         if label == "bf16" and dtype is None:
             rows.append([label, "not supported on this device", "", ""])
             continue
-        extract = feature_cache.make_extractor(segmenter.forward_features, device, dtype)
+        extract = feature_cache.make_extractor(segmenter.forward_features, Runtime(device, dtype))
         extract(torch.zeros(args.extract_batch_size, 3, args.crop, args.crop, dtype=torch.uint8))  # warm-up (kernels, autotuning)
         times = []
         for repeat in range(args.repeats):

@@ -81,7 +81,8 @@ def train_head(args: argparse.Namespace, work: Path, data: Path, crop: int) -> P
 
 def score_settings(run_dir: Path, data: Path, settings: list[tuple[int, int]]) -> list[dict]:
     """Each (crop, stride) on every test image: confusion matrix, masks, seconds."""
-    from evaluate.predict import predict_image, resolve_device, use_bf16, window_forward
+    from common.runtime import resolve_runtime
+    from evaluate.predict import predict_image, window_forward
     from models.checkpoint import load_checkpoint
     from models.sliding_window import window_starts
     from prepare.layout import load_prepared
@@ -92,8 +93,9 @@ def score_settings(run_dir: Path, data: Path, settings: list[tuple[int, int]]) -
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model, spec = load_checkpoint(run_dir)
-    device = resolve_device("cpu")
-    forward = window_forward(model.to(device).eval(), device, use_bf16("auto", device), tta=False)
+    runtime = resolve_runtime("cpu", "auto")
+    device = runtime.device
+    forward = window_forward(model.to(device).eval(), runtime, tta=False)
     prepared = load_prepared(data)
     tests = [e for e in prepared.entries if e.split == "test"]
     size = (tests[0].height, tests[0].width)  # the quadrats all have the size they were generated at

@@ -40,9 +40,9 @@ CONVENTIONS = (
     "Booleans: --flag, --no-flag, or --flag=true/false (also yes/no, 1/0). Only -h has a one-letter form."
 )
 
+from common.errors import UserError
 
-class UserError(Exception):
-    """A problem in the user's input or setup, with what to do about it, in one sentence."""
+__all__ = ["UserError", "run", "scrub"]
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from common.cli import UserError
+from common.errors import UserError
 
 
 @contextlib.contextmanager

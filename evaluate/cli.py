@@ -5,6 +5,7 @@ Heavy imports (torch, FiftyOne) happen inside the commands, so `--help` answers 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from common.cli import UserError, run
@@ -16,8 +17,8 @@ def evaluate(
     dataset: str | None = None,
     split: str = "val",
     checkpoint: str = "best",
-    crop: int | None = None,
-    stride: int | None = None,
+    window: int | None = None,
+    window_stride: int | None = None,
     batch_size: int = 4,
     tta: bool = False,
     precision: str = "auto",
@@ -25,6 +26,8 @@ def evaluate(
     data_dir: str | None = None,
     weights: str | None = None,
     delete: bool = False,
+    crop: int | None = None,
+    stride: int | None = None,
 ) -> None:
     """Predict a split with a trained run, score it, write it back to FiftyOne and report it.
 
@@ -33,8 +36,8 @@ def evaluate(
         dataset: the FiftyOne dataset (default DEMO_DATASET).
         split: val, test, train or all.
         checkpoint: best or last.
-        crop: sliding-window size in pixels (default: the run's window, 392 for a ViT-*/14 run with the default config).
-        stride: largest step between windows in pixels, spread evenly (default: the run's; with --crop alone, the crop).
+        window: sliding-window size in pixels (default: the run's window, 392 for a ViT-*/14 run with the default config).
+        window_stride: largest step between windows in pixels, spread evenly (default: the run's; with --window alone, the window).
         batch_size: windows per forward pass.
         tta: also predict the mirrored image and average (about twice the time).
         precision: auto (bf16 where the device supports it), bf16 or fp32.
@@ -42,7 +45,10 @@ def evaluate(
         data_dir: prepared folder with the ground truth (default DATA_ROOT/prepared/<dataset>_<run taxonomy>).
         weights: backbone weights the run was trained on (default DINO_WEIGHTS).
         delete: remove this run's fields, evaluations and saved view from the dataset instead (files stay).
+        crop: deprecated name of --window.
+        stride: deprecated name of --window-stride.
     """
+    window, window_stride = _deprecated_window_flags(window, window_stride, crop, stride)
     settings = load_settings(device=device)
     dataset_name = dataset or settings.demo_dataset
     run_dir = Path(run).expanduser().resolve()
@@ -61,12 +67,23 @@ def evaluate(
     from evaluate.pipeline import EvaluateOptions, evaluate_run
 
     options = EvaluateOptions(
-        run_dir=run_dir, dataset=dataset_name, split=split, which=checkpoint, crop=crop, stride=stride, batch_size=batch_size,
+        run_dir=run_dir, dataset=dataset_name, split=split, which=checkpoint, window=window, window_stride=window_stride,
+        batch_size=batch_size,
         tta=tta, precision=precision, data_dir=Path(data_dir).expanduser().resolve() if data_dir else None, weights=weights,
     )  # fmt: skip
-    if min(crop or 1, stride or 1, batch_size) < 1:
-        raise UserError("--crop, --stride and --batch-size must be positive")
+    if min(window or 1, window_stride or 1, batch_size) < 1:
+        raise UserError("--window, --window-stride and --batch-size must be positive")
     evaluate_run(settings, options)
+
+
+def _deprecated_window_flags(window: int | None, window_stride: int | None, crop: int | None, stride: int | None) -> tuple[int | None, int | None]:
+    """`--crop`/`--stride`, evaluate's old names of `--window`/`--window-stride`, still work, with one line saying so."""
+    old = [name for name, value in (("--crop", crop), ("--stride", stride)) if value is not None]
+    if old:
+        print(f"note: {' and '.join(old)} are deprecated names of --window and --window-stride; use those", file=sys.stderr)
+    if (crop is not None and window is not None) or (stride is not None and window_stride is not None):
+        raise UserError("pass the window as --window/--window-stride only (--crop and --stride are their old names)")
+    return (window if crop is None else crop), (window_stride if stride is None else stride)
 
 
 def evaluate_main() -> None:

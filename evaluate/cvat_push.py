@@ -26,7 +26,8 @@ from common.table import format_table
 from data_engineering.cvat_client import CvatLabel, connect, translate_errors
 from evaluate.colonies import Colony, find_colonies
 from evaluate.fields import CONFIDENCE
-from evaluate.predict import predict_image, resolve_device, use_bf16, window_forward
+from common.runtime import resolve_runtime
+from evaluate.predict import predict_image, window_forward
 from models.checkpoint import load_checkpoint
 from prepare.layout import BACKGROUND_NAME
 from prepare.polygons import polygon_to_cvat_points
@@ -103,8 +104,8 @@ def push_predictions(settings: Settings, options: PushOptions, out: TextIO = sys
 
     model, spec = load_checkpoint(options.run_dir, options.which, weights=options.weights or settings.dino_weights or None)
     taxonomy = load_taxonomy(spec.taxonomy, taxonomy_dirs(settings.taxonomy_dirs))
-    device = resolve_device(settings.device)
-    forward = window_forward(model.to(device).eval(), device, use_bf16(options.precision, device), options.tta)
+    runtime = resolve_runtime(settings.device, options.precision)
+    forward = window_forward(model.to(runtime.device).eval(), runtime, options.tta)
     with connect(settings) as cvat:
         with translate_errors(cvat.url, f"reading task {options.task_id}"):
             task = cvat.client.tasks.retrieve(options.task_id)
@@ -129,7 +130,7 @@ def push_predictions(settings: Settings, options: PushOptions, out: TextIO = sys
             image = decode_frame(data, frame.name)
             if image.shape[:2] != (frame.height, frame.width):
                 raise UserError(f"CVAT frame {frame.name} decodes to {image.shape[1]}x{image.shape[0]} but the task records {frame.width}x{frame.height}; the polygons would land off the image")
-            prediction = predict_image(forward, image, len(spec.classes), spec.crop, spec.stride, options.batch_size, device)
+            prediction = predict_image(forward, image, len(spec.classes), spec.window, spec.window_stride, options.batch_size, runtime.device)
             shapes = colony_shapes(find_colonies(prediction.mask, prediction.confidence), number, labels)
             counts.update(next(lb.name for lb in labels.values() if lb.id == s["label_id"]) for s in shapes)
             example = example or (shapes[0] if shapes else None)

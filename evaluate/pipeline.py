@@ -24,11 +24,12 @@ from common.settings import Settings
 from evaluate import writeback
 from evaluate.colonies import Colony, find_colonies
 from evaluate.fields import RunFields
-from evaluate.predict import predict_image, resolve_device, use_bf16, window_forward
+from common.runtime import Runtime, resolve_runtime
+from evaluate.predict import predict_image, window_forward
 from evaluate.prediction_cache import CACHE_FILE, PredictionCache, image_key
 from evaluate.reports import ImageResult, SplitReport, format_per_class_table, write_report
 from models.checkpoint import CheckpointSpec, checkpoint_stem, load_checkpoint
-from models.sliding_window import WINDOW_LAYOUT
+from models.sliding_window import WINDOW_LAYOUT, default_window_stride
 from prepare.cli import default_output_dir
 from prepare.layout import BACKGROUND_COLOR, BACKGROUND_NAME, INFO_FILE, ManifestEntry, PreparedDataset, load_prepared, png_palette
 from prepare.mask_png import encode_mask_png, read_mask
@@ -46,8 +47,8 @@ class EvaluateOptions:
     dataset: str
     split: str = "val"
     which: str = "best"
-    crop: int | None = None  # None: the run's
-    stride: int | None = None
+    window: int | None = None  # None: the run's
+    window_stride: int | None = None  # None: the run's, or with `window` given, that window
     batch_size: int = 4
     tta: bool = False
     precision: str = "auto"
@@ -115,23 +116,25 @@ def _ground_truth(prepared: PreparedDataset, entry: ManifestEntry, image_shape: 
 
 def _predict_or_reuse(
     cache: PredictionCache, forward: Callable[[Tensor], Tensor], sample_id: str, filepath: str, mask_path: Path,
-    num_classes: int, crop: int, stride: int, batch_size: int, device: torch.device, mask_palette: bytes,
+    num_classes: int, window: int, window_stride: int, batch_size: int, device: torch.device, mask_palette: bytes,
 ) -> tuple[np.ndarray, list[Colony], bool]:
     """(predicted mask, colonies, reused) of one image: from the cache when nothing it depends on changed."""
     key = image_key(filepath)
     colonies = cache.get(sample_id, key, mask_path)
     if colonies is not None:
         return read_mask(mask_path), colonies, True
-    prediction = predict_image(forward, read_image(filepath), num_classes, crop, stride, batch_size, device)
+    prediction = predict_image(forward, read_image(filepath), num_classes, window, window_stride, batch_size, device)
     write_bytes_atomic(mask_path, encode_mask_png(prediction.mask, mask_palette))
     colonies = find_colonies(prediction.mask, prediction.confidence)
     cache.add(sample_id, key, mask_path, colonies)
     return prediction.mask, colonies, False
 
 
-def window_setting(spec: CheckpointSpec, crop: int | None, stride: int | None) -> tuple[int, int]:
-    """Window size and largest step: the run's unless given; a crop given alone gets its own fewest windows."""
-    return crop or spec.crop, stride or crop or spec.stride
+def window_setting(spec: CheckpointSpec, window: int | None, window_stride: int | None) -> tuple[int, int]:
+    """Window size and largest step: the run's unless given; a window given alone gets its own fewest windows."""
+    if window:
+        return window, default_window_stride(window, window_stride)
+    return spec.window, window_stride or spec.window_stride
 
 
 def evaluate_run(settings: Settings, options: EvaluateOptions, out: TextIO = sys.stdout) -> SplitReport:
@@ -139,9 +142,10 @@ def evaluate_run(settings: Settings, options: EvaluateOptions, out: TextIO = sys
     if options.split not in SPLITS:
         raise UserError(f"--split must be one of {', '.join(SPLITS)}, not {options.split!r}")
     run_dir = options.run_dir.expanduser().resolve()
+    runtime = resolve_runtime(settings.device, options.precision)
     model, spec = load_checkpoint(run_dir, options.which, weights=options.weights or settings.dino_weights or None)
     with run_lock(run_dir):
-        return _evaluate_run(settings, options, run_dir, model, spec, out)
+        return _evaluate_run(settings, options, run_dir, runtime, model, spec, out)
 
 
 def run_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:
@@ -155,11 +159,13 @@ def run_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:
     return exclusive_lock(lock, f"another evaluation of {run_dir.name} is running ({lock} is held); wait for it to end or stop it, then rerun")
 
 
-def _evaluate_run(settings: Settings, options: EvaluateOptions, run_dir: Path, model: torch.nn.Module, spec: CheckpointSpec, out: TextIO) -> SplitReport:
+def _evaluate_run(
+    settings: Settings, options: EvaluateOptions, run_dir: Path, runtime: Runtime, model: torch.nn.Module, spec: CheckpointSpec, out: TextIO
+) -> SplitReport:
     taxonomy = load_taxonomy(spec.taxonomy, taxonomy_dirs(settings.taxonomy_dirs))
     classes, palette = list(spec.classes), run_palette(spec, taxonomy)
     background = classes.index(BACKGROUND_NAME) if BACKGROUND_NAME in classes else None
-    crop, stride = window_setting(spec, options.crop, options.stride)
+    window, window_stride = window_setting(spec, options.window, options.window_stride)
     prepared = find_prepared(settings, options, spec, out)
     entries = {e.sample_id: e for e in prepared.entries} if prepared else {}
 
@@ -171,14 +177,13 @@ def _evaluate_run(settings: Settings, options: EvaluateOptions, run_dir: Path, m
     writeback.begin_run(dataset, fields, run_dir, options.split, spec.taxonomy)
     writeback.configure_app(dataset, fields, spec.taxonomy, classes, palette)
 
-    device = resolve_device(settings.device)
-    bf16 = use_bf16(options.precision, device)
-    forward = window_forward(model.to(device).eval(), device, bf16, options.tta)
+    device = runtime.device
+    forward = window_forward(model.to(device).eval(), runtime, options.tta)
     out_dir = run_dir / "eval" / options.split
     mask_palette = png_palette(palette)
     depends_on = {
         "head": sha256_file(checkpoint_stem(run_dir, options.which).with_suffix(".safetensors")), "backbone": spec.weights_hash,
-        "crop": crop, "stride": stride, "layout": WINDOW_LAYOUT, "tta": options.tta, "bf16": bf16, "device": device.type,
+        "window": window, "window_stride": window_stride, "layout": WINDOW_LAYOUT, "tta": options.tta, "bf16": runtime.bf16, "device": device.type,
     }  # fmt: skip
     cache = PredictionCache(out_dir / CACHE_FILE, depends_on)
     images, used_names, reused = [], set(), 0
@@ -186,7 +191,7 @@ def _evaluate_run(settings: Settings, options: EvaluateOptions, run_dir: Path, m
         sample = dataset[sample_id]
         mask_path = out_dir / "masks" / _mask_name(sample.filepath, sample_id, used_names)
         predicted, colonies, was_cached = _predict_or_reuse(
-            cache, forward, sample_id, sample.filepath, mask_path, len(classes), crop, stride, options.batch_size, device, mask_palette
+            cache, forward, sample_id, sample.filepath, mask_path, len(classes), window, window_stride, options.batch_size, device, mask_palette
         )
         reused += was_cached
         height, width = predicted.shape
@@ -211,7 +216,10 @@ def _evaluate_run(settings: Settings, options: EvaluateOptions, run_dir: Path, m
     if reused:
         print(f"reused {reused} earlier predictions made with the same checkpoint and settings ({out_dir / CACHE_FILE})", file=out)
 
-    settings_used: dict[str, Any] = {"checkpoint": options.which, "crop": crop, "stride": stride, "tta": options.tta, "device": str(device)}
+    settings_used: dict[str, Any] = {
+        "checkpoint": options.which, "window": window, "window_stride": window_stride, "tta": options.tta, "device": str(device),
+        "precision": runtime.precision,
+    }  # fmt: skip
     report = SplitReport(run_dir.name, options.split, classes, palette, background, images, settings=settings_used)
     scored_ids = [image.sample_id for image in report.scored]
     if scored_ids:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.cli import UserError
+from common.errors import UserError
 from models.position import DINOV2_REG_RULE, DINOV2_RULE, PosEmbedRule, resample_pos_grid, rope_periods, rope_sin_cos
 from models.weights import OfficialWeights, read_weights
 

@@ -19,14 +19,17 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from common.cli import UserError
+from common.errors import UserError
 from common.fileio import atomic_path, sha256_file, write_json_atomic
 from models.backbones import build_backbone
 from models.heads import SegHead, build_head
 from models.segmenter import Segmenter
 
 FORMAT = "reefseg-checkpoint"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
+# Version 1 named the sliding window `crop`/`stride` (train's `crop` is the training crop, so version 2 renamed them).
+VERSION_1_NAMES = {"crop": "window", "stride": "window_stride"}
 CHECKPOINT_NAMES = ("best", "last")
 LOSS_ONLY_OPTIONS = ("class_weights",)  # training data statistics, not needed to rebuild the head
 
@@ -46,8 +49,8 @@ class CheckpointSpec:
     taxonomy: str
     mean: list[float]
     std: list[float]
-    crop: int
-    stride: int
+    window: int
+    window_stride: int
     info: dict[str, Any] = field(default_factory=dict)  # for people (step, val mIoU, config); never read back
 
     def __post_init__(self) -> None:
@@ -58,14 +61,14 @@ class CheckpointSpec:
 
     @classmethod
     def of(cls, backbone: nn.Module, head: SegHead, classes: Sequence[str], palette: Sequence[Sequence[int]],
-           taxonomy: str, crop: int, stride: int, info: dict[str, Any] | None = None) -> CheckpointSpec:
+           taxonomy: str, window: int, window_stride: int, info: dict[str, Any] | None = None) -> CheckpointSpec:
         """The spec of a model made by `build_backbone` + `build_head`, with the data's classes and tiling."""
         return cls(
             backbone=backbone.name, weights_hash=backbone.weights_hash, layers=[int(i) for i in backbone.layers],
             head=head.name, head_config={k: v for k, v in head.config.items() if k not in LOSS_ONLY_OPTIONS}, num_classes=head.num_classes,
             classes=list(classes), palette=[[int(c) for c in colour] for colour in palette], taxonomy=taxonomy,
             mean=[float(m) for m in backbone.mean], std=[float(s) for s in backbone.std],
-            crop=int(crop), stride=int(stride), info=dict(info or {}),
+            window=int(window), window_stride=int(window_stride), info=dict(info or {}),
         )
 
 
@@ -127,8 +130,11 @@ def read_checkpoint(path: str | Path, which: str = "best") -> tuple[dict[str, to
         raw = json.loads(spec_file.read_text())
     except json.JSONDecodeError as error:
         raise UserError(f"{spec_file} is not valid JSON ({error}); the checkpoint is damaged") from None
-    if raw.get("format") != FORMAT or raw.get("version") != VERSION:
-        raise UserError(f"{spec_file} is not a {FORMAT} version {VERSION} spec (format {raw.get('format')!r}, version {raw.get('version')!r})")
+    if raw.get("format") != FORMAT or raw.get("version") not in READABLE_VERSIONS:
+        readable = " or ".join(map(str, READABLE_VERSIONS))
+        raise UserError(f"{spec_file} is not a {FORMAT} version {readable} spec (format {raw.get('format')!r}, version {raw.get('version')!r})")
+    if raw["version"] == 1:
+        raw = {VERSION_1_NAMES.get(key, key): value for key, value in raw.items()}
     if sha256_file(tensor_file) != raw.get("tensors_sha256"):
         raise UserError(f"{tensor_file.name} does not match {spec_file.name} (an interrupted save?); use the other checkpoint or retrain")
     names = {f.name for f in fields(CheckpointSpec)}

@@ -16,13 +16,20 @@ from torch import Tensor
 WINDOW_LAYOUT = "even"
 
 
-def window_starts(length: int, crop: int, stride: int) -> list[int]:
-    """Start offsets along one axis: the fewest windows at most `stride` apart that reach the far edge,
+def default_window_stride(window: int, window_stride: int | None = None) -> int:
+    """The largest step between windows: `window_stride` when given (non-zero), else the window itself, i.e. the
+    fewest windows that cover the image, spread evenly. On 1920-px quadrats 5 x 5 windows of 392 px scored the
+    mIoU of 36 windows of 448 two thirds apart, 2.1-2.3x faster (benchmarks/README.md)."""
+    return window_stride or window
+
+
+def window_starts(length: int, window: int, window_stride: int) -> list[int]:
+    """Start offsets along one axis: the fewest windows at most `window_stride` apart that reach the far edge,
     spread evenly so that every overlap is the same to a pixel (no thin sliver of a last window)."""
-    if crop >= length:
+    if window >= length:
         return [0]
-    span = length - crop
-    gaps = -(-span // stride)
+    span = length - window
+    gaps = -(-span // window_stride)
     return [(i * span + gaps // 2) // gaps for i in range(gaps + 1)]
 
 
@@ -47,21 +54,21 @@ def predict_logits(
     forward: Callable[[Tensor], Tensor],
     image: Tensor,
     num_classes: int,
-    crop: int | Sequence[int],
-    stride: int | Sequence[int],
+    window: int | Sequence[int],
+    window_stride: int | Sequence[int],
     batch_size: int = 4,
     blend: str = "average",
 ) -> Tensor:
     """Logits [K,H,W] for image [3,H,W]; `forward` maps windows [B,3,h,w] to logits [B,K,h,w].
 
-    Windows are `crop` (int or (h, w)) at most `stride` apart, spread evenly from border to border; an image
-    smaller than the crop along an axis gets one window as long as the image there (the model
+    Windows are `window` (int or (h, w)) at most `window_stride` apart, spread evenly from border to border; an image
+    smaller than the window along an axis gets one window as long as the image there (the model
     pads it to its patch). Overlaps are blended by `blend_weights`, so windows and batch size
     change nothing where the model agrees with itself.
     """
-    (crop_h, crop_w), (stride_h, stride_w) = _pair(crop), _pair(stride)
+    (crop_h, crop_w), (stride_h, stride_w) = _pair(window), _pair(window_stride)
     if min(crop_h, crop_w, stride_h, stride_w, batch_size) < 1:
-        raise ValueError(f"crop, stride and batch_size must be positive, got {crop}, {stride}, {batch_size}")
+        raise ValueError(f"window, window_stride and batch_size must be positive, got {window}, {window_stride}, {batch_size}")
     _, height, width = image.shape
     win_h, win_w = min(crop_h, height), min(crop_w, width)
     boxes = [(y, x) for y in window_starts(height, win_h, stride_h) for x in window_starts(width, win_w, stride_w)]

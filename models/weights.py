@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from common.cli import UserError
+from common.errors import UserError
 from common.fileio import sha256_file
 from models.position import rope_periods
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from common.cli import UserError, run
-from train.config import KEYS, help_text, load_config
+from train.config import KEYS, RENAMED_KEYS, help_text, load_config
 
 
 def train_command(config: str | None = None, **overrides: Any) -> None:
@@ -35,4 +35,5 @@ def train_command(config: str | None = None, **overrides: Any) -> None:
 def main() -> None:
     # every config key is a flag, checked by common.cli before any work: booleans strictly, the rest by load_config
     flags = {name: "bool" if isinstance(f.default, bool) else "Any" for name, f in KEYS.items()}
+    flags.update({old: "Any" for old in RENAMED_KEYS})  # old names still accepted, with a note (load_config)
     run(train_command, extra=flags, help_text=help_text)

@@ -8,13 +8,15 @@ default and a one-line help, the YAML files in `train/configs/` set the defaults
 
 from __future__ import annotations
 
+import sys
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from common.cli import UserError
+from common.errors import UserError
+from common.runtime import PRECISION_HELP, check_precision
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "linear.yaml"
@@ -56,10 +58,10 @@ class TrainConfig:
     min_lr_ratio: float = field(default=0.0, metadata={"help": "final lr as a fraction of lr"})
     grad_clip: float = field(default=1.0, metadata={"help": "clip the gradient norm to this (0: off)"})
     class_weights: bool = field(default=False, metadata={"help": "weight the loss by inverse square-root class frequency of the training masks"})
-    precision: str = field(default="auto", metadata={"help": "auto (bf16 where the device supports it), bf16 or fp32"})
+    precision: str = field(default="auto", metadata={"help": PRECISION_HELP})
     eval_every: int = field(default=100, metadata={"help": "validate on the full val images every N steps (and at the end)"})
     window: int = field(default=0, metadata={"help": f"sliding-window size of validation and evaluation in pixels, a multiple of the patch size; 0: {DEFAULT_WINDOW_PATCHES} patches (392 px on /14 backbones, 448 on /16)"})
-    val_stride: int = field(default=0, metadata={"help": "largest step between sliding windows of validation and evaluation; 0: the window (the fewest windows that cover the image, spread evenly)"})
+    window_stride: int = field(default=0, metadata={"help": "largest step between sliding windows of validation and evaluation; 0: the window (the fewest windows that cover the image, spread evenly)"})
     val_batch_size: int = field(default=4, metadata={"help": "windows per forward pass in validation"})
     max_val_images: int = field(default=0, metadata={"help": "validate on the first N val images only (0: all)"})
     patience: int = field(default=5, metadata={"help": "stop after this many validations without a better mIoU (0: never)"})
@@ -70,6 +72,7 @@ class TrainConfig:
 
 
 KEYS = {f.name: f for f in fields(TrainConfig)}
+RENAMED_KEYS = {"val_stride": "window_stride"}  # old name -> new name; old runs' config.yaml still load
 
 
 def _parse(text: str) -> Any:
@@ -128,7 +131,10 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
     values = yaml.safe_load(path.read_text()) or {}
     if not isinstance(values, dict):
         raise UserError(f"config file {path} must hold a mapping of keys to values")
-    values.update({k.replace("-", "_"): v for k, v in overrides.items()})
+    overrides = {k.replace("-", "_"): v for k, v in overrides.items()}
+    for old in sorted(set(overrides) & set(RENAMED_KEYS)):
+        print(f"note: --{old.replace('_', '-')} is deprecated; use --{RENAMED_KEYS[old].replace('_', '-')}", file=sys.stderr)
+    values = {RENAMED_KEYS.get(k, k): v for k, v in {**values, **overrides}.items()}
     unknown = sorted(set(values) - set(KEYS))
     if unknown:
         raise UserError(f"unknown config key(s) {', '.join(unknown)}; run train/train.py --help for the list")
@@ -141,12 +147,11 @@ def check_config(config: TrainConfig) -> None:
     """Values that would only fail later, in the middle of a run, refused now with the key to fix."""
     if config.schedule not in ("poly", "cosine"):
         raise UserError(f"schedule must be poly or cosine, got {config.schedule!r}")
-    if config.precision not in ("auto", "bf16", "fp32"):
-        raise UserError(f"precision must be auto, bf16 or fp32, got {config.precision!r}")
+    check_precision(config.precision)
     if len(config.scale_range) != 2 or not 0 < config.scale_range[0] <= config.scale_range[1]:
         raise UserError(f"scale_range must be [min, max] with 0 < min <= max, got {config.scale_range}")
-    if config.window < 0 or config.val_stride < 0:
-        raise UserError(f"window and val_stride must be positive (or 0 for the default), got {config.window} and {config.val_stride}")
+    if config.window < 0 or config.window_stride < 0:
+        raise UserError(f"window and window_stride must be positive (or 0 for the default), got {config.window} and {config.window_stride}")
     for key in ("crop", "views_per_image", "batch_size", "steps", "eval_every", "extract_batch_size", "val_batch_size", "log_every"):
         if getattr(config, key) < 1:
             raise UserError(f"{key} must be at least 1, got {getattr(config, key)}")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from common.fileio import atomic_path
+from common.runtime import Runtime
 from models.sliding_window import WINDOW_LAYOUT
 from train.data import read_image, read_mask
 from train.views import View, apply_view, views_key
@@ -151,14 +151,13 @@ def fill_cache(
     return len(missing)
 
 
-def make_extractor(forward_features: Callable[[Tensor], list[Tensor]], device: torch.device, dtype: torch.dtype | None) -> Callable[[Tensor], list[Tensor]]:
-    """What `fill_cache` calls: uint8 images to float16 CPU maps via `Segmenter.forward_features` on `device`, autocast to `dtype` if given."""
+def make_extractor(forward_features: Callable[[Tensor], list[Tensor]], runtime: Runtime) -> Callable[[Tensor], list[Tensor]]:
+    """What `fill_cache` calls: uint8 images to float16 CPU maps via `Segmenter.forward_features`, on the runtime's device and precision."""
 
     @torch.no_grad()
     def extract(images: Tensor) -> list[Tensor]:
-        images = images.to(device, non_blocking=True)
-        context = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-        with context:
+        images = images.to(runtime.device, non_blocking=True)
+        with runtime.autocast():
             return [m.to(torch.float16).cpu() for m in forward_features(images)]
 
     return extract

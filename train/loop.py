@@ -16,7 +16,6 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,13 +27,14 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from common.cli import UserError
+from common.runtime import Runtime, resolve_runtime
 from common.fileio import atomic_path, write_text_atomic
 from common.settings import Settings
 from models import checkpoint as run_checkpoint
 from models.backbones import build_backbone, get_spec
 from models.heads import build_head
 from models.segmenter import Segmenter
-from models.sliding_window import predict_logits
+from models.sliding_window import default_window_stride, predict_logits
 from prepare.layout import PreparedDataset, classes_text, palette_text
 from train import feature_cache
 from train.config import DEFAULT_WINDOW_PATCHES, TrainConfig, config_dict
@@ -67,44 +67,23 @@ class NonFiniteLoss(Exception):
 # ----------------------------------------------------------------------------- set-up
 
 
-def setup_distributed(device_setting: str) -> tuple[Distributed, torch.device]:
+def setup_distributed(runtime: Runtime) -> tuple[Distributed, Runtime]:
     """Join the `torchrun` process group when there is one (NCCL on GPUs, gloo on CPUs)."""
-    device = pick_device(device_setting)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun, not a project setting
     if world_size == 1:
-        return Distributed(), device
+        return Distributed(), runtime
     local_rank = int(os.environ["LOCAL_RANK"])
-    if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
+    if runtime.device.type == "cuda":
+        runtime = replace(runtime, device=torch.device("cuda", local_rank))
+        torch.cuda.set_device(runtime.device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Distributed(dist.get_rank(), world_size, local_rank), device
+        dist.init_process_group("nccl" if runtime.device.type == "cuda" else "gloo")
+    return Distributed(dist.get_rank(), world_size, local_rank), runtime
 
 
-def pick_device(setting: str) -> torch.device:
-    if setting in ("", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if setting.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {setting!r} asked for but no CUDA GPU is visible; use --device cpu")
-    return torch.device(setting)
-
-
-def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """bf16 where the device computes it natively (CUDA, CPUs with AVX-512 BF16 or AMX), else fp32."""
-    if precision == "fp32":
-        return None
-    if device.type == "cuda":
-        supported = torch.cuda.is_bf16_supported()
-    else:
-        supported = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    if precision == "bf16" and not supported:
-        raise UserError(f"this {device.type} device does not compute bf16 natively; use --precision fp32 or auto")
-    return torch.bfloat16 if supported else None
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+def train_runtime(config: TrainConfig, default_device: str = "auto") -> Runtime:
+    """The device and precision of training, of its feature cache and of its validation (`evaluate` decides alike)."""
+    return resolve_runtime(config.device or default_device, config.precision)
 
 
 def lr_factor(step: int, config: TrainConfig) -> float:
@@ -145,23 +124,15 @@ def default_data_dir(settings: Settings, dataset: str, taxonomy: str) -> Path:
 
 
 def with_default_window(config: TrainConfig) -> TrainConfig:
-    """`window: 0` made concrete for the config's backbone: DEFAULT_WINDOW_PATCHES patches a side."""
-    if config.window:
-        return config
-    return replace(config, window=DEFAULT_WINDOW_PATCHES * get_spec(config.backbone).patch_size)
-
-
-def validation_stride(config: TrainConfig) -> int:
-    """Largest step between the sliding windows of validation (and of the checkpoint spec, so of `evaluate`):
-    `val_stride`, or the window itself: the fewest windows that cover an image, spread evenly. On 1920-px
-    quadrats 5 x 5 windows of 392 px scored the mIoU of 36 windows of 448 two thirds apart, 2.1-2.3x faster
-    (benchmarks/README.md)."""
-    return config.val_stride or config.window
+    """The sliding window of validation (and of the checkpoint, so of `evaluate`) made concrete: `window: 0` is
+    DEFAULT_WINDOW_PATCHES patches of the config's backbone, `window_stride: 0` the window itself."""
+    window = config.window or DEFAULT_WINDOW_PATCHES * get_spec(config.backbone).patch_size
+    return replace(config, window=window, window_stride=default_window_stride(window, config.window_stride))
 
 
 @torch.no_grad()
-def validate(segmenter: Segmenter, images: FullImages, classes: list[str], config: TrainConfig, device: torch.device,
-             dtype: torch.dtype | None, dist_info: Distributed, window_dirs: list[Path] | None = None) -> SegmentationMetrics:
+def validate(segmenter: Segmenter, images: FullImages, classes: list[str], config: TrainConfig, runtime: Runtime,
+             dist_info: Distributed, window_dirs: list[Path] | None = None) -> SegmentationMetrics:
     """mIoU over whole val images, predicted window by window exactly as `evaluate` does.
 
     With `window_dirs` (one per image) the backbone maps of the windows come from the feature
@@ -171,26 +142,25 @@ def validate(segmenter: Segmenter, images: FullImages, classes: list[str], confi
     was_training = segmenter.training
     segmenter.eval()
     accumulator = ConfusionAccumulator(len(classes))
-    stride = validation_stride(config)
     mine = range(dist_info.rank, len(images), dist_info.world_size)
     for index in tqdm(mine, desc="validating", unit="image", leave=False, dynamic_ncols=True, disable=not dist_info.main):
         image, mask = images[index]
         windows = feature_cache.WindowCache(window_dirs[index], segmenter.backbone.layers) if window_dirs else None
 
         def forward(crops: Tensor) -> Tensor:
-            with autocast(device, dtype):
+            with runtime.autocast():
                 if windows is None:
                     return segmenter(crops).float()
                 return segmenter.head_logits(windows.features(crops, segmenter.forward_features), crops.shape[-2:]).float()
 
-        logits = predict_logits(forward, image.to(device), len(classes), config.window, stride, config.val_batch_size)
+        logits = predict_logits(forward, image.to(runtime.device), len(classes), config.window, config.window_stride, config.val_batch_size)
         if windows is not None:
             windows.save()
         accumulator.update(mask, logits.argmax(0).cpu())
     segmenter.train(was_training)
     matrix = torch.from_numpy(accumulator.matrix)
     if dist_info.world_size > 1:
-        matrix = matrix.to(device)
+        matrix = matrix.to(runtime.device)
         dist.all_reduce(matrix)
     return compute_metrics(matrix.cpu().numpy(), classes, background_index=0)
 
@@ -285,10 +255,10 @@ class TrainStep(nn.Module):
 def train(config: TrainConfig, settings: Settings) -> dict[str, Any]:
     """Train one head as `config` says; returns a summary (run folder, best mIoU and step, steps run)."""
     config = with_default_window(config)
-    dist_info, device = setup_distributed(config.device or settings.device)
+    dist_info, runtime = setup_distributed(train_runtime(config, settings.device))
     status = {"phase": "setting up"}
     try:
-        return run_training(config, settings, dist_info, device, status)
+        return run_training(config, settings, dist_info, runtime, status)
     except NonFiniteLoss as error:
         raise UserError(f"{error}; lower --lr (now {config.lr}) or use --precision fp32") from None
     except torch.cuda.OutOfMemoryError:
@@ -322,7 +292,7 @@ class _StepBatches:
         return step_batches(*self.args)
 
 
-def run_training(config: TrainConfig, settings: Settings, dist_info: Distributed, device: torch.device, status: dict[str, str]) -> dict[str, Any]:
+def run_training(config: TrainConfig, settings: Settings, dist_info: Distributed, runtime: Runtime, status: dict[str, str]) -> dict[str, Any]:
     """Set-up, then the loop; `status["phase"]` says what is running (for the out-of-memory advice)."""
     seed = config.seed if config.seed >= 0 else settings.seed
     workers = config.workers if config.workers >= 0 else settings.workers
@@ -341,7 +311,7 @@ def run_training(config: TrainConfig, settings: Settings, dist_info: Distributed
         start_run_folder(run_dir, config, dataset)
     _barrier(dist_info)
     setup_logging(run_dir, dist_info.main)
-    log.info(f"run {run_dir} on {dataset.root} ({len(samples['train'])} train, {len(samples['val'])} val images, {len(classes)} classes), device {device}, {dist_info.world_size} process(es)")
+    log.info(f"run {run_dir} on {dataset.root} ({len(samples['train'])} train, {len(samples['val'])} val images, {len(classes)} classes), device {runtime.device} ({runtime.precision}), {dist_info.world_size} process(es)")
 
     # Model: the same random initialisation in every process, from the seed.
     torch.manual_seed(seed)
@@ -360,12 +330,10 @@ def run_training(config: TrainConfig, settings: Settings, dist_info: Distributed
         log.info("class weights (1/sqrt of training pixel frequency): " + ", ".join(f"{c} {w:.3f}" for c, w in zip(classes, head_options["class_weights"])))
     head = build_head(config.head, backbone.embed_dim, len(backbone.layers), len(classes), **head_options)
     head.to(memory_format=torch.channels_last)  # oneDNN and cuDNN convolutions run faster on NHWC (measured 10-40% on CPU)
-    segmenter = Segmenter(backbone, head).to(device)
+    segmenter = Segmenter(backbone, head).to(device := runtime.device)
     if config.init_from:
         warm = run_checkpoint.init_head_from(head, Path(config.init_from).expanduser(), classes=classes)
         log.info(f"warm start from {config.init_from}: kept {len(warm.kept)} tensors, fresh {', '.join(warm.skipped) or 'none'}")
-    dtype = autocast_dtype(device, config.precision)
-    stride = validation_stride(config)
     taxonomy = (dataset.info.get("taxonomy") or {}).get("name", "")
 
     # Training data: cached features of the fixed view bank, or the views decoded live.
@@ -374,13 +342,13 @@ def run_training(config: TrainConfig, settings: Settings, dist_info: Distributed
     if config.cache:
         status["phase"] = "caching features"
         cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else settings.data_root / "cache"
-        root = feature_cache.backbone_dir(cache_dir, backbone, "bf16" if dtype is not None else "fp32")
+        root = feature_cache.backbone_dir(cache_dir, backbone, runtime.precision)
         banks = [bank_for(s, config.views_per_image, config.crop, scale_range, seed) for s in train_samples]
         entries = [
             feature_cache.cache_entry(root, cache_dir / "labels", image_hash, mask_hash, bank, backbone.layers)
             for (image_hash, mask_hash), bank in zip(file_hashes(train_samples), banks)
         ]
-        extract = feature_cache.make_extractor(segmenter.forward_features, device, dtype)
+        extract = feature_cache.make_extractor(segmenter.forward_features, runtime)
         jobs = [(s.image_path, s.mask_path, bank) for s, bank in zip(train_samples, banks)]
         cache_started = time.perf_counter()
         missing = feature_cache.missing_entries(entries)
@@ -395,7 +363,7 @@ def run_training(config: TrainConfig, settings: Settings, dist_info: Distributed
         train_data = LiveViews(train_samples, config.views_per_image, config.crop, scale_range, seed, config.fresh_views)
     val_samples = samples["val"][: config.max_val_images or None]
     val_images = FullImages(val_samples)
-    window_dirs = [feature_cache.window_cache_dir(root, image_hash, config.window, stride) for image_hash, _ in file_hashes(val_samples)] if config.cache else None
+    window_dirs = [feature_cache.window_cache_dir(root, image_hash, config.window, config.window_stride) for image_hash, _ in file_hashes(val_samples)] if config.cache else None
 
     step_module = TrainStep(segmenter, config.cache)
     model: nn.Module = step_module
@@ -450,7 +418,7 @@ def run_training(config: TrainConfig, settings: Settings, dist_info: Distributed
         nonlocal best, evals_without_gain
         status["phase"] = "validating"
         validation_started = time.perf_counter()
-        metrics = validate(segmenter, val_images, classes, config, device, dtype, dist_info, window_dirs)
+        metrics = validate(segmenter, val_images, classes, config, runtime, dist_info, window_dirs)
         summary["validation_seconds"] += time.perf_counter() - validation_started
         summary["last_miou"] = metrics.miou
         status["phase"] = "training"
@@ -472,7 +440,7 @@ def run_training(config: TrainConfig, settings: Settings, dist_info: Distributed
                 writer.add_scalar(f"val_iou/{name}", iou, step)
         writer.flush()
         info = {"step": step, "val_miou": metrics.miou, "config": config_dict(config)}
-        spec = run_checkpoint.CheckpointSpec.of(backbone, head, classes, dataset.palette, taxonomy, config.window, stride, info)
+        spec = run_checkpoint.CheckpointSpec.of(backbone, head, classes, dataset.palette, taxonomy, config.window, config.window_stride, info)
         if improved:
             run_checkpoint.save_run_checkpoint(run_dir, head, spec, "best")
         run_checkpoint.save_run_checkpoint(run_dir, head, spec, "last")
@@ -496,7 +464,7 @@ def run_training(config: TrainConfig, settings: Settings, dist_info: Distributed
             else:
                 inputs = inputs.to(device, non_blocking=True)
             target = target.to(device, non_blocking=True)
-            with autocast(device, dtype):
+            with runtime.autocast():
                 losses = model(inputs, target)
             losses["loss"].backward()
             reported = torch.stack([v.detach().float() for v in losses.values()])

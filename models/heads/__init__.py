@@ -8,7 +8,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from common.cli import UserError
+from common.errors import UserError
 from models.heads.base import IGNORE_INDEX, SegHead
 from models.heads.linear import LinearHead
 from models.heads.mask2former import Mask2FormerHead

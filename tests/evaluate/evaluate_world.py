@@ -27,7 +27,7 @@ classes:
   - {name: Acropora, color: [60, 180, 75], aliases: [acro]}
   - {name: Porites, color: [128, 0, 0]}
 """
-CROP, STRIDE = 42, 28
+WINDOW, WINDOW_STRIDE = 42, 28
 SIZES = [(56, 70), (63, 84), (70, 56)]  # (height, width): images need not share a size
 
 
@@ -56,7 +56,7 @@ def make_run(run_dir: Path, classes=CLASSES, palette=PALETTE, taxonomy: str = "t
     with torch.no_grad():
         for tensor in head.parameters():
             tensor.copy_(torch.randn(tensor.shape, generator=generator) * (3.0 if tensor.ndim > 1 else 0.1))
-    spec = CheckpointSpec.of(backbone, head, classes, palette, taxonomy, crop=CROP, stride=STRIDE)
+    spec = CheckpointSpec.of(backbone, head, classes, palette, taxonomy, window=WINDOW, window_stride=WINDOW_STRIDE)
     save_run_checkpoint(run_dir, head, spec)
 
 
@@ -67,7 +67,7 @@ def predict_fp32(run_dir: Path, images: list[np.ndarray]) -> list[np.ndarray]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomBackboneWarning)
         model, spec = load_checkpoint(run_dir)
-    return [p.mask for p in predict_images(model, iter(images), len(spec.classes), spec.crop, spec.stride, device="cpu", precision="fp32")]
+    return [p.mask for p in predict_images(model, iter(images), len(spec.classes), spec.window, spec.window_stride, device="cpu", precision="fp32")]
 
 
 def _image(height: int, width: int, seed: int) -> np.ndarray:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
-from common.cli import UserError
-from evaluate.predict import predict_image, use_bf16, window_forward
+from common.runtime import Runtime
+from evaluate.predict import predict_image, window_forward
 
 
 class ColourModel(torch.nn.Module):
@@ -24,8 +23,8 @@ def test_whole_image_prediction_and_tta() -> None:
     image[10:30, 20:60, 0] = 200
     device = torch.device("cpu")
     for tta in (False, True):
-        forward = window_forward(ColourModel(), device, bf16=False, tta=tta)
-        prediction = predict_image(forward, image, 2, crop=32, stride=20, batch_size=3, device=device)
+        forward = window_forward(ColourModel(), Runtime(device), tta=tta)
+        prediction = predict_image(forward, image, 2, window=32, window_stride=20, batch_size=3, device=device)
         expected = np.zeros((50, 70), dtype=np.uint8)
         expected[10:30, 20:60] = 1
         assert np.array_equal(prediction.mask, expected)
@@ -33,20 +32,30 @@ def test_whole_image_prediction_and_tta() -> None:
         assert abs(float(prediction.confidence[20, 40]) - 1 / (1 + np.exp(-4))) < 1e-5
 
 
-def test_precision_choice() -> None:
-    cpu = torch.device("cpu")
-    assert use_bf16("fp32", cpu) is False
-    with pytest.raises(UserError, match="--precision must be one of"):
-        use_bf16("fp16", cpu)
-
-
 def test_window_setting_is_the_runs_unless_given() -> None:
     from types import SimpleNamespace
 
     from evaluate.pipeline import window_setting
 
-    spec = SimpleNamespace(crop=448, stride=298)  # a run trained with an explicit --val_stride
+    spec = SimpleNamespace(window=448, window_stride=298)  # a run trained with an explicit --window_stride
     assert window_setting(spec, None, None) == (448, 298)
-    assert window_setting(spec, 392, None) == (392, 392)  # a crop alone: the fewest windows of that crop
+    assert window_setting(spec, 392, None) == (392, 392)  # a window alone: the fewest windows of that size
     assert window_setting(spec, None, 224) == (448, 224)
     assert window_setting(spec, 392, 300) == (392, 300)
+
+
+def test_crop_and_stride_are_deprecated_names_of_window_and_window_stride(monkeypatch, capsys, tmp_path) -> None:
+    import pytest
+
+    from common.errors import UserError
+    from evaluate import cli, pipeline
+
+    seen = []
+    monkeypatch.setattr(pipeline, "evaluate_run", lambda settings, options: seen.append(options))
+    cli.evaluate(str(tmp_path), dataset="reef", window=392)
+    assert capsys.readouterr().err == ""
+    cli.evaluate(str(tmp_path), dataset="reef", crop=448, stride=298)
+    assert capsys.readouterr().err.strip() == "note: --crop and --stride are deprecated names of --window and --window-stride; use those"
+    assert [(o.window, o.window_stride) for o in seen] == [(392, None), (448, 298)]
+    with pytest.raises(UserError, match="--window/--window-stride only"):
+        cli.evaluate(str(tmp_path), dataset="reef", window=392, crop=448)

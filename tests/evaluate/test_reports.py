@@ -27,7 +27,7 @@ def _report(with_gt: bool = True) -> SplitReport:
         ImageResult("b.jpg", "id_b", cover_percent(pred_b, 3), confusion_matrix(gt_b, pred_b, 3) if with_gt else None),
     ]
     colonies = {"acropora": ColonyCounts(tp=2, fp=1, fn=1), "porites": ColonyCounts(tp=0, fp=0, fn=2)} if with_gt else None
-    return SplitReport("run1", "val", NAMES, PALETTE, 0, images, colonies, {"crop": 448, "stride": 298})
+    return SplitReport("run1", "val", NAMES, PALETTE, 0, images, colonies, {"window": 448, "window_stride": 298})
 
 
 def test_report_files_hold_the_split_numbers(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ def trained_model(head_name: str, classes: list[str], weights: str | None = None
         model.loss(images, target)["loss"].backward()
         optimizer.step()
     palette = [[i * 40, 255 - i * 40, 7] for i in range(len(classes))]
-    spec = CheckpointSpec.of(backbone, head, classes, palette, "main_families", crop=28, stride=14, info={"step": 3})
+    spec = CheckpointSpec.of(backbone, head, classes, palette, "main_families", window=28, window_stride=14, info={"step": 3})
     return model.eval(), spec
 
 
@@ -69,7 +69,7 @@ def test_files_are_safetensors_and_json_and_loading_never_unpickles(tmp_path: Pa
     document = json.loads((tmp_path / "checkpoint_last.json").read_text())
     assert document["backbone"] == "tiny_dinov2" and document["weights_hash"] == "random"
     assert document["layers"] == [0, 1, 2, 3] and document["classes"] == COARSE and document["num_classes"] == 3
-    assert document["mean"] == [0.485, 0.456, 0.406] and document["crop"] == 28 and document["stride"] == 14
+    assert document["mean"] == [0.485, 0.456, 0.406] and document["window"] == 28 and document["window_stride"] == 14 and document["version"] == 2
     assert document["head"] == "linear" and document["head_config"] == {}  # class weights are loss-only
 
     def refuse(*args, **kwargs):
@@ -144,3 +144,18 @@ def test_warm_start_keeps_the_classifier_only_for_the_same_classes(tmp_path: Pat
         init_head_from(build_head("segformer", 48, 4, 3, **TINY["segformer"]), tmp_path)
     with pytest.raises(UserError, match="trained a 'segformer' head"):
         init_head_from(build_head("linear", 32, 4, 3), tmp_path)
+
+
+def test_version_1_specs_with_crop_and_stride_still_load(tmp_path: Path) -> None:
+    """Version 1 named the sliding window `crop`/`stride`; version 2 writes `window`/`window_stride`."""
+    model, spec = trained_model("linear", COARSE)
+    save_run_checkpoint(tmp_path, model.head, spec, "best")
+    spec_file = tmp_path / "checkpoint_best.json"
+    document = json.loads(spec_file.read_text())
+    version_1 = {("crop" if k == "window" else "stride" if k == "window_stride" else k): v for k, v in document.items()}
+    spec_file.write_text(json.dumps({**version_1, "version": 1}))
+    loaded, loaded_spec = load_checkpoint(tmp_path, "best")
+    assert (loaded_spec.window, loaded_spec.window_stride) == (28, 14) and loaded_spec == spec
+    spec_file.write_text(json.dumps({**document, "version": 3}))
+    with pytest.raises(UserError, match="is not a reefseg-checkpoint version 1 or 2 spec"):
+        read_checkpoint(tmp_path, "best")

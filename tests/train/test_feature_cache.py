@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.runtime import Runtime
 from conftest import toy_pair, write_prepared, write_sample
 from models.backbones import build_backbone
 from models.heads import build_head
@@ -40,7 +41,7 @@ def _entries(folder, segmenter, cache_dir):
 
 
 def _fill(jobs, entries, segmenter):
-    extract = feature_cache.make_extractor(segmenter.forward_features, torch.device("cpu"), None)
+    extract = feature_cache.make_extractor(segmenter.forward_features, Runtime(torch.device("cpu")))
     return feature_cache.fill_cache(jobs, entries, extract, batch_size=2, progress=False)
 
 
@@ -109,14 +110,14 @@ def test_backbones_with_other_weights_never_share_entries(tmp_path, segmenter):
 def test_validation_reads_window_maps_back_and_scores_the_same(tmp_path, segmenter):
     from train.config import load_config
     from train.data import FullImages
-    from train.loop import Distributed, validate, validation_stride
+    from train.loop import Distributed, validate, with_default_window
 
     folder = write_prepared(tmp_path / "data", train=1, val=2, size=140)
     val = load_samples(folder)[1]["val"]
-    config = load_config(None, crop=56, window=56, val_batch_size=3)
-    dirs = [feature_cache.window_cache_dir(tmp_path / "cache", ih, 56, validation_stride(config)) for ih, _ in file_hashes(val)]
+    config = with_default_window(load_config(None, crop=56, window=56, val_batch_size=3))
+    dirs = [feature_cache.window_cache_dir(tmp_path / "cache", ih, 56, config.window_stride) for ih, _ in file_hashes(val)]
     classes = ["background", "Acropora", "Porites"]
-    args = (segmenter, FullImages(val), classes, config, torch.device("cpu"), None, Distributed())
+    args = (segmenter, FullImages(val), classes, config, Runtime(torch.device("cpu")), Distributed())
     live = validate(*args)
     first = validate(*args, dirs)
     stored = sorted(p.relative_to(tmp_path / "cache") for p in (tmp_path / "cache").rglob("*.npy"))

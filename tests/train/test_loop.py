@@ -12,7 +12,7 @@ import pytest
 from common.cli import UserError
 from train.config import load_config
 from train.data import inverse_sqrt_weights
-from train.loop import Distributed, lr_factor, out_of_memory_advice, step_batches, validation_stride, with_default_window
+from train.loop import Distributed, lr_factor, out_of_memory_advice, step_batches, with_default_window
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,11 +67,11 @@ def test_default_window_is_28_patches_of_the_backbone_and_windows_are_the_fewest
     assert with_default_window(load_config(None, backbone="dinov3_vits16")).window == 448
     assert with_default_window(load_config(None, window=224)).window == 224
     assert with_default_window(load_config(None)).crop == 448  # the training crop is its own setting
-    assert validation_stride(with_default_window(load_config(None))) == 392  # the window: 5 x 5 on a 1920-px quadrat
-    assert validation_stride(load_config(None, window=448, val_stride=298)) == 298
+    assert with_default_window(load_config(None)).window_stride == 392  # the window: 5 x 5 on a 1920-px quadrat
+    assert with_default_window(load_config(None, window=448, window_stride=298)).window_stride == 298
     with pytest.raises(UserError, match="unknown backbone 'dinov9'"):
         with_default_window(load_config(None, backbone="dinov9"))
-    with pytest.raises(UserError, match="window and val_stride must be positive"):
+    with pytest.raises(UserError, match="window and window_stride must be positive"):
         load_config(None, window=-14)
 
 
@@ -109,3 +109,12 @@ def test_boolean_flags_as_users_type_them(monkeypatch, argv, cache):
     monkeypatch.setattr(sys, "argv", ["train.py", *argv, "--init-from", "runs/coarse"])
     cli.main()
     assert seen["config"].cache is cache and seen["config"].init_from == "runs/coarse"
+
+
+def test_val_stride_is_the_old_name_of_window_stride(tmp_path, capsys):
+    old_run_config = tmp_path / "config.yaml"
+    old_run_config.write_text("window: 448\nval_stride: 298\n")  # a run folder written before the rename
+    assert load_config(old_run_config).window_stride == 298
+    assert capsys.readouterr().err == ""
+    assert load_config(None, val_stride=224).window_stride == 224
+    assert "--val-stride is deprecated; use --window-stride" in capsys.readouterr().err

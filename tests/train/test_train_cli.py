@@ -57,7 +57,7 @@ def test_each_head_learns_the_toy_task_from_the_cli(tmp_path, prepared, monkeypa
     assert list((run / "tensorboard").glob("events.*"))
     assert (run / "classes.txt").read_text().splitlines() == ["background", "Acropora", "Porites"]
     spec = json.loads((run / "checkpoint_best.json").read_text())
-    assert spec["head"] == head and spec["classes"] == ["background", "Acropora", "Porites"] and spec["crop"] == 56
+    assert spec["head"] == head and spec["classes"] == ["background", "Acropora", "Porites"] and spec["window"] == 56
     assert spec["layers"] == ([3] if head == "linear" else [0, 1, 2, 3])
     assert ("class weights (1/sqrt of training pixel frequency): background" in (run / "train.log").read_text()) == (head == "segformer")
 
