@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from common.cli import UserError, run
 from common.fileio import atomic_path
+from common.names import check_name
 from common.settings import Settings, load_settings
 from data_engineering.fiftyone_writer import ImageRecord, ImportSummary, SampleOptions, TaskRecord, check_writable, open_dataset, task_is_current, write_task
 from data_engineering.filenames import check_relative_name, media_path, safe_folder_name
@@ -229,13 +230,15 @@ def import_cvat_export(
 
     The dataset is named `dataset_name`, else after the CVAT project, else after the export's file name.
     """
+    if dataset_name is not None:
+        dataset_name = check_name(dataset_name, "--dataset-name", "it names the FiftyOne dataset and its prepared folders")
     source = ExportSource(path)
     try:
         fallback_name = dataset_name or Path(path).stem
         with source.annotations() as stream:
             export = parse_annotations(stream, fallback_project_name=fallback_name)
         options = SampleOptions.from_settings(settings, split_mapping)
-        dataset_name = dataset_name or export.project_name or fallback_name
+        dataset_name = check_name(dataset_name or export.project_name or fallback_name, "dataset name", "pass --dataset-name with a plain name")
         folder = export.project_name or dataset_name
         for image in export.images:  # every name checked before anything is written
             media_path(settings.media_dir, folder, image.task_id, image.name)

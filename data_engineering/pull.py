@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from common.cli import UserError, run
 from common.fileio import write_bytes_atomic
+from common.names import check_name
 from common.settings import Settings, load_settings
 
 from data_engineering.cvat_client import CvatConnection, CvatFrame, CvatLabel, CvatTask, connect, display_url, parse_statuses
@@ -143,7 +144,7 @@ def pull_project(
         tasks = cvat.tasks(project, statuses)
         print(f"CVAT {cvat.server_version} at {display_url(cvat.url)} (cvat-sdk {SDK_VERSION}): project {project.name!r}, "
               f"{len(tasks)} task(s) with status {'/'.join(sorted(statuses))}")
-        dataset = open_dataset(dataset_name or project.name, overwrite=overwrite)
+        dataset = open_dataset(check_name(dataset_name or project.name, "dataset name", "pass --dataset-name with a plain name"), overwrite=overwrite)
         records = {t.id: task_record(t, project.name) for t in tasks}
         todo = tasks if refresh else [t for t in tasks if not task_is_current(dataset, records[t.id])]
         summary.tasks_unchanged = len(tasks) - len(todo)
@@ -188,7 +189,7 @@ def pull_from_cvat(
         split_mapping: subset -> split pairs, e.g. "training=train,dev=val" (default: train/training, val/validation, test).
     """
     settings = load_settings(media_dir=media_dir)
-    dataset = as_name(dataset_name, "dataset name") if dataset_name is not None else None
+    dataset = check_name(as_name(dataset_name, "dataset name"), "--dataset-name", "it names the FiftyOne dataset and its prepared folders") if dataset_name is not None else None
     summary = pull_project(settings, as_name(project, "project name"), dataset, as_name(status, "status"), refresh, overwrite, split_mapping)
     print(summary.format())
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common.cli import UserError, run
+from common.names import check_name
 from common.settings import Settings, load_settings
 from prepare.pipeline import PrepareOptions, prepare_dataset, print_summary
 from prepare.splits import DEFAULT_RATIOS
@@ -13,7 +14,9 @@ from prepare.taxonomy import available_taxonomies, load_taxonomy, taxonomy_dirs
 
 
 def default_output_dir(settings: Settings, dataset_name: str, taxonomy: str) -> Path:
-    """Where a dataset prepared with a taxonomy goes unless --output-dir says otherwise."""
+    """Where a dataset prepared with a taxonomy goes unless --output-dir says otherwise (both names checked: never a path)."""
+    check_name(dataset_name, "dataset name", "pass the name of a FiftyOne dataset made by data_engineering")
+    check_name(taxonomy, "taxonomy name", "pass a taxonomy's name, or its .yaml file in TAXONOMY_DIRS")
     return settings.data_root / "prepared" / f"{dataset_name}_{taxonomy}"
 
 
@@ -51,6 +54,7 @@ def prepare(
         overwrite: empty an output folder that holds something else, and rebuild from scratch.
         workers: processes rasterizing in parallel (default WORKERS).
     """
+    check_name(dataset_name, "dataset name", "pass the name of a FiftyOne dataset made by data_engineering")
     settings = load_settings(label_taxonomy=taxonomy, seed=seed, workers=workers)
     dirs = taxonomy_dirs(settings.taxonomy_dirs)
     names = _taxonomy_names(settings.label_taxonomy, dirs)

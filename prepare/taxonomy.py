@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from common.cli import UserError
+from common.names import check_name
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "taxonomies"
 UNKNOWN_POLICIES = ("error", "other", "ignore")
@@ -69,6 +70,7 @@ def available_taxonomies(dirs: Iterable[Path]) -> list[str]:
 def _find(name: str, dirs: Sequence[Path]) -> Path:
     if name.endswith((".yaml", ".yml")) and Path(name).is_file():
         return Path(name).resolve()
+    check_name(name, "taxonomy", f"choose one of {', '.join(available_taxonomies(dirs))} or pass a .yaml file")
     for folder in dirs:
         path = Path(folder) / f"{name}.yaml"
         if path.is_file():
@@ -80,9 +82,14 @@ def _read(path: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
-        raise UserError(f"taxonomy file {path} is not valid YAML: {error}") from None
+        where = getattr(error, "problem_mark", None)
+        at = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
+        raise UserError(f"taxonomy file {path} is not valid YAML{at}: {getattr(error, 'problem', None) or 'unreadable'}; fix or restore the file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"taxonomy file {path} is not UTF-8 text; fix or restore the file") from None
     if not isinstance(data, dict) or not isinstance(data.get("classes"), list) or not data["classes"]:
         raise UserError(f"taxonomy file {path} must be a mapping with a non-empty `classes` list")
+    data["name"] = check_name(data.get("name", path.stem), f"the taxonomy name in {path}", "rename it (it names the prepared folder)")
     return data
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from common.errors import UserError
+from common.names import check_name
 from common.runtime import PRECISION_HELP, check_precision
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -155,6 +156,9 @@ def check_config(config: TrainConfig) -> None:
     for key in ("crop", "views_per_image", "batch_size", "steps", "eval_every", "extract_batch_size", "val_batch_size", "log_every"):
         if getattr(config, key) < 1:
             raise UserError(f"{key} must be at least 1, got {getattr(config, key)}")
+    for key, names in (("name", "the run folder under runs_dir"), ("dataset", "a FiftyOne dataset"), ("taxonomy", "a taxonomy")):
+        if getattr(config, key):
+            check_name(getattr(config, key), f"--{key}", f"it names {names}; pass a plain name (a folder goes in --runs_dir or --data_dir)")
     if config.resume and config.init_from:
         raise UserError("--resume continues a run and --init-from starts a new one; pass only one of them")
 

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from common.cli import UserError
 from common.runtime import Runtime, resolve_runtime
 from common.fileio import atomic_path, write_text_atomic
+from common.names import check_name
 from common.settings import Settings
 from models import checkpoint as run_checkpoint
 from models.backbones import build_backbone, get_spec
@@ -169,8 +170,9 @@ def validate(segmenter: Segmenter, images: FullImages, classes: list[str], confi
 
 
 def run_folder(config: TrainConfig, settings: Settings, data_dir: Path) -> Path:
+    """`runs_dir/<name>`; the name (given, or made from the head and the prepared folder) is never a path."""
     runs_dir = Path(config.runs_dir).expanduser() if config.runs_dir else settings.runs_dir
-    return runs_dir / (config.name or f"{config.head}_{data_dir.name}")
+    return runs_dir / check_name(config.name or f"{config.head}_{data_dir.name}", "run name", "pass --name with a plain name")
 
 
 def start_run_folder(run_dir: Path, config: TrainConfig, dataset: PreparedDataset) -> None:
