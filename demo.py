@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from common.cli import UserError, run
+from common.names import check_name
 from common.settings import REPO_ROOT, load_settings
 
 def _step(title: str, args: list[str]) -> None:
@@ -34,7 +35,8 @@ def demo(head: str = "linear", steps: int | None = None, num_images: int | None 
         num_images: demo images to generate (default: the generator's).
     """
     settings = load_settings()
-    dataset = settings.demo_dataset
+    dataset = check_name(settings.demo_dataset, "DEMO_DATASET", "set a plain name in .env or the environment")
+    check_name(head, "--head", "choose linear, segformer, upernet or mask2former")
     export_dir = settings.data_root / "demo" / "cvat_export"
     run_name = f"{dataset}_{head}"
     run_dir = settings.runs_dir / run_name
@@ -54,7 +56,7 @@ def demo(head: str = "linear", steps: int | None = None, num_images: int | None 
     _step("5/5 evaluate on the test split and write back to FiftyOne",
           ["evaluate/evaluate.py", "--run", str(run_dir), "--dataset", dataset, "--split", "test"])
     print(f"\nDone. Browse the predictions and errors in the FiftyOne App:\n  python evaluate/app.py {dataset}"
-          f"\n(or: pixi run app {dataset}); results are in {Path(run_dir).relative_to(REPO_ROOT) if run_dir.is_relative_to(REPO_ROOT) else run_dir}/eval/test/")
+          f"\n(or: pixi run app {dataset}); results are in {Path(run_dir).relative_to(REPO_ROOT) if run_dir.is_relative_to(REPO_ROOT) else run_dir}/eval/{dataset}/test/")
 
 
 if __name__ == "__main__":

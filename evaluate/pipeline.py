@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from common.cli import UserError
 from common.fileio import exclusive_lock, sha256_file, write_bytes_atomic
+from common.names import check_name
 from common.settings import Settings
 from evaluate import writeback
 from evaluate.colonies import Colony, find_colonies
@@ -38,7 +39,14 @@ from train.data import read_image
 from train.metrics import compute_metrics, confusion_matrix, cover_percent
 
 SPLITS = ("train", "val", "test", "all")
+EVAL_DIR = "eval"
 LOCK_FILE = ".lock"  # under runs/<name>/eval/: held while an evaluation of the run writes its files and fields
+
+
+def evaluation_dir(run_dir: Path, dataset: str, split: str) -> Path:
+    """`runs/<name>/eval/<dataset>/<split>/`: one folder per (run, dataset, split), so no evaluation replaces another's
+    report, metrics or the mask files its FiftyOne fields point to (docs/evaluation.md)."""
+    return run_dir / EVAL_DIR / check_name(dataset, "dataset name", "pass --dataset with a FiftyOne dataset's name") / split
 
 
 @dataclass(frozen=True)
@@ -141,6 +149,7 @@ def evaluate_run(settings: Settings, options: EvaluateOptions, out: TextIO = sys
     """Predict, score and write back one split; returns the report (also written under the run)."""
     if options.split not in SPLITS:
         raise UserError(f"--split must be one of {', '.join(SPLITS)}, not {options.split!r}")
+    check_name(options.dataset, "dataset name", "pass --dataset with a FiftyOne dataset's name")
     run_dir = options.run_dir.expanduser().resolve()
     runtime = resolve_runtime(settings.device, options.precision)
     model, spec = load_checkpoint(run_dir, options.which, weights=options.weights or settings.dino_weights or None)
@@ -155,7 +164,7 @@ def run_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:
     """
     if not run_dir.is_dir():
         return contextlib.nullcontext()
-    lock = run_dir / "eval" / LOCK_FILE
+    lock = run_dir / EVAL_DIR / LOCK_FILE
     return exclusive_lock(lock, f"another evaluation of {run_dir.name} is running ({lock} is held); wait for it to end or stop it, then rerun")
 
 
@@ -179,7 +188,7 @@ def _evaluate_run(
 
     device = runtime.device
     forward = window_forward(model.to(device).eval(), runtime, options.tta)
-    out_dir = run_dir / "eval" / options.split
+    out_dir = evaluation_dir(run_dir, options.dataset, options.split)
     mask_palette = png_palette(palette)
     depends_on = {
         "head": sha256_file(checkpoint_stem(run_dir, options.which).with_suffix(".safetensors")), "backbone": spec.weights_hash,
@@ -217,10 +226,10 @@ def _evaluate_run(
         print(f"reused {reused} earlier predictions made with the same checkpoint and settings ({out_dir / CACHE_FILE})", file=out)
 
     settings_used: dict[str, Any] = {
-        "checkpoint": options.which, "window": window, "window_stride": window_stride, "tta": options.tta, "device": str(device),
-        "precision": runtime.precision,
+        "prepared": str(prepared.root) if prepared else None, "checkpoint": options.which, "window": window,
+        "window_stride": window_stride, "tta": options.tta, "device": str(device), "precision": runtime.precision,
     }  # fmt: skip
-    report = SplitReport(run_dir.name, options.split, classes, palette, background, images, settings=settings_used)
+    report = SplitReport(run_dir.name, options.split, classes, palette, background, images, settings=settings_used, dataset=options.dataset)
     scored_ids = [image.sample_id for image in report.scored]
     if scored_ids:
         fiftyone_matrix, report.colonies = writeback.run_fiftyone_evaluations(dataset, scored_ids, fields, spec.taxonomy, classes, palette)

@@ -71,6 +71,7 @@ class SplitReport:
     images: list[ImageResult]
     colonies: dict[str, ColonyCounts] | None = None
     settings: dict[str, Any] = field(default_factory=dict)  # crop, stride, tta, checkpoint: how it was run
+    dataset: str = ""  # the FiftyOne dataset scored
 
     @property
     def scored(self) -> list[ImageResult]:
@@ -146,6 +147,7 @@ def metrics_json(report: SplitReport) -> dict[str, Any]:
         colonies = {"tp": total.tp, "fp": total.fp, "fn": total.fn, "recall": _num(total.recall), "precision": _num(total.precision)}
     return {
         "run": report.run_name,
+        "dataset": report.dataset,
         "split": report.split,
         "images": len(report.images),
         "scored_images": len(report.scored),
@@ -275,7 +277,7 @@ def _save(fig: Any, path: Path) -> None:
 
 def _markdown(report: SplitReport) -> str:
     s = metrics_json(report)
-    lines = [f"# Evaluation of `{report.run_name}` on `{report.split}`", ""]
+    lines = [f"# Evaluation of `{report.run_name}` on dataset `{report.dataset}`, split `{report.split}`", ""]
     lines.append(f"{s['images']} images, {s['scored_images']} with ground truth. Settings: " + ", ".join(f"{k}={v}" for k, v in report.settings.items()) + ".")
     lines.append("")
     if not report.scored:
@@ -298,7 +300,7 @@ def _markdown(report: SplitReport) -> str:
 
 
 def write_report(report: SplitReport, out_dir: str | Path) -> list[Path]:
-    """Write every report file into `out_dir` (runs/<name>/eval/<split>/); returns their paths."""
+    """Write every report file into `out_dir` (runs/<name>/eval/<dataset>/<split>/); returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "metrics.json", out / "per_image.csv", out / "cover.csv", out / "report.md"]

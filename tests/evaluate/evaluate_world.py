@@ -140,12 +140,12 @@ def build_world(root: Path) -> World:
     return World(root, settings, name, run_dir, masks, (0, drop_class), ids)
 
 
-def evaluate_world(world: World, run_dir: Path | None = None, **options):
+def evaluate_world(world: World, run_dir: Path | None = None, dataset: str | None = None, **options):
     """`evaluate_run` on the world in fp32 (the predictions the ground truth was made from); (report, printed text)."""
     from evaluate.pipeline import EvaluateOptions, evaluate_run
 
     out = io.StringIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomBackboneWarning)
-        report = evaluate_run(world.settings, EvaluateOptions(run_dir=run_dir or world.run_dir, dataset=world.dataset, precision="fp32", **options), out)
+        report = evaluate_run(world.settings, EvaluateOptions(run_dir=run_dir or world.run_dir, dataset=dataset or world.dataset, precision="fp32", **options), out)
     return report, out.getvalue()

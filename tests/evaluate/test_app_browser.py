@@ -47,7 +47,7 @@ def test_app_serves_the_run_in_a_browser(world: World) -> None:
         [sys.executable, str(REPO / "evaluate" / "app.py"), world.dataset], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     url = f"http://127.0.0.1:{port}/datasets/{world.dataset}"
-    screenshot = world.run_dir / "eval" / "val" / "app_screenshot.png"
+    screenshot = world.run_dir / "eval" / world.dataset / "val" / "app_screenshot.png"
     try:
         wait_for_app(url)
         page = capture(url, screenshot, wait_for=fields.prediction)

@@ -14,6 +14,7 @@ from evaluate_world import CLASSES, PALETTE, World, evaluate_world, make_run
 
 from common.cli import UserError
 from evaluate.fields import RunFields, gt_colonies_field, gt_segmentation_field
+from evaluate.pipeline import evaluation_dir
 from prepare.layout import load_prepared
 from prepare.mask_png import read_mask
 from train.metrics import compute_metrics, confusion_matrix
@@ -41,17 +42,20 @@ def test_scores_equal_an_independent_count(world: World, evaluated) -> None:
     # in the image that lost a colony only that colony differs: background in the ground truth, the class in the prediction
     assert first[0, dropped_class] == first.sum() - first.trace() > 0
     assert expected.trace() > 0.95 * expected.sum()  # elsewhere the ground truth traces the predictions (regions under 16 px aside)
-    metrics = json.loads((world.run_dir / "eval" / "val" / "metrics.json").read_text())
+    metrics = json.loads((evaluation_dir(world.run_dir, world.dataset, "val") / "metrics.json").read_text())
     assert metrics["summary"]["miou"] == pytest.approx(compute_metrics(expected, CLASSES).miou, abs=1e-6)
     assert metrics["settings"]["fiftyone_confusion_matrix_agrees"] is True
     assert "Acropora" in printed and "python evaluate/app.py" in printed
+    assert metrics["dataset"] == world.dataset and metrics["settings"]["prepared"].endswith(f"{world.dataset}_tinytax")
+    report_md = (evaluation_dir(world.run_dir, world.dataset, "val") / "report.md").read_text()
+    assert report_md.startswith(f"# Evaluation of `tiny-linear` on dataset `{world.dataset}`, split `val`")
 
 
 def test_predicted_masks_are_palette_pngs_of_the_predictions(world: World, evaluated) -> None:
     from PIL import Image
 
     for i, mask in enumerate(world.model_masks):
-        path = world.run_dir / "eval" / "val" / "masks" / f"Reef_2024_{i:02d}.png"
+        path = evaluation_dir(world.run_dir, world.dataset, "val") / "masks" / f"Reef_2024_{i:02d}.png"
         with Image.open(path) as image:
             assert image.mode == "P" and image.getpalette()[3:6] == PALETTE[1]
         assert np.array_equal(read_mask(path), mask)
@@ -115,7 +119,7 @@ def test_rerun_replaces_and_delete_removes_only_the_run(world: World, evaluated)
     assert fields.prediction not in dataset.mask_targets
     assert dataset.values("note") == ["kept 0", "kept 1", "kept 2"]
     assert dataset.values("gt_polylines.polylines.label", unwind=True) == gt_polylines
-    assert (world.run_dir / "eval" / "val" / "masks").is_dir()  # files on disk stay
+    assert (evaluation_dir(world.run_dir, world.dataset, "val") / "masks").is_dir()  # files on disk stay
     evaluate_world(world)  # leave the world evaluated for the other tests
 
 
@@ -162,7 +166,7 @@ def test_split_without_ground_truth_predicts_only(world: World, evaluated, tmp_p
     try:
         report, printed = evaluate_world(world, split="test")
         assert not report.scored and "nothing was scored" in printed
-        metrics = json.loads((world.run_dir / "eval" / "test" / "metrics.json").read_text())
+        metrics = json.loads((evaluation_dir(world.run_dir, world.dataset, "test") / "metrics.json").read_text())
         assert metrics["images"] == 1 and metrics["summary"] is None
         assert dataset[sample_id][RunFields.for_run(world.run_dir.name).prediction] is not None
     finally:
@@ -190,7 +194,7 @@ def test_cli_without_checkpoint_says_so_in_one_line(tmp_path: Path) -> None:
 
 
 def test_rerun_resumes_from_earlier_predictions(world: World, evaluated) -> None:
-    cache = world.run_dir / "eval" / "val" / "predictions.jsonl"
+    cache = evaluation_dir(world.run_dir, world.dataset, "val") / "predictions.jsonl"
     report, printed = evaluate_world(world)
     assert "reused 3 earlier predictions" in printed
     lines = cache.read_text().splitlines()
@@ -234,3 +238,40 @@ def test_colony_evaluation_equals_fiftyones_evaluate_detections(world: World, ev
         assert dataset.get_evaluation_info(key).config.iou == COLONY_IOU
     finally:
         dataset.delete_evaluation("reference")
+
+
+def test_a_second_dataset_never_replaces_the_first_datasets_evaluation(world: World, evaluated, tmp_path: Path) -> None:
+    """Same run, same split, same image file names, another dataset: each keeps its own report, metrics and masks."""
+    import fiftyone as fo
+    from PIL import Image
+
+    from prepare.cli import prepare
+
+    first = evaluation_dir(world.run_dir, world.dataset, "val")
+    files_before = {p: p.read_bytes() for p in first.rglob("*") if p.is_file()}
+    other = fo.load_dataset(world.dataset).clone(f"{world.dataset}_other")
+    try:
+        for sample in other:  # the same names, other pixels: mirrored images
+            flipped = tmp_path / "media2" / Path(sample.filepath).name
+            flipped.parent.mkdir(exist_ok=True)
+            Image.fromarray(np.asarray(Image.open(sample.filepath))[:, ::-1].copy()).save(flipped)
+            sample.filepath = str(flipped)
+            sample.save()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("DATA_ROOT", str(world.settings.data_root))
+            patch.setenv("TAXONOMY_DIRS", str(world.root / "taxonomies"))
+            prepare(other.name, taxonomy="tinytax", workers=1)
+        evaluate_world(world, dataset=other.name)
+        second = evaluation_dir(world.run_dir, other.name, "val")
+        assert second != first and json.loads((second / "metrics.json").read_text())["dataset"] == other.name
+        assert {p: p.read_bytes() for p in first.rglob("*") if p.is_file()} == files_before
+        assert json.loads((first / "metrics.json").read_text())["dataset"] == world.dataset
+        fields = RunFields.for_run(world.run_dir.name)
+        for sample_id, mask in zip(world.sample_ids, world.model_masks):  # the first dataset's fields still show its own masks
+            path = Path(fo.load_dataset(world.dataset)[sample_id][fields.prediction].mask_path)
+            assert path.parent == first / "masks" and np.array_equal(read_mask(path), mask)
+        mirrored = [Path(s[fields.prediction].mask_path) for s in other]
+        assert all(p.parent == second / "masks" for p in mirrored)
+        assert any(not np.array_equal(read_mask(p), m) for p, m in zip(mirrored, world.model_masks))
+    finally:
+        other.delete()
