@@ -182,6 +182,9 @@ def _evaluate_run(
     sample_ids = writeback.sample_ids_for_split(dataset, options.split, {i: e.split for i, e in entries.items()})
     if not sample_ids:
         raise UserError(f"dataset {options.dataset!r} has no sample in split {options.split!r}; choose another --split or tag samples with it")
+    for sample_id in sample_ids:  # a damaged ground-truth mask is refused before anything is written
+        if prepared is not None and sample_id in entries:
+            prepared.check_mask(entries[sample_id])
     fields = RunFields.for_run(run_dir.name)
     writeback.begin_run(dataset, fields, run_dir, options.split, spec.taxonomy)
     writeback.configure_app(dataset, fields, spec.taxonomy, classes, palette)

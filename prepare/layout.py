@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from common.cli import UserError
-from common.fileio import write_text_atomic
-from prepare.mask_png import palette_bytes
+from common.fileio import sha256_file, write_text_atomic
+from prepare.mask_png import palette_bytes, read_mask
 
 SPLITS = ("train", "val", "test")
 IMAGES_DIR = "data"
@@ -146,6 +148,43 @@ class PreparedDataset:
 
     def mask_path(self, entry: ManifestEntry) -> Path:
         return self.root / entry.mask
+
+    def check_mask(self, entry: ManifestEntry) -> None:
+        """UserError naming the file and the fix when `entry`'s mask is not the file prepare wrote (missing, empty,
+        unreadable, another size, values outside the classes, or any other change of its bytes)."""
+        problem = mask_problem(self.mask_path(entry), entry, self.num_classes, self.ignore_index)
+        if problem:
+            source = (self.info.get("source") or {}).get("dataset")
+            taxonomy = (self.info.get("taxonomy") or {}).get("name")
+            command = f"prepare/prepare_data.py {source} --taxonomy {taxonomy}" if source and taxonomy else "prepare/prepare_data.py"
+            raise UserError(f"mask {self.mask_path(entry)} {problem}; rerun {command} to redraw it")
+
+
+def mask_problem(path: Path, entry: ManifestEntry, num_classes: int, ignore_index: int = IGNORE_INDEX) -> str:
+    """Why the mask file at `path` is not the one the manifest entry lists ("" when it is): one clause for a message."""
+    valid = f"0-{num_classes - 1} and {ignore_index}"
+    try:
+        digest = sha256_file(path)
+    except FileNotFoundError:
+        return f"is listed in {MANIFEST_FILE} but missing"
+    except OSError as error:
+        return f"cannot be read ({error.strerror})"
+    if digest == entry.mask_sha256:  # the bytes prepare wrote; their values were counted then
+        strangers = sorted((int(v) for v in entry.pixels if int(v) >= num_classes and int(v) != ignore_index))
+        return f"holds value {strangers[0]} according to {MANIFEST_FILE}, but masks of {num_classes} classes hold {valid}" if strangers else ""
+    if path.stat().st_size == 0:
+        return "is empty"
+    try:
+        mask = read_mask(path)
+    except (OSError, ValueError, SyntaxError):
+        return "is not a readable mask PNG"
+    if mask.shape != (entry.height, entry.width):
+        return f"is {mask.shape[1]}x{mask.shape[0]} but its image is {entry.width}x{entry.height}"
+    values = np.unique(mask)
+    strangers = [int(v) for v in values if v >= num_classes and v != ignore_index]
+    if strangers:
+        return f"holds value {strangers[0]}, but masks of {num_classes} classes hold {valid}"
+    return f"changed since prepare wrote it (its SHA-256 differs from {MANIFEST_FILE}'s)"
 
 
 def load_prepared(folder: str | Path) -> PreparedDataset:

@@ -87,6 +87,7 @@ class PrepareReport:
     up_to_date: int = 0
     moved: int = 0
     recoloured: int = 0
+    repaired: int = 0  # masks redrawn because the file no longer matched the manifest's mask_sha256
     removed: int = 0
     degenerate: int = 0
     left_out: dict[str, list[str]] = field(default_factory=dict)  # reason -> sample ids (or file paths)
@@ -162,7 +163,7 @@ def prepare_dataset(records: Sequence[SampleRecord], read_annotations: Annotatio
                 old = previous.get(sample_id)
                 if job is None:
                     report.left_out.setdefault("image file missing", []).append(record.filepath)
-                elif old and old.source_key == job.source_key and _outputs_exist(root, old):
+                elif old and old.source_key == job.source_key and _outputs_exist(root, old) and _mask_intact(root, old, report):
                     if old.palette_key != job.palette_key:
                         old = _recolour(root, old, job)
                         report.recoloured += 1
@@ -373,6 +374,15 @@ def _outputs_exist(root: Path, entry: layout.ManifestEntry) -> bool:
     return (root / entry.image).is_file() and (root / entry.mask).is_file()
 
 
+def _mask_intact(root: Path, entry: layout.ManifestEntry, report: PrepareReport) -> bool:
+    """Whether the mask file is still the one the manifest lists (its SHA-256); a damaged or edited one is counted
+    in `report.repaired` and redrawn, never trusted."""
+    if sha256_file(root / entry.mask) == entry.mask_sha256:
+        return True
+    report.repaired += 1
+    return False
+
+
 def _move(root: Path, entry: layout.ManifestEntry, split: str, image: str, mask: str) -> layout.ManifestEntry:
     """Move a sample's unchanged outputs to another split (or name) instead of redrawing them."""
     for old, new in ((entry.image, image), (entry.mask, mask)):
@@ -483,6 +493,8 @@ def print_summary(report: PrepareReport, taxonomy: Taxonomy, root: Path) -> None
         print(f"left out, {reason}: {len(paths)} ({', '.join(map(str, paths[:5]))}{', ...' if len(paths) > 5 else ''})")
     if report.degenerate:
         print(f"dropped {report.degenerate} degenerate polygon(s) with no area")
+    if report.repaired:
+        print(f"redrew {report.repaired} mask(s) whose file no longer matched the manifest (damaged or edited since the last run)")
     if report.nothing_changed:
         print(f"nothing changed since the last run: {report.up_to_date} masks up to date, none written")
     else:

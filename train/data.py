@@ -57,9 +57,9 @@ def load_samples(folder: str | Path, splits: tuple[str, ...] = ("train", "val"))
         samples = []
         for entry in dataset.split(split):
             image_path, mask_path = dataset.image_path(entry), dataset.mask_path(entry)
-            for path in (image_path, mask_path):
-                if not path.is_file():
-                    raise UserError(f"{path} is listed in {dataset.root / 'manifest.jsonl'} but missing; rerun prepare/prepare_data.py")
+            if not image_path.is_file():
+                raise UserError(f"{image_path} is listed in {dataset.root / 'manifest.jsonl'} but missing; rerun prepare/prepare_data.py")
+            dataset.check_mask(entry)  # empty, unreadable, another size, values outside the classes: refused before any work
             image_size, mask_size = _size(image_path), _size(mask_path)
             if image_size != mask_size:
                 raise UserError(

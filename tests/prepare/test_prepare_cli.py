@@ -66,3 +66,21 @@ def test_runs_from_its_own_folder_and_errors_are_one_line(dataset):
     assert helped.returncode == 0 and "--split-policy" in helped.stdout
     failed = subprocess.run([sys.executable, "prepare/prepare_data.py", "no_such_dataset", "--taxonomy", "nope"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert failed.returncode == 2 and failed.stderr.startswith("error: taxonomy 'nope' not found") and "Traceback" not in failed.stderr
+
+
+def test_rerun_redraws_a_damaged_mask_instead_of_calling_it_up_to_date(dataset, tmp_path, capsys):
+    from common.fileio import sha256_file
+
+    prepare(dataset.name, taxonomy="extended")
+    root = tmp_path / "data" / "prepared" / f"{dataset.name}_extended"
+    entries = layout.load_prepared(root).entries
+    emptied, edited = root / entries[0].mask, root / entries[1].mask
+    emptied.write_bytes(b"")
+    edited.write_bytes(edited.read_bytes()[:-12] + b"\0" * 12)  # same size, other bytes
+    capsys.readouterr()
+    prepare(dataset.name, taxonomy="extended")
+    out = capsys.readouterr().out
+    assert "redrew 2 mask(s) whose file no longer matched the manifest" in out and "masks drawn: 2, up to date: 10" in out
+    assert [sha256_file(root / e.mask) for e in entries] == [e.mask_sha256 for e in entries]
+    prepare(dataset.name, taxonomy="extended")
+    assert "nothing changed since the last run: 12 masks up to date" in capsys.readouterr().out

@@ -131,6 +131,24 @@ def test_mask_of_the_wrong_size(tmp_path, prepared, monkeypatch, capsys):
     _one_line(*run_cli(monkeypatch, capsys, None, **tiny_overrides(tmp_path, prepared)), f"{image.stem}.png is 112x100 but its image is 112x112")
 
 
+@pytest.mark.parametrize("damage, problem", [
+    ("empty", "is empty"), ("value 200", "holds value 200, but masks of 3 classes hold 0-2 and 255"),
+    ("wrong size", "is 112x56 but its image is 112x112"), ("garbage", "is not a readable mask PNG"),
+])
+def test_a_damaged_mask_is_refused_before_training_with_the_fix(tmp_path, prepared, monkeypatch, capsys, damage, problem):
+    from prepare.mask_png import encode_mask_png, palette_bytes
+
+    mask = sorted((prepared / "train" / "labels").iterdir())[1]
+    palette = palette_bytes([(0, 0, 0), (255, 0, 0), (0, 0, 255)])
+    mask.write_bytes({
+        "empty": b"", "garbage": b"\x89PNG\r\n\x1a\nnot really",
+        "value 200": encode_mask_png(np.full((112, 112), 200, np.uint8), palette),
+        "wrong size": encode_mask_png(np.zeros((56, 112), np.uint8), palette),
+    }[damage])
+    _one_line(*run_cli(monkeypatch, capsys, None, **tiny_overrides(tmp_path, prepared)), f"mask {mask} {problem}", "rerun prepare/prepare_data.py")
+    assert not (tmp_path / "runs").exists()  # refused before the run folder is made
+
+
 def test_resume_with_another_class_count(tmp_path, prepared, monkeypatch, capsys):
     assert run_cli(monkeypatch, capsys, None, name="r", **tiny_overrides(tmp_path, prepared, steps=2, eval_every=2))[0] == 0
     (prepared / "classes.txt").write_text("background\nAcropora\nPorites\nPocillopora\n")
