@@ -17,6 +17,7 @@ from typing import Any
 
 import common.settings  # noqa: F401  (exports .env's FIFTYONE_* keys before fiftyone is imported)
 import fiftyone as fo
+import fiftyone.core.fields as fof
 import fiftyone.core.utils as fou
 import numpy as np
 from fiftyone import ViewField as F
@@ -60,19 +61,58 @@ def _run_field_names(dataset: fo.Dataset, fields: RunFields) -> list[str]:
     return [name for name in fields.sample_fields if dataset.has_sample_field(name)]
 
 
-def check_owner(dataset: fo.Dataset, fields: RunFields, run_dir: Path) -> None:
-    """Refuse to replace an evaluation or fields that another run (or another tool) wrote under this run's names."""
+def _evaluation_field_names(dataset: fo.Dataset, fields: RunFields) -> list[str]:
+    """Per-sample fields FiftyOne's own evaluations add under this run's eval keys, where the dataset has them."""
+    names = [f"{fields.eval_key}_{m}" for m in ("accuracy", "precision", "recall")] + [f"{fields.colony_eval_key}_{k}" for k in ("tp", "fp", "fn")]
+    return [name for name in names if dataset.has_sample_field(name)]
+
+
+def _holds(field: fof.Field, kind: type) -> bool:
+    """Whether a dataset field is of the kind evaluate writes under its name (a label type, or float)."""
+    if kind is float:
+        return isinstance(field, fof.FloatField)
+    return isinstance(field, fof.EmbeddedDocumentField) and issubclass(field.document_type, kind)
+
+
+def _foreign_fields(dataset: fo.Dataset, fields: RunFields, taxonomy: str) -> list[str]:
+    """Fields evaluate would write that someone else made: a shared ground-truth field of a taxonomy no recorded
+    evaluation has, or any of its names holding another kind of value."""
+    schema = dataset.get_field_schema()
+    ours = {record.get("taxonomy") for record in evaluations(dataset).values()}
+    gt_mask, gt_colonies = gt_segmentation_field(taxonomy), gt_colonies_field(taxonomy)
+    kinds = {fields.prediction: fo.Segmentation, fields.colonies: fo.Polylines, fields.miou: float, fields.iou: fo.DynamicEmbeddedDocument,
+             gt_mask: fo.Segmentation, gt_colonies: fo.Polylines}  # fmt: skip
+    foreign = []
+    for name, kind in kinds.items():
+        if name not in schema:
+            continue
+        if not _holds(schema[name], kind):
+            foreign.append(f"field {name!r} ({type(schema[name]).__name__}, evaluate writes {kind.__name__} there)")
+        elif name in (gt_mask, gt_colonies) and taxonomy not in ours:
+            foreign.append(f"field {name!r} (no evaluation of taxonomy {taxonomy!r} made it)")
+    return foreign
+
+
+def check_owner(dataset: fo.Dataset, fields: RunFields, run_dir: Path, taxonomy: str | None = None) -> None:
+    """Refuse, before anything is written, to replace an evaluation, fields or a saved view that another run (or
+    the user, or another tool) made under the names this run writes; `taxonomy` adds its shared ground-truth fields."""
     record = evaluations(dataset).get(fields.eval_key)
-    if record is not None:
-        if Path(record["run"]) != run_dir:
-            raise UserError(
-                f"eval key {fields.eval_key!r} in dataset {dataset.name!r} belongs to run {record['run']}; "
-                f"rename this run's folder, or remove that one first with: python evaluate/evaluate.py --run {record['run']} --dataset {dataset.name} --delete"
-            )
-        return
-    taken = [key for key in (fields.eval_key, fields.colony_eval_key) if dataset.has_evaluation(key)] + _run_field_names(dataset, fields)
-    if taken:
-        raise UserError(f"dataset {dataset.name!r} already has {', '.join(taken)}, not written by evaluate for run {run_dir}; rename this run's folder or remove them")
+    if record is not None and Path(record["run"]) != run_dir:
+        raise UserError(
+            f"eval key {fields.eval_key!r} in dataset {dataset.name!r} belongs to run {record['run']}; "
+            f"rename this run's folder, or remove that one first with: python evaluate/evaluate.py --run {record['run']} --dataset {dataset.name} --delete"
+        )
+    if record is None:
+        taken = [key for key in (fields.eval_key, fields.colony_eval_key) if dataset.has_evaluation(key)] + _run_field_names(dataset, fields)
+        taken += _evaluation_field_names(dataset, fields) + ([f"saved view {fields.worst_first}"] if dataset.has_saved_view(fields.worst_first) else [])
+        if taken:
+            raise UserError(f"dataset {dataset.name!r} already has {', '.join(taken)}, not written by evaluate for run {run_dir}; rename this run's folder or remove them")
+    foreign = _foreign_fields(dataset, fields, taxonomy) if taxonomy is not None else []
+    if foreign:
+        raise UserError(
+            f"dataset {dataset.name!r} already has {'; '.join(foreign)}, which evaluate would overwrite; rename or delete "
+            f"{'it' if len(foreign) == 1 else 'them'} in FiftyOne (nothing was written)"
+        )
 
 
 def delete_run(dataset: fo.Dataset, fields: RunFields) -> list[str]:
@@ -116,7 +156,7 @@ def _forget_app_fields(dataset: fo.Dataset, names: Sequence[str]) -> None:
 
 def begin_run(dataset: fo.Dataset, fields: RunFields, run_dir: Path, split: str, taxonomy: str) -> None:
     """Clear this run's earlier write-back (a rerun replaces it) and record the run as the owner of its names."""
-    check_owner(dataset, fields, run_dir)
+    check_owner(dataset, fields, run_dir, taxonomy)
     delete_run(dataset, fields)
     dataset.info[INFO_EVALUATIONS] = evaluations(dataset) | {fields.eval_key: {"run": str(run_dir), "split": split, "taxonomy": taxonomy}}
     dataset.save()

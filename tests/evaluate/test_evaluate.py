@@ -275,3 +275,45 @@ def test_a_second_dataset_never_replaces_the_first_datasets_evaluation(world: Wo
         assert any(not np.array_equal(read_mask(p), m) for p, m in zip(mirrored, world.model_masks))
     finally:
         other.delete()
+
+
+@pytest.fixture
+def clean_clone(world: World):
+    """A copy of the world's dataset without any evaluation, prepared like the world's."""
+    import fiftyone as fo
+
+    from evaluate.cli import evaluate
+    from prepare.cli import prepare
+
+    clone = fo.load_dataset(world.dataset).clone(f"{world.dataset}_user")
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in (("DATA_ROOT", world.settings.data_root), ("TAXONOMY_DIRS", world.root / "taxonomies"), ("RUNS_DIR", world.root / "runs")):
+            patch.setenv(key, str(value))
+        evaluate(run=str(world.run_dir), dataset=clone.name, delete=True)
+        prepare(clone.name, taxonomy="tinytax", workers=1)
+    clone.reload()
+    yield clone
+    clone.delete()
+
+
+@pytest.mark.parametrize("made_by_user", ["gt_mask_tinytax as text", "gt_colonies_tinytax as detections", "pred field as a number", "saved view"])
+def test_a_field_the_user_made_under_evaluates_name_is_refused_before_anything_is_written(world: World, clean_clone, made_by_user) -> None:
+    import fiftyone as fo
+
+    fields = RunFields.for_run(world.run_dir.name)
+    if made_by_user == "gt_mask_tinytax as text":
+        clean_clone.set_values("gt_mask_tinytax", [f"my note {i}" for i in range(len(clean_clone))])
+    elif made_by_user == "gt_colonies_tinytax as detections":
+        clean_clone.set_values("gt_colonies_tinytax", [fo.Detections(detections=[fo.Detection(label="x", bounding_box=[0, 0, 1, 1])])] * len(clean_clone))
+    elif made_by_user == "pred field as a number":
+        clean_clone.set_values(fields.prediction, [1.5] * len(clean_clone))
+    else:
+        clean_clone.save_view(fields.worst_first, clean_clone.limit(1))
+    schema, values = clean_clone.get_field_schema(), {n: clean_clone.values(n) for n in clean_clone.get_field_schema() if n != "id"}
+    info, views = dict(clean_clone.info), clean_clone.list_saved_views()
+    with pytest.raises(UserError, match="already has .*(gt_mask_tinytax|gt_colonies_tinytax|pred_tiny_linear|saved view worst_first)"):
+        evaluate_world(world, dataset=clean_clone.name)
+    clean_clone.reload()
+    assert clean_clone.get_field_schema().keys() == schema.keys() and clean_clone.info == info and clean_clone.list_saved_views() == views
+    assert {n: clean_clone.values(n) for n in schema if n != "id"} == values and clean_clone.list_evaluations() == []
+    assert not evaluation_dir(world.run_dir, clean_clone.name, "val").exists()
