@@ -118,3 +118,19 @@ def test_parent_loop_is_refused_and_a_file_path_works(tmp_path):
         load_taxonomy("a", taxonomy_dirs(str(tmp_path)))
     _write(tmp_path, "base", BASE)
     assert load_taxonomy(str(tmp_path / "base.yaml")).classes == ("A", "B", "C")
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (b"name: base\nclasses:\n  - {name: A, color: [1, 2, 3]\n", "is not valid YAML (line 4, column 1)"),
+        (b"name: base\nclasses: [\x00\x01]", "is not valid YAML"),
+        (b"\xff\xfe\x00garbage", "is not UTF-8 text"),
+        (b"name: ../../x\nclasses:\n  - {name: A, color: [1, 2, 3]}\n", "taxonomy name in"),
+    ],
+)
+def test_a_malformed_taxonomy_file_is_one_sentence(tmp_path, content, problem):
+    (tmp_path / "base.yaml").write_bytes(content)
+    with pytest.raises(UserError) as error:
+        load_taxonomy("base", taxonomy_dirs(str(tmp_path)))
+    assert problem in str(error.value) and "\n" not in str(error.value)
