@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import ast
 import difflib
+import errno
 import importlib.util
 import inspect
 import math
+import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -458,6 +460,12 @@ def run(
         component(**parse_args(spec, args))
     except UserError as error:
         _fail(error, secrets)
+    except OSError as error:  # a full or read-only disk met outside common.fileio's writes (logs, journals, torch.save)
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        where = f" {error.filename}" if error.filename else ""
+        print(f"error: cannot write{where}: {os.strerror(error.errno)}; free some space or choose another output folder", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume where it stopped", file=sys.stderr)
         sys.exit(130)

@@ -1,12 +1,15 @@
 """Atomic file writes: a reader never sees a half-written file, and an interrupted run leaves none.
 
 Everything is written to a temporary file in the destination folder, flushed, then renamed over
-the destination (`os.replace` is atomic on one file system).
+the destination (`os.replace` is atomic on one file system). A destination that cannot be written
+(a read-only folder or file system, a file where a folder should be, a full disk) is a UserError
+naming the path, and whatever the destination held before is left as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -16,6 +19,34 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import UserError
+
+
+# Errors of the place written to, not of the program: reported as one sentence, never a traceback.
+_UNWRITABLE = {
+    errno.EACCES: "permission denied", errno.EPERM: "permission denied", errno.EROFS: "the file system is read-only",
+    errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded", errno.ENOTDIR: "a file is where a folder should be",
+    errno.EEXIST: "a file is where a folder should be", errno.EISDIR: "a folder is where the file should be",
+}  # fmt: skip
+
+
+def unwritable(error: OSError, target: Path) -> UserError | None:
+    """The UserError for an OSError that says `target` cannot be written there, or None for any other error."""
+    reason = _UNWRITABLE.get(error.errno or 0)
+    if reason is None:
+        return None
+    where = f" ({error.filename})" if error.filename and Path(error.filename) != target and error.errno in (errno.ENOTDIR, errno.EEXIST) else ""
+    fix = "free some space" if error.errno in (errno.ENOSPC, errno.EDQUOT) else "fix the folder's permissions or move what is in the way"
+    return UserError(f"cannot write {target}: {reason}{where}; {fix}, or choose another output folder (what was there is unchanged)")
+
+
+def make_dirs(folder: str | os.PathLike[str]) -> Path:
+    """`mkdir -p folder`, with a UserError when it cannot be made (read-only, a file in the way)."""
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise (unwritable(error, path) or error) from None
+    return path
 
 
 @contextlib.contextmanager
@@ -28,8 +59,12 @@ def exclusive_lock(path: str | os.PathLike[str], busy: str) -> Iterator[None]:
     import fcntl  # POSIX only: imported here so the atomic writes above work on any system
 
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "a") as handle:
+    make_dirs(target.parent)
+    try:
+        handle = open(target, "a")
+    except OSError as error:
+        raise (unwritable(error, target) or error) from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -49,16 +84,26 @@ def _new_file_mode() -> int:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it replaces `path`, on error it is removed."""
+    """Yield a temporary path beside `path`; on success it replaces `path`, on error it is removed and `path` is
+    left as it was. A place that cannot be written (read-only, a file in the way, a full disk) is a UserError."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part" + target.suffix, dir=target.parent)
+    make_dirs(target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part" + target.suffix, dir=target.parent)
+    except OSError as error:
+        raise (unwritable(error, target) or error) from None
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, _new_file_mode())  # mkstemp makes 0o600; a shared media or data folder needs the usual mode
     try:
         yield tmp_path
         os.replace(tmp_path, target)
+    except OSError as error:
+        tmp_path.unlink(missing_ok=True)
+        failure = unwritable(error, target) if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EISDIR) else None
+        if failure is None:
+            raise
+        raise failure from None
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise

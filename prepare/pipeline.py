@@ -28,7 +28,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from common.cli import UserError
-from common.fileio import atomic_path, sha256_file, write_bytes_atomic
+from common.fileio import atomic_path, make_dirs, sha256_file, write_bytes_atomic
 from common.settings import REPO_ROOT
 from common.table import format_table
 from prepare import layout
@@ -137,7 +137,7 @@ def prepare_dataset(records: Sequence[SampleRecord], read_annotations: Annotatio
     _claim_folder(root, str(options.source.get("dataset")), options.overwrite)
     for split in layout.SPLITS:
         for folder in (root / split / layout.IMAGES_DIR, root / split / layout.MASKS_DIR):
-            folder.mkdir(parents=True, exist_ok=True)
+            make_dirs(folder)
             for leftover in folder.glob(".*.part*"):  # temporary files of a run that was killed mid-write
                 leftover.unlink()
     previous = {e.sample_id: e for e in layout.read_manifest(root / layout.MANIFEST_FILE)}
@@ -243,7 +243,7 @@ def _claim_folder(root: Path, dataset: str, overwrite: bool) -> None:
                     shutil.rmtree(child)
                 else:
                     child.unlink()
-    root.mkdir(parents=True, exist_ok=True)
+    make_dirs(root)
     layout.write_if_changed(owner, json.dumps({"created_by": layout.CREATED_BY, "dataset": dataset}) + "\n")
 
 

@@ -84,3 +84,10 @@ def test_rerun_redraws_a_damaged_mask_instead_of_calling_it_up_to_date(dataset, 
     assert [sha256_file(root / e.mask) for e in entries] == [e.mask_sha256 for e in entries]
     prepare(dataset.name, taxonomy="extended")
     assert "nothing changed since the last run: 12 masks up to date" in capsys.readouterr().out
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_sentence(dataset, tmp_path):
+    (tmp_path / "taken").write_text("a file, not a folder")
+    with pytest.raises(UserError, match=f"cannot write {tmp_path / 'taken' / 'out'}: a file is where a folder should be"):
+        prepare(dataset.name, taxonomy="extended", output_dir=str(tmp_path / "taken" / "out"))
+    assert (tmp_path / "taken").read_text() == "a file, not a folder"
