@@ -317,3 +317,15 @@ def test_a_field_the_user_made_under_evaluates_name_is_refused_before_anything_i
     assert clean_clone.get_field_schema().keys() == schema.keys() and clean_clone.info == info and clean_clone.list_saved_views() == views
     assert {n: clean_clone.values(n) for n in schema if n != "id"} == values and clean_clone.list_evaluations() == []
     assert not evaluation_dir(world.run_dir, clean_clone.name, "val").exists()
+
+
+def test_a_damaged_ground_truth_mask_is_refused_before_anything_is_written(world: World, clean_clone) -> None:
+    prepared = load_prepared(world.settings.data_root / "prepared" / f"{clean_clone.name}_tinytax")
+    damaged = prepared.mask_path(prepared.entries[1])
+    damaged.write_bytes(b"")
+    schema, info = clean_clone.get_field_schema().keys(), dict(clean_clone.info)
+    with pytest.raises(UserError, match=f"mask {damaged} is empty; rerun prepare/prepare_data.py {clean_clone.name} --taxonomy tinytax"):
+        evaluate_world(world, dataset=clean_clone.name)
+    clean_clone.reload()
+    assert clean_clone.get_field_schema().keys() == schema and clean_clone.info == info
+    assert not evaluation_dir(world.run_dir, clean_clone.name, "val").exists()
