@@ -16,6 +16,7 @@ from common.cli import UserError, run
 from common.names import check_name
 from common.settings import REPO_ROOT, load_settings
 
+
 def _step(title: str, args: list[str]) -> None:
     command = " ".join(shlex.quote(a) for a in ["python", *args])
     print(f"\n=== {title}\n$ {command}", flush=True)

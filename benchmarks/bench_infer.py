@@ -15,7 +15,9 @@ memory of predicting a stream of 1 and of `--stream` images in fresh processes (
 
 from __future__ import annotations
 
-import sys, pathlib  # noqa: E401
+import pathlib
+import sys
+
 sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
 
 import argparse  # noqa: E402

@@ -9,7 +9,9 @@ tree, workers included).
     python benchmarks/bench_prepare.py [--num-images 128 --size 1920 --colonies 45 --runs 3 --workers 1,2]
 """
 
-import sys, pathlib  # noqa: E401
+import pathlib
+import sys
+
 sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
 
 import json  # noqa: E402
@@ -161,7 +163,7 @@ def benchmark(num_images: int = 128, size: int = 1920, colonies: int = 45, runs:
             timings[label].append(_timed_run(method, name, data_dir / "masks" / method, limit, w))
     rows = []
     fiftyone_rate = fiftyone_cpu = None
-    for label, method, limit, w in cases:
+    for label, _method, limit, _workers in cases:
         seconds = statistics.median(t["seconds"] for t in timings[label])
         cpu = statistics.median(t["cpu_seconds"] for t in timings[label])
         rate = limit / seconds

@@ -17,7 +17,9 @@ on them, and both paths see the same features, so their val mIoU must agree), it
 
 from __future__ import annotations
 
-import sys, pathlib  # noqa: E401
+import pathlib
+import sys
+
 sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
 
 import argparse  # noqa: E402
@@ -37,8 +39,16 @@ import numpy as np  # noqa: E402
 from common.fileio import sha256_file  # noqa: E402
 from common.table import format_table  # noqa: E402
 from prepare.layout import (  # noqa: E402
-    CLASSES_FILE, INFO_FILE, MANIFEST_FILE, PALETTE_FILE, ManifestEntry, classes_text, image_relpath, manifest_text,
-    mask_relpath, palette_text,
+    CLASSES_FILE,
+    INFO_FILE,
+    MANIFEST_FILE,
+    PALETTE_FILE,
+    ManifestEntry,
+    classes_text,
+    image_relpath,
+    manifest_text,
+    mask_relpath,
+    palette_text,
 )
 from prepare.mask_png import encode_mask_png, palette_bytes  # noqa: E402
 

@@ -18,7 +18,9 @@ same head, and the median seconds per image.
 
 from __future__ import annotations
 
-import sys, pathlib  # noqa: E401
+import pathlib
+import sys
+
 sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
 
 import argparse  # noqa: E402

@@ -98,7 +98,7 @@ def parse_statuses(status: str | Iterable[str]) -> set[str]:
 
 def _utc_iso(value: dt.datetime | str | None) -> str:
     if isinstance(value, dt.datetime):
-        return value.astimezone(dt.timezone.utc).isoformat()
+        return value.astimezone(dt.UTC).isoformat()
     return str(value or "")
 
 

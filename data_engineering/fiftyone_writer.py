@@ -23,13 +23,13 @@ from pathlib import Path
 from common.cli import UserError
 from common.settings import Settings  # before fiftyone: it exports .env's FIFTYONE_* keys FiftyOne reads on import
 from common.table import format_table
-
 from data_engineering import dataset_contract as contract
 from data_engineering.filenames import DEFAULT_PATTERN, parse_quadrat_name, parse_split_mapping, split_from_subset
 from data_engineering.shapes import PolygonRecord
 
-import fiftyone as fo  # noqa: E402,I001
-from fiftyone import ViewField as F  # noqa: E402
+# isort: split
+import fiftyone as fo
+from fiftyone import ViewField as F
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
 """Import a CVAT export into a persistent FiftyOne dataset: `python data_engineering/import_cvat_export.py <zip or folder> --dataset-name <name>`."""
 
-import sys, pathlib  # noqa: E401
+import pathlib
+import sys
+
 sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
 
 from common.cli import precheck  # noqa: E402

@@ -32,7 +32,16 @@ from common.cli import UserError, run
 from common.fileio import atomic_path
 from common.names import check_name
 from common.settings import Settings, load_settings
-from data_engineering.fiftyone_writer import ImageRecord, ImportSummary, SampleOptions, TaskRecord, check_writable, open_dataset, task_is_current, write_task
+from data_engineering.fiftyone_writer import (
+    ImageRecord,
+    ImportSummary,
+    SampleOptions,
+    TaskRecord,
+    check_writable,
+    open_dataset,
+    task_is_current,
+    write_task,
+)
 from data_engineering.filenames import check_relative_name, media_path, safe_folder_name
 from data_engineering.shapes import CvatShape, shapes_to_polygons
 

@@ -1,6 +1,8 @@
 """Generate the synthetic reef-quadrat CVAT export: `python data_engineering/make_demo_data.py [--num-images 30 --size 448]`."""
 
-import sys, pathlib  # noqa: E401
+import pathlib
+import sys
+
 sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
 
 from common.cli import precheck  # noqa: E402

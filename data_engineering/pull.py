@@ -29,10 +29,15 @@ from common.cli import UserError, run
 from common.fileio import write_bytes_atomic
 from common.names import check_name
 from common.settings import Settings, load_settings
-
-from data_engineering.cvat_client import CvatConnection, CvatFrame, CvatLabel, CvatTask, connect, display_url, parse_statuses
-from data_engineering.filenames import media_path, safe_folder_name
-from data_engineering.import_export import image_size
+from data_engineering.cvat_client import (
+    CvatConnection,
+    CvatFrame,
+    CvatLabel,
+    CvatTask,
+    connect,
+    display_url,
+    parse_statuses,
+)
 from data_engineering.fiftyone_writer import (
     ImageRecord,
     ImportSummary,
@@ -43,6 +48,8 @@ from data_engineering.fiftyone_writer import (
     task_is_current,
     write_task,
 )
+from data_engineering.filenames import media_path, safe_folder_name
+from data_engineering.import_export import image_size
 from data_engineering.shapes import shapes_to_polygons
 
 TRACK = "track"  # skipped-shape name for CVAT track (video interpolation) shapes

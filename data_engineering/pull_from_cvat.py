@@ -1,6 +1,8 @@
 """Pull a CVAT project's finished tasks into a persistent FiftyOne dataset: `python data_engineering/pull_from_cvat.py <project>`."""
 
-import sys, pathlib  # noqa: E401
+import pathlib
+import sys
+
 sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
 
 from common.cli import precheck  # noqa: E402

@@ -1,6 +1,8 @@
 """Open the FiftyOne App on a dataset and print its URL: `python evaluate/app.py <dataset>`."""
 
-import sys, pathlib  # noqa: E401
+import pathlib
+import sys
+
 sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
 
 from evaluate.cli import app_main  # noqa: E402

@@ -32,7 +32,15 @@ from evaluate.reports import ImageResult, SplitReport, format_per_class_table, w
 from models.checkpoint import CheckpointSpec, checkpoint_stem, load_checkpoint
 from models.sliding_window import WINDOW_LAYOUT, default_window_stride
 from prepare.cli import default_output_dir
-from prepare.layout import BACKGROUND_COLOR, BACKGROUND_NAME, INFO_FILE, ManifestEntry, PreparedDataset, load_prepared, png_palette
+from prepare.layout import (
+    BACKGROUND_COLOR,
+    BACKGROUND_NAME,
+    INFO_FILE,
+    ManifestEntry,
+    PreparedDataset,
+    load_prepared,
+    png_palette,
+)
 from prepare.mask_png import encode_mask_png, read_mask
 from prepare.taxonomy import Taxonomy, load_taxonomy, taxonomy_dirs
 from train.data import read_image

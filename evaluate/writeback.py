@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import common.settings  # noqa: F401  (exports .env's FIFTYONE_* keys before fiftyone is imported)
+
+# isort: split
 import fiftyone as fo
 import fiftyone.core.fields as fof
 import fiftyone.core.utils as fou
@@ -24,7 +26,15 @@ from fiftyone import ViewField as F
 
 from common.cli import UserError
 from evaluate.colonies import Colony
-from evaluate.fields import COLONY_IOU, CONFIDENCE, INFO_EVALUATIONS, RunFields, class_key, gt_colonies_field, gt_segmentation_field
+from evaluate.fields import (
+    COLONY_IOU,
+    CONFIDENCE,
+    INFO_EVALUATIONS,
+    RunFields,
+    class_key,
+    gt_colonies_field,
+    gt_segmentation_field,
+)
 from evaluate.reports import ColonyCounts
 from prepare.polygons import polygon_to_fiftyone_points
 from prepare.taxonomy import Taxonomy

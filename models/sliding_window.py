@@ -10,7 +10,6 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-
 # Where windows go changed once (from "every stride, the last flush" to "spread evenly"); caches of
 # window features and of predictions include this tag so that none made under another layout is reused.
 WINDOW_LAYOUT = "even"

@@ -11,6 +11,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import common.settings  # noqa: F401  (exports .env's FIFTYONE_* keys before fiftyone is imported)
+
+# isort: split
 import fiftyone as fo
 import numpy as np
 from fiftyone import ViewField as F

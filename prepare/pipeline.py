@@ -486,7 +486,7 @@ def print_summary(report: PrepareReport, taxonomy: Taxonomy, root: Path) -> None
     headers = ["class"] + [f"{s} {k}" for s in layout.SPLITS for k in ("polygons", "images", "px %")]
     print(format_table(headers, rows))
     sizes = report.info["splits"]
-    print(f"\nsplits: " + ", ".join(f"{s} {sizes[s]}" for s in layout.SPLITS) + f"  ->  {root}")
+    print("\nsplits: " + ", ".join(f"{s} {sizes[s]}" for s in layout.SPLITS) + f"  ->  {root}")
     for split in report.empty_splits:
         print(f"warning: no samples in the {split} split")
     for reason, paths in report.left_out.items():

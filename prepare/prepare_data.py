@@ -1,6 +1,8 @@
 """Turn a FiftyOne dataset into a training-ready folder of images and class-index masks: `python prepare/prepare_data.py <dataset>`."""
 
-import sys, pathlib  # noqa: E401
+import pathlib
+import sys
+
 sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
 
 from common.cli import precheck  # noqa: E402

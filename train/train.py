@@ -1,6 +1,8 @@
 """Train a segmentation head on a frozen DINO backbone: `python train/train.py --help`."""
 
-import sys, pathlib  # noqa: E401
+import pathlib
+import sys
+
 sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
 
 from train.cli import main  # noqa: E402

@@ -104,7 +104,7 @@ def test_genera_can_be_told_apart_from_their_pixels(tmp_path):
     features = region_features(export)
     centroids = {}
     for label in {label for label, _ in features["Train"]}:
-        centroids[label] = np.mean([v for l, v in features["Train"] if l == label], axis=0)
+        centroids[label] = np.mean([v for name, v in features["Train"] if name == label], axis=0)
     held_out = features["Validation"] + features["Test"]
     correct = [min(centroids, key=lambda c: np.linalg.norm(centroids[c] - v)) == label for label, v in held_out]
     assert len(held_out) > 100

@@ -10,16 +10,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from PIL import Image
 from cvat_server import FakeCvat, ReefProject, add_reef_project
+from PIL import Image
 
 from common.settings import REPO_ROOT, load_settings
 from data_engineering import dataset_contract as contract
 from data_engineering.pull import main, pull_project
 from data_engineering.shapes import TOO_FEW_POINTS, parse_confidence
 
-import fiftyone as fo  # noqa: E402,I001
-from fiftyone import ViewField as F  # noqa: E402
+# isort: split
+import fiftyone as fo
+from fiftyone import ViewField as F
 
 
 @pytest.fixture(params=["2.29.0", "2.80.0"])

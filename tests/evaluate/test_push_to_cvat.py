@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from evaluate_world import World
 from cvat_server import FakeCvat, confidence_spec, polygon
+from evaluate_world import World
 from PIL import Image
 
 from common.cli import UserError

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from dino_reference import official_features, random_official_state_dict
 from timm.models.vision_transformer import checkpoint_filter_fn
 
 from models.backbones import BACKBONES, build_backbone, build_from_spec, shrink, timm_state_dict
 from models.weights import OfficialWeights
-from dino_reference import official_features, random_official_state_dict
 
 SIZES = [(224, 224), (448, 448), (518, 518), (224, 336)]
 

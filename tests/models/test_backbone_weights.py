@@ -14,8 +14,14 @@ import pytest
 import torch
 from dino_reference import official_features, random_official_state_dict
 from safetensors.torch import save_file
-from transformers import (DINOv3ViTConfig, DINOv3ViTModel, Dinov2Config, Dinov2Model, Dinov2WithRegistersConfig,
-                          Dinov2WithRegistersModel)
+from transformers import (
+    Dinov2Config,
+    Dinov2Model,
+    Dinov2WithRegistersConfig,
+    Dinov2WithRegistersModel,
+    DINOv3ViTConfig,
+    DINOv3ViTModel,
+)
 
 from common.cli import UserError
 from models.backbones import BACKBONES, build_backbone, build_from_spec, shrink

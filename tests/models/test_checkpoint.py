@@ -12,7 +12,14 @@ import torch
 
 from common.cli import UserError
 from models.backbones import build_backbone
-from models.checkpoint import CheckpointSpec, init_head_from, load_checkpoint, load_run_checkpoint, read_checkpoint, save_run_checkpoint
+from models.checkpoint import (
+    CheckpointSpec,
+    init_head_from,
+    load_checkpoint,
+    load_run_checkpoint,
+    read_checkpoint,
+    save_run_checkpoint,
+)
 from models.heads import HEADS, build_head
 from models.segmenter import Segmenter
 

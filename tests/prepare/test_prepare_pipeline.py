@@ -7,14 +7,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from PIL import Image
+from prepare_testdata import square, write_image
 
 from common.cli import UserError
 from prepare import layout, pipeline
 from prepare.mask_png import read_mask
 from prepare.pipeline import SampleRecord, prepare_dataset, print_summary
 from prepare.taxonomy import load_taxonomy
-
-from prepare_testdata import square, write_image
 
 ACROPORA, PAVONA, PORITES = 2, 13, 15
 

@@ -16,8 +16,16 @@ import pytest
 
 from common.fileio import sha256_file
 from prepare.layout import (
-    CLASSES_FILE, INFO_FILE, MANIFEST_FILE, PALETTE_FILE, ManifestEntry, classes_text, image_relpath, mask_relpath,
-    manifest_text, palette_text,
+    CLASSES_FILE,
+    INFO_FILE,
+    MANIFEST_FILE,
+    PALETTE_FILE,
+    ManifestEntry,
+    classes_text,
+    image_relpath,
+    manifest_text,
+    mask_relpath,
+    palette_text,
 )
 from prepare.mask_png import encode_mask_png, palette_bytes
 

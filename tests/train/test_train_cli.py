@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_overrides, write_prepared, write_sample
 from safetensors.torch import load_file
 
-from conftest import tiny_overrides, write_prepared, write_sample
 from train import cli, loop
 
 REPO = Path(__file__).resolve().parents[2]
