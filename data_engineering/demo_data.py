@@ -236,15 +236,17 @@ def surface(look: Look, u: np.ndarray, v: np.ndarray, rn: np.ndarray, theta: np.
     warp = _value_noise(rng, u.shape, 2 * px_per_cm) - 0.5
     if look.texture in ("cells", "pits", "verrucae", "pores", "polyps"):
         k = 4 * math.pi / (math.sqrt(3) * p)
-        hexes = sum(np.cos(k * (u * math.cos(a) + v * math.sin(a)) + 0.6 * warp) for a in (0, 2 * math.pi / 3, 4 * math.pi / 3))
+        waves = [np.cos(k * (u * math.cos(a) + v * math.sin(a)) + 0.6 * warp) for a in (0, 2 * math.pi / 3, 4 * math.pi / 3)]
+        hexes = waves[0] + waves[1] + waves[2]
         cell = (hexes + 1.5) / 4.5  # 1 at corallite centres, 0 on the walls
-        return {
+        textures: dict[str, np.ndarray] = {
             "cells": cell ** 2,
             "pits": (cell > 0.8).astype(np.float32),
             "verrucae": (cell > 0.65).astype(np.float32),
             "pores": np.maximum((cell > 0.9).astype(np.float32), (rn > 0.85).astype(np.float32)),
             "polyps": np.clip(cell * 1.3 - 0.2 + 0.3 * warp, 0, 1),
-        }[look.texture]
+        }
+        return textures[look.texture]
     if look.texture == "branches":
         return 0.5 + 0.5 * np.sin(2 * math.pi * (rn * 6 + 0.4 * np.sin(12 * theta)) + 2 * warp) * (0.4 + 0.6 * rn)
     if look.texture == "septa":

@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import IO, BinaryIO
 from xml.etree import ElementTree  # expat >= 2.4 refuses entity expansion bombs; external entities are never fetched
 
 from PIL import Image, UnidentifiedImageError
@@ -106,7 +106,7 @@ def _shape(element: ElementTree.Element) -> CvatShape:
     )
 
 
-def parse_annotations(stream: BinaryIO, fallback_project_name: str) -> CvatExport:
+def parse_annotations(stream: IO[bytes], fallback_project_name: str) -> CvatExport:
     """Parse a CVAT-for-images 1.1 annotations.xml, streaming (project exports can be large)."""
     tasks: dict[int, TaskRecord] = {}
     images: list[ExportImage] = []
@@ -158,7 +158,7 @@ class ExportSource:
             raise UserError(f"{self.path} does not exist; pass a CVAT export zip, its unzipped folder or its annotations.xml")
         if self.path.is_file() and zipfile.is_zipfile(self.path):
             self.zip = zipfile.ZipFile(self.path)
-            self._refuse_escaping_entries()
+            self._refuse_escaping_entries(self.zip)
             xml_members = sorted((n for n in self.zip.namelist() if PurePosixPath(n).name == ANNOTATIONS_FILE), key=lambda n: n.count("/"))
             if not xml_members:
                 raise UserError(f"{self.path} holds no {ANNOTATIONS_FILE}; export the dataset in the 'CVAT for images 1.1' format")
@@ -172,8 +172,8 @@ class ExportSource:
                 raise UserError(f"{self.path} holds no {ANNOTATIONS_FILE}; pass the unzipped 'CVAT for images 1.1' export")
             self.beside = self.xml_file.parent
 
-    def _refuse_escaping_entries(self) -> None:
-        for name in self.zip.namelist():
+    def _refuse_escaping_entries(self, archive: zipfile.ZipFile) -> None:
+        for name in archive.namelist():
             if name.endswith("/"):
                 continue
             try:
@@ -181,7 +181,7 @@ class ExportSource:
             except UserError:
                 raise UserError(f"archive entry {name!r} in {self.path.name} would be written outside the media folder; refusing this archive") from None
 
-    def annotations(self) -> BinaryIO:
+    def annotations(self) -> IO[bytes]:
         return self.zip.open(self.xml_member) if self.zip else open(self.xml_file, "rb")
 
     def _candidates(self, name: str, subset: str | None) -> Iterator[PurePosixPath]:
@@ -190,7 +190,7 @@ class ExportSource:
         yield PurePosixPath("images") / relative
         yield relative
 
-    def find_image(self, name: str, subset: str | None) -> tuple[str, object] | None:
+    def find_image(self, name: str, subset: str | None) -> tuple[str, str | Path] | None:
         """Where an image is: ("zip", member name) or ("file", path); None if nowhere."""
         if self.zip:
             for candidate in self._candidates(name, subset):
@@ -203,14 +203,15 @@ class ExportSource:
                 return "file", path
         return None
 
-    def copy_image(self, where: tuple[str, object], target: Path) -> None:
+    def copy_image(self, where: tuple[str, str | Path], target: Path) -> None:
         """Copy the image to `target` atomically, unless a file of the same size is already there."""
         kind, location = where
-        size = self.zip.getinfo(location).file_size if kind == "zip" else Path(location).stat().st_size
+        archive = self.zip if kind == "zip" else None
+        size = archive.getinfo(str(location)).file_size if archive else Path(location).stat().st_size
         if target.is_file() and target.stat().st_size == size:
             return
         with atomic_path(target) as tmp:
-            with (self.zip.open(location) if kind == "zip" else open(location, "rb")) as source, open(tmp, "wb") as out:
+            with (archive.open(str(location)) if archive else open(location, "rb")) as source, open(tmp, "wb") as out:
                 shutil.copyfileobj(source, out, 1 << 20)
 
     def close(self) -> None:

@@ -206,7 +206,7 @@ def _evaluate_run(
         "window": window, "window_stride": window_stride, "layout": WINDOW_LAYOUT, "tta": options.tta, "bf16": runtime.bf16, "device": device.type,
     }  # fmt: skip
     cache = PredictionCache(out_dir / CACHE_FILE, depends_on)
-    images, used_names, reused = [], set(), 0
+    images, used_names, reused = [], set[str](), 0
     for sample_id in tqdm(sample_ids, desc=f"evaluate {run_dir.name} on {options.split}", unit="image", file=out):
         sample = dataset[sample_id]
         mask_path = out_dir / "masks" / _mask_name(sample.filepath, sample_id, used_names)
@@ -218,7 +218,7 @@ def _evaluate_run(
         polylines = writeback.colonies_to_polylines(colonies, classes, width, height)
         result = ImageResult(Path(sample.filepath).name, sample_id, cover_percent(predicted, len(classes)))
         entry = entries.get(sample_id)
-        if entry is None:
+        if entry is None or prepared is None:  # no ground truth (entries is empty without a prepared folder)
             writeback.write_sample(sample, fields, spec.taxonomy, mask_path, polylines)
         else:
             result.matrix = confusion_matrix(_ground_truth(prepared, entry, (height, width), sample.filepath), predicted, len(classes))

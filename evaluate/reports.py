@@ -80,7 +80,7 @@ class SplitReport:
     @property
     def matrix(self) -> np.ndarray:
         k = len(self.class_names)
-        return sum((image.matrix for image in self.scored), np.zeros((k, k), dtype=np.int64))
+        return sum((image.matrix for image in self.images if image.matrix is not None), np.zeros((k, k), dtype=np.int64))
 
     def metrics(self) -> SegmentationMetrics:
         return compute_metrics(self.matrix, self.class_names, self.background_index)
@@ -106,7 +106,7 @@ def per_class_rows(report: SplitReport) -> list[dict[str, Any]]:
     errors = _cover_errors(report)
     rows = []
     for i, row in enumerate(metrics.per_class()):
-        colonies = (report.colonies or {}).get(row["class"])
+        colonies = (report.colonies or {}).get(str(row["class"]))
         rows.append(
             {
                 **{k: _num(v) if isinstance(v, float) else v for k, v in row.items()},
@@ -127,7 +127,7 @@ def per_class_rows(report: SplitReport) -> list[dict[str, Any]]:
 def _image_covers(report: SplitReport) -> tuple[np.ndarray, np.ndarray]:
     """`[N, K]` ground-truth and predicted cover of the scored images, over their labelled pixels."""
     k = len(report.class_names)
-    pairs = [cover_from_matrix(image.matrix) for image in report.scored]
+    pairs = [cover_from_matrix(image.matrix) for image in report.images if image.matrix is not None]
     if not pairs:
         return np.zeros((0, k)), np.zeros((0, k))
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
@@ -164,14 +164,15 @@ def per_image_rows(report: SplitReport) -> tuple[list[str], list[list[Any]]]:
     """One row per image: mIoU, pixel accuracy, then per-class IoU (empty without ground truth)."""
     names = list(report.class_names)
     headers = ["image", "sample_id", "miou", "pixel_accuracy"] + [f"iou_{n}" for n in names] + [f"predicted_cover_{n}" for n in names]
-    rows = []
+    rows: list[list[Any]] = []
     for image in report.images:
+        scores: list[float | None]
         if image.matrix is None:
-            scores = [None, None] + [None] * len(names)
+            scores = [None] * (2 + len(names))
         else:
             m = compute_metrics(image.matrix, names, report.background_index)
             scores = [_num(m.miou), _num(m.pixel_accuracy)] + [_num(v) for v in m.iou]
-        rows.append([image.name, image.sample_id] + scores + [_num(v) for v in image.predicted_cover])
+        rows.append([image.name, image.sample_id, *scores, *(_num(v) for v in image.predicted_cover)])
     return headers, rows
 
 

@@ -315,7 +315,7 @@ def evaluate_colonies(view: fo.DatasetView, pred_field: str, gt_field: str, eval
 
 def colony_counts(ytrue: Sequence[str], ypred: Sequence[str], missing: str, classes: Sequence[str]) -> dict[str, ColonyCounts]:
     """TP / FP / FN per class from FiftyOne's matched (ground truth, prediction) label pairs."""
-    tp, fp, fn = Counter(), Counter(), Counter()
+    tp, fp, fn = Counter[str](), Counter[str](), Counter[str]()
     for truth, predicted in zip(ytrue, ypred):
         if truth == missing:
             fp[predicted] += 1

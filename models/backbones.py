@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 import timm
 import torch
 import torch.nn.functional as F
+from timm.models import eva, vision_transformer
 from torch import nn
 
 from common.errors import UserError
@@ -26,6 +27,8 @@ from models.weights import OfficialWeights, read_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# The timm classes our specs build: DINOv2 is timm's VisionTransformer, DINOv3 its Eva.
+ViT = vision_transformer.VisionTransformer | eva.Eva
 
 
 class RandomBackboneWarning(UserWarning):
@@ -86,7 +89,8 @@ BACKBONES: dict[str, BackboneSpec] = {
 def shrink(spec: BackboneSpec, name: str = "", embed_dim: int = 32, depth: int = 4, num_heads: int = 2) -> BackboneSpec:
     """`spec` at toy size, same token layout, position rule and timm architecture: fast random ViTs for tests."""
     size = {"embed_dim": embed_dim, "depth": depth, "num_heads": num_heads}
-    return replace(spec, name=name or f"{spec.name}_shrunk", hf_repo="", timm_overrides=size, **size)
+    return replace(spec, name=name or f"{spec.name}_shrunk", hf_repo="", timm_overrides=size,
+                   embed_dim=embed_dim, depth=depth, num_heads=num_heads)
 
 
 # Tiny random ViTs (embed_dim 32, 4 blocks) registered by name, so that tests and quick demos of
@@ -128,7 +132,9 @@ class Backbone(nn.Module):
     Images whose sides are not multiples of the patch are zero-padded on the bottom and right.
     """
 
-    def __init__(self, spec: BackboneSpec, vit: nn.Module, layers: list[int], weights_hash: str, periods: torch.Tensor | None):
+    rope_periods: torch.Tensor  # a buffer, registered for the DINOv3 (rotary position) family only
+
+    def __init__(self, spec: BackboneSpec, vit: ViT, layers: list[int], weights_hash: str, periods: torch.Tensor | None):
         super().__init__()
         self.spec = spec
         self.vit = vit
@@ -176,11 +182,14 @@ class Backbone(nn.Module):
     def _dinov2_tokens(self, patches: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
         """cls + position, patches + resampled positions, then registers after cls (official order)."""
         vit = self.vit
-        pos = vit.pos_embed
-        cls = vit.cls_token
+        pos: torch.Tensor | None = vit.pos_embed
+        cls: torch.Tensor | None = vit.cls_token
+        rule = self.spec.pos_rule
+        if pos is None or cls is None or rule is None:
+            raise ValueError(f"backbone {self.spec.name}: DINOv2 tokens need a position grid, a cls token and a pos_rule")
         if not vit.no_embed_class:  # timm keeps the cls position inside pos_embed for the original models
             cls, pos = cls + pos[:, :1], pos[:, 1:]
-        patches = patches + resample_pos_grid(pos, rows, cols, self.spec.pos_rule)
+        patches = patches + resample_pos_grid(pos, rows, cols, rule)
         parts = [cls.expand(len(patches), -1, -1)]
         if vit.reg_token is not None:
             parts.append(vit.reg_token.expand(len(patches), -1, -1))
@@ -188,15 +197,20 @@ class Backbone(nn.Module):
 
     def _dinov3_tokens(self, patches: torch.Tensor) -> torch.Tensor:
         vit = self.vit
+        if vit.cls_token is None or vit.reg_token is None:
+            raise ValueError(f"backbone {self.spec.name}: DINOv3 tokens need a cls token and register tokens")
         batch = len(patches)
         return torch.cat([vit.cls_token.expand(batch, -1, -1), vit.reg_token.expand(batch, -1, -1), patches], dim=1)
 
 
-def _create_vit(spec: BackboneSpec) -> nn.Module:
+def _create_vit(spec: BackboneSpec) -> ViT:
     # A fixed seed makes "random" one reproducible backbone: a head trained on it still fits when reloaded.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        return timm.create_model(spec.timm_name, pretrained=False, num_classes=0, **spec.timm_overrides)
+        vit = timm.create_model(spec.timm_name, pretrained=False, num_classes=0, **spec.timm_overrides)
+    if not isinstance(vit, ViT):
+        raise TypeError(f"timm model {spec.timm_name} is a {type(vit).__name__}, not a VisionTransformer or Eva")
+    return vit
 
 
 def _check_architecture(spec: BackboneSpec, weights: OfficialWeights) -> None:
@@ -211,14 +225,13 @@ def _check_architecture(spec: BackboneSpec, weights: OfficialWeights) -> None:
                     f"registers; {advice}")
 
 
-def timm_state_dict(vit: nn.Module, spec: BackboneSpec, weights: OfficialWeights) -> dict[str, torch.Tensor]:
+def timm_state_dict(vit: ViT, spec: BackboneSpec, weights: OfficialWeights) -> dict[str, torch.Tensor]:
     """Official-format tensors under timm's names (timm's own filters), checked to fit `vit` exactly."""
     _check_architecture(spec, weights)
-    if spec.family == "dinov2":
-        from timm.models.vision_transformer import checkpoint_filter_fn
+    if isinstance(vit, vision_transformer.VisionTransformer):  # the DINOv2 family
+        state = vision_transformer.checkpoint_filter_fn(dict(weights.state_dict), vit)
     else:
-        from timm.models.eva import checkpoint_filter_fn
-    state = checkpoint_filter_fn(dict(weights.state_dict), vit)
+        state = eva.checkpoint_filter_fn(dict(weights.state_dict), vit)
     expected = vit.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

@@ -17,11 +17,10 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
 
 from common.errors import UserError
 from common.fileio import atomic_path, sha256_file, write_json_atomic
-from models.backbones import build_backbone
+from models.backbones import Backbone, build_backbone
 from models.heads import SegHead, build_head
 from models.segmenter import Segmenter
 
@@ -60,7 +59,7 @@ class CheckpointSpec:
             raise ValueError(f"spec has {len(self.palette)} palette colours for {self.num_classes} classes")
 
     @classmethod
-    def of(cls, backbone: nn.Module, head: SegHead, classes: Sequence[str], palette: Sequence[Sequence[int]],
+    def of(cls, backbone: Backbone, head: SegHead, classes: Sequence[str], palette: Sequence[Sequence[int]],
            taxonomy: str, window: int, window_stride: int, info: dict[str, Any] | None = None) -> CheckpointSpec:
         """The spec of a model made by `build_backbone` + `build_head`, with the data's classes and tiling."""
         return cls(

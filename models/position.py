@@ -46,10 +46,10 @@ def resample_pos_grid(patch_pos: torch.Tensor, rows: int, cols: int, rule: PosEm
         return patch_pos
     grid = patch_pos.float().reshape(1, side, side, dim).permute(0, 3, 1, 2)
     if rule.offset:
-        size_or_scale = {"scale_factor": (float(rows + rule.offset) / side, float(cols + rule.offset) / side)}
+        scale = [float(rows + rule.offset) / side, float(cols + rule.offset) / side]
+        grid = F.interpolate(grid, scale_factor=scale, mode="bicubic", antialias=rule.antialias)
     else:
-        size_or_scale = {"size": (rows, cols)}
-    grid = F.interpolate(grid, mode="bicubic", antialias=rule.antialias, **size_or_scale)
+        grid = F.interpolate(grid, size=(rows, cols), mode="bicubic", antialias=rule.antialias)
     if grid.shape[-2:] != (rows, cols):
         raise ValueError(f"position grid resampled to {tuple(grid.shape[-2:])}, expected {(rows, cols)}")
     return grid.permute(0, 2, 3, 1).reshape(1, rows * cols, dim).to(patch_pos.dtype)
@@ -66,9 +66,8 @@ def rope_sin_cos(periods: torch.Tensor, rows: int, cols: int) -> tuple[torch.Ten
     Same operations, order and dtype (float32) as the official `RopePositionEmbedding.forward` with
     `normalize_coords="separate"`; the training-time coordinate augmentations do not apply to features.
     """
-    dd = {"device": periods.device, "dtype": torch.float32}
-    coords_h = torch.arange(0.5, rows, **dd) / rows
-    coords_w = torch.arange(0.5, cols, **dd) / cols
+    coords_h = torch.arange(0.5, rows, device=periods.device, dtype=torch.float32) / rows
+    coords_w = torch.arange(0.5, cols, device=periods.device, dtype=torch.float32) / cols
     coords = torch.stack(torch.meshgrid(coords_h, coords_w, indexing="ij"), dim=-1).flatten(0, 1)
     coords = 2.0 * coords - 1.0
     angles = 2 * math.pi * coords[:, :, None] / periods.float()[None, None, :]

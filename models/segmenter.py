@@ -7,6 +7,7 @@ features runs the same head code and the same upsampling as inference on images.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -14,11 +15,17 @@ from torch import Tensor, nn
 
 from models.heads.base import IGNORE_INDEX, SegHead, upsample_to
 
+if TYPE_CHECKING:  # the type only: any module with Backbone's attributes works (tests pass small fakes)
+    from models.backbones import Backbone
+
 
 class Segmenter(nn.Module):
     """`backbone` follows `models.backbones.Backbone` (patch_size, mean, std; images -> list of maps)."""
 
-    def __init__(self, backbone: nn.Module, head: SegHead) -> None:
+    mean: Tensor  # buffers registered in __init__
+    std: Tensor
+
+    def __init__(self, backbone: Backbone, head: SegHead) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head

@@ -9,7 +9,7 @@ from common.cli import UserError, run
 from common.names import check_name
 from common.settings import Settings, load_settings
 from prepare.pipeline import PrepareOptions, prepare_dataset, print_summary
-from prepare.splits import DEFAULT_RATIOS
+from prepare.splits import DEFAULT_RATIOS, parse_ratios
 from prepare.taxonomy import available_taxonomies, load_taxonomy, taxonomy_dirs
 
 
@@ -75,7 +75,7 @@ def prepare(
             output_dir=root,
             source=source,
             split_policy=split_policy,
-            ratios=ratios,
+            ratios=parse_ratios(ratios),
             seed=settings.seed,
             unknown=unknown,
             overwrite=overwrite,

@@ -308,7 +308,7 @@ def make_mask(job: MaskJob) -> MaskResult:
         return MaskResult(job.source_image, None, problem="image file unreadable")
     if job.recorded_size and job.recorded_size != (width, height):
         return MaskResult(job.source_image, None, problem="image size differs from the dataset's metadata (run compute_metadata(overwrite=True) if the image is right)")
-    shapes, degenerate, instances = [], 0, Counter()
+    shapes, degenerate, instances = [], 0, Counter[str]()
     for value, z_order, rings in job.shapes:
         geometry = polygon_from_rings([to_pixels(ring, width, height) for ring in rings])
         if geometry is None:

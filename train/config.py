@@ -9,7 +9,7 @@ default and a one-line help, the YAML files in `train/configs/` set the defaults
 from __future__ import annotations
 
 import sys
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -88,10 +88,19 @@ def _parse(text: str) -> Any:
         return text
 
 
+def _default(f: Field[Any]) -> Any:
+    """A field's default value, from `default` or `default_factory`."""
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    raise TypeError(f"config key {f.name} has no default")
+
+
 def coerce_value(name: str, value: Any) -> Any:
     """`value` coerced to the field's type, or a UserError naming the key and what it expects."""
     f = KEYS[name]
-    default = f.default if f.default is not MISSING else f.default_factory()
+    default = _default(f)
     kind = str(f.type)
     if isinstance(value, str) and not isinstance(default, str):
         value = _parse(value)
@@ -181,6 +190,6 @@ def help_text() -> str:
         "keys (default):",
     ]
     for f in fields(TrainConfig):
-        default = f.default if f.default is not MISSING else f.default_factory()
+        default = _default(f)
         lines.append(f"  --{f.name.replace('_', '-')} ({default!r})\n      {f.metadata['help']}")
     return "\n".join(lines)

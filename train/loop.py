@@ -104,7 +104,7 @@ def step_batches(num_items: int, batch_size: int, seed: int, start_step: int, st
     processes split every global batch between them.
     """
     per_epoch = max(1, num_items // batch_size)
-    order, order_epoch = None, -1
+    order, order_epoch = torch.empty(0, dtype=torch.long), -1
     for step in range(start_step, steps):
         epoch, index = divmod(step, per_epoch)
         if epoch != order_epoch:
@@ -243,13 +243,12 @@ def trim_metrics(run_dir: Path, step: int) -> None:
 class TrainStep(nn.Module):
     """One batch's losses as a forward pass, so DistributedDataParallel sees (and syncs) it."""
 
-    def __init__(self, segmenter: Segmenter, cached: bool) -> None:
+    def __init__(self, segmenter: Segmenter) -> None:
         super().__init__()
         self.segmenter = segmenter
-        self.cached = cached
 
     def forward(self, inputs: Tensor | list[Tensor], target: Tensor) -> dict[str, Tensor]:
-        if self.cached:
+        if isinstance(inputs, list):  # cached feature maps go straight to the head
             return self.segmenter.head.loss(inputs, target)
         return self.segmenter.loss(inputs, target)
 
@@ -360,14 +359,14 @@ def run_training(config: TrainConfig, settings: Settings, dist_info: Distributed
         _barrier(dist_info)
         cache_seconds = time.perf_counter() - cache_started
         log.info(f"feature cache {root}: {len(entries)} images, {len(missing)} computed in {cache_seconds:.1f} s, {len(entries) - len(missing)} reused")
-        train_data: torch.utils.data.Dataset = feature_cache.CachedViews(entries, config.views_per_image)
+        train_data: feature_cache.CachedViews | LiveViews = feature_cache.CachedViews(entries, config.views_per_image)
     else:
         train_data = LiveViews(train_samples, config.views_per_image, config.crop, scale_range, seed, config.fresh_views)
     val_samples = samples["val"][: config.max_val_images or None]
     val_images = FullImages(val_samples)
     window_dirs = [feature_cache.window_cache_dir(root, image_hash, config.window, config.window_stride) for image_hash, _ in file_hashes(val_samples)] if config.cache else None
 
-    step_module = TrainStep(segmenter, config.cache)
+    step_module = TrainStep(segmenter)
     model: nn.Module = step_module
     if dist_info.world_size > 1:
         if device.type == "cuda":  # batch statistics over every GPU's share of the batch (CPUs have no SyncBatchNorm)

@@ -39,15 +39,15 @@ def confusion_matrix(target: ArrayLike, prediction: ArrayLike, num_classes: int,
         _check_range(int(p.min()) if p.numel() else 0, int(p.max()) if p.numel() else 0, "prediction", num_classes)
         counts = torch.bincount(t * num_classes + p, minlength=num_classes * num_classes)
         return counts.reshape(num_classes, num_classes).cpu().numpy().astype(np.int64)
-    t = np.asarray(target).reshape(-1).astype(np.int64)
-    p = np.asarray(prediction).reshape(-1).astype(np.int64)
-    keep = t != ignore_index
-    t, p = t[keep], p[keep]
-    if t.size:
-        _check_range(int(t.min()), int(t.max()), "target", num_classes)
-        _check_range(int(p.min()), int(p.max()), "prediction", num_classes)
-    counts = np.bincount(t * num_classes + p, minlength=num_classes * num_classes)
-    return counts.reshape(num_classes, num_classes)
+    truth = np.asarray(target).reshape(-1).astype(np.int64)
+    predicted = np.asarray(prediction).reshape(-1).astype(np.int64)
+    kept = truth != ignore_index
+    truth, predicted = truth[kept], predicted[kept]
+    if truth.size:
+        _check_range(int(truth.min()), int(truth.max()), "target", num_classes)
+        _check_range(int(predicted.min()), int(predicted.max()), "prediction", num_classes)
+    matrix = np.bincount(truth * num_classes + predicted, minlength=num_classes * num_classes)
+    return matrix.reshape(num_classes, num_classes)
 
 
 def _check_range(low: int, high: int, what: str, num_classes: int) -> None:
@@ -89,7 +89,7 @@ class SegmentationMetrics:
     pixel_accuracy: float  # aAcc: correct pixels / counted pixels
     fwiou: float  # IoU weighted by ground-truth pixel frequency
 
-    def summary(self) -> dict[str, float]:
+    def summary(self) -> dict[str, float | None]:
         """The scalar metrics, NaN as None (JSON-ready)."""
         keys = ("miou", "miou_with_background", "mdice", "macc", "pixel_accuracy", "fwiou")
         return {k: _none_if_nan(getattr(self, k)) for k in keys}

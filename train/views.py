@@ -13,6 +13,7 @@ import hashlib
 import json
 import zlib
 from dataclasses import asdict, dataclass
+from typing import overload
 
 import cv2
 import numpy as np
@@ -72,6 +73,14 @@ def _dihedral(array: np.ndarray, view: View) -> np.ndarray:
     if view.flip:
         array = array[:, ::-1]
     return np.ascontiguousarray(np.rot90(array, view.rot90))
+
+
+@overload
+def apply_view(image: np.ndarray, mask: np.ndarray, view: View) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@overload
+def apply_view(image: np.ndarray, mask: None, view: View) -> tuple[np.ndarray, None]: ...
 
 
 def apply_view(image: np.ndarray, mask: np.ndarray | None, view: View) -> tuple[np.ndarray, np.ndarray | None]:

@@ -7,6 +7,7 @@ features and inference through `Segmenter` use the very same module.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,9 @@ class SegHead(nn.Module):
 
     output_scale: int = 1
     classifier_prefixes: tuple[str, ...] = ("classifier.",)
+    name: str  # the registry name and options, set by `models.heads.build_head`
+    config: dict[str, Any]
+    class_weights: Tensor | None  # a buffer registered in __init__
 
     def __init__(
         self,

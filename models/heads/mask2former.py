@@ -63,6 +63,7 @@ class DecoderLayer(nn.Module):
 
 class Mask2FormerHead(SegHead):
     classifier_prefixes = ("class_embed.",)
+    empty_weight: Tensor  # a buffer registered in __init__
 
     def __init__(
         self,
@@ -143,7 +144,7 @@ class Mask2FormerHead(SegHead):
         memory, mask_features = self.pixel_decoder(features)
         batch = mask_features.shape[0]
         sizes = [m.shape[-2:] for m in memory]
-        positions = [sine_positions(*s, self.level_embed.embedding_dim, m.device).to(m.dtype) for s, m in zip(sizes, memory)]
+        positions = [sine_positions(h, w, self.level_embed.embedding_dim, m.device).to(m.dtype) for (h, w), m in zip(sizes, memory)]
         memory = [m.flatten(2).transpose(1, 2) + self.level_embed.weight[i] for i, m in enumerate(memory)]
         queries = self.query_feat.weight.unsqueeze(0).expand(batch, -1, -1)
         query_pos = self.query_pos.weight.unsqueeze(0).expand(batch, -1, -1)
