@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The pip route in one command: sets up .venv on first use (pinned by requirements.lock), then
 #   ./run.sh demo            the whole pipeline on the embedded demo data
-#   ./run.sh test [args]     the test suite (pytest arguments pass through)
+#   ./run.sh test [args]     lint (ruff), type check (mypy), then the test suite (pytest arguments pass through)
+#   ./run.sh lint            only the lint and type checks
 #   ./run.sh python ARGS     any command inside the environment
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -18,10 +19,17 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
 fi
 
 export PATH="$PWD/$venv/bin:$PATH"
+# Static checks (configured in pyproject.toml); called as a plain command, so `set -e` stops at the first failure.
+lint() {
+  ruff check .
+  mypy
+}
+
 cmd=${1:-demo}
 shift || true
 case "$cmd" in
   demo) exec python demo.py "$@" ;;
-  test) exec python -m pytest "$@" ;;
+  lint) lint ;;
+  test) lint; exec python -m pytest "$@" ;;
   *) exec "$cmd" "$@" ;;
 esac
