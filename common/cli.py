@@ -142,10 +142,10 @@ def spec_from_source(module: str, function: str) -> CommandSpec:
         raise UserError(f"cannot find the module {module}; run the command from a complete checkout")
     tree = ast.parse(Path(found.origin).read_text(encoding="utf-8"))
     constants: dict[str, Any] = {}
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+    for statement in tree.body:
+        if isinstance(statement, ast.Assign) and len(statement.targets) == 1 and isinstance(statement.targets[0], ast.Name):
             try:
-                constants[node.targets[0].id] = ast.literal_eval(node.value)
+                constants[statement.targets[0].id] = ast.literal_eval(statement.value)
             except ValueError:
                 pass
     node = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == function), None)
@@ -403,7 +403,7 @@ def _print_help(text: str) -> None:
     try:
         print(text, flush=True)
     except BrokenPipeError:  # `--help | head`: the reader left, which is fine
-        sys.stdout = None  # type: ignore[assignment]  # nothing more to flush at exit
+        sys.stdout = None  # nothing more to flush at exit
 
 
 def _fail(error: BaseException, secrets: Iterable[str]) -> NoReturn:
