@@ -56,9 +56,8 @@ def synthetic_image(size: int, seed: int = 0) -> np.ndarray:
 def time_prediction(model, image, device, bf16: bool, batch_sizes: list[int], crop: int, stride: int, repeats: int) -> list[float]:
     """Median seconds of `predict_image` per batch size, the sizes interleaved in each repeat (after one warm-up)
     so that a change in the machine's load hits them alike."""
-    from evaluate.predict import predict_image, window_forward
-
     from common.runtime import Runtime
+    from evaluate.predict import predict_image, window_forward
 
     forward = window_forward(model, Runtime(device, torch.bfloat16 if bf16 else None), tta=False)
     seconds: dict[int, list[float]] = {b: [] for b in batch_sizes}

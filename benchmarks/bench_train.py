@@ -142,12 +142,12 @@ def bench_extraction(args: argparse.Namespace, work: Path, data: Path) -> list[l
     """Images/s filling an empty cache, bf16 autocast against fp32 (median of the repeats)."""
     import torch
 
+    from common.runtime import Runtime, autocast_dtype, resolve_device
     from models.backbones import build_backbone
     from models.heads import build_head
     from models.segmenter import Segmenter
     from train import feature_cache
     from train.data import bank_for, file_hashes, load_samples
-    from common.runtime import Runtime, autocast_dtype, resolve_device
 
     device = resolve_device(args.device)
     _, samples = load_samples(data)

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from common.errors import UserError
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HELP_FLAGS = ("-h", "--help")
 TRUE_WORDS = ("true", "yes", "1")
@@ -41,8 +43,6 @@ CONVENTIONS = (
     "Flags take dashes or underscores (--batch-size or --batch_size), and --flag VALUE or --flag=VALUE.\n"
     "Booleans: --flag, --no-flag, or --flag=true/false (also yes/no, 1/0). Only -h has a one-letter form."
 )
-
-from common.errors import UserError
 
 __all__ = ["UserError", "run", "scrub"]
 

@@ -20,7 +20,6 @@ from typing import Any
 
 from common.errors import UserError
 
-
 # Errors of the place written to, not of the program: reported as one sentence, never a traceback.
 _UNWRITABLE = {
     errno.EACCES: "permission denied", errno.EPERM: "permission denied", errno.EROFS: "the file system is read-only",

@@ -21,12 +21,12 @@ import numpy as np
 from tqdm import tqdm
 
 from common.cli import UserError
+from common.runtime import resolve_runtime
 from common.settings import Settings
 from common.table import format_table
 from data_engineering.cvat_client import CvatLabel, connect, translate_errors
 from evaluate.colonies import Colony, find_colonies
 from evaluate.fields import CONFIDENCE
-from common.runtime import resolve_runtime
 from evaluate.predict import predict_image, window_forward
 from models.checkpoint import load_checkpoint
 from prepare.layout import BACKGROUND_NAME

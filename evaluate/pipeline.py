@@ -21,11 +21,11 @@ from tqdm import tqdm
 from common.cli import UserError
 from common.fileio import exclusive_lock, sha256_file, write_bytes_atomic
 from common.names import check_name
+from common.runtime import Runtime, resolve_runtime
 from common.settings import Settings
 from evaluate import writeback
 from evaluate.colonies import Colony, find_colonies
 from evaluate.fields import RunFields
-from common.runtime import Runtime, resolve_runtime
 from evaluate.predict import predict_image, window_forward
 from evaluate.prediction_cache import CACHE_FILE, PredictionCache, image_key
 from evaluate.reports import ImageResult, SplitReport, format_per_class_table, write_report

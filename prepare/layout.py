@@ -170,7 +170,7 @@ def mask_problem(path: Path, entry: ManifestEntry, num_classes: int, ignore_inde
     except OSError as error:
         return f"cannot be read ({error.strerror})"
     if digest == entry.mask_sha256:  # the bytes prepare wrote; their values were counted then
-        strangers = sorted((int(v) for v in entry.pixels if int(v) >= num_classes and int(v) != ignore_index))
+        strangers = sorted(int(v) for v in entry.pixels if int(v) >= num_classes and int(v) != ignore_index)
         return f"holds value {strangers[0]} according to {MANIFEST_FILE}, but masks of {num_classes} classes hold {valid}" if strangers else ""
     if path.stat().st_size == 0:
         return "is empty"

@@ -27,9 +27,9 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from common.cli import UserError
-from common.runtime import Runtime, resolve_runtime
 from common.fileio import atomic_path, write_text_atomic
 from common.names import check_name
+from common.runtime import Runtime, resolve_runtime
 from common.settings import Settings
 from models import checkpoint as run_checkpoint
 from models.backbones import build_backbone, get_spec
@@ -39,7 +39,16 @@ from models.sliding_window import default_window_stride, predict_logits
 from prepare.layout import PreparedDataset, classes_text, palette_text
 from train import feature_cache
 from train.config import DEFAULT_WINDOW_PATCHES, TrainConfig, config_dict
-from train.data import FullImages, LiveViews, Sample, bank_for, class_pixel_counts, file_hashes, inverse_sqrt_weights, load_samples
+from train.data import (
+    FullImages,
+    LiveViews,
+    Sample,
+    bank_for,
+    class_pixel_counts,
+    file_hashes,
+    inverse_sqrt_weights,
+    load_samples,
+)
 from train.metrics import ConfusionAccumulator, SegmentationMetrics, compute_metrics
 
 STATE_FILE = "train_state.pt"
@@ -148,7 +157,7 @@ def validate(segmenter: Segmenter, images: FullImages, classes: list[str], confi
         image, mask = images[index]
         windows = feature_cache.WindowCache(window_dirs[index], segmenter.backbone.layers) if window_dirs else None
 
-        def forward(crops: Tensor) -> Tensor:
+        def forward(crops: Tensor, windows: feature_cache.WindowCache | None = windows) -> Tensor:  # bound per image
             with runtime.autocast():
                 if windows is None:
                     return segmenter(crops).float()

@@ -7,9 +7,9 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import toy_pair, write_prepared, write_sample
 
 from common.runtime import Runtime
-from conftest import toy_pair, write_prepared, write_sample
 from models.backbones import build_backbone
 from models.heads import build_head
 from models.segmenter import Segmenter
