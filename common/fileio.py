@@ -88,7 +88,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(path)
     make_dirs(target.parent)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part" + target.suffix, dir=target.parent)
+        # the name is cut so that a target name near the file system's 255-byte limit still gets a temporary file
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.stem[:40]}.", suffix=".part" + target.suffix[:16], dir=target.parent)
     except OSError as error:
         raise (unwritable(error, target) or error) from None
     os.close(fd)

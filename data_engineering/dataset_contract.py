@@ -26,3 +26,4 @@ CVAT_SHAPE_ID = "cvat_shape_id"
 INFO_CREATED_BY = "created_by"
 CREATED_BY = "reefseg.data_engineering"
 INFO_CVAT_TASKS = "cvat_tasks"  # {str(task_id): updated_date} of the tasks imported, for incremental pulls
+INFO_MEDIA_FOLDER = "media_folder"  # the dataset's own folder under MEDIA_DIR (data_engineering.media)

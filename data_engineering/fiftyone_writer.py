@@ -25,6 +25,7 @@ from common.settings import Settings  # before fiftyone: it exports .env's FIFTY
 from common.table import format_table
 from data_engineering import dataset_contract as contract
 from data_engineering.filenames import DEFAULT_PATTERN, parse_quadrat_name, parse_split_mapping, split_from_subset
+from data_engineering.media import check_media_folder, new_media_folder
 from data_engineering.shapes import PolygonRecord
 
 # isort: split
@@ -117,18 +118,46 @@ def check_writable(name: str, overwrite: bool = False) -> None:
         )
 
 
-def open_dataset(name: str, overwrite: bool = False) -> fo.Dataset:
+def planned_media_folder(name: str, overwrite: bool = False) -> str:
+    """The media folder `open_dataset(name, overwrite)` will use: the existing dataset's own, else a new one."""
+    if not overwrite and fo.dataset_exists(name):
+        folder = fo.load_dataset(name).info.get(contract.INFO_MEDIA_FOLDER)
+        if folder is not None:
+            return check_media_folder(folder)
+    return new_media_folder(name)
+
+
+def media_folder(dataset: fo.Dataset) -> str:
+    """The dataset's own media folder name (one is given, and recorded, to a dataset made before folders were per dataset)."""
+    folder = dataset.info.get(contract.INFO_MEDIA_FOLDER)
+    if folder is not None:
+        return check_media_folder(folder)
+    dataset.info[contract.INFO_MEDIA_FOLDER] = folder = new_media_folder(dataset.name)
+    dataset.save()
+    return folder
+
+
+def open_dataset(name: str, overwrite: bool = False, folder: str | None = None) -> fo.Dataset:
     """The persistent dataset `name`: ours is reopened, a new one is created, another tool's is refused.
 
     `overwrite=True` deletes any existing dataset of that name first (its media files stay on disk).
+    A new dataset records `folder` (default: a new one) as its media folder.
     """
     check_writable(name, overwrite)
     if fo.dataset_exists(name):
         if not overwrite:
-            return fo.load_dataset(name)
+            dataset = fo.load_dataset(name)
+            if folder is not None and contract.INFO_MEDIA_FOLDER not in dataset.info:
+                dataset.info[contract.INFO_MEDIA_FOLDER] = check_media_folder(folder)
+                dataset.save()
+            return dataset
         fo.delete_dataset(name)
     dataset = fo.Dataset(name, persistent=True)
-    dataset.info = {contract.INFO_CREATED_BY: contract.CREATED_BY, contract.INFO_CVAT_TASKS: {}}
+    dataset.info = {
+        contract.INFO_CREATED_BY: contract.CREATED_BY,
+        contract.INFO_CVAT_TASKS: {},
+        contract.INFO_MEDIA_FOLDER: check_media_folder(folder) if folder is not None else new_media_folder(name),
+    }
     dataset.save()
     return dataset
 

@@ -4,10 +4,12 @@
     parse_quadrat_name("IMG_1.jpg", "{site}_{year}_{quadrat}") -> QuadratName(None, None, None)  # no match: empty
     split_from_subset("Training")                          -> "train"   (None when the subset maps to no split)
     parse_split_mapping("train=train,dev=val")             -> {"train": "train", "dev": "val"}
-    media_path(media_dir, "My project", 12, "sub/a.jpg")   -> <media_dir>/My project/task_12/sub/a.jpg
+    media_path(media_dir, "Reef-3f9c01a2", 12, "sub/a.jpg") -> <media_dir>/Reef-3f9c01a2/task_12/sub/a.jpg
+    name_length_problem("a" * 300 + ".jpg")                 -> "file name ... longer than ..." (None when it fits)
 
-Each task's images live in their own `task_<id>` folder, so two tasks holding the same file name
-never overwrite each other; a CVAT file name that would climb out of it (`..`, absolute) is refused.
+Each task's images live in their own `task_<id>` folder of the dataset's media folder (see
+`data_engineering.media`), so two tasks holding the same file name never overwrite each other; a CVAT
+file name that would climb out of it (`..`, absolute) is refused.
 """
 
 from __future__ import annotations
@@ -107,6 +109,17 @@ def check_relative_name(file_name: str) -> PurePosixPath:
     return posix
 
 
-def media_path(media_dir: Path, project: str, task_id: int, file_name: str) -> Path:
-    """Where a task's image lives locally: `<media_dir>/<project>/task_<id>/<file name>`."""
-    return Path(media_dir) / safe_folder_name(project) / f"task_{int(task_id)}" / check_relative_name(file_name)
+NAME_MAX_BYTES = 255  # the longest file or folder name ext4, XFS, APFS and NTFS allow (UTF-8 bytes; NTFS counts 255 UTF-16 units)
+
+
+def name_length_problem(file_name: str) -> str | None:
+    """Why a CVAT file name cannot be a local file (a part longer than NAME_MAX_BYTES), or None when it can."""
+    for part in check_relative_name(file_name).parts:
+        if len(part.encode("utf-8", "surrogatepass")) > NAME_MAX_BYTES:
+            return f"its file name has a part of {len(part.encode('utf-8', 'surrogatepass'))} bytes, longer than the {NAME_MAX_BYTES} a file system allows; rename it in CVAT"
+    return None
+
+
+def media_path(media_dir: Path, folder: str, task_id: int, file_name: str) -> Path:
+    """Where a task's image lives locally: `<media_dir>/<folder>/task_<id>/<file name>` (folder: the dataset's media folder)."""
+    return Path(media_dir) / safe_folder_name(folder) / f"task_{int(task_id)}" / check_relative_name(file_name)

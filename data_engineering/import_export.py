@@ -7,16 +7,19 @@ points to whole pixels and drops `z_order`; the overlap rule downstream needs bo
 
 Images are looked for inside the export (`images/<subset>/<name>` as CVAT writes project exports,
 `images/<name>` as it writes task exports, or `<name>`), then in the same places beside the archive.
-Each is copied to `<MEDIA_DIR>/<project or dataset name>/task_<id>/<name>` (atomically; a file already
-there with the same size is kept, so an interrupted import resumes). A missing or unreadable image is
-skipped and listed in the summary; an export in which no image at all can be found is an error.
-Archive entries and file names that would land outside the media folder are refused.
+Each is checked whole (`common.image_files.check_image`: decodes completely, at most MAX_IMAGE_PIXELS,
+the size annotations.xml gives) and copied into the dataset's own media folder,
+`<MEDIA_DIR>/<dataset media folder>/task_<id>/<name>` (`data_engineering.media`: atomically, never over
+other content; a copy already there with the same SHA-256 is kept, so a rerun copies nothing again).
+A missing, unreadable or symbolic-link image is skipped and listed in the summary; an export in which
+no image at all can be used is an error. Archive entries and file names that would land outside the
+media folder are refused.
 """
 
 from __future__ import annotations
 
 import hashlib
-import shutil
+import stat
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
@@ -25,11 +28,10 @@ from pathlib import Path, PurePosixPath
 from typing import IO, BinaryIO
 from xml.etree import ElementTree  # expat >= 2.4 refuses entity expansion bombs; external entities are never fetched
 
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from common.cli import UserError, run
-from common.fileio import atomic_path
+from common.image_files import ImageProblem, check_image
 from common.names import check_name
 from common.settings import Settings, load_settings
 from data_engineering.fiftyone_writer import (
@@ -39,15 +41,18 @@ from data_engineering.fiftyone_writer import (
     TaskRecord,
     check_writable,
     open_dataset,
+    planned_media_folder,
     task_is_current,
     write_task,
 )
-from data_engineering.filenames import check_relative_name, media_path, safe_folder_name
+from data_engineering.filenames import check_relative_name, media_path, name_length_problem
+from data_engineering.media import copy_into, sha256_stream, store, stored_copy
 from data_engineering.shapes import CvatShape, shapes_to_polygons
 
 ANNOTATIONS_FILE = "annotations.xml"
 SHAPE_TAGS = ("polygon", "polyline", "box", "points", "ellipse", "cuboid", "mask", "skeleton")
 DEFAULT_SUBSET = "default"  # CVAT's folder for the images of a task without a subset in project exports
+SYMLINK = "symlink"  # where-kind of an image that is a symbolic link in the export (never followed)
 
 
 @dataclass
@@ -191,28 +196,35 @@ class ExportSource:
         yield relative
 
     def find_image(self, name: str, subset: str | None) -> tuple[str, str | Path] | None:
-        """Where an image is: ("zip", member name) or ("file", path); None if nowhere."""
+        """Where an image is: ("zip", member name), ("file", path) or (SYMLINK, its name); None if nowhere."""
         if self.zip:
             for candidate in self._candidates(name, subset):
                 member = str(self.root / candidate)
                 if member in self.members:
-                    return "zip", member
+                    mode = self.zip.getinfo(member).external_attr >> 16
+                    return (SYMLINK, member) if stat.S_ISLNK(mode) else ("zip", member)
         for candidate in self._candidates(name, subset):
             path = self.beside / candidate
+            if self._through_link(candidate):
+                return SYMLINK, path
             if path.is_file():
                 return "file", path
         return None
 
-    def copy_image(self, where: tuple[str, str | Path], target: Path) -> None:
-        """Copy the image to `target` atomically, unless a file of the same size is already there."""
+    def _through_link(self, candidate: PurePosixPath) -> bool:
+        """Whether the path to `candidate` below the export's folder passes a symbolic link."""
+        current = self.beside
+        for part in candidate.parts:
+            current = current / part
+            if current.is_symlink():
+                return True
+            if not current.exists():
+                return False
+        return False
+
+    def open_image(self, where: tuple[str, str | Path]) -> BinaryIO:
         kind, location = where
-        archive = self.zip if kind == "zip" else None
-        size = archive.getinfo(str(location)).file_size if archive else Path(location).stat().st_size
-        if target.is_file() and target.stat().st_size == size:
-            return
-        with atomic_path(target) as tmp:
-            with (archive.open(str(location)) if archive else open(location, "rb")) as source, open(tmp, "wb") as out:
-                shutil.copyfileobj(source, out, 1 << 20)
+        return self.zip.open(str(location)) if kind == "zip" and self.zip else open(Path(location), "rb")
 
     def close(self) -> None:
         if self.zip:
@@ -220,12 +232,10 @@ class ExportSource:
 
 
 def image_size(path: Path | BinaryIO) -> tuple[int, int]:
-    """(width, height) from the image header of a file or a stream; OSError when it is not a readable image."""
+    """(width, height) of an image file or stream that decodes completely; OSError saying why otherwise."""
     try:
-        with Image.open(path) as image:
-            image.verify()
-            return image.size
-    except (UnidentifiedImageError, SyntaxError) as error:
+        return check_image(path)
+    except ImageProblem as error:
         raise OSError(str(error)) from None
 
 
@@ -249,10 +259,10 @@ def import_cvat_export(
             export = parse_annotations(stream, fallback_project_name=fallback_name)
         options = SampleOptions.from_settings(settings, split_mapping)
         dataset_name = check_name(dataset_name or export.project_name or fallback_name, "dataset name", "pass --dataset-name with a plain name")
-        folder = export.project_name or dataset_name
         for image in export.images:  # every name checked before anything is written
-            media_path(settings.media_dir, folder, image.task_id, image.name)
+            check_relative_name(image.name)
         check_writable(dataset_name, overwrite)
+        folder = planned_media_folder(dataset_name, overwrite)
         summary = ImportSummary()
         by_task: dict[int, list[ImageRecord]] = {task_id: [] for task_id in export.tasks}
         for image in tqdm(export.images, desc="images", unit="img"):
@@ -266,14 +276,14 @@ def import_cvat_export(
                 f"none of the {len(export.images)} images of {path} could be found or read; export with images "
                 "('Save images') or put them beside the archive under images/"
             )
-        dataset = open_dataset(dataset_name, overwrite=overwrite)
+        dataset = open_dataset(dataset_name, overwrite=overwrite, folder=folder)
         for task_id, records in by_task.items():
             task = replace(export.tasks[task_id], updated_date=_fingerprint(export.tasks[task_id], records))
             if task_is_current(dataset, task):
                 summary.tasks_unchanged += 1  # its samples keep their ids, so later stages redo nothing
                 continue
             write_task(dataset, task, records, options, summary)
-        print(f"dataset {dataset.name!r}: {len(dataset)} samples; images in {settings.media_dir / safe_folder_name(folder)}")
+        print(f"dataset {dataset.name!r}: {len(dataset)} samples; images in {settings.media_dir / folder}")
         return summary
     finally:
         source.close()
@@ -286,17 +296,32 @@ def _fingerprint(task: TaskRecord, records: list[ImageRecord]) -> str:
 
 
 def _import_image(source: ExportSource, image: ExportImage, media_dir: Path, folder: str) -> tuple[ImageRecord | None, str]:
-    """The image copied into the media folder and its polygons, or None and why it was skipped."""
+    """The image checked, copied into the dataset's media folder, and its polygons; or None and why it was skipped."""
+    too_long = name_length_problem(image.name)
+    if too_long:
+        return None, too_long
     where = source.find_image(image.name, image.subset)
     if where is None:
         return None, "not found in or beside the export"
-    target = media_path(media_dir, folder, image.task_id, image.name)
-    source.copy_image(where, target)
+    if where[0] == SYMLINK:
+        return None, "a symbolic link in the export, never followed; put the image file itself in the export"
     try:
-        width, height = image_size(target)
-    except OSError as error:
-        return None, f"unreadable ({error})"
-    width, height = image.width or width, image.height or height
+        with source.open_image(where) as stream:
+            width, height = check_image(stream)
+    except ImageProblem as error:
+        return None, f"unreadable: {error}"
+    if image.width and image.height and (image.width, image.height) != (width, height):
+        return None, (f"annotations.xml gives {image.width}x{image.height} but the file is {width}x{height}, so the polygons "
+                      "would not fit it; export again with the images CVAT holds")
+    base = media_path(media_dir, folder, image.task_id, image.name)
+    with source.open_image(where) as stream:
+        digest = sha256_stream(stream)
+    target = stored_copy(base, digest)
+    if target is None:
+        def write(tmp: Path) -> None:
+            with source.open_image(where) as stream:
+                copy_into(stream, tmp)
+        target = store(base, digest, write)
     polygons, skipped = shapes_to_polygons(image.shapes, width, height, where=f"task {image.task_id}, {image.name}")
     return ImageRecord(target, image.name, width, height, polygons, Counter(skipped)), ""
 
@@ -314,7 +339,7 @@ def import_command(
         export: the export's zip, its unzipped folder, or its annotations.xml.
         dataset_name: the FiftyOne dataset (default: the CVAT project's name, else the export's file name).
         overwrite: replace an existing dataset of that name that something else made.
-        media_dir: where images are copied (default: MEDIA_DIR); they go in <media_dir>/<project>/task_<id>/.
+        media_dir: where images are copied (default: MEDIA_DIR); they go in <media_dir>/<dataset folder>/task_<id>/.
         split_mapping: subset -> split pairs, e.g. "training=train,dev=val" (default: train/training, val/validation, test).
     """
     settings = load_settings(media_dir=media_dir)

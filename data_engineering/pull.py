@@ -7,16 +7,20 @@ How it goes, so that a rerun is always safe:
 1. Connect and find the project (clear errors for URL, credentials, a missing project), list the
    tasks whose status is wanted, and keep those that are new or whose CVAT `updated_date` changed.
 2. Read every such task's image list and check every file name before anything is written: a name
-   that would land outside `<MEDIA_DIR>/<project>/task_<id>/` (`..`, absolute) stops the pull.
-   Each task has its own folder, so two tasks holding the same file name never overwrite each other.
-3. Per task: download the original-quality frames, WORKERS at a time (atomic writes; a frame
-   already on disk with CVAT's width and height is not downloaded again, so an interrupted pull
-   resumes), read the annotations, and replace the task's samples. A task counts as imported only once its samples
+   that would land outside `<MEDIA_DIR>/<dataset media folder>/task_<id>/` (`..`, absolute) stops the pull.
+   Each dataset has its own media folder and each task its own folder in it (`data_engineering.media`),
+   so neither two datasets nor two tasks holding the same file name ever share a file.
+3. Per task: download the original-quality frames, WORKERS at a time (atomic writes, never over other
+   content; a frame already on disk that decodes completely at CVAT's width and height is not
+   downloaded again, so an interrupted pull resumes: CVAT never changes a task's images), check each
+   whole (`common.image_files.check_image`; an unusable one is skipped and listed), read the annotations,
+   and replace the task's samples. A task counts as imported only once its samples
    are written, so a pull stopped half-way re-pulls that task, and only that task, next time.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,7 +30,7 @@ from cvat_sdk.version import VERSION as SDK_VERSION
 from tqdm import tqdm
 
 from common.cli import UserError, run
-from common.fileio import write_bytes_atomic
+from common.image_files import ImageProblem, check_image
 from common.names import check_name
 from common.settings import Settings, load_settings
 from data_engineering.cvat_client import (
@@ -44,12 +48,14 @@ from data_engineering.fiftyone_writer import (
     SampleOptions,
     TaskRecord,
     imported_tasks,
+    media_folder,
     open_dataset,
     task_is_current,
     write_task,
 )
-from data_engineering.filenames import media_path, safe_folder_name
+from data_engineering.filenames import media_path, name_length_problem
 from data_engineering.import_export import image_size
+from data_engineering.media import store, stored_copy
 from data_engineering.shapes import shapes_to_polygons
 
 TRACK = "track"  # skipped-shape name for CVAT track (video interpolation) shapes
@@ -66,7 +72,9 @@ class TaskPlan:
 
 
 def frame_on_disk(frame: CvatFrame, path: Path) -> bool:
-    """Whether `path` already holds a readable image of the frame's size (so a resumed pull skips it)."""
+    """Whether `path` already holds a whole image of the frame's size (so a resumed pull skips it); links never count."""
+    if path.is_symlink():
+        return False
     try:
         return image_size(path) == (frame.width, frame.height)
     except OSError:
@@ -78,34 +86,42 @@ def task_record(task: CvatTask, project_name: str) -> TaskRecord:
     return TaskRecord(task_id=task.id, name=task.name, project_name=project_name, subset=task.subset or None, updated_date=task.updated_date)
 
 
-def plan_task(cvat: CvatConnection, task: CvatTask, record: TaskRecord, media_dir: Path) -> TaskPlan:
-    """A task's frames and their local paths; refuses file names that would escape the media folder."""
+def plan_task(cvat: CvatConnection, task: CvatTask, record: TaskRecord, media_dir: Path, folder: str) -> TaskPlan:
+    """A task's frames and their local paths in the dataset's media folder; refuses file names that would escape it."""
     frames = cvat.frames(task)
     paths = []
     for frame in frames:
         try:
-            paths.append(media_path(media_dir, record.project_name, task.id, frame.name))
+            paths.append(media_path(media_dir, folder, task.id, frame.name))
         except UserError as error:
             raise UserError(f"task {task.id} ({task.name!r}): {error}") from None
     return TaskPlan(task, record, frames, paths)
 
 
 def download_frames(cvat: CvatConnection, plan: TaskPlan, progress: tqdm, workers: int) -> dict[int, str]:
-    """Fetch the task's frames not already on disk, `workers` at a time; returns {frame number: why it is unusable}."""
-    missing = [(frame, path) for frame, path in zip(plan.frames, plan.paths) if not frame_on_disk(frame, path)]
+    """Fetch the task's frames not already on disk, `workers` at a time; returns {frame number: why it is unusable}.
+
+    A frame stored elsewhere than its usual place (that place held other content) gets its path updated in `plan.paths`.
+    """
+    unusable = {frame.number: problem for frame in plan.frames if (problem := name_length_problem(frame.name))}
+    missing = [(i, frame, path) for i, (frame, path) in enumerate(zip(plan.frames, plan.paths))
+               if frame.number not in unusable and not frame_on_disk(frame, path)]
     progress.update(len(plan.frames) - len(missing))
 
-    def fetch(item: tuple[CvatFrame, Path]) -> tuple[int, str | None]:
-        frame, path = item
+    def fetch(item: tuple[int, CvatFrame, Path]) -> tuple[int, str | None]:
+        index, frame, path = item
         data = cvat.frame_bytes(plan.task, frame.number)
         try:
-            image_size(io.BytesIO(data))
-        except OSError:
-            return frame.number, "CVAT sent a file that is not a readable image"
-        write_bytes_atomic(path, data)
+            size = check_image(io.BytesIO(data))
+        except ImageProblem as error:
+            return frame.number, f"CVAT sent a file that is not a whole image: {error}"
+        if size != (frame.width, frame.height):
+            return frame.number, (f"CVAT lists it as {frame.width}x{frame.height} but sent a {size[0]}x{size[1]} image, "
+                                  "so the polygons would not fit it; check the task's data in CVAT")
+        digest = hashlib.sha256(data).hexdigest()
+        plan.paths[index] = stored_copy(path, digest) or store(path, digest, lambda tmp: tmp.write_bytes(data))
         return frame.number, None
 
-    unusable = {}
     pool = ThreadPoolExecutor(max_workers=max(1, workers))
     try:
         for number, problem in pool.map(fetch, missing):
@@ -155,7 +171,8 @@ def pull_project(
         records = {t.id: task_record(t, project.name) for t in tasks}
         todo = tasks if refresh else [t for t in tasks if not task_is_current(dataset, records[t.id])]
         summary.tasks_unchanged = len(tasks) - len(todo)
-        plans = [plan_task(cvat, t, records[t.id], settings.media_dir) for t in todo]
+        folder = media_folder(dataset)
+        plans = [plan_task(cvat, t, records[t.id], settings.media_dir, folder) for t in todo]
         gone = set(imported_tasks(dataset)) - {str(t.id) for t in tasks}
         labels = cvat.labels(project) if plans else {}
         with tqdm(total=sum(len(p.frames) for p in plans), desc="frames", unit="img", disable=not plans) as progress:
@@ -164,7 +181,7 @@ def pull_project(
                 write_task(dataset, plan.record, build_images(cvat, plan, labels, unusable, summary), options, summary)
     if gone:
         print(f"note: {len(gone)} task(s) in dataset {dataset.name!r} are no longer listed with that status in CVAT; their samples were kept")
-    print(f"dataset {dataset.name!r}: {len(dataset)} samples; images in {settings.media_dir / safe_folder_name(project.name)}")
+    print(f"dataset {dataset.name!r}: {len(dataset)} samples; images in {settings.media_dir / folder}")
     return summary
 
 
@@ -192,7 +209,7 @@ def pull_from_cvat(
         status: task statuses to take: completed (default), annotation, validation, a comma list, or all.
         refresh: re-import every task, not only new or changed ones.
         overwrite: replace an existing dataset of that name that something else made.
-        media_dir: where images are stored (default: MEDIA_DIR); they go in <media_dir>/<project>/task_<id>/.
+        media_dir: where images are stored (default: MEDIA_DIR); they go in <media_dir>/<dataset folder>/task_<id>/.
         split_mapping: subset -> split pairs, e.g. "training=train,dev=val" (default: train/training, val/validation, test).
     """
     settings = load_settings(media_dir=media_dir)

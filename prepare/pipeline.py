@@ -24,11 +24,11 @@ from typing import Any
 
 import cv2
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from common.cli import UserError
 from common.fileio import atomic_path, make_dirs, sha256_file, write_bytes_atomic
+from common.image_files import DAMAGED, MAX_IMAGE_PIXELS, TOO_LARGE, UNREADABLE, ImageProblem, check_image
 from common.settings import REPO_ROOT
 from common.table import format_table
 from prepare import layout
@@ -60,6 +60,11 @@ class Annotation:
     z_order: int = 0
 
 
+IMAGE_PROBLEMS = {  # left-out reasons by ImageProblem kind, so the summary groups images by what is wrong
+    UNREADABLE: "image file unreadable",
+    DAMAGED: "image file truncated or damaged (it does not decode completely); export or copy it again",
+    TOO_LARGE: f"image header claims more than {MAX_IMAGE_PIXELS // 1_000_000} megapixels (a decompression bomb or not a quadrat photo)",
+}
 IMAGES_PER_WORKER = 50  # starting a worker process costs ~0.6 s, about 40 masks' work: fewer images run in one process
 AnnotationReader = Callable[[Sequence[str]], Iterable[tuple[str, list[Annotation]]]]
 
@@ -302,10 +307,9 @@ def _job(
 def make_mask(job: MaskJob) -> MaskResult:
     """Rasterize, encode and write one mask and link its image (runs in a worker process)."""
     try:
-        with Image.open(job.source_image) as image:
-            width, height = image.size
-    except (OSError, ValueError):
-        return MaskResult(job.source_image, None, problem="image file unreadable")
+        width, height = check_image(job.source_image)  # every pixel: a truncated photo would train on grey
+    except ImageProblem as error:
+        return MaskResult(job.source_image, None, problem=IMAGE_PROBLEMS[error.kind])
     if job.recorded_size and job.recorded_size != (width, height):
         return MaskResult(job.source_image, None, problem="image size differs from the dataset's metadata (run compute_metadata(overwrite=True) if the image is right)")
     shapes, degenerate, instances = [], 0, Counter[str]()

@@ -14,6 +14,7 @@ from data_engineering.fiftyone_writer import (
     ImportSummary,
     SampleOptions,
     TaskRecord,
+    media_folder,
     open_dataset,
     task_is_current,
     write_task,
@@ -78,3 +79,13 @@ def test_a_dataset_made_by_something_else_is_refused_unless_overwrite(dataset_na
     assert len(fo.load_dataset(dataset_name)) == 1
     dataset = open_dataset(dataset_name, overwrite=True)
     assert len(dataset) == 0 and dataset.info[contract.INFO_CREATED_BY] == contract.CREATED_BY
+
+
+def test_a_media_folder_in_dataset_info_that_is_not_ours_is_refused(dataset_name):
+    dataset = open_dataset(dataset_name)
+    folder = dataset.info[contract.INFO_MEDIA_FOLDER]
+    assert folder.startswith(f"{dataset_name}-") and open_dataset(dataset_name).info[contract.INFO_MEDIA_FOLDER] == folder
+    dataset.info[contract.INFO_MEDIA_FOLDER] = "../../elsewhere"
+    dataset.save()
+    with pytest.raises(UserError, match="not a folder name reefseg made"):
+        media_folder(dataset)

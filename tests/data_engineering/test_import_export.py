@@ -69,7 +69,8 @@ def test_task_export_keeps_sub_pixel_points_z_order_and_attributes(tmp_path, set
     assert (porites.z_order, porites.confidence, acropora.z_order, acropora.confidence) == (3, 87.0, 1, None)
     assert acropora.points[0] == [[0.0, 0.0], [1.0, 0.0], [0.5, 1.0]]  # clipped to the image
     assert sample.tags == ["val"] and (sample.cvat_task_id, sample.cvat_task_name, sample.site, sample.year) == (9, "quadrats", "Moorea", 2021)
-    assert Path(sample.filepath) == settings.media_dir / dataset_name / "task_9" / "Moorea_2021_03.jpg"
+    folder = fo.load_dataset(dataset_name).info[contract.INFO_MEDIA_FOLDER]
+    assert folder.startswith(f"{dataset_name}-") and Path(sample.filepath) == settings.media_dir / folder / "task_9" / "Moorea_2021_03.jpg"
     assert summary.skipped == {"rectangle": 1} and summary.clipped == 1
 
 
@@ -211,3 +212,163 @@ def test_reimporting_an_unchanged_export_keeps_its_samples_and_a_changed_task_is
     assert len(set(dataset.values("id")) & ids) == 1  # only the edited task's sample was replaced
     porites = dataset.match({"cvat_task_id": 1}).first()[contract.GT_FIELD].polylines[0]
     assert porites.points[0][2] == pytest.approx((21.5 / 40, 19.25 / 30))
+
+
+def _bmp(path: Path, value: int) -> bytes:
+    """An uncompressed image: every pixel value gives a file of the same byte size."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((30, 40, 3), value, np.uint8)).save(path, "BMP")
+    return path.read_bytes()
+
+
+def test_two_datasets_from_same_named_projects_never_share_media(tmp_path, settings):
+    names = [f"test_reef_{i}_{os.getpid()}" for i in range(2)]
+    for name, value in zip(names, (10, 200)):
+        export = tmp_path / name
+        jpeg(export / "images" / "Train" / "a.jpg", value)
+        (export / "annotations.xml").write_text(project_xml([("a.jpg", "Train", 1, polygon("Fungia", "1,1;20,1;20,20"))]))
+        import_cvat_export(export, name, settings)  # both exports are of a project called "Reef", task 1, a.jpg
+    first, second = (fo.load_dataset(name).first() for name in names)
+    assert first.filepath != second.filepath
+    assert [int(np.asarray(Image.open(s.filepath)).mean()) for s in (first, second)] == pytest.approx([10, 200], abs=2)
+    for name in names:
+        fo.delete_dataset(name)
+
+
+def test_a_changed_photo_of_the_same_size_is_copied_and_never_replaces_the_old_file(tmp_path, settings, dataset_name):
+    export = tmp_path / "export"
+    old = _bmp(export / "images" / "Train" / "a.bmp", 10)
+    (export / "annotations.xml").write_text(project_xml([("a.bmp", "Train", 1, polygon("Fungia", "1,1;20,1;20,20"))]))
+    import_cvat_export(export, dataset_name, settings)
+    first_path = Path(fo.load_dataset(dataset_name).first().filepath)
+    new = _bmp(export / "images" / "Train" / "a.bmp", 200)
+    assert len(new) == len(old) and new != old
+    (export / "annotations.xml").write_text(project_xml([("a.bmp", "Train", 1, polygon("Fungia", "1,1;20,1;20,21"))]))
+    import_cvat_export(export, dataset_name, settings)
+    second_path = Path(fo.load_dataset(dataset_name).first().filepath)
+    assert first_path.read_bytes() == old  # whoever still points at it keeps the photo they had
+    assert second_path != first_path and second_path.read_bytes() == new and second_path.name == "a.bmp"
+    import_cvat_export(export, dataset_name, settings)
+    assert Path(fo.load_dataset(dataset_name).first().filepath) == second_path  # found again by its content: nothing re-copied
+
+
+def _png_with_flipped_pixel_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    start = data.index(b"IDAT") + 4
+    data[start + 10] ^= 0xFF  # inside the compressed pixels: same size, damaged content
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_photo_of_the_same_size_is_not_reused(tmp_path, settings, dataset_name):
+    export = tmp_path / "export"
+    image = export / "images" / "Train" / "a.png"
+    jpeg(image, 90)  # saved as PNG: the suffix decides
+    (export / "annotations.xml").write_text(project_xml([("a.png", "Train", 1, polygon("Fungia", "1,1;20,1;20,20"))]))
+    import_cvat_export(export, dataset_name, settings)
+    good = Path(fo.load_dataset(dataset_name).first().filepath).read_bytes()
+    _png_with_flipped_pixel_byte(image)
+    assert image.stat().st_size == len(good)
+    (export / "annotations.xml").write_text(project_xml([("a.png", "Train", 1, polygon("Fungia", "1,1;20,1;20,21"))]))
+    with pytest.raises(UserError, match="none of the 1 images"):
+        import_cvat_export(export, dataset_name, settings)
+    assert Path(fo.load_dataset(dataset_name).first().filepath).read_bytes() == good
+
+
+def _import_one(tmp_path, settings, dataset_name, write_image, xml_size=(40, 30), name="b.jpg"):
+    """Import a task with a good image and one written by `write_image(path)`; returns the summary's line for the latter."""
+    export = tmp_path / "export"
+    jpeg(export / "images" / "Train" / "good.jpg", 50)
+    write_image(export / "images" / "Train" / name)
+    square = polygon("Fungia", "1,1;20,1;20,20")
+    xml = project_xml([("good.jpg", "Train", 1, square), (name, "Train", 1, square)])
+    (export / "annotations.xml").write_text(xml.replace(f'name="{name}" subset="Train" task_id="1" width="40" height="30"',
+                                                        f'name="{name}" subset="Train" task_id="1" width="{xml_size[0]}" height="{xml_size[1]}"'))
+    summary = import_cvat_export(export, dataset_name, settings)
+    assert len(fo.load_dataset(dataset_name)) == 1 and summary.images == 1
+    [line] = summary.images_skipped
+    assert line.startswith(f"task 1/{name}: ")
+    assert not [p for p in settings.media_dir.rglob("*") if p.is_file() and p.name != "good.jpg"]  # nothing else copied
+    return line
+
+
+def _truncated_jpeg(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 40, 3), np.uint8)).save(path, "JPEG")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size * 2 // 3])
+
+
+def _png_bomb(path: Path) -> None:
+    """A valid PNG header claiming 40000 x 40000 pixels (1.6 gigapixels) and almost no data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = struct.pack(">IIBBBBB", 40000, 40000, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize(("case", "expected"), [
+    ("truncated", "unreadable: it does not decode completely"),
+    ("empty", "unreadable: it is empty or not an image file"),
+    ("bomb", "more than the 200 megapixels an image may have"),
+    ("size", "annotations.xml gives 80x60 but the file is 40x30"),
+])
+def test_images_that_cannot_be_used_are_skipped_with_the_reason(tmp_path, settings, dataset_name, case, expected):
+    write = {"truncated": _truncated_jpeg, "empty": lambda p: p.write_bytes(b""), "bomb": _png_bomb, "size": lambda p: jpeg(p, 90)}[case]
+    name = "b.png" if case == "bomb" else "b.jpg"
+    line = _import_one(tmp_path, settings, dataset_name, write, xml_size=(80, 60) if case == "size" else (40, 30), name=name)
+    assert expected in line
+
+
+def test_a_file_name_longer_than_the_file_system_allows_is_skipped(tmp_path, settings, dataset_name):
+    long_name = "é" * 126 + ".jpg"  # 256 bytes in UTF-8
+    export = tmp_path / "export"
+    jpeg(export / "images" / "Train" / "good.jpg", 50)
+    square = polygon("Fungia", "1,1;20,1;20,20")
+    (export / "annotations.xml").write_text(project_xml([("good.jpg", "Train", 1, square), (long_name, "Train", 1, square)]))
+    summary = import_cvat_export(export, dataset_name, settings)
+    assert len(fo.load_dataset(dataset_name)) == 1
+    assert summary.images_skipped == [f"task 1/{long_name}: its file name has a part of 256 bytes, longer than the 255 a file system allows; rename it in CVAT"]
+    fits = "é" * 125 + ".jpg"  # 254 bytes: the longest names still import (the temporary copy's name is shortened)
+    jpeg(export / "images" / "Train" / fits, 60)
+    (export / "annotations.xml").write_text(project_xml([("good.jpg", "Train", 1, square), (fits, "Train", 1, square)]))
+    assert import_cvat_export(export, dataset_name, settings).images_skipped == []
+    assert len(fo.load_dataset(dataset_name)) == 2
+
+
+def test_symlinks_in_an_export_folder_are_never_followed(tmp_path, settings, dataset_name):
+    outside = tmp_path / "outside"
+    jpeg(outside / "secret.jpg", 77)
+    jpeg(outside / "photos" / "c.jpg", 77)
+    export = tmp_path / "export"
+    jpeg(export / "images" / "Train" / "good.jpg", 50)
+    (export / "images" / "Train" / "passwd.jpg").symlink_to("/etc/passwd")
+    (export / "images" / "Train" / "b.jpg").symlink_to(outside / "secret.jpg")
+    (export / "images" / "Train" / "linked").symlink_to(outside / "photos", target_is_directory=True)
+    square = polygon("Fungia", "1,1;20,1;20,20")
+    names = ["good.jpg", "passwd.jpg", "b.jpg", "linked/c.jpg"]
+    (export / "annotations.xml").write_text(project_xml([(n, "Train", 1, square) for n in names]))
+    summary = import_cvat_export(export, dataset_name, settings)
+    assert len(fo.load_dataset(dataset_name)) == 1
+    assert sorted(summary.images_skipped) == sorted(f"task 1/{n}: a symbolic link in the export, never followed; put the image file itself in the export"
+                                                    for n in names[1:])
+    assert [p.name for p in settings.media_dir.rglob("*") if p.is_file()] == ["good.jpg"]
+
+
+def test_symlink_entries_in_an_export_zip_are_never_followed(tmp_path, settings, dataset_name):
+    import stat
+
+    jpeg(tmp_path / "good.jpg", 50)
+    square = polygon("Fungia", "1,1;20,1;20,20")
+    with zipfile.ZipFile(tmp_path / "export.zip", "w") as archive:
+        archive.writestr("annotations.xml", project_xml([("good.jpg", "Train", 1, square), ("passwd.jpg", "Train", 1, square)]))
+        archive.write(tmp_path / "good.jpg", "images/Train/good.jpg")
+        link = zipfile.ZipInfo("images/Train/passwd.jpg")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        archive.writestr(link, "/etc/passwd")
+    summary = import_cvat_export(tmp_path / "export.zip", dataset_name, settings)
+    assert summary.images_skipped == ["task 1/passwd.jpg: a symbolic link in the export, never followed; put the image file itself in the export"]
+    assert [p.name for p in settings.media_dir.rglob("*") if p.is_file()] == ["good.jpg"]

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cvat_server import FakeCvat, ReefProject, add_reef_project
+from cvat_server import FakeCvat, ReefProject, add_reef_project, png_bytes
 from PIL import Image
 
 from common.settings import REPO_ROOT, load_settings
@@ -72,11 +72,13 @@ def test_pull_builds_the_dataset(cvat: FakeCvat, env: Path, dataset_name: str, c
 
     unnamed = dataset.match(F("filepath").ends_with("IMG_0001.png")).first()
     assert (unnamed[contract.SITE], unnamed[contract.YEAR], unnamed[contract.QUADRAT_ID]) == (None, None, None)
-    assert unnamed.filepath == str(env / "Reef 2021" / f"task_{reef.val_task}" / "photos" / "IMG_0001.png")
+    media = env / dataset.info[contract.INFO_MEDIA_FOLDER]  # the dataset's own folder, named after it
+    assert media.name.startswith(f"{dataset_name}-")
+    assert unnamed.filepath == str(media / f"task_{reef.val_task}" / "photos" / "IMG_0001.png")
 
     # Two tasks hold Moorea_2021_03.jpg: each keeps its own file, byte for byte.
-    first = env / "Reef 2021" / f"task_{reef.train_task}" / "Moorea_2021_03.jpg"
-    second = env / "Reef 2021" / f"task_{reef.val_task}" / "Moorea_2021_03.jpg"
+    first = media / f"task_{reef.train_task}" / "Moorea_2021_03.jpg"
+    second = media / f"task_{reef.val_task}" / "Moorea_2021_03.jpg"
     assert first.read_bytes() == cvat.frames[reef.train_task][0][1] and second.read_bytes() == cvat.frames[reef.val_task][0][1]
     assert not list(env.rglob("*.part*"))
     assert f"CVAT {cvat.version} at {cvat.url}" in capsys.readouterr().out
@@ -242,7 +244,8 @@ def test_an_unreadable_frame_is_skipped_and_reported(cvat: FakeCvat, env: Path, 
     name, _, width, height = cvat.frames[cvat.reef.test_task][0]
     cvat.frames[cvat.reef.test_task][0] = (name, payload, width, height)
     summary = pull_project(load_settings(), "Reef 2021", dataset_name=dataset_name)
-    assert summary.images_skipped == [f"task {cvat.reef.test_task}/{name}: CVAT sent a file that is not a readable image"]
+    [skipped] = summary.images_skipped
+    assert skipped.startswith(f"task {cvat.reef.test_task}/{name}: CVAT sent a file that is not a whole image: ")
     assert len(fo.load_dataset(dataset_name)) == 4 and not list(env.rglob(name))
     assert "images skipped (unreadable)" in summary.format()
 
@@ -254,3 +257,35 @@ def test_project_names_fire_would_misread(cvat: FakeCvat, env: Path, dataset_nam
     assert code == 0 and "project '2021', 0 task(s)" in out
     code, _, err = run_cli(["Reef, 2021", "--dataset-name", dataset_name], monkeypatch, capsys)  # text as typed, not a tuple
     assert code == 2 and "no project named 'Reef, 2021'" in err
+
+
+@pytest.mark.parametrize("cvat", ["2.80.0"], indirect=True)
+def test_two_datasets_pulled_from_one_project_never_share_media(cvat: FakeCvat, env: Path, dataset_name: str):
+    other = f"{dataset_name}_copy"
+    pull_project(load_settings(), "Reef 2021", dataset_name=dataset_name)
+    pull_project(load_settings(), "Reef 2021", dataset_name=other)
+    first, second = (set(fo.load_dataset(name).values("filepath")) for name in (dataset_name, other))
+    assert len(first) == len(second) == 5 and not first & second
+    assert {Path(p).relative_to(env).parts[0] for p in first | second} == {
+        fo.load_dataset(name).info[contract.INFO_MEDIA_FOLDER] for name in (dataset_name, other)}
+    fo.delete_dataset(other)
+
+
+@pytest.mark.parametrize("case", ["truncated", "size", "long name"])
+@pytest.mark.parametrize("cvat", ["2.80.0"], indirect=True)
+def test_frames_that_cannot_be_used_are_skipped_with_the_reason(case: str, cvat: FakeCvat, env: Path, dataset_name: str):
+    name, data, width, height = cvat.frames[cvat.reef.test_task][0]
+    if case == "truncated":
+        data = data[: len(data) * 2 // 3]
+    elif case == "size":
+        data = png_bytes(width // 2, height)
+    else:
+        name = "é" * 126 + ".jpg"
+    cvat.frames[cvat.reef.test_task][0] = (name, data, width, height)
+    summary = pull_project(load_settings(), "Reef 2021", dataset_name=dataset_name)
+    expected = {"truncated": "CVAT sent a file that is not a whole image: it does not decode completely",
+                "size": f"CVAT lists it as {width}x{height} but sent a {width // 2}x{height} image",
+                "long name": "its file name has a part of 256 bytes, longer than the 255 a file system allows"}[case]
+    [skipped] = summary.images_skipped
+    assert skipped.startswith(f"task {cvat.reef.test_task}/{name}: ") and expected in skipped
+    assert len(fo.load_dataset(dataset_name)) == 4 and len([p for p in env.rglob("*") if p.is_file()]) == 4

@@ -285,3 +285,23 @@ def test_images_copied_when_they_cannot_be_linked(source, options, monkeypatch):
     copied = options.output_dir / entry.image
     assert not os.path.samefile(copied, entry.source_image)
     assert copied.read_bytes() == layout.Path(entry.source_image).read_bytes()
+
+
+def test_truncated_and_bomb_images_are_left_out_and_listed(source, options):
+    truncated = layout.Path(source.records[1].filepath)
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])  # PIL's size from the header is still 40x30
+    bomb = layout.Path(source.records[4].filepath)
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 40000, 40000, 8, 2, 0, 0, 0)
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
+    report = prepare_dataset(source.records, source.read, options)
+    assert report.left_out == {
+        "image file truncated or damaged (it does not decode completely); export or copy it again": [str(truncated)],
+        "image header claims more than 200 megapixels (a decompression bomb or not a quadrat photo)": [str(bomb)],
+    }
+    assert report.written == 4
