@@ -100,7 +100,11 @@ def _shape(element: ElementTree.Element) -> CvatShape:
         points = [float(attrib[k]) for k in ("xtl", "ytl", "xbr", "ybr")]
     elif attrib.get("points"):
         for pair in attrib["points"].split(";"):
-            points.extend(float(v) for v in pair.split(","))
+            values = pair.split(",")
+            if len(values) != 2:  # "1,2,3;4" holds an even count that would silently pair up wrongly
+                raise ValueError(f"a {element.tag} with label {attrib.get('label', '')!r} has the point {pair.strip()!r}, "
+                                 "which is not one x,y pair")
+            points.extend(float(v) for v in values)
     return CvatShape(
         type="rectangle" if element.tag == "box" else element.tag,
         label=attrib.get("label", ""),
@@ -134,13 +138,17 @@ def parse_annotations(stream: IO[bytes], fallback_project_name: str) -> CvatExpo
                 attrib = element.attrib
                 task_id = int(attrib["task_id"]) if attrib.get("task_id", "").isdigit() else next(iter(tasks), 0)
                 subset = attrib.get("subset") or (tasks[task_id].subset if task_id in tasks else None)
+                try:
+                    shapes = [_shape(child) for child in element if child.tag in SHAPE_TAGS]
+                except ValueError as error:
+                    raise ValueError(f"in image {attrib.get('name', '')!r}, {error}") from None
                 images.append(ExportImage(
                     name=attrib.get("name", ""),
                     width=int(float(attrib.get("width") or 0)),
                     height=int(float(attrib.get("height") or 0)),
                     task_id=task_id,
                     subset=subset,
-                    shapes=[_shape(child) for child in element if child.tag in SHAPE_TAGS],
+                    shapes=shapes,
                 ))
                 element.clear()
     except (ElementTree.ParseError, KeyError, ValueError) as error:

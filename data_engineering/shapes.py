@@ -11,7 +11,10 @@ Rules: `polygon` shapes, and `polyline` shapes that outline a colony (their ends
 OUTLINE_MAX_GAP of the line's length), become polygons; every other type is skipped and counted
 under its type name. Points outside the image are clamped to its border; a polygon left with
 fewer than 3 distinct points, or with no area inside the image, is skipped and counted. A shape
-whose label has no name is an error the user must fix in CVAT (`UserError`).
+whose label has no name is an error the user must fix in CVAT (`UserError`), and so is a polygon or
+polyline whose points are not finite numbers (NaN, inf) or not whole (x, y) pairs (an odd count):
+CVAT never writes those, so the export or the server's answer is damaged and importing the rest
+would silently lose a colony (`check_points`).
 """
 
 from __future__ import annotations
@@ -113,6 +116,30 @@ def is_colony_outline(pairs: Sequence[tuple[float, float]]) -> bool:
     return length > 0 and math.dist(pairs[0], pairs[-1]) <= OUTLINE_MAX_GAP * length
 
 
+def _finite(value: object) -> bool:
+    try:
+        return math.isfinite(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+
+
+def check_points(shape: CvatShape, where: str = "", index: int | None = None) -> None:
+    """Refuse a polygon or polyline whose points are not finite or not (x, y) pairs, naming the shape."""
+    if shape.type not in POLYGON_TYPES:
+        return
+    count = len(shape.points)
+    if count % 2:
+        problem = f"an odd number of coordinates ({count}), so its points are not (x, y) pairs"
+    elif not all(_finite(v) for v in shape.points):
+        problem = "coordinates that are not finite numbers (NaN or infinity)"
+    else:
+        return
+    name = f"#{shape.shape_id}" if shape.shape_id is not None else f"number {index + 1}" if index is not None else ""
+    place = f" of {where}" if where else ""
+    raise UserError(f"{shape.type} {name} (label {shape.label!r}){place} has {problem}; the export or CVAT's answer is damaged: "
+                    "fix or redraw that shape in CVAT and import again")
+
+
 def skip_reason(shape: CvatShape, width: int, height: int) -> str | None:
     """Why `shape` gives no polygon (a SKIP_REASONS entry or the shape's type), or None when it gives one."""
     if shape.type not in POLYGON_TYPES:
@@ -158,7 +185,8 @@ def shapes_to_polygons(
         raise UserError(f"image size {width}x{height} is not valid ({where}); check the image and its CVAT metadata")
     polygons: list[PolygonRecord] = []
     skipped: Counter[str] = Counter()
-    for shape in shapes:
+    for index, shape in enumerate(shapes):
+        check_points(shape, where, index)
         reason = skip_reason(shape, width, height)
         if reason is None:
             polygons.append(shape_to_polygon(shape, width, height, where))

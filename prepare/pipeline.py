@@ -164,6 +164,7 @@ def prepare_dataset(records: Sequence[SampleRecord], read_annotations: Annotatio
             """Jobs for the samples whose outputs are stale; up-to-date ones are kept or moved on the way."""
             for sample_id, annotations in read_annotations([r.sample_id for r in chosen]):
                 record, split = by_id[sample_id], report.assignment[sample_id]
+                _refuse_non_finite(record, annotations)
                 job = _job(record, split, annotations, label_map, names[sample_id], root, palette)
                 old = previous.get(sample_id)
                 if job is None:
@@ -302,6 +303,14 @@ def _job(
         source_key=digest.hexdigest(),
         palette_key=hashlib.blake2b(palette, digest_size=8).hexdigest(),
     )
+
+
+def _refuse_non_finite(record: SampleRecord, annotations: Sequence[Annotation]) -> None:
+    """Stop at a polygon with NaN or infinite points (older imports stored them; GEOS would fail on them in a worker)."""
+    for annotation in annotations:
+        if not all(np.isfinite(ring).all() for ring in annotation.rings):
+            raise UserError(f"sample {record.sample_id} ({record.filepath}) has a {annotation.label!r} polygon with NaN or infinite "
+                            "coordinates, stored by an older version; re-import its CVAT task with data_engineering or delete that polyline")
 
 
 def make_mask(job: MaskJob) -> MaskResult:

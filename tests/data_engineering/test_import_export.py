@@ -372,3 +372,19 @@ def test_symlink_entries_in_an_export_zip_are_never_followed(tmp_path, settings,
     summary = import_cvat_export(tmp_path / "export.zip", dataset_name, settings)
     assert summary.images_skipped == ["task 1/passwd.jpg: a symbolic link in the export, never followed; put the image file itself in the export"]
     assert [p.name for p in settings.media_dir.rglob("*") if p.is_file()] == ["good.jpg"]
+
+
+@pytest.mark.parametrize(("points", "problem"), [
+    ("1,1;20,1;nan,20", "polygon number 2 (label 'Porites') of task 9, Moorea_2021_03.jpg has coordinates that are not finite numbers"),
+    ("1,1;20,1;20,inf", "polygon number 2 (label 'Porites') of task 9, Moorea_2021_03.jpg has coordinates that are not finite numbers"),
+    ("1,1;20,1;20,20;5", "in image 'Moorea_2021_03.jpg', a polygon with label 'Porites' has the point '5', which is not one x,y pair"),
+    ("1,1,20;1,20,20", "in image 'Moorea_2021_03.jpg', a polygon with label 'Porites' has the point '1,1,20', which is not one x,y pair"),
+])
+def test_polygons_with_nan_or_unpaired_coordinates_are_refused_naming_the_shape(tmp_path, settings, dataset_name, points, problem):
+    export = tmp_path / "export"
+    jpeg(export / "images" / "Moorea_2021_03.jpg", 50)
+    (export / "annotations.xml").write_text(task_xml(polygon("Acropora", "1,1;20,1;20,20") + polygon("Porites", points)))
+    with pytest.raises(UserError) as error:
+        import_cvat_export(export, dataset_name, settings)
+    assert problem in str(error.value)
+    assert not fo.dataset_exists(dataset_name)

@@ -289,3 +289,17 @@ def test_frames_that_cannot_be_used_are_skipped_with_the_reason(case: str, cvat:
     [skipped] = summary.images_skipped
     assert skipped.startswith(f"task {cvat.reef.test_task}/{name}: ") and expected in skipped
     assert len(fo.load_dataset(dataset_name)) == 4 and len([p for p in env.rglob("*") if p.is_file()]) == 4
+
+
+@pytest.mark.parametrize("case", ["nan", "odd"])
+@pytest.mark.parametrize("cvat", ["2.80.0"], indirect=True)
+def test_polygons_with_nan_or_odd_coordinates_stop_the_pull_naming_the_shape(case: str, cvat: FakeCvat, env: Path, dataset_name: str,
+                                                                              monkeypatch, capsys):
+    shape = next(s for s in cvat.annotations[cvat.reef.test_task]["shapes"] if s["type"] == "polygon")
+    shape["points"] = [1.0, 1.0, 20.0, float("nan"), 20.0, 20.0] if case == "nan" else [1.0, 1.0, 20.0, 1.0, 20.0, 20.0, 5.0]
+    code, _, err = run_cli(["Reef 2021", "--dataset-name", dataset_name], monkeypatch, capsys)
+    expected = "coordinates that are not finite numbers" if case == "nan" else "an odd number of coordinates (7)"
+    last = err.strip().splitlines()[-1]  # the lines before it are the progress bar's
+    assert code == 2 and last.startswith("error: ") and "Traceback" not in err
+    assert f"polygon #{shape['id']} (label " in last and f"task {cvat.reef.test_task}, " in last and expected in last
+    assert cvat.reef.test_task not in fo.load_dataset(dataset_name).distinct(contract.CVAT_TASK_ID)

@@ -80,3 +80,24 @@ def test_confidence_and_attribute_names():
     assert attribute_field_name("health state") == "health_state"
     assert attribute_field_name("label") == "cvat_label"
     assert attribute_field_name("2nd.look") == "cvat_2nd_look"
+
+
+@pytest.mark.parametrize(("points", "problem"), [
+    ([1, 1, 20, 1, float("nan"), 20], "not finite numbers"),
+    ([1, 1, 20, 1, 20, float("inf")], "not finite numbers"),
+    ([1, 1, 20, 1, 20, "x"], "not finite numbers"),
+    ([1, 1, 20, 1, 20, 20, 5], "an odd number of coordinates (7)"),
+])
+@pytest.mark.parametrize("shape_type", ["polygon", "polyline"])
+def test_points_that_are_not_finite_pairs_are_refused_naming_the_shape(points, problem, shape_type):
+    good = polygon([1, 1, 20, 1, 20, 20])
+    with pytest.raises(UserError, match=r"polygon|polyline") as error:
+        shapes_to_polygons([good, polygon(points, type=shape_type, label="Porites")], 40, 30, where="task 3, a.jpg")
+    assert f"{shape_type} number 2 (label 'Porites') of task 3, a.jpg has " in str(error.value) and problem in str(error.value)
+    with pytest.raises(UserError, match=r"#17 \(label 'Porites'\)"):
+        shapes_to_polygons([polygon(points, type=shape_type, label="Porites", shape_id=17)], 40, 30)
+
+
+def test_other_shape_types_keep_their_own_point_counts():
+    mask = CvatShape(type="mask", label="Porites", points=[3, 2, 4, 0, 0, 5, 5])  # RLE + box: any count
+    assert shapes_to_polygons([mask], 40, 30) == ([], {"mask": 1})

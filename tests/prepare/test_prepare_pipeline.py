@@ -12,7 +12,7 @@ from prepare_testdata import square, write_image
 from common.cli import UserError
 from prepare import layout, pipeline
 from prepare.mask_png import read_mask
-from prepare.pipeline import SampleRecord, prepare_dataset, print_summary
+from prepare.pipeline import Annotation, SampleRecord, prepare_dataset, print_summary
 from prepare.taxonomy import load_taxonomy
 
 ACROPORA, PAVONA, PORITES = 2, 13, 15
@@ -305,3 +305,11 @@ def test_truncated_and_bomb_images_are_left_out_and_listed(source, options):
         "image header claims more than 200 megapixels (a decompression bomb or not a quadrat photo)": [str(bomb)],
     }
     assert report.written == 4
+
+
+def test_a_polygon_with_nan_points_stored_by_an_older_version_is_refused(source, options):
+    bad = Annotation("Porites", (np.array([(0.1, 0.1), (np.nan, 0.2), (0.5, 0.5)]),), 1)
+    source.add(source.records[1], [*source.annotations["id1"], bad])
+    with pytest.raises(UserError) as error:
+        prepare_dataset(source.records, source.read, options)
+    assert str(error.value).startswith(f"sample id1 ({source.records[-1].filepath}) has a 'Porites' polygon with NaN or infinite coordinates")
