@@ -11,11 +11,12 @@ environment when it is first imported.
 
 from __future__ import annotations
 
+import base64
 import os
-import re
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus, unquote
 
 from dotenv import dotenv_values
 
@@ -57,20 +58,40 @@ class Settings:
             if f.name in SECRET_KEYS and value:
                 value = "***"
             elif f.name == "fiftyone_database_uri":
-                value = _URI_PASSWORD.sub(r"\1***@", value)
+                from common.database import display_uri
+
+                value = display_uri(value)
             out[f.name] = str(value) if isinstance(value, Path) else value
         return out
 
     @property
     def secrets(self) -> list[str]:
-        """The secret values, so output can be scrubbed of them."""
-        found = [getattr(self, k) for k in SECRET_KEYS if getattr(self, k)]
-        match = _URI_PASSWORD.search(self.fiftyone_database_uri)
-        return found + ([match.group(2)] if match else [])
+        """Every form the secret values could be printed in (longest first), so output can be scrubbed of them."""
+        forms: set[str] = set()
+        for key in SECRET_KEYS:
+            forms |= secret_forms(getattr(self, key))
+        if self.cvat_password:  # HTTP basic authentication sends base64("user:password")
+            forms.add(base64.b64encode(f"{self.cvat_username}:{self.cvat_password}".encode()).decode())
+        from common.database import uri_password  # here: it imports the CLI module, which settings need not load
+
+        password = uri_password(self.fiftyone_database_uri)
+        if password:
+            user = unquote(self.fiftyone_database_uri.partition("://")[2].partition(":")[0])
+            forms |= secret_forms(password) | {base64.b64encode(f"{user}:{unquote(password)}".encode()).decode()}
+        return sorted(forms, key=len, reverse=True)
+
+
+def secret_forms(secret: str) -> set[str]:
+    """A secret as written, URL-decoded (a URI's password is written encoded), URL-encoded, repr'd and in base64."""
+    if not secret:
+        return set()
+    forms: set[str] = set()
+    for value in {secret, unquote(secret)}:
+        forms |= {value, quote(value, safe=""), quote_plus(value), repr(value)[1:-1], base64.b64encode(value.encode()).decode()}
+    return {form for form in forms if form}
 
 
 SECRET_KEYS = ("cvat_password", "cvat_access_token")
-_URI_PASSWORD = re.compile(r"(://[^:/@]+:)([^@]+)@")
 PATH_KEYS = ("data_root", "media_dir", "runs_dir")
 
 

@@ -216,7 +216,25 @@ def translate_errors(url: str, doing: str) -> Iterator[None]:
             raise UserError(f"CVAT at {where} answered HTTP {error.status} while {doing}; try again later (a rerun resumes) or ask its administrator") from None
         raise UserError(f"CVAT at {where} answered HTTP {error.status} while {doing}; check CVAT_URL points at a CVAT server") from None
     except (api_exceptions.ApiTypeError, api_exceptions.ApiValueError, api_exceptions.ApiAttributeError) as error:
-        raise UserError(f"CVAT at {where} sent an answer cvat-sdk {SDK_VERSION} cannot read while {doing} ({type(error).__name__}); check the server's CVAT version") from None
+        raise UserError(f"CVAT at {where} sent an answer cvat-sdk {SDK_VERSION} cannot read while {doing} ({type(error).__name__}); {_NOT_CVAT}") from None
+    except (TypeError, KeyError, ValueError, AttributeError) as error:
+        if not _raised_in_sdk(error):
+            raise
+        raise UserError(f"CVAT at {where} sent an incomplete or unreadable answer while {doing} ({type(error).__name__}); {_NOT_CVAT}") from None
+
+
+_NOT_CVAT = ("check that CVAT_URL is the CVAT server itself (not a proxy, login or error page) and that it runs CVAT 2.x "
+             "(the older one tested is 2.29)")
+
+
+def _raised_in_sdk(error: BaseException) -> bool:
+    """Whether the error came from inside cvat-sdk (a model built from a server's incomplete answer), not from our code."""
+    traceback = error.__traceback__
+    while traceback is not None:
+        if "cvat_sdk" in traceback.tb_frame.f_code.co_filename:
+            return True
+        traceback = traceback.tb_next
+    return False
 
 
 def _credentials(settings: Settings) -> PasswordCredentials | AccessTokenCredentials:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.cli import UserError
+from common.database import check_database
 from common.settings import Settings  # before fiftyone: it exports .env's FIFTYONE_* keys FiftyOne reads on import
 from common.table import format_table
 from data_engineering import dataset_contract as contract
@@ -108,7 +109,8 @@ def is_ours(dataset: fo.Dataset) -> bool:
 
 
 def check_writable(name: str, overwrite: bool = False) -> None:
-    """Refuse early (before any download or copy) a dataset name we may not write into."""
+    """Refuse early (before any download or copy) a dataset name we may not write into, or an unusable database."""
+    check_database()
     if not name or not name.strip():
         raise UserError("the dataset name is empty; pass --dataset-name NAME")
     if not overwrite and fo.dataset_exists(name) and not is_ours(fo.load_dataset(name)):

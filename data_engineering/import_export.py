@@ -357,4 +357,4 @@ def import_command(
 
 def main() -> None:
     """Entry point of data_engineering/import_cvat_export.py."""
-    run(import_command)
+    run(import_command, secrets=load_settings().secrets)

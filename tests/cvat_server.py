@@ -101,13 +101,18 @@ class Request:
 
 @dataclass
 class Failure:
-    """Answer `status` to requests matching `method` and `path` (a regex), after `skip` matches."""
+    """Answer `status` to requests matching `method` and `path` (a regex), after `skip` matches.
+
+    `body` (bytes, sent as `content_type`) replaces CVAT's JSON error: garbage such as a proxy's HTML page.
+    """
 
     path: str
     status: int
     method: str = "GET"
     skip: int = 0
     times: int = 1
+    body: bytes | None = None
+    content_type: str = "application/json"
 
 
 def png_bytes(width: int, height: int, color: tuple[int, int, int] = (30, 120, 160), fmt: str = "PNG") -> bytes:
@@ -307,10 +312,11 @@ class FakeCvat:
         with self._lock:
             self.tasks[task_id].update(changes, updated_date=_now())
 
-    def fail(self, path: str, status: int = 500, method: str = "GET", skip: int = 0, times: int = 1) -> None:
-        """Make the next matching requests (after `skip` good ones) answer `status`."""
+    def fail(self, path: str, status: int = 500, method: str = "GET", skip: int = 0, times: int = 1,
+             body: bytes | None = None, content_type: str = "application/json") -> None:
+        """Make the next matching requests (after `skip` good ones) answer `status` (with `body` if given)."""
         with self._lock:
-            self.failures.append(Failure(path, status, method, skip, times))
+            self.failures.append(Failure(path, status, method, skip, times, body, content_type))
 
     def frame_requests(self, task_id: int | None = None) -> int:
         """How many frame downloads the server answered (for one task, or all)."""
@@ -424,6 +430,8 @@ class FakeCvat:
                         failure.skip -= 1
                         continue
                     failure.times -= 1
+                    if failure.body is not None:
+                        return failure.status, {"Content-Type": failure.content_type}, failure.body
                     return _json(failure.status, {"detail": "Internal server error (injected by the test)."})
             if path == "/api/server/about" and method == "GET":
                 return _json(200, {"name": "Computer Vision Annotation Tool", "description": "CVAT", "version": self.version,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import pytest
 from cvat_server import FakeCvat, ReefProject, add_reef_project, png_bytes
@@ -303,3 +306,33 @@ def test_polygons_with_nan_or_odd_coordinates_stop_the_pull_naming_the_shape(cas
     assert code == 2 and last.startswith("error: ") and "Traceback" not in err
     assert f"polygon #{shape['id']} (label " in last and f"task {cvat.reef.test_task}, " in last and expected in last
     assert cvat.reef.test_task not in fo.load_dataset(dataset_name).distinct(contract.CVAT_TASK_ID)
+
+
+HTML = b"<html><body><h1>Sign in to the campus proxy</h1></body></html>"
+ABOUT = {"name": "Computer Vision Annotation Tool", "description": "CVAT", "logo_url": "/logo", "subtitle": "Open Data Annotation Platform"}
+GARBAGE = {  # (path, method, status, body, content type) answered instead of CVAT's own
+    "about is an HTML page": ("/api/server/about", "GET", 200, HTML, "text/html"),
+    "about is empty JSON": ("/api/server/about", "GET", 200, b"{}", "application/json"),
+    "about has no version": ("/api/server/about", "GET", 200, json.dumps(ABOUT).encode(), "application/json"),
+    "about has a version that is not one": ("/api/server/about", "GET", 200, json.dumps({**ABOUT, "version": "banana"}).encode(), "application/json"),
+    "about is a list": ("/api/server/about", "GET", 200, b"[1, 2]", "application/json"),
+    "login answers HTML": ("/api/auth/login", "POST", 200, HTML, "text/html"),
+    "projects are cut off": ("/api/projects", "GET", 200, b'{"count": 1, "results": [{"id": 1, "na', "application/json"),
+    "labels lack names": ("/api/labels", "GET", 200, b'{"count": 1, "next": null, "previous": null, "results": [{"id": 3}]}', "application/json"),
+    "image list is HTML": (r"/api/tasks/\d+/data/meta", "GET", 200, HTML, "text/html"),
+}
+
+
+@pytest.mark.parametrize("case", list(GARBAGE))
+@pytest.mark.parametrize("cvat", ["2.80.0"], indirect=True)
+def test_a_server_answering_garbage_is_one_sentence_without_secrets(case: str, cvat: FakeCvat, env: Path, dataset_name: str, monkeypatch, capsys):
+    path, method, status, body, content_type = GARBAGE[case]
+    cvat.fail(path, status=status, method=method, times=100, body=body, content_type=content_type)
+    code, out, err = run_cli(["Reef 2021", "--dataset-name", dataset_name], monkeypatch, capsys)
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and "Traceback" not in err and last.startswith(f"error: CVAT at {cvat.url} sent an ")
+    assert "check that CVAT_URL is the CVAT server itself" in last
+    secret_forms = [cvat.password, quote(cvat.password, safe=""), quote_plus(cvat.password), repr(cvat.password)[1:-1],
+                    base64.b64encode(cvat.password.encode()).decode(), base64.b64encode(f"{cvat.username}:{cvat.password}".encode()).decode()]
+    for form in secret_forms:
+        assert form not in out + err
