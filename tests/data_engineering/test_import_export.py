@@ -388,3 +388,22 @@ def test_polygons_with_nan_or_unpaired_coordinates_are_refused_naming_the_shape(
         import_cvat_export(export, dataset_name, settings)
     assert problem in str(error.value)
     assert not fo.dataset_exists(dataset_name)
+
+
+def test_a_dataset_made_before_media_folders_gets_its_own_and_keeps_its_samples(tmp_path, settings, dataset_name):
+    export = tmp_path / "export"
+    jpeg(export / "images" / "Train" / "a.jpg", 50)
+    (export / "annotations.xml").write_text(project_xml([("a.jpg", "Train", 1, polygon("Fungia", "1,1;20,1;20,20"))]))
+    import_cvat_export(export, dataset_name, settings)
+    dataset = fo.load_dataset(dataset_name)
+    old_folder = dataset.info.pop(contract.INFO_MEDIA_FOLDER)  # as an older version left it
+    dataset.save()
+    jpeg(export / "images" / "Train" / "b.jpg", 60)
+    (export / "annotations.xml").write_text(project_xml([("a.jpg", "Train", 1, polygon("Fungia", "1,1;20,1;20,20")),
+                                                         ("b.jpg", "Train", 2, polygon("Fungia", "1,1;20,1;20,20"))]))
+    import_cvat_export(export, dataset_name, settings)
+    dataset = fo.load_dataset(dataset_name)
+    new_folder = dataset.info[contract.INFO_MEDIA_FOLDER]
+    assert new_folder != old_folder and new_folder.startswith(f"{dataset_name}-")
+    assert Path(dataset.match({"cvat_task_id": 2}).first().filepath).is_relative_to(settings.media_dir / new_folder)
+    assert all(Path(p).is_file() for p in dataset.values("filepath"))
