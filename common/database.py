@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 
-from common.cli import UserError
+from common.errors import UserError
 
 URI_VARIABLE = "FIFTYONE_DATABASE_URI"
 NAME_VARIABLE = "FIFTYONE_DATABASE_NAME"

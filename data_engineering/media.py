@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from common.cli import UserError
+from common.errors import UserError
 from common.fileio import atomic_path, sha256_file
 
 HASH_FOLDER_DIGITS = 16
