@@ -55,7 +55,7 @@ def check_database(uri: str | None = None, name: str | None = None) -> None:
     shown = display_uri(uri)
     where = f"the MongoDB at {shown} (FIFTYONE_DATABASE_URI)"
     try:
-        client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=TIMEOUT_MS, connectTimeoutMS=TIMEOUT_MS, appname="reefseg-check")
+        client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(uri, serverSelectionTimeoutMS=TIMEOUT_MS, connectTimeoutMS=TIMEOUT_MS, appname="reefseg-check")
     except (errors.ConfigurationError, errors.InvalidURI, ValueError, TypeError) as error:
         raise UserError(f"FIFTYONE_DATABASE_URI {shown!r} is not a valid MongoDB URI ({_scrubbed(error, uri)}); fix it in .env or the environment "
                         "(a password with @, : or / must be URL-encoded)") from None

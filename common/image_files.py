@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
@@ -37,7 +37,7 @@ class ImageProblem(ValueError):
         self.kind = kind
 
 
-def check_image(source: Path | str | BinaryIO | bytes) -> tuple[int, int]:
+def check_image(source: Path | str | IO[bytes] | bytes) -> tuple[int, int]:
     """(width, height) of an image that decodes completely and is not larger than MAX_IMAGE_PIXELS."""
     if isinstance(source, bytes):
         source = io.BytesIO(source)

@@ -230,7 +230,7 @@ class ExportSource:
                 return False
         return False
 
-    def open_image(self, where: tuple[str, str | Path]) -> BinaryIO:
+    def open_image(self, where: tuple[str, str | Path]) -> IO[bytes]:
         kind, location = where
         return self.zip.open(str(location)) if kind == "zip" and self.zip else open(Path(location), "rb")
 

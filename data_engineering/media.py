@@ -21,7 +21,7 @@ import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from common.errors import UserError
 from common.fileio import atomic_path, sha256_file
@@ -44,7 +44,7 @@ def check_media_folder(name: object) -> str:
     return name
 
 
-def sha256_stream(stream: BinaryIO, chunk: int = 1 << 20) -> str:
+def sha256_stream(stream: IO[bytes], chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     while block := stream.read(chunk):
         digest.update(block)
@@ -63,7 +63,7 @@ def stored_copy(base: Path, digest: str) -> Path | None:
     return None
 
 
-def store(base: Path, digest: str, write: Callable[[Path], None]) -> Path:
+def store(base: Path, digest: str, write: Callable[[Path], object]) -> Path:
     """Write content (its SHA-256 is `digest`) with `write(tmp)`, atomically, where no other content is.
 
     The usual place if it is free, else the hash folder (whose file, named after this content, may be
@@ -78,6 +78,6 @@ def store(base: Path, digest: str, write: Callable[[Path], None]) -> Path:
     return target
 
 
-def copy_into(source: BinaryIO, tmp: Path) -> None:
+def copy_into(source: IO[bytes], tmp: Path) -> None:
     with open(tmp, "wb") as out:
         shutil.copyfileobj(source, out, 1 << 20)
