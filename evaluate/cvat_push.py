@@ -1,5 +1,10 @@
 """Predictions into a CVAT task for correction: every predicted colony becomes an automatic polygon.
 
+The model and the colony -> shape conversion are the auto-annotation function's (`evaluate.cvat_function`,
+`evaluate.cvat_shapes`); this module adds what a push needs beyond `cvat-cli task auto-annotate`:
+taxonomy aliases for label names, the `confidence` attribute where a label has it, `--replace` of
+earlier automatic shapes only, `--dry-run`, and a frame-size check.
+
 The shapes carry the task's own label ids, `source: "auto"` and, where the label defines it, the
 `confidence` attribute as CVAT stores numbers (an integer string, 0-100). Shapes people drew
 (`source: "manual"`) are never changed; `--replace` removes only earlier automatic ones.
@@ -21,16 +26,14 @@ import numpy as np
 from tqdm import tqdm
 
 from common.cli import UserError
-from common.runtime import resolve_runtime
 from common.settings import Settings
 from common.table import format_table
 from data_engineering.cvat_client import CvatLabel, connect, translate_errors
-from evaluate.colonies import Colony, find_colonies
+from evaluate.colonies import Colony
+from evaluate.cvat_function import ColonyDetector, DetectorOptions
+from evaluate.cvat_shapes import colony_shape, confidence_value
 from evaluate.fields import CONFIDENCE
-from evaluate.predict import predict_image, window_forward
-from models.checkpoint import load_checkpoint
 from prepare.layout import BACKGROUND_NAME
-from prepare.polygons import polygon_to_cvat_points
 from prepare.taxonomy import Taxonomy, load_taxonomy, taxonomy_dirs
 
 AUTO = "auto"
@@ -73,16 +76,17 @@ def labels_for_classes(classes: Sequence[str], task_labels: Sequence[CvatLabel],
     return found
 
 
-def colony_shapes(colonies: Sequence[Colony], frame: int, labels: dict[int, CvatLabel]) -> list[dict[str, Any]]:
-    """CVAT 2.x shapes (flat pixel points) for one frame's colonies."""
+def colony_shapes(colonies: Sequence[Colony], frame: int, labels: dict[int, CvatLabel], width: int, height: int) -> list[dict[str, Any]]:
+    """CVAT 2.x polygon shapes (flat pixel points) for one frame's colonies, converted as the auto-annotation function does."""
     shapes = []
     for colony in colonies:
         label = labels[colony.class_index]
+        shape = colony_shape(colony, width, height)
         spec_id = next((spec for spec, name in label.attributes.items() if name == CONFIDENCE), None)
-        attributes = [] if spec_id is None else [{"spec_id": spec_id, "value": str(int(round(100 * colony.confidence)))}]
+        attributes = [] if spec_id is None else [{"spec_id": spec_id, "value": confidence_value(colony)}]
         shapes.append(
             {
-                "type": "polygon", "frame": frame, "label_id": label.id, "points": polygon_to_cvat_points(colony.polygon),
+                "type": shape.type, "frame": frame, "label_id": label.id, "points": shape.points,
                 "source": AUTO, "attributes": attributes, "occluded": False, "z_order": 0, "group": 0,
             }  # fmt: skip
         )
@@ -102,10 +106,9 @@ def push_predictions(settings: Settings, options: PushOptions, out: TextIO = sys
     from cvat_sdk.api_client import models
     from cvat_sdk.core.proxies.annotations import AnnotationUpdateAction
 
-    model, spec = load_checkpoint(options.run_dir, options.which, weights=options.weights or settings.dino_weights or None)
+    detector = ColonyDetector(settings, DetectorOptions(options.run_dir, options.which, options.precision, options.batch_size, options.tta, options.weights))
+    spec = detector.spec
     taxonomy = load_taxonomy(spec.taxonomy, taxonomy_dirs(settings.taxonomy_dirs))
-    runtime = resolve_runtime(settings.device, options.precision)
-    forward = window_forward(model.to(runtime.device).eval(), runtime, options.tta)
     with connect(settings) as cvat:
         with translate_errors(cvat.url, f"reading task {options.task_id}"):
             task = cvat.client.tasks.retrieve(options.task_id)
@@ -130,8 +133,7 @@ def push_predictions(settings: Settings, options: PushOptions, out: TextIO = sys
             image = decode_frame(data, frame.name)
             if image.shape[:2] != (frame.height, frame.width):
                 raise UserError(f"CVAT frame {frame.name} decodes to {image.shape[1]}x{image.shape[0]} but the task records {frame.width}x{frame.height}; the polygons would land off the image")
-            prediction = predict_image(forward, image, len(spec.classes), spec.window, spec.window_stride, options.batch_size, runtime.device)
-            shapes = colony_shapes(find_colonies(prediction.mask, prediction.confidence), number, labels)
+            shapes = colony_shapes(detector.colonies(image), number, labels, frame.width, frame.height)
             counts.update(next(lb.name for lb in labels.values() if lb.id == s["label_id"]) for s in shapes)
             example = example or (shapes[0] if shapes else None)
             if shapes and not options.dry_run:

@@ -44,7 +44,9 @@ What it answers (everything else is 404, like an unknown CVAT route):
 - `GET /api/tasks/{id}/data/meta` and `/api/jobs/{id}/data/meta` (frames with name, width, height,
   `deleted_frames`; a video task lists one frame entry named after the video, `size` counts its frames);
   `GET /api/tasks/{id}/data?type=frame&number=N&quality=original` (the stored image bytes; a honeypot
-  frame answers its real frame's bytes); `GET /api/tasks/{id}/validation_layout` (CVAT >= 2.23).
+  frame answers its real frame's bytes); `GET /api/tasks/{id}/data?type=chunk&number=N&quality=original`
+  (a zip of `data_chunk_size` frames, what cvat-sdk's `TaskDataset` and `auto_annotation.annotate_task`
+  download); `GET /api/tasks/{id}/validation_layout` (CVAT >= 2.23).
 - `GET|PUT|DELETE /api/tasks/{id}/annotations` and `PATCH ...?action=create|update|delete`:
   `{"version","tags","shapes","tracks"}`; new shapes get ids, `version` grows with each write. The same on
   `/api/jobs/{id}/annotations`: an annotation job sees and writes the task's shapes on its frames; a
@@ -71,10 +73,12 @@ import json
 import re
 import secrets
 import threading
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -534,8 +538,10 @@ class FakeCvat:
         })
 
     def _frame(self, tid: int, query: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        if query.get("type") == "chunk":
+            return self._chunk(tid, query)
         if query.get("type") != "frame":
-            return _json(400, {"detail": "Only type=frame is answered by this test server."})
+            return _json(400, {"detail": "Only type=frame and type=chunk are answered by this test server."})
         number = int(query.get("number", -1))
         if not 0 <= number < len(self.frames[tid]):
             return _json(400, {"detail": f"The frame number should be in the [0, {len(self.frames[tid]) - 1}] range"})
@@ -545,6 +551,19 @@ class FakeCvat:
         except OSError:  # a test serving broken bytes on purpose
             content_type = "application/octet-stream"
         return 200, {"Content-Type": content_type}, data
+
+    def _chunk(self, tid: int, query: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        """An "imageset" chunk as CVAT serves it: a zip of `data_chunk_size` frames' files, in frame order (deleted ones too)."""
+        size = self.tasks[tid]["data_chunk_size"]
+        number = int(query.get("number", -1))
+        frames = self.frames[tid][number * size: (number + 1) * size] if number >= 0 else []
+        if not frames:
+            return _json(400, {"detail": f"The chunk number should be in the [0, {(len(self.frames[tid]) - 1) // size}] range"})
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            for index, (name, data, _, _) in enumerate(frames, start=number * size):
+                archive.writestr(f"{index:06d}{PurePosixPath(name).suffix}", data)
+        return 200, {"Content-Type": "application/zip"}, buffer.getvalue()
 
     def _annotations(self, tid: int, method: str, query: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
         current = self.annotations[tid]
