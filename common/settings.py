@@ -33,6 +33,7 @@ class Settings:
     cvat_password: str = ""
     cvat_access_token: str = ""
     cvat_organization: str = ""
+    cvat_webhook_secret: str = ""
     fiftyone_database_uri: str = ""
     fiftyone_database_name: str = ""
     data_root: Path = REPO_ROOT / "data"
@@ -91,7 +92,7 @@ def secret_forms(secret: str) -> set[str]:
     return {form for form in forms if form}
 
 
-SECRET_KEYS = ("cvat_password", "cvat_access_token")
+SECRET_KEYS = ("cvat_password", "cvat_access_token", "cvat_webhook_secret")
 PATH_KEYS = ("data_root", "media_dir", "runs_dir")
 
 

@@ -5,6 +5,7 @@ Heavy imports (torch, FiftyOne) happen inside the commands, so `--help` answers 
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -166,3 +167,102 @@ def push_to_cvat(
 
 def push_main() -> None:
     run(push_to_cvat, secrets=load_settings().secrets)
+
+
+def deploy_nuclio(
+    run: str,
+    out: str,
+    checkpoint: str = "best",
+    precision: str = "auto",
+    batch_size: int = 4,
+    shape: str = "mask",
+    gpu: bool = False,
+    timeout: int = 120,
+    weights: str | None = None,
+    replace: bool = False,
+) -> None:
+    """Write a Nuclio function folder for CVAT's automatic annotation (deploy it with `nuctl deploy --path <out>`).
+
+    Args:
+        run: the run folder (runs/<name>) made by train/train.py.
+        out: the folder to write (new or empty; see --replace).
+        checkpoint: best or last.
+        precision: auto (bf16 where the device supports it), bf16 or fp32.
+        batch_size: windows per forward pass.
+        shape: mask (colonies with their holes; CVAT can still convert them to polygons) or polygon.
+        gpu: build for a CUDA GPU (PyPI's CUDA torch, one nvidia.com/gpu) instead of the CPU.
+        timeout: seconds a request may take (eventTimeout; CVAT itself waits CVAT_NUCLIO_DEFAULT_TIMEOUT, 120 by default).
+        weights: backbone weights the run was trained on (default DINO_WEIGHTS); copied into the folder.
+        replace: regenerate a folder this command made before.
+    """
+    settings = load_settings(device="cpu")  # the run is only checked here; the function picks its device where it runs
+    from evaluate.nuclio_function import NuclioOptions, write_function
+
+    if not isinstance(batch_size, int) or batch_size < 1 or not isinstance(timeout, int):
+        raise UserError("--batch-size and --timeout must be positive whole numbers")
+    options = NuclioOptions(
+        run_dir=Path(run).expanduser().resolve(), out=Path(out), which=checkpoint, precision=precision, batch_size=batch_size,
+        shape=shape, gpu=bool(gpu), timeout_s=timeout, weights=weights, replace=bool(replace),
+    )  # fmt: skip
+    document = write_function(settings, options)
+    annotations = document["metadata"]["annotations"]
+    labels = ", ".join(label["name"] for label in json.loads(annotations["spec"]))
+    print(f"wrote Nuclio function {document['metadata']['name']} ({annotations['type']}, labels {labels}) to {options.out}")
+    print(f"deploy it: nuctl deploy --project-name cvat --path {options.out} --platform local")
+
+
+def deploy_nuclio_main() -> None:
+    run(deploy_nuclio, secrets=load_settings().secrets)
+
+
+def webhook_service(
+    run: str,
+    address: str = "127.0.0.1",
+    port: int = 8765,
+    checkpoint: str = "best",
+    batch_size: int = 4,
+    precision: str = "auto",
+    device: str | None = None,
+    weights: str | None = None,
+) -> None:
+    """Serve CVAT's webhook: when a job goes "in progress", add the run's colonies to its frames as automatic polygons.
+
+    Args:
+        run: the run folder (runs/<name>) made by train/train.py.
+        address: the address to listen on (0.0.0.0 for every interface; CVAT must reach it).
+        port: the port to listen on; the webhook's URL in CVAT is http://<address>:<port>/webhook.
+        checkpoint: best or last.
+        batch_size: windows per forward pass.
+        precision: auto (bf16 where the device supports it), bf16 or fp32.
+        device: cpu, cuda, ... (default DEVICE).
+        weights: backbone weights the run was trained on (default DINO_WEIGHTS).
+    """
+    settings = load_settings(device=device)
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise UserError(f"--port must be a port number, not {port!r}")
+    import asyncio
+    import logging
+
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    from evaluate.cvat_push import PushOptions
+    from evaluate.cvat_webhook import PreAnnotator, create_app
+
+    if not settings.cvat_webhook_secret:
+        raise UserError("CVAT_WEBHOOK_SECRET is not set; set it to the secret of the webhook in CVAT (Project > Actions > Setup webhooks)")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    options = PushOptions(run_dir=Path(run).expanduser().resolve(), task_id=0, which=checkpoint, batch_size=batch_size, precision=precision, weights=weights)
+    annotator = PreAnnotator(settings, options)
+    config = Config()
+    config.bind = [f"{address}:{port}"]
+    config.accesslog = None
+    print(f"listening on http://{address}:{port}/webhook for CVAT's job events (Ctrl-C to stop)", flush=True)
+    try:
+        asyncio.run(serve(create_app(settings, annotator), config))
+    finally:
+        annotator.close()
+
+
+def webhook_main() -> None:
+    run(webhook_service, secrets=load_settings().secrets)

@@ -76,6 +76,16 @@ class ColonyDetector:
         return find_colonies(prediction.mask, prediction.confidence)
 
 
+def decode_frame(data: bytes, name: str) -> np.ndarray:
+    """A frame's file bytes as `[H, W, 3]` uint8 RGB, orientation as stored (as CVAT and prepare use it)."""
+    import cv2
+
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if image is None:
+        raise UserError(f"CVAT frame {name} is not an image OpenCV can read")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
 def parse_label_names(text: str, classes: Sequence[str]) -> dict[str, str]:
     """`"Acropora=acro,Porites=Porites massive"` -> {class: CVAT label name}; a name that is no class of the run is an error."""
     renames: dict[str, str] = {}

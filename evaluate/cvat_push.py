@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-import cv2
-import numpy as np
 from tqdm import tqdm
 
 from common.cli import UserError
@@ -30,13 +28,14 @@ from common.settings import Settings
 from common.table import format_table
 from data_engineering.cvat_client import CvatLabel, connect, translate_errors
 from evaluate.colonies import Colony
-from evaluate.cvat_function import ColonyDetector, DetectorOptions
+from evaluate.cvat_function import ColonyDetector, DetectorOptions, decode_frame
 from evaluate.cvat_shapes import colony_shape, confidence_value
 from evaluate.fields import CONFIDENCE
 from prepare.layout import BACKGROUND_NAME
 from prepare.taxonomy import Taxonomy, load_taxonomy, taxonomy_dirs
 
 AUTO = "auto"
+ALREADY_ANNOTATED = "already hold automatic shapes; nothing sent"
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,8 @@ class PushOptions:
     tta: bool = False
     precision: str = "auto"
     weights: str | None = None
+    frames: range | None = None  # only these frame numbers (a job's), else every frame of the task
+    once: bool = False  # send nothing when the frames already hold automatic shapes (the webhook, on a reopened job)
 
 
 def labels_for_classes(classes: Sequence[str], task_labels: Sequence[CvatLabel], taxonomy: Taxonomy, task_id: int) -> dict[int, CvatLabel]:
@@ -93,20 +94,16 @@ def colony_shapes(colonies: Sequence[Colony], frame: int, labels: dict[int, Cvat
     return shapes
 
 
-def decode_frame(data: bytes, name: str) -> np.ndarray:
-    """A frame's file bytes as `[H, W, 3]` uint8 RGB, orientation as stored (as CVAT and prepare use it)."""
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if image is None:
-        raise UserError(f"CVAT frame {name} is not an image OpenCV can read")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+def push_predictions(settings: Settings, options: PushOptions, out: TextIO = sys.stdout, detector: ColonyDetector | None = None) -> dict[str, int]:
+    """Predict every frame of the task (or `options.frames`) and send the colonies; returns shape counts per label name.
 
-
-def push_predictions(settings: Settings, options: PushOptions, out: TextIO = sys.stdout) -> dict[str, int]:
-    """Predict every frame of the task and send the colonies; returns shape counts per label name."""
+    `detector` is a run already loaded (the webhook service keeps one); by default the options' run is loaded.
+    """
     from cvat_sdk.api_client import models
     from cvat_sdk.core.proxies.annotations import AnnotationUpdateAction
 
-    detector = ColonyDetector(settings, DetectorOptions(options.run_dir, options.which, options.precision, options.batch_size, options.tta, options.weights))
+    if detector is None:
+        detector = ColonyDetector(settings, DetectorOptions(options.run_dir, options.which, options.precision, options.batch_size, options.tta, options.weights))
     spec = detector.spec
     taxonomy = load_taxonomy(spec.taxonomy, taxonomy_dirs(settings.taxonomy_dirs))
     with connect(settings) as cvat:
@@ -119,14 +116,18 @@ def push_predictions(settings: Settings, options: PushOptions, out: TextIO = sys
         without = sorted({lb.name for lb in labels.values() if CONFIDENCE not in lb.attributes.values()})
         if without:
             print(f"labels without a `{CONFIDENCE}` attribute get no confidence: {', '.join(without)}", file=out)
-        earlier_auto = [s.id for s in existing if str(getattr(s, "source", "") or "") == AUTO]
+        selected = options.frames if options.frames is not None else range(len(meta.frames))
+        earlier_auto = [s.id for s in existing if str(getattr(s, "source", "") or "") == AUTO and s.frame in selected]
+        if earlier_auto and options.once:
+            print(f"frames {selected.start}-{selected.stop - 1} of task {options.task_id} {ALREADY_ANNOTATED}", file=out)
+            return {}
         if earlier_auto and options.replace and not options.dry_run:
             with translate_errors(cvat.url, f"removing earlier automatic shapes of task {options.task_id}"):
                 task.remove_annotations(ids=earlier_auto)
         counts: Counter[str] = Counter()
         example = None
         deleted = set(meta.deleted_frames or [])
-        frames = [(number, frame) for number, frame in enumerate(meta.frames) if number not in deleted]
+        frames = [(number, frame) for number, frame in enumerate(meta.frames) if number not in deleted and number in selected]
         for number, frame in tqdm(frames, desc=f"predict task {options.task_id}", unit="frame", file=out):
             with translate_errors(cvat.url, f"downloading frame {number} of task {options.task_id}"):
                 data = task.get_frame(number, quality="original").read()
