@@ -14,7 +14,9 @@ calibration the other benchmarks report), so figures from a loaded machine can b
 
 from __future__ import annotations
 
-import sys, pathlib  # noqa: E401
+import pathlib
+import sys
+
 sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
 
 import argparse  # noqa: E402
@@ -133,7 +135,7 @@ def main() -> None:
         function = load_function(str(run_dir), precision=args.precision, settings=settings)
         precision = "bf16" if use_bf16(args.precision, device) else "fp32"
         for as_polygons in (False, True):
-            seconds, shapes = timed(lambda: function.detect(Context("quadrat.jpg", None, as_polygons), image), args.repeats)
+            seconds, shapes = timed(lambda polygons=as_polygons: function.detect(Context("quadrat.jpg", None, polygons), image), args.repeats)
             rows.append([f"cvat-cli function, {'polygons' if as_polygons else 'masks'}", precision, len(shapes), round(seconds, 2)])
             print(f"  measured {rows[-1]}", file=sys.stderr, flush=True)
         context = SimpleNamespace(user_data=SimpleNamespace(function=function, as_mask=True), logger=SimpleNamespace(info=lambda m: None, warn=print),
