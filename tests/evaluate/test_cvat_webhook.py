@@ -113,3 +113,13 @@ def test_a_task_lacking_a_label_is_logged_not_crashed(world: World, annotator: P
         outcome = annotator.submit(job_to_annotate(_job_event(9, task, 0, 0))).result(timeout=300)
     assert "no label for the run's classes Porites" in outcome["error"] and "job 9" in caplog.text
     assert cvat.annotations[task]["shapes"] == []
+
+
+def test_the_service_command_refuses_to_start_without_a_secret(world: World, monkeypatch) -> None:
+    from evaluate.cli import webhook_service
+
+    monkeypatch.delenv("CVAT_WEBHOOK_SECRET", raising=False)
+    with pytest.raises(UserError, match="CVAT_WEBHOOK_SECRET is not set"):
+        webhook_service(str(world.run_dir))
+    with pytest.raises(UserError, match="--port must be a port number"):
+        webhook_service(str(world.run_dir), port=70000)
