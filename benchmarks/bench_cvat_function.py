@@ -62,13 +62,13 @@ def write_run(run_dir: pathlib.Path, backbone_name: str, window: int) -> None:
         for tensor in head.parameters():
             tensor.copy_(torch.randn(tensor.shape, generator=generator) * (3.0 if tensor.ndim > 1 else 0.1))
     classes = ["background", *(f"genus_{i:02d}" for i in range(1, NUM_CLASSES))]
-    spec = CheckpointSpec.of(backbone, head, classes, [[i * 15, 0, 0] for i in range(NUM_CLASSES)], "bench", crop=window, stride=window)
+    spec = CheckpointSpec.of(backbone, head, classes, [[i * 15, 0, 0] for i in range(NUM_CLASSES)], "bench", window=window, window_stride=window)
     save_run_checkpoint(run_dir, head, spec)
 
 
 def calibration_forward(device: torch.device, repeats: int) -> dict[str, float]:
     """Median seconds of one ViT-S/14 forward at 518x518, batch 1, fp32 and bf16 where supported."""
-    from evaluate.predict import bf16_supported
+    from common.runtime import bf16_native
     from models.backbones import build_backbone
 
     with warnings.catch_warnings():
@@ -77,7 +77,7 @@ def calibration_forward(device: torch.device, repeats: int) -> dict[str, float]:
     x = torch.rand(1, 3, 518, 518, device=device)
     out = {}
     for name, bf16 in (("fp32", False), ("bf16", True)):
-        if bf16 and not bf16_supported(device):
+        if bf16 and not bf16_native(device):
             continue
         seconds = []
         for run in range(repeats + 1):
@@ -117,7 +117,7 @@ def main() -> None:
     from common.settings import load_settings
     from evaluate import nuclio_handler
     from evaluate.cvat_function import load_function
-    from evaluate.predict import resolve_device, use_bf16
+    from common.runtime import resolve_device, resolve_runtime
 
     device = resolve_device(args.device)
     calibration = calibration_forward(device, args.repeats)
@@ -133,7 +133,7 @@ def main() -> None:
         write_run(run_dir, args.backbone, args.window)
         settings = load_settings(device=args.device)
         function = load_function(str(run_dir), precision=args.precision, settings=settings)
-        precision = "bf16" if use_bf16(args.precision, device) else "fp32"
+        precision = resolve_runtime(args.device, args.precision).precision
         for as_polygons in (False, True):
             seconds, shapes = timed(lambda polygons=as_polygons: function.detect(Context("quadrat.jpg", None, polygons), image), args.repeats)
             rows.append([f"cvat-cli function, {'polygons' if as_polygons else 'masks'}", precision, len(shapes), round(seconds, 2)])
