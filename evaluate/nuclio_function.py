@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from common.cli import UserError
+from common.fileio import make_dirs, unwritable
 from common.settings import REPO_ROOT, Settings
 
 PACKAGES = ("common", "models", "prepare", "evaluate")  # what main.py imports, with their own imports
@@ -155,8 +156,11 @@ def write_function(settings: Settings, options: NuclioOptions) -> dict[str, Any]
     run_name = options.run_dir.name
     name = function_name(run_name)
     document = function_yaml(name, run_name, function.label_names, options)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    make_dirs(out.parent)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as error:
+        raise (unwritable(error, out) or error) from None
     try:
         stem = checkpoint_stem(options.run_dir, options.which)
         (staging / "run").mkdir()
@@ -186,6 +190,9 @@ def write_function(settings: Settings, options: NuclioOptions) -> dict[str, Any]
         staging.rename(out)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise (unwritable(error, out) or error) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

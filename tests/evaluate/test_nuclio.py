@@ -136,3 +136,10 @@ def test_an_existing_folder_is_only_replaced_when_asked_and_made_by_us(folder: P
     assert json.loads(yaml.safe_load((folder / "function.yaml").read_text())["metadata"]["annotations"]["spec"])[0]["type"] == "polygon"
     assert not list(folder.parent.glob(".reef-function*"))  # no staging or old folder left behind
     deploy_nuclio(str(world.run_dir), str(folder), precision="fp32", replace=True)  # back to masks for the other tests
+
+
+def test_an_unwritable_place_is_one_sentence(world: World, tmp_path: Path) -> None:
+    (tmp_path / "a file").write_text("in the way")
+    with pytest.raises(UserError, match="cannot write .*a file is where a folder should be"):
+        deploy_nuclio(str(world.run_dir), str(tmp_path / "a file" / "function"))
+    assert (tmp_path / "a file").read_text() == "in the way"
