@@ -114,10 +114,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
+    from common.runtime import resolve_device, resolve_runtime
     from common.settings import load_settings
     from evaluate import nuclio_handler
     from evaluate.cvat_function import load_function
-    from common.runtime import resolve_device, resolve_runtime
 
     device = resolve_device(args.device)
     calibration = calibration_forward(device, args.repeats)
