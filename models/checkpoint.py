@@ -8,6 +8,7 @@ unpickles anything. See docs/checkpoint.md.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from collections.abc import Sequence
@@ -16,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from common.errors import UserError
-from common.fileio import atomic_path, sha256_file, write_json_atomic
+from common.fileio import sha256_file, write_bytes_atomic, write_json_atomic
 from models.backbones import Backbone, build_backbone
 from models.heads import SegHead, build_head
 from models.segmenter import Segmenter
@@ -94,9 +97,9 @@ def save_checkpoint(path_stem: str | Path, head: SegHead, spec: CheckpointSpec) 
     """
     stem = Path(path_stem)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in head.state_dict().items()}
-    with atomic_path(stem.with_suffix(".safetensors")) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": FORMAT})
-        digest = sha256_file(tmp)
+    data = safetensors_bytes(tensors, metadata={"format": FORMAT})  # in memory, so a full disk is common.fileio's one sentence
+    write_bytes_atomic(stem.with_suffix(".safetensors"), data)
+    digest = hashlib.sha256(data).hexdigest()
     write_json_atomic(stem.with_suffix(".json"), {"format": FORMAT, "version": VERSION, "tensors_sha256": digest, **asdict(spec)})
 
 
@@ -125,10 +128,13 @@ def read_checkpoint(path: str | Path, which: str = "best") -> tuple[dict[str, to
         present = sorted(p.name for p in stem.parent.glob("checkpoint_*.json"))
         hint = f"it has {', '.join(present)}" if present else "train a model there first"
         raise UserError(f"{stem.parent} holds no {stem.name} checkpoint ({spec_file.name} + {tensor_file.name}); {hint}")
+    damaged = "the checkpoint is damaged: use the other one (--checkpoint best or last) or retrain"
     try:
-        raw = json.loads(spec_file.read_text())
-    except json.JSONDecodeError as error:
-        raise UserError(f"{spec_file} is not valid JSON ({error}); the checkpoint is damaged") from None
+        raw = json.loads(spec_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{spec_file} is not valid JSON ({error}); {damaged}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{spec_file} holds a JSON {type(raw).__name__}, not a checkpoint spec; {damaged}")
     if raw.get("format") != FORMAT or raw.get("version") not in READABLE_VERSIONS:
         readable = " or ".join(map(str, READABLE_VERSIONS))
         raise UserError(f"{spec_file} is not a {FORMAT} version {readable} spec (format {raw.get('format')!r}, version {raw.get('version')!r})")
@@ -141,7 +147,11 @@ def read_checkpoint(path: str | Path, which: str = "best") -> tuple[dict[str, to
     if missing:
         raise UserError(f"{spec_file} lacks the keys {', '.join(missing)}; it was not written by models.checkpoint")
     spec = CheckpointSpec(**{k: v for k, v in raw.items() if k in names})
-    return load_file(str(tensor_file)), spec
+    try:
+        tensors = load_file(str(tensor_file))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise UserError(f"{tensor_file} cannot be read ({str(error).splitlines()[0][:120]}); {damaged}") from None
+    return tensors, spec
 
 
 def load_checkpoint(run_dir: str | Path, which: str = "best", weights: str | None = None,

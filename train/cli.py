@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,20 +18,43 @@ def train_command(config: str | None = None, **overrides: Any) -> None:
     """Train a segmentation head on a frozen DINO backbone (see --help for every key)."""
     from common.settings import load_settings
     from common.table import format_table
-    from train.loop import default_data_dir, run_folder, train
+    from train.loop import STATE_FILE, default_data_dir, run_folder, train
 
     settings = load_settings()
     train_config = load_config(config, **overrides)
+    data_dir = Path(train_config.data_dir).expanduser() if train_config.data_dir else default_data_dir(settings, train_config.dataset, train_config.taxonomy)
+    run_dir = run_folder(train_config, settings, data_dir)
     if train_config.resume:
-        data_dir = Path(train_config.data_dir).expanduser() if train_config.data_dir else default_data_dir(settings, train_config.dataset, train_config.taxonomy)
-        run_config = run_folder(train_config, settings, data_dir) / "config.yaml"
-        if not run_config.is_file():
-            raise UserError(f"nothing to resume: {run_config.parent} holds no run; check --name and --runs-dir")
-        train_config = load_config(run_config, **overrides)  # the run's own config, with this command's changes
-    summary = train(train_config, settings)
+        if not (run_dir / "config.yaml").is_file():
+            raise UserError(f"nothing to resume: {run_dir} holds no run; check --name and --runs-dir")
+        train_config = load_config(run_dir / "config.yaml", **overrides)  # the run's own config, with this command's changes
+    try:
+        summary = train(train_config, settings)
+    except KeyboardInterrupt:
+        print(interrupted_advice(run_dir, (run_dir / STATE_FILE).is_file(), sys.argv), file=sys.stderr)
+        sys.exit(130)
     if summary.get("main", True):
         print(format_table(["run", "steps", "best val mIoU", "at step", "stopped early"],
                            [[summary["run"], summary["steps"], summary["best_miou"], summary["best_step"], summary["stopped_early"]]]))
+
+
+def interrupted_advice(run_dir: Path, saved: bool, argv: list[str]) -> str:
+    """What to type after Ctrl-C: the command with --resume once a training state is saved, else the same command."""
+    if not saved:
+        return f"interrupted before the first checkpoint of {run_dir}: rerun the same command to start it again"
+    args, skip = [], False
+    for arg in argv[1:]:  # this command without its own --resume / --no-resume, then --resume
+        if skip:
+            skip = False
+            if arg.lower() in ("true", "false", "yes", "no", "1", "0"):
+                continue
+        name = arg.split("=", 1)[0].replace("_", "-")
+        if name in ("--resume", "--no-resume"):
+            skip = "=" not in arg
+            continue
+        args.append(arg)
+    command = shlex.join(["python", argv[0], *args, "--resume"])
+    return f"interrupted: {run_dir} keeps its last checkpoint; continue from it with: {command}"
 
 
 def main() -> None:

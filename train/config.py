@@ -9,6 +9,7 @@ default and a one-line help, the YAML files in `train/configs/` set the defaults
 from __future__ import annotations
 
 import sys
+import math
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -76,8 +77,13 @@ KEYS = {f.name: f for f in fields(TrainConfig)}
 RENAMED_KEYS = {"val_stride": "window_stride"}  # old name -> new name; old runs' config.yaml still load
 
 
+_NON_FINITE = {"nan", "inf", "infinity"}  # in any case, with a sign or YAML's leading dot: read as floats, then refused
+
+
 def _parse(text: str) -> Any:
     """A value typed on the command line or in YAML as text: a number, a list, a mapping, or the text."""
+    if text.strip().lower().lstrip("+-").lstrip(".") in _NON_FINITE:
+        return float(text.strip().replace(".", ""))
     try:
         return float(text) if any(c in text.lower() for c in ".e") and text.lower() not in ("true", "false", "yes", "no") else int(text)
     except ValueError:
@@ -138,7 +144,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
         path = CONFIG_DIR / path
     if not path.is_file():
         raise UserError(f"config file {path} not found; choose one of {', '.join(sorted(p.name for p in CONFIG_DIR.glob('*.yaml')))}")
-    values = yaml.safe_load(path.read_text()) or {}
+    values = read_yaml(path, "config file") or {}
     if not isinstance(values, dict):
         raise UserError(f"config file {path} must hold a mapping of keys to values")
     overrides = {k.replace("-", "_"): v for k, v in overrides.items()}
@@ -153,8 +159,39 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
     return config
 
 
+def read_yaml(path: Path, what: str) -> Any:
+    """A YAML file's content; one sentence with the line and column when it is not YAML, or not text."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise UserError(f"{what} {path} is not valid YAML{at} ({getattr(error, 'problem', None) or 'unreadable'}); fix or restore it") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{what} {path} is not UTF-8 text; fix or restore it") from None
+
+
+# (key, smallest allowed, whether the smallest itself is allowed): refused before any work, with the key to fix
+_RANGES = (
+    ("lr", 0.0, False), ("weight_decay", 0.0, True), ("warmup_steps", 0, True), ("poly_power", 0.0, False),
+    ("min_lr_ratio", 0.0, True), ("grad_clip", 0.0, True), ("patience", 0, True), ("max_val_images", 0, True),
+    ("workers", -1, True), ("seed", -1, True),
+)  # fmt: skip
+
+
 def check_config(config: TrainConfig) -> None:
     """Values that would only fail later, in the middle of a run, refused now with the key to fix."""
+    for f in fields(TrainConfig):
+        value = getattr(config, f.name)
+        numbers = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+            raise UserError(f"{f.name} must be a finite number, got {value}; set it in the config file or with --{f.name}")
+    for key, low, inclusive in _RANGES:
+        value = getattr(config, key)
+        if value < low or (value == low and not inclusive):
+            raise UserError(f"{key} must be {'at least' if inclusive else 'more than'} {low}, got {value}")
+    if config.min_lr_ratio > 1:
+        raise UserError(f"min_lr_ratio is a fraction of lr, from 0 to 1, got {config.min_lr_ratio}")
     if config.schedule not in ("poly", "cosine"):
         raise UserError(f"schedule must be poly or cosine, got {config.schedule!r}")
     check_precision(config.precision)

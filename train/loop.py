@@ -9,6 +9,7 @@ exactly (model, optimizer, scheduler, step, RNG). Under `torchrun` it runs Distr
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from common.cli import UserError
-from common.fileio import atomic_path, write_text_atomic
+from common.fileio import write_bytes_atomic, write_text_atomic
 from common.names import check_name
 from common.runtime import Runtime, resolve_runtime
 from common.settings import Settings
@@ -210,17 +211,42 @@ def setup_logging(run_dir: Path, main: bool) -> None:
         log.addHandler(console)
 
 
+STATE_KEYS = ("step", "classes", "head", "optimizer", "scheduler", "rng", "best", "evals_without_gain")
+
+
 def save_state(run_dir: Path, state: dict[str, Any]) -> None:
-    """The resumable training state (tensors and plain data only: `torch.load(weights_only=True)` reads it)."""
-    with atomic_path(run_dir / STATE_FILE) as tmp:
-        torch.save(state, tmp)
+    """The resumable training state (tensors and plain data only: `torch.load(weights_only=True)` reads it).
+
+    Serialized in memory, then written atomically: a full disk is then one sentence (torch.save's own error on
+    a full disk is an opaque "unexpected pos"), and the previous state stays whole.
+    """
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_bytes_atomic(run_dir / STATE_FILE, buffer.getvalue())
 
 
-def load_state(run_dir: Path) -> dict[str, Any]:
+def load_state(run_dir: Path) -> dict[str, Any] | None:
+    """The training state to resume, or None when the run stopped before saving one (it then starts from step 0).
+
+    A damaged state (truncated, not a training state) is one sentence saying what still works.
+    """
     path = run_dir / STATE_FILE
     if not path.is_file():
-        raise UserError(f"{run_dir} has no training state to resume ({STATE_FILE}); start it without --resume")
-    return torch.load(path, map_location="cpu", weights_only=True)
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for damaged files
+        reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        state, damage = None, f"cannot be read ({reason})"
+    else:
+        missing = [key for key in STATE_KEYS if not isinstance(state, dict) or key not in state]
+        damage = f"is not a training state (no {', '.join(missing)})" if missing else ""
+    if damage:
+        raise UserError(
+            f"{path} {damage}, so the run cannot resume; start a new run with --name <new name> "
+            f"(add --init-from {run_dir} to warm-start from its checkpoint), or delete {path} to start this one again from step 0"
+        )
+    return state
 
 
 def rng_state() -> dict[str, Any]:
@@ -310,8 +336,16 @@ def run_training(config: TrainConfig, settings: Settings, dist_info: Distributed
     dataset, samples = load_samples(data_dir)
     classes = dataset.classes
     run_dir = run_folder(config, settings, data_dir)
+    views = len(samples["train"]) * config.views_per_image
+    if config.batch_size > views:  # every step would repeat views within its batch
+        raise UserError(
+            f"batch_size {config.batch_size} is larger than the data: {len(samples['train'])} training images x "
+            f"{config.views_per_image} views = {views}; lower --batch-size or raise --views-per-image"
+        )
 
     state = load_state(run_dir) if config.resume else None
+    if config.resume and state is None:
+        print(f"note: {run_dir} stopped before its first checkpoint; starting it again from step 0", file=sys.stderr)
     if state is not None and state["classes"] != classes:
         raise UserError(
             f"{run_dir} was trained on {len(state['classes'])} classes but {dataset.root} has {len(classes)}; "

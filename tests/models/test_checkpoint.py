@@ -166,3 +166,45 @@ def test_version_1_specs_with_crop_and_stride_still_load(tmp_path: Path) -> None
     spec_file.write_text(json.dumps({**document, "version": 3}))
     with pytest.raises(UserError, match="is not a reefseg-checkpoint version 1 or 2 spec"):
         read_checkpoint(tmp_path, "best")
+
+
+@pytest.mark.parametrize("damage, problem", [
+    ("json list", "holds a JSON list, not a checkpoint spec"), ("json binary", "is not valid JSON"), ("json truncated", "is not valid JSON"),
+    ("tensors garbage with its hash", "cannot be read"),
+])
+def test_a_damaged_checkpoint_file_is_one_sentence_naming_it(tmp_path: Path, damage: str, problem: str) -> None:
+    import hashlib
+
+    model, spec = trained_model("linear", COARSE)
+    save_run_checkpoint(tmp_path, model.head, spec, "best")
+    spec_file, tensor_file = tmp_path / "checkpoint_best.json", tmp_path / "checkpoint_best.safetensors"
+    if damage == "json list":
+        spec_file.write_text("[1, 2]")
+    elif damage == "json binary":
+        spec_file.write_bytes(b"\xff\xfe\x00\x01")
+    elif damage == "json truncated":
+        spec_file.write_text(spec_file.read_text()[:40])
+    else:  # damaged tensors whose hash was written into the spec too: the hash check alone cannot tell
+        tensor_file.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
+        raw = json.loads(spec_file.read_text()) | {"tensors_sha256": hashlib.sha256(tensor_file.read_bytes()).hexdigest()}
+        spec_file.write_text(json.dumps(raw))
+    with pytest.raises(UserError) as error:
+        read_checkpoint(tmp_path)
+    assert problem in str(error.value) and "the checkpoint is damaged" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    model, spec = trained_model("linear", COARSE)
+    save_run_checkpoint(tmp_path, model.head, spec, "last")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(UserError, match="checkpoint_last.safetensors: the disk is full"):
+        save_run_checkpoint(tmp_path, model.head, spec, "last")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,8 @@ def run_cli(monkeypatch, capsys, config: str | None, **overrides) -> tuple[int, 
     """Run `train.py` in this process with `--key value` arguments; (exit status, stderr)."""
     argv = ["train.py"] + (["--config", config] if config else [])
     for key, value in overrides.items():
-        argv += [f"--{key}", json.dumps(value) if isinstance(value, (list, dict)) else str(value)]
+        text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+        argv += [f"--{key}={text}"] if text.startswith("-") else [f"--{key}", text]  # `--lr -inf` would read -inf as a flag
     monkeypatch.setattr(sys, "argv", argv)
     torch.set_num_threads(1)
     try:
@@ -229,3 +231,122 @@ def test_without_data_dir_it_trains_on_the_demo_folder_under_data_root(tmp_path,
     assert status == 0, err
     assert (tmp_path / "runs" / "linear_reef_demo_finegrained" / "checkpoint_best.json").is_file()
     assert list((tmp_path / "data" / "cache").glob("tiny_dinov2-*/*/layer_3.npy"))  # the cache defaults to DATA_ROOT/cache
+
+
+@pytest.mark.parametrize("key, value, fragment", [
+    ("lr", "-0.001", "lr must be more than 0.0, got -0.001"), ("lr", "0", "lr must be more than 0.0"),
+    ("warmup_steps", "-5", "warmup_steps must be at least 0, got -5"), ("weight_decay", "-1e-4", "weight_decay must be at least 0.0"),
+    ("lr", "nan", "lr must be a finite number, got nan"), ("lr", "NaN", "lr must be a finite number"), ("lr", ".nan", "lr must be a finite number"),
+    ("lr", "-inf", "lr must be a finite number, got -inf"), ("lr", "-.inf", "lr must be a finite number"), ("lr", "1e400", "lr must be a finite number"),
+    ("grad_clip", "Infinity", "grad_clip must be a finite number"), ("scale_range", "[.nan, 1.0]", "scale_range must be a finite number"),
+    ("steps", "0", "steps must be at least 1, got 0"), ("steps", "-3", "steps must be at least 1, got -3"),
+    ("min_lr_ratio", "1.5", "min_lr_ratio is a fraction of lr"), ("batch_size", "17", "batch_size 17 is larger than the data: 4 training images x 4 views = 16"),
+])
+def test_values_out_of_range_are_refused_before_any_work(tmp_path, prepared, monkeypatch, capsys, key, value, fragment):
+    overrides = tiny_overrides(tmp_path, prepared)
+    overrides[key] = value
+    _one_line(*run_cli(monkeypatch, capsys, None, **overrides), fragment)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()  # refused before the run folder or cache
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("weight_decay: .nan\n", "weight_decay must be a finite number"), ("lr: [1, 2\n", "is not valid YAML at line 2, column 1"),
+    ("head: linear\n\tsteps: 3\n", "is not valid YAML"), ("just text", "must hold a mapping"),
+])
+def test_a_malformed_config_file_is_one_sentence(tmp_path, prepared, monkeypatch, capsys, text, fragment):
+    config = tmp_path / "mine.yaml"
+    config.write_text(text)
+    _one_line(*run_cli(monkeypatch, capsys, str(config), **tiny_overrides(tmp_path, prepared)), fragment)
+    config.write_bytes(b"\xff\xfe\x00\x01lr: 1")
+    _one_line(*run_cli(monkeypatch, capsys, str(config), **tiny_overrides(tmp_path, prepared)), "is not UTF-8 text")
+
+
+def test_a_damaged_training_state_says_what_still_works(tmp_path, prepared, monkeypatch, capsys):
+    settings = tiny_overrides(tmp_path, prepared, steps=2, eval_every=2)
+    assert run_cli(monkeypatch, capsys, None, name="r", **settings)[0] == 0
+    state = tmp_path / "runs" / "r" / "train_state.pt"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # truncated
+    _one_line(*run_cli(monkeypatch, capsys, None, name="r", resume=True, **settings),
+              f"{state} cannot be read", "start a new run with --name", f"--init-from {state.parent}")
+    torch.save({"step": 3}, state)  # a torch file, but not a training state
+    _one_line(*run_cli(monkeypatch, capsys, None, name="r", resume=True, **settings), "is not a training state (no classes, head")
+
+
+def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_it_again(tmp_path, prepared, monkeypatch, capsys):
+    """The demo passes --resume once config.yaml exists: a run killed before its first checkpoint must not be stuck."""
+    settings = tiny_overrides(tmp_path, prepared, steps=4, eval_every=4)
+    with monkeypatch.context() as patch:
+        _crash_at(patch, 2, RuntimeError("killed"))
+        with pytest.raises(RuntimeError, match="killed"):
+            run_cli(monkeypatch, capsys, None, name="early", **settings)
+    run = tmp_path / "runs" / "early"
+    assert (run / "config.yaml").is_file() and not (run / "train_state.pt").exists()
+    status, err = run_cli(monkeypatch, capsys, None, name="early", resume=True, **settings)
+    assert status == 0 and "stopped before its first checkpoint; starting it again from step 0" in err, err
+    assert [r["step"] for r in metrics(run)] == [4]
+
+
+def test_a_full_disk_keeps_the_previous_training_state(tmp_path, monkeypatch):
+    import errno
+
+    loop.save_state(tmp_path, {"step": 1})
+    before = (tmp_path / "train_state.pt").read_bytes()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(loop.UserError, match="train_state.pt: the disk is full"):
+        loop.save_state(tmp_path, {"step": 2})
+    assert (tmp_path / "train_state.pt").read_bytes() == before and os.listdir(tmp_path) == ["train_state.pt"]
+
+
+def _train_process(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _interrupt_when(process: subprocess.Popen, ready, timeout: float = 240) -> tuple[int, str]:
+    """Send Ctrl-C (SIGINT) once `ready()` holds; (exit status, stderr)."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"the run ended or hung before the point to interrupt it: {process.communicate()[1][-2000:]}")
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    return process.returncode, err
+
+
+def _logged(run: Path, text: str, times: int = 1):
+    return lambda: (run / "train.log").is_file() and (run / "train.log").read_text().count(text) >= times
+
+
+@pytest.mark.slow
+def test_after_ctrl_c_the_advised_command_is_the_one_that_works(tmp_path, prepared):
+    """Interrupted after a checkpoint: the advice is the command with --resume, and it resumes. Interrupted before the
+    first checkpoint: the same command starts the run again (and so does the demo's --resume)."""
+    settings = tiny_overrides(tmp_path, prepared, steps=100_000, eval_every=3, log_every=1)
+    args = ["train/train.py"] + [part for key, value in settings.items() for part in (f"--{key}", json.dumps(value) if isinstance(value, list) else str(value))]
+    run = tmp_path / "runs" / "linear_toy_toy"
+    status, err = _interrupt_when(_train_process(args, REPO), lambda: (run / "train_state.pt").is_file())
+    advice = [line for line in err.splitlines() if line.startswith("interrupted")]
+    assert status == 130 and len(advice) == 1 and "Traceback" not in err, err[-2000:]
+    command = shlex.split(advice[0].split("continue from it with: ", 1)[1])
+    assert command[0] == "python" and command[-1] == "--resume"
+    status, err = _interrupt_when(_train_process(command[1:], REPO), _logged(run, "resumed at step"))
+    assert status == 130 and "error:" not in err and "continue from it with:" in err, err[-2000:]
+
+    fresh = tiny_overrides(tmp_path, prepared, steps=100_000, eval_every=100_000, log_every=1)
+    args = ["train/train.py", "--name", "early"] + [part for key, value in fresh.items() for part in (f"--{key}", json.dumps(value) if isinstance(value, list) else str(value))]
+    early = tmp_path / "runs" / "early"
+    status, err = _interrupt_when(_train_process(args, REPO), _logged(early, "step 2/"))
+    assert status == 130 and "rerun the same command to start it again" in err and not (early / "train_state.pt").exists(), err[-2000:]
+    status, err = _interrupt_when(_train_process(args, REPO), _logged(early, "step 2/", times=2))  # exactly the same command
+    assert status == 130 and "already holds a run" not in err and "error:" not in err, err[-2000:]
+    status, err = _interrupt_when(_train_process(args + ["--resume"], REPO), _logged(early, "step 2/", times=3))  # what the demo runs
+    assert status == 130 and "error:" not in err and "starting it again from step 0" in err, err[-2000:]
