@@ -8,8 +8,8 @@ default and a one-line help, the YAML files in `train/configs/` set the defaults
 
 from __future__ import annotations
 
-import sys
 import math
+import sys
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
