@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from common.cli import UserError
 from common.fileio import exclusive_lock, sha256_file, write_bytes_atomic
-from common.names import check_name
+from common.names import check_file_name, check_name
 from common.runtime import Runtime, resolve_runtime
 from common.settings import Settings
 from evaluate import writeback
@@ -116,6 +116,7 @@ def find_prepared(settings: Settings, options: EvaluateOptions, spec: Checkpoint
 def _mask_name(filepath: str, sample_id: str, used: set[str]) -> str:
     stem = Path(filepath).stem
     name = f"{stem}.png" if f"{stem}.png" not in used else f"{stem}__{sample_id}.png"
+    check_file_name(name, f"the predicted mask's file name for image {filepath}", "rename the image to a shorter name")
     used.add(name)
     return name
 

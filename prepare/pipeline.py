@@ -29,6 +29,7 @@ from tqdm import tqdm
 from common.cli import UserError
 from common.fileio import atomic_path, make_dirs, sha256_file, write_bytes_atomic
 from common.image_files import DAMAGED, MAX_IMAGE_PIXELS, TOO_LARGE, UNREADABLE, ImageProblem, check_image
+from common.names import check_file_name
 from common.settings import REPO_ROOT
 from common.table import format_table
 from prepare import layout
@@ -260,6 +261,8 @@ def _output_names(records: Sequence[SampleRecord]) -> dict[str, tuple[str, str]]
     for r in records:
         path = Path(r.filepath)
         stem = path.stem if seen[path.name] == 1 else f"{path.stem}__{r.sample_id}"
+        for name in (stem + path.suffix, stem + layout.MASK_SUFFIX):
+            check_file_name(name, f"the prepared file name for image {r.filepath}", "rename the image (in CVAT or the export) to a shorter name")
         names[r.sample_id] = (stem + path.suffix, stem)
     return names
 

@@ -313,3 +313,14 @@ def test_a_polygon_with_nan_points_stored_by_an_older_version_is_refused(source,
     with pytest.raises(UserError) as error:
         prepare_dataset(source.records, source.read, options)
     assert str(error.value).startswith(f"sample id1 ({source.records[-1].filepath}) has a 'Porites' polygon with NaN or infinite coordinates")
+
+
+def test_a_name_too_long_for_the_file_system_once_made_unique_is_one_sentence():
+    from common.cli import UserError
+    from prepare.pipeline import SampleRecord, _output_names
+
+    long = "q" * 240 + ".jpg"  # fits on disk, but not with `__<sample id>` added to tell two such images apart
+    records = [SampleRecord(f"{i:024x}", f"/media/task_{i}/{long}", 8, 8) for i in range(2)]
+    with pytest.raises(UserError, match="prepared file name for image /media/task_0/q+\\.jpg.* bytes long.*rename the image"):
+        _output_names(records)
+    assert _output_names(records[:1])[records[0].sample_id] == (long, "q" * 240)
