@@ -33,7 +33,9 @@ READABLE_VERSIONS = (1, 2)
 # Version 1 named the sliding window `crop`/`stride` (train's `crop` is the training crop, so version 2 renamed them).
 VERSION_1_NAMES = {"crop": "window", "stride": "window_stride"}
 CHECKPOINT_NAMES = ("best", "last")
-LOSS_ONLY_OPTIONS = ("class_weights",)  # training data statistics, not needed to rebuild the head
+# Training choices, not needed to rebuild the head; left out of the spec, and dropped from older specs that
+# hold them (mask2former's `num_points` was renamed `loss_points`, the option every head shares).
+LOSS_ONLY_OPTIONS = ("class_weights", "loss_points", "loss_scale", "oversample_ratio", "importance_ratio", "num_points")
 
 
 @dataclass
@@ -170,7 +172,8 @@ def load_checkpoint(run_dir: str | Path, which: str = "best", weights: str | Non
         if not allow_other_weights:
             raise UserError(message)
         warnings.warn(message, stacklevel=2)
-    head = build_head(spec.head, backbone.embed_dim, len(spec.layers), spec.num_classes, **spec.head_config)
+    head_config = {k: v for k, v in spec.head_config.items() if k not in LOSS_ONLY_OPTIONS}
+    head = build_head(spec.head, backbone.embed_dim, len(spec.layers), spec.num_classes, **head_config)
     result = head.load_state_dict(tensors, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise UserError(f"{run_dir}'s weights do not fit head {spec.head!r} with its spec's config "

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from models.heads.base import IGNORE_INDEX, SegHead, upsample_to
 from models.heads.blocks import ViTPyramid, conv_norm_act
+from models.heads.points import importance_points, point_sample, scaled_target
 
 
 def sine_positions(height: int, width: int, dim: int, device: torch.device) -> Tensor:
@@ -33,12 +34,6 @@ def sine_positions(height: int, width: int, dim: int, device: torch.device) -> T
 
     y, x = encode(height), encode(width)
     return torch.cat([y[:, None].expand(-1, width, -1), x[None].expand(height, -1, -1)], dim=2).flatten(0, 1)
-
-
-def point_sample(maps: Tensor, coords: Tensor, mode: str = "bilinear") -> Tensor:
-    """Values of maps [N,H,W] at points coords [N,P,2] ((x, y) in [0,1]), as [N,P]."""
-    grid = (2 * coords - 1).unsqueeze(2)
-    return F.grid_sample(maps.unsqueeze(1), grid, mode=mode, align_corners=False)[:, 0, :, 0]
 
 
 class DecoderLayer(nn.Module):
@@ -76,7 +71,7 @@ class Mask2FormerHead(SegHead):
         num_heads: int = 8,
         ffn_dim: int = 1024,
         scales: Sequence[float] = (4, 2, 1, 0.5),
-        num_points: int = 12544,
+        loss_points: int = 12544,
         oversample_ratio: float = 3.0,
         importance_ratio: float = 0.75,
         class_loss_weight: float = 2.0,
@@ -84,16 +79,15 @@ class Mask2FormerHead(SegHead):
         dice_weight: float = 5.0,
         no_object_weight: float = 0.1,
         class_weights: Sequence[float] | None = None,
+        loss_scale: float = 1.0,
     ) -> None:
-        super().__init__(in_channels, num_inputs, num_classes, class_weights=class_weights, dice_weight=dice_weight)
+        super().__init__(in_channels, num_inputs, num_classes, class_weights=class_weights, dice_weight=dice_weight, loss_points=loss_points,
+                         loss_scale=loss_scale, oversample_ratio=oversample_ratio, importance_ratio=importance_ratio)
         if hidden_dim % 4 or hidden_dim % num_heads:
             raise ValueError(f"hidden_dim ({hidden_dim}) must be a multiple of 4 and of num_heads ({num_heads})")
         if len(scales) < 2:
             raise ValueError("mask2former needs at least two pyramid scales: the finest for masks, the others for attention")
         self.output_scale = int(max(scales))
-        self.num_points = num_points
-        self.oversample_ratio = oversample_ratio
-        self.importance_ratio = importance_ratio
         self.class_loss_weight, self.mask_loss_weight = class_loss_weight, mask_loss_weight
         # Pixel decoder: FPN from the coarsest level down to the finest, which carries the masks.
         self.pyramid = ViTPyramid(in_channels, num_inputs, hidden_dim, scales)
@@ -166,6 +160,8 @@ class Mask2FormerHead(SegHead):
     def loss(self, features: list[Tensor], target: Tensor) -> dict[str, Tensor]:
         """Class + mask + dice losses of every decoder stage, after Hungarian matching per image."""
         outputs = self.decode(features)
+        if not self.loss_points and self.loss_scale < 1:
+            target = scaled_target(target, self.loss_scale)
         valid = (target != IGNORE_INDEX).float()
         labels, masks = [], []
         for t in target:
@@ -188,7 +184,7 @@ class Mask2FormerHead(SegHead):
         if len(labels) == 0:
             empty = torch.zeros(0, dtype=torch.long)
             return empty, empty
-        n = self.num_points or valid.numel()
+        n = self.loss_points or valid.numel()
         coords = torch.rand(1, n, 2, device=mask_logits.device)
         pred = point_sample(mask_logits, coords.expand(len(mask_logits), -1, -1))
         tgt = point_sample(masks, coords.expand(len(masks), -1, -1), mode="nearest")
@@ -224,17 +220,9 @@ class Mask2FormerHead(SegHead):
 
     def _sample_points(self, pred: Tensor, tgt: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Predicted logits, labels and validity at points: mostly the most uncertain ones, or every pixel."""
-        if not self.num_points:
+        if not self.loss_points:
             pred = upsample_to(pred[:, None], tgt.shape[-2:])[:, 0]
             return pred.flatten(1), tgt.flatten(1), valid.flatten(1)
-        n, count = len(pred), self.num_points
-        with torch.no_grad():
-            candidates = torch.rand(n, int(count * self.oversample_ratio), 2, device=pred.device)
-            uncertainty = -point_sample(pred, candidates).abs()
-            k = int(count * self.importance_ratio)
-            top = uncertainty.topk(k, dim=1).indices
-            coords = torch.cat([
-                torch.gather(candidates, 1, top[..., None].expand(-1, -1, 2)),
-                torch.rand(n, count - k, 2, device=pred.device),
-            ], dim=1)
+        coords = importance_points(lambda c: -point_sample(pred.detach(), c).abs(), len(pred), self.loss_points,
+                                   self.oversample_ratio, self.importance_ratio, pred.device)
         return point_sample(pred, coords), point_sample(tgt, coords, mode="nearest"), point_sample(valid, coords, mode="nearest")

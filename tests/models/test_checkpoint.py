@@ -30,7 +30,7 @@ TINY = {
     "linear": {},
     "segformer": {"channels": 16},
     "upernet": {"channels": 16, "scales": [2, 1, 0.5]},
-    "mask2former": {"hidden_dim": 16, "num_queries": 4, "num_layers": 2, "num_heads": 2, "ffn_dim": 32, "num_points": 64},
+    "mask2former": {"hidden_dim": 16, "num_queries": 4, "num_layers": 2, "num_heads": 2, "ffn_dim": 32, "loss_points": 64},
 }
 COARSE = ["sand", "hard_coral", "algae"]
 FINE = ["sand", "acropora", "porites", "pocillopora", "algae"]
@@ -63,6 +63,20 @@ def test_round_trip_gives_identical_logits(tmp_path: Path, head_name: str) -> No
     with torch.no_grad():
         assert torch.equal(loaded(image), model(image))
     assert not loaded.training and loaded.frozen
+
+
+def test_loss_options_stay_out_of_the_spec_and_older_specs_with_them_still_load(tmp_path: Path) -> None:
+    model, spec = trained_model("mask2former", COARSE)
+    assert "loss_points" in model.head.config and "loss_points" not in spec.head_config
+    save_run_checkpoint(tmp_path, model.head, spec, "best")
+    path = tmp_path / "checkpoint_best.json"
+    document = json.loads(path.read_text())
+    document["head_config"].update(num_points=64, loss_points=64)  # mask2former's former name, and a spec from before
+    path.write_text(json.dumps(document))
+    loaded, _ = load_checkpoint(tmp_path, "best")
+    image = torch.randint(0, 256, (1, 3, 28, 28), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.equal(loaded(image), model(image))
 
 
 def test_files_are_safetensors_and_json_and_loading_never_unpickles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,6 +7,15 @@ import torch
 
 from common.cli import UserError
 from models.heads import HEADS, IGNORE_INDEX, build_head, head_options
+from models.heads.base import pixel_losses
+from models.heads.points import (
+    class_uncertainty,
+    importance_points,
+    pixel_at,
+    point_sample,
+    sampled_logits_and_labels,
+    scaled_target,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -15,7 +24,7 @@ TINY = {
     "linear": {},
     "segformer": {"channels": 32},
     "upernet": {"channels": 32},
-    "mask2former": {"hidden_dim": 32, "num_queries": 8, "num_layers": 3, "num_heads": 4, "ffn_dim": 64, "num_points": 256},
+    "mask2former": {"hidden_dim": 32, "num_queries": 8, "num_layers": 3, "num_heads": 4, "ffn_dim": 64, "loss_points": 256},
 }
 
 
@@ -75,7 +84,7 @@ def test_bad_option_is_a_user_error() -> None:
 
 
 def test_ignored_pixels_do_not_count_and_an_all_ignored_batch_is_not_nan() -> None:
-    head = tiny_head("segformer")
+    head = tiny_head("segformer", loss_points=0)
     features = [torch.randn(1, CHANNELS, 4, 4) for _ in range(4)]
     target = torch.randint(0, CLASSES, (1, 16, 16))
     partly = target.clone()
@@ -86,8 +95,75 @@ def test_ignored_pixels_do_not_count_and_an_all_ignored_batch_is_not_nan() -> No
         torch.nn.functional.interpolate(logits, size=(16, 16), mode="bilinear")[..., 8:, :], target[:, 8:])
     assert torch.allclose(head.loss(features, partly)["ce"], expected, atol=1e-5)
     for name in HEADS:
-        loss = tiny_head(name).loss(features, torch.full((1, 16, 16), IGNORE_INDEX))["loss"]
-        assert torch.isfinite(loss)
+        for extra in ({}, {"loss_points": 0}):
+            loss = tiny_head(name, **extra).loss(features, torch.full((1, 16, 16), IGNORE_INDEX))["loss"]
+            assert torch.isfinite(loss)
+
+
+def test_points_fall_where_the_upsampled_logits_are() -> None:
+    """A point at a pixel's centre reads exactly the bilinearly upsampled logit and the pixel's label."""
+    logits = torch.randn(2, 3, 4, 5)
+    target = torch.randint(0, 3, (2, 16, 20))
+    upsampled = torch.nn.functional.interpolate(logits, size=(16, 20), mode="bilinear", align_corners=False)
+    ys, xs = torch.randint(0, 16, (2, 30)), torch.randint(0, 20, (2, 30))
+    coords = torch.stack([(xs + 0.5) / 20, (ys + 0.5) / 16], dim=-1)
+    values = point_sample(logits, coords)
+    expected = torch.stack([upsampled[b][:, ys[b], xs[b]] for b in range(2)])
+    assert torch.allclose(values, expected, atol=1e-5)
+    assert torch.equal(pixel_at(target, coords), torch.stack([target[b][ys[b], xs[b]] for b in range(2)]))
+
+
+def test_sampled_loss_never_counts_ignored_pixels_and_estimates_the_full_loss() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, CLASSES, 8, 8)
+    target = torch.randint(0, CLASSES, (2, 32, 32))
+    full = pixel_losses(logits, target)["ce"]
+    # uniform points only: an unbiased estimate of the loss on every pixel
+    sampled, labels = sampled_logits_and_labels(logits, target, 20000, 3.0, 0.0, IGNORE_INDEX)
+    estimate = torch.nn.functional.cross_entropy(sampled, labels)
+    assert abs(float(estimate - full)) < 0.03 * float(full)
+    # the left half ignored: confident and right there, while the labelled right half is predicted perfectly
+    logits = torch.full((1, CLASSES, 8, 8), -10.0)
+    logits[:, 1] = 10.0
+    target = torch.ones(1, 32, 32, dtype=torch.long)
+    target[..., :16] = IGNORE_INDEX
+    head = tiny_head("linear", 1, dropout=0.0, loss_points=512)
+    head.forward = lambda features: logits  # type: ignore[method-assign]
+    assert float(head.loss([], target)["ce"]) < 1e-6
+    target[..., :16] = 2  # the same pixels labelled: now they cost
+    assert float(head.loss([], target)["ce"]) > 5
+
+
+def test_importance_sampling_puts_most_points_where_the_prediction_is_uncertain() -> None:
+    torch.manual_seed(0)
+    logits = torch.zeros(1, CLASSES, 16, 16)
+    logits[:, 0] = 10.0  # certain everywhere ...
+    logits[:, 0, :, 6:8] = 0.0  # ... but in a band an eighth of the image wide
+    target = torch.zeros(1, 64, 64, dtype=torch.long)
+    _, labels = sampled_logits_and_labels(logits, target, 1000, 3.0, 0.75, IGNORE_INDEX)
+    coords = importance_points(lambda c: class_uncertainty(point_sample(logits, c)), 1, 1000, 3.0, 0.75, torch.device("cpu"))
+    in_band = ((coords[0, :, 0] > 5 / 16) & (coords[0, :, 0] < 9 / 16)).float().mean()
+    assert in_band > 0.6, in_band  # uniform points would put 25% there
+    assert labels.shape == (1, 1000)
+
+
+def test_loss_at_reduced_resolution() -> None:
+    torch.manual_seed(0)
+    target = torch.randint(0, CLASSES, (1, 32, 32))
+    small = scaled_target(target, 0.25)
+    assert small.shape == (1, 8, 8) and torch.equal(small, target[:, 2::4, 2::4])
+    features = [torch.randn(1, CHANNELS, 8, 8)]
+    full, quarter = tiny_head("linear", 1, loss_points=0).eval(), tiny_head("linear", 1, loss_points=0, loss_scale=0.25).eval()
+    quarter.load_state_dict(full.state_dict())
+    expected = torch.nn.functional.cross_entropy(full(features), small)  # logits at 8x8 are the 8x8 target's resolution
+    assert torch.allclose(quarter.loss(features, target)["ce"], expected, atol=1e-5)
+    assert not torch.allclose(full.loss(features, target)["ce"], expected, atol=1e-3)
+
+
+def test_loss_options_out_of_range_are_user_errors() -> None:
+    for bad in ({"loss_points": -1}, {"loss_scale": 0.0}, {"oversample_ratio": 0.5}, {"importance_ratio": 2.0}, {"loss_scale": 0.5}):
+        with pytest.raises(UserError, match="loss"):
+            build_head("linear", 8, 1, 2, **bad)
 
 
 def test_class_weights_and_dice_change_the_loss() -> None:
@@ -104,7 +180,11 @@ def test_class_weights_and_dice_change_the_loss() -> None:
     assert "class_weights" not in weighted.state_dict()  # a training choice, not a model weight
 
 
-@pytest.mark.parametrize("name,extra", [pytest.param(n, {}, id=n) for n in HEADS] + [pytest.param("mask2former", {"num_points": 0}, id="mask2former-full-masks")])
+@pytest.mark.parametrize("name,extra", [pytest.param(n, {}, id=n) for n in HEADS] + [
+    pytest.param("mask2former", {"loss_points": 0}, id="mask2former-full-masks"),
+    pytest.param("linear", {"loss_points": 0}, id="linear-every-pixel"),
+    pytest.param("segformer", {"loss_points": 0, "loss_scale": 0.5}, id="segformer-half-resolution"),
+])
 def test_head_learns_a_toy_task(name: str, extra: dict) -> None:
     """Loss falls a lot and held-out mIoU ends far above chance (~0.25 for 4 classes)."""
     torch.manual_seed(0)

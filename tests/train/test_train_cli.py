@@ -19,7 +19,7 @@ from train import cli, loop
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.filterwarnings("ignore::models.backbones.RandomBackboneWarning")
-SMALL_MASK2FORMER = "{hidden_dim: 32, num_queries: 8, num_layers: 2, num_heads: 4, ffn_dim: 64, num_points: 784}"
+SMALL_MASK2FORMER = "{hidden_dim: 32, num_queries: 8, num_layers: 2, num_heads: 4, ffn_dim: 64, loss_points: 784}"
 
 
 def run_cli(monkeypatch, capsys, config: str | None, **overrides) -> tuple[int, str]:
