@@ -94,7 +94,7 @@ def calibration_forward(device: str, repeats: int = 3) -> float:
     import torch
 
     from models.backbones import build_backbone
-    from train.loop import autocast, autocast_dtype
+    from common.runtime import autocast, autocast_dtype
 
     dev = torch.device(device)
     with warnings.catch_warnings():
@@ -125,6 +125,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=500, help="training steps of each accuracy run")
     parser.add_argument("--timing-steps", type=int, default=20, help="steps of each timing run")
     parser.add_argument("--repeats", type=int, default=3, help="timing runs per row (the median is reported)")
+    parser.add_argument("--max-val-images", type=int, default=0, help="validate the accuracy runs on the first N val quadrats (0: all 6)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--work", default="", help="keep data, caches and runs here (reruns reuse data and caches); default: a temporary folder")
@@ -159,7 +160,7 @@ def main() -> None:
         accuracy: dict[int, dict[str, Any]] = {}
         for i in order:
             head, label, options = rows_spec[i]
-            accuracy[i] = run_probe(spec(i, head, options, args.steps, "accuracy"))
+            accuracy[i] = run_probe({**spec(i, head, options, args.steps, "accuracy"), "max_val_images": args.max_val_images})
             print(f"  {head}, {label}: {accuracy[i]}", file=sys.stderr, flush=True)
         timings: list[list[float]] = [[] for _ in rows_spec]
         for r in range(args.repeats):  # rows take turns, so load on a shared machine falls on each alike
@@ -180,8 +181,9 @@ def main() -> None:
             f"{accuracy[i]['params'] / 1e6:.2f} M", f"{accuracy[i]['peak_bytes'] / 2**20:.0f}",
         ])
     memory = "peak GPU MiB" if args.device.startswith("cuda") else "peak RSS MiB"
+    val = f"the first {args.max_val_images}" if args.max_val_images else "all"
     print(f"{args.images} demo quadrats of {args.size}x{args.size} (generated), ViT-S/14 with RANDOM weights, cached features, "
-          f"{args.steps} steps per accuracy run, step time the median of {args.repeats} runs of {args.timing_steps} steps, "
+          f"{args.steps} steps per accuracy run, validated on {val} val quadrats, step time the median of {args.repeats} runs of {args.timing_steps} steps, "
           f"device {args.device}, {threads} threads; calibration ViT-S/14 518² forward {calibration[0]:.2f} s at the start, "
           f"{calibration[1]:.2f} s at the end")
     print(format_table(["head", "loss" if args.table == "loss" else "config", "ms/step", "x first row", "val mIoU %",
