@@ -21,7 +21,9 @@ is timed at the start and the end, so figures from different days can be put sid
 
 from __future__ import annotations
 
-import sys, pathlib  # noqa: E401
+import pathlib
+import sys
+
 sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
 
 import argparse  # noqa: E402
@@ -93,8 +95,8 @@ def calibration_forward(device: str, repeats: int = 3) -> float:
     """Median seconds of one ViT-S/14 forward at 518², batch 1, in bf16 where the device computes it natively."""
     import torch
 
-    from models.backbones import build_backbone
     from common.runtime import autocast, autocast_dtype
+    from models.backbones import build_backbone
 
     dev = torch.device(device)
     with warnings.catch_warnings():
@@ -172,7 +174,7 @@ def main() -> None:
         calibration.append(calibration_forward(args.device))
 
     rows = []
-    for i, (head, label, options) in enumerate(rows_spec):
+    for i, (head, label, _options) in enumerate(rows_spec):
         baseline = next(j for j, (h, _, _) in enumerate(rows_spec) if h == head)
         seconds = statistics.median(timings[i])
         rows.append([
