@@ -55,6 +55,11 @@ class ImageRecord:
     height: int
     polygons: list[PolygonRecord]
     skipped: Counter[str] = field(default_factory=Counter)
+    subset: str | None = None  # the image's own subset (an export's `<image subset>`), used when its task has none
+
+    def subset_in(self, task: TaskRecord) -> str | None:
+        """The subset the image is in: its task's, else its own."""
+        return task.subset or self.subset or None
 
 
 @dataclass(frozen=True)
@@ -71,10 +76,10 @@ class SampleOptions:
 
 
 def build_polyline(polygon: PolygonRecord) -> fo.Polyline:
-    """A closed, filled fo.Polyline carrying every CVAT attribute of the polygon."""
+    """A closed, filled fo.Polyline carrying every CVAT attribute of the polygon (a mask's holes as further rings)."""
     return fo.Polyline(
         label=polygon.label,
-        points=[[list(point) for point in polygon.points]],
+        points=[[list(point) for point in ring] for ring in (polygon.points, *polygon.other_rings)],
         closed=True,
         filled=True,
         confidence=polygon.confidence,
@@ -86,7 +91,8 @@ def build_polyline(polygon: PolygonRecord) -> fo.Polyline:
 def build_sample(image: ImageRecord, task: TaskRecord, options: SampleOptions) -> fo.Sample:
     """One sample: the image, its polygons, its CVAT provenance, site/year/quadrat and its split tag."""
     quadrat = parse_quadrat_name(image.file_name, options.filename_pattern)
-    split = split_from_subset(task.subset, options.split_mapping)
+    subset = image.subset_in(task)
+    split = split_from_subset(subset, options.split_mapping)
     sample = fo.Sample(
         filepath=str(Path(image.filepath).resolve()),
         tags=[split] if split else [],
@@ -96,7 +102,7 @@ def build_sample(image: ImageRecord, task: TaskRecord, options: SampleOptions) -
     sample[contract.CVAT_PROJECT_NAME] = task.project_name
     sample[contract.CVAT_TASK_ID] = int(task.task_id)
     sample[contract.CVAT_TASK_NAME] = task.name
-    sample[contract.CVAT_SUBSET] = task.subset or None
+    sample[contract.CVAT_SUBSET] = subset
     sample[contract.SITE] = quadrat.site
     sample[contract.YEAR] = quadrat.year
     sample[contract.QUADRAT_ID] = quadrat.quadrat
@@ -187,12 +193,26 @@ def delete_task_samples(dataset: fo.Dataset, task_id: int) -> int:
     return count
 
 
+# Sample fields that may be None on every sample (no file name matches the pattern, no subset): declared
+# with their type so that they exist, as docs/fiftyone_dataset.md promises, whatever the values.
+OPTIONAL_FIELDS = {contract.CVAT_SUBSET: fo.StringField, contract.SITE: fo.StringField, contract.YEAR: fo.IntField,
+                   contract.QUADRAT_ID: fo.StringField}
+
+
+def declare_fields(dataset: fo.Dataset) -> None:
+    """Add the contract's optional sample fields the dataset does not have yet."""
+    for name, kind in OPTIONAL_FIELDS.items():
+        if not dataset.has_sample_field(name):
+            dataset.add_sample_field(name, kind)
+
+
 def write_task(
     dataset: fo.Dataset, task: TaskRecord, images: Sequence[ImageRecord], options: SampleOptions, summary: ImportSummary | None = None
 ) -> list[fo.Sample]:
     """Replace the task's samples with `images` and record its updated_date (last, so a crash re-imports it)."""
     delete_task_samples(dataset, task.task_id)
     samples = [build_sample(image, task, options) for image in images]
+    declare_fields(dataset)
     if samples:
         dataset.add_samples(samples, dynamic=True, progress=False)
     dataset.info[contract.INFO_CVAT_TASKS] = {**imported_tasks(dataset), str(task.task_id): task.updated_date}
@@ -218,9 +238,8 @@ class ImportSummary:
     def add_task(self, task: TaskRecord, images: Sequence[ImageRecord], options: SampleOptions) -> None:
         self.tasks += 1
         self.images += len(images)
-        split = split_from_subset(task.subset, options.split_mapping) or ""
-        self.splits[split] += len(images)
         for image in images:
+            self.splits[split_from_subset(image.subset_in(task), options.split_mapping) or ""] += 1
             self.polygons.update(p.label for p in image.polygons)
             self.clipped += sum(p.clipped for p in image.polygons)
             self.skipped.update(image.skipped)

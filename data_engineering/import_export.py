@@ -98,6 +98,10 @@ def _shape(element: ElementTree.Element) -> CvatShape:
     points: list[float] = []
     if element.tag == "box":
         points = [float(attrib[k]) for k in ("xtl", "ytl", "xbr", "ybr")]
+    elif element.tag == "mask":  # rle="r0, r1, ..." over the box left, top, width, height: CVAT's points end with its inclusive corners
+        left, top = int(attrib["left"]), int(attrib["top"])
+        points = [float(v) for v in attrib.get("rle", "").split(",") if v.strip()]
+        points += [left, top, left + int(attrib["width"]) - 1, top + int(attrib["height"]) - 1]
     elif attrib.get("points"):
         for pair in attrib["points"].split(";"):
             values = pair.split(",")
@@ -157,7 +161,7 @@ def parse_annotations(stream: IO[bytes], fallback_project_name: str) -> CvatExpo
         raise UserError(f"{ANNOTATIONS_FILE} is a 'CVAT for video' export (tracks, no images); export the project as 'CVAT for images 1.1'")
     owner = project_name or fallback_project_name
     for image in images:
-        tasks.setdefault(image.task_id, TaskRecord(image.task_id, f"task {image.task_id}", owner, subset=image.subset))
+        tasks.setdefault(image.task_id, TaskRecord(image.task_id, f"task {image.task_id}", owner))  # its images keep their own subsets
     return CvatExport(project_name, tasks, images)
 
 
@@ -299,7 +303,7 @@ def import_cvat_export(
 
 def _fingerprint(task: TaskRecord, records: list[ImageRecord]) -> str:
     """What says whether a re-imported export task changed: CVAT's `updated` date, its images and their polygons."""
-    content = repr((task.name, task.subset, [(str(r.filepath), r.file_name, r.width, r.height, r.polygons) for r in records]))
+    content = repr((task.name, task.subset, [(str(r.filepath), r.file_name, r.width, r.height, r.subset, r.polygons) for r in records]))
     return f"{task.updated_date}#{hashlib.sha256(content.encode()).hexdigest()[:16]}"
 
 
@@ -331,7 +335,7 @@ def _import_image(source: ExportSource, image: ExportImage, media_dir: Path, fol
                 copy_into(stream, tmp)
         target = store(base, digest, write)
     polygons, skipped = shapes_to_polygons(image.shapes, width, height, where=f"task {image.task_id}, {image.name}")
-    return ImageRecord(target, image.name, width, height, polygons, Counter(skipped)), ""
+    return ImageRecord(target, image.name, width, height, polygons, Counter(skipped), subset=image.subset), ""
 
 
 def import_command(

@@ -8,7 +8,8 @@ Shared by the live pull and the export import, so both turn annotations into ide
     # polygons: list[PolygonRecord]; skipped: Counter {reason: count}, reasons in SKIP_REASONS or a shape type
 
 Rules: `polygon` shapes, and `polyline` shapes that outline a colony (their ends meet within
-OUTLINE_MAX_GAP of the line's length), become polygons; every other type is skipped and counted
+OUTLINE_MAX_GAP of the line's length), become polygons; `mask` shapes (brush, SAM) become the rings
+of their pixels, holes kept (`data_engineering.cvat_masks`); every other type is skipped and counted
 under its type name. Points outside the image are clamped to its border; a polygon left with
 fewer than 3 distinct points, or with no area inside the image, is skipped and counted. A shape
 whose label has no name is an error the user must fix in CVAT (`UserError`), and so is a polygon or
@@ -26,8 +27,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from common.cli import UserError
+from data_engineering.cvat_masks import MaskError, decode_rle, mask_rings
 
 POLYGON_TYPES = ("polygon", "polyline")
+MASK_TYPE = "mask"
 OUTLINE_MAX_GAP = 0.25  # a polyline whose ends are further apart than this share of its length is a line, not an outline
 CONFIDENCE_ATTRIBUTE = "confidence"
 
@@ -35,7 +38,9 @@ TOO_FEW_POINTS = "fewer than 3 points"
 OPEN_POLYLINE = "open polyline"
 NO_AREA = "no area (points on one line)"
 OUTSIDE_IMAGE = "outside the image"
-SKIP_REASONS = (TOO_FEW_POINTS, OPEN_POLYLINE, NO_AREA, OUTSIDE_IMAGE)
+EMPTY_MASK = "empty mask"
+INVALID_MASK = "invalid mask (runs do not fill its box)"
+SKIP_REASONS = (TOO_FEW_POINTS, OPEN_POLYLINE, NO_AREA, OUTSIDE_IMAGE, EMPTY_MASK, INVALID_MASK)
 
 # fo.Polyline's own fields: a CVAT attribute of the same name is stored as `cvat_<name>` instead
 RESERVED_ATTRIBUTE_NAMES = frozenset({"id", "label", "points", "closed", "filled", "confidence", "index", "tags", "attributes"})
@@ -66,6 +71,9 @@ class PolygonRecord:
     attributes: dict[str, str]  # every CVAT attribute except confidence, names safe as FiftyOne fields
     shape_id: int | None
     clipped: bool  # some point lay outside the image and was moved onto its border
+    # a mask's further rings (its holes, its other regions), normalized like `points`: the colony is what lies
+    # inside an odd number of all its rings (FiftyOne's and prepare's rule for a polyline of several rings)
+    other_rings: tuple[list[tuple[float, float]], ...] = ()
 
 
 def attribute_field_name(name: str) -> str:
@@ -156,11 +164,39 @@ def skip_reason(shape: CvatShape, width: int, height: int) -> str | None:
     return None
 
 
-def shape_to_polygon(shape: CvatShape, width: int, height: int, where: str = "") -> PolygonRecord:
-    """The polygon of a shape that `skip_reason` accepts, clamped to the image and normalized by its size."""
+def _check_label(shape: CvatShape, where: str) -> None:
     if not shape.label or not shape.label.strip():
         place = f" ({where})" if where else ""
         raise UserError(f"shape {shape.shape_id}{place} has a label with an empty name; name the label in CVAT and import again")
+
+
+def mask_to_polygon(shape: CvatShape, width: int, height: int, where: str = "") -> PolygonRecord | str:
+    """A `mask` shape as one polygon record whose rings are its pixels' outlines (holes kept), or why it gives none."""
+    _check_label(shape, where)
+    try:
+        bitmap, left, top = decode_rle(shape.points)
+    except MaskError:
+        return INVALID_MASK
+    rings, clipped = mask_rings(bitmap, left, top, width, height)
+    if not rings:
+        return EMPTY_MASK
+    normalized = [[(x / width, y / height) for x, y in ring] for ring in rings]
+    return PolygonRecord(
+        label=shape.label.strip(),
+        points=normalized[0],
+        z_order=int(shape.z_order),
+        occluded=bool(shape.occluded),
+        confidence=parse_confidence(shape.attributes.get(CONFIDENCE_ATTRIBUTE)),
+        attributes={attribute_field_name(k): v for k, v in shape.attributes.items() if k != CONFIDENCE_ATTRIBUTE},
+        shape_id=shape.shape_id,
+        clipped=clipped,
+        other_rings=tuple(normalized[1:]),
+    )
+
+
+def shape_to_polygon(shape: CvatShape, width: int, height: int, where: str = "") -> PolygonRecord:
+    """The polygon of a shape that `skip_reason` accepts, clamped to the image and normalized by its size."""
+    _check_label(shape, where)
     pairs = _distinct_ring(_pairs(shape.points))
     clamped = _clamp(pairs, width, height)
     ring = _distinct_ring(clamped)
@@ -187,6 +223,13 @@ def shapes_to_polygons(
     skipped: Counter[str] = Counter()
     for index, shape in enumerate(shapes):
         check_points(shape, where, index)
+        if shape.type == MASK_TYPE:
+            found = mask_to_polygon(shape, width, height, where)
+            if isinstance(found, str):
+                skipped[found] += 1
+            else:
+                polygons.append(found)
+            continue
         reason = skip_reason(shape, width, height)
         if reason is None:
             polygons.append(shape_to_polygon(shape, width, height, where))

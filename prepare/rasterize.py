@@ -5,7 +5,10 @@
 - A pixel belongs to a polygon when its centre is inside it.
 - Invalid (self-intersecting) polygons are repaired with shapely's `make_valid`, not dropped;
   what has no area left (fewer than three distinct points, a line) is degenerate and dropped.
+- A polyline of several rings (a CVAT mask's outlines and holes) covers what lies inside an odd
+  number of its rings (even-odd, as FiftyOne draws it), so a hole stays a hole.
 - Overlaps: higher CVAT `z_order` on top, then smaller colonies on top of larger ones.
+- Labels the taxonomy lists under `background` are drawn like colonies, in that order, with 0.
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ RULES = (
     "polygon coordinates are CVAT pixel coordinates: FiftyOne normalized points x image width / height, integers on pixel corners",
     "a pixel belongs to a polygon when its centre is inside the polygon",
     "invalid (self-intersecting) polygons are repaired with shapely make_valid, not dropped; polygons with no area left are dropped",
+    "a polyline of several rings (a CVAT mask with holes) covers what lies inside an odd number of its rings",
     "overlaps: higher CVAT z_order on top, then smaller polygons on top of larger ones",
-    "labels dropped by the taxonomy (e.g. Empty) are not drawn and leave background (0)",
+    "labels dropped by the taxonomy (`drop`) are not drawn and leave what is below them",
+    "labels the taxonomy lists under `background` (e.g. Water) are drawn in that order with 0, so they paint background over colonies",
     "unknown labels under --unknown=ignore are drawn as ignore (255)",
 )
-RULES_VERSION = 1  # bump when a rule changes, so reruns redraw every mask
+RULES_VERSION = 2  # bump when a rule changes, so reruns redraw every mask
 
 
 @dataclass(frozen=True)
@@ -45,8 +50,11 @@ def to_pixels(points: Sequence[Sequence[float]] | np.ndarray, width: int, height
 
 
 def polygon_from_rings(rings: Sequence[np.ndarray]) -> Polygon | MultiPolygon | None:
-    """The area covered by one annotation's rings (a FiftyOne polyline may hold several), repaired; None when degenerate."""
-    parts = []
+    """The area covered by one annotation's rings (a FiftyOne polyline may hold several), repaired; None when degenerate.
+
+    Rings combine by the even-odd rule: a hole (a ring inside another) is left out, separate rings add up.
+    """
+    areas = []
     for ring in rings:
         ring = np.asarray(ring, dtype=np.float64).reshape(-1, 2)
         if len(ring) < 3:
@@ -54,10 +62,18 @@ def polygon_from_rings(rings: Sequence[np.ndarray]) -> Polygon | MultiPolygon | 
         polygon = Polygon(ring)
         if not polygon.is_valid:
             polygon = shapely.make_valid(polygon)
-        parts.extend(_polygonal_parts(polygon))
+        parts = _polygonal_parts(polygon)
+        if parts:
+            areas.append(parts[0] if len(parts) == 1 else shapely.union_all(parts))
+    if not areas:
+        return None
+    area = areas[0]
+    for other in areas[1:]:
+        area = area.symmetric_difference(other)
+    parts = _polygonal_parts(area)
     if not parts:
         return None
-    area = parts[0] if len(parts) == 1 else shapely.union_all(parts)
+    area = parts[0] if len(parts) == 1 else MultiPolygon(parts)
     return area if area.area > 0 else None
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import fiftyone as fo
 import numpy as np
 import pytest
+from cvat_sdk.masks import encode_mask
+from fiftyone import ViewField as F
 from PIL import Image
 
 from common.cli import UserError
@@ -19,6 +21,7 @@ from common.settings import REPO_ROOT, load_settings
 from data_engineering import dataset_contract as contract
 from data_engineering.demo_data import make_demo_export
 from data_engineering.import_export import import_cvat_export
+from prepare.rasterize import Shape, polygon_from_rings, rasterize_shapes, to_pixels
 
 
 def jpeg(path: Path, value: int, size=(40, 30)) -> None:
@@ -407,3 +410,45 @@ def test_a_dataset_made_before_media_folders_gets_its_own_and_keeps_its_samples(
     assert new_folder != old_folder and new_folder.startswith(f"{dataset_name}-")
     assert Path(dataset.match({"cvat_task_id": 2}).first().filepath).is_relative_to(settings.media_dir / new_folder)
     assert all(Path(p).is_file() for p in dataset.values("filepath"))
+
+
+def cvat_mask_element(label: str, bitmap: np.ndarray, z_order: int = 0) -> str:
+    """A `<mask>` as CVAT's "CVAT for images 1.1" exporter writes it: the RLE runs joined by ", ", then the box's
+    left, top and its width and height (CVAT's points end with the box's inclusive right and bottom)."""
+    points = encode_mask(bitmap)
+    runs, (left, top, right, bottom) = points[:-4], points[-4:]
+    rle = ", ".join(str(int(v)) for v in runs)
+    return (f'<mask label="{label}" source="manual" occluded="0" rle="{rle}" left="{left}" top="{top}" '
+            f'width="{right - left + 1}" height="{bottom - top + 1}" z_order="{z_order}"></mask>')
+
+
+def test_mask_elements_import_with_their_holes_pixel_for_pixel(tmp_path, settings, dataset_name):
+    bitmap = np.zeros((30, 40), dtype=bool)
+    bitmap[10:, 25:] = True  # touches the right and bottom borders
+    bitmap[15:20, 30:35] = False  # a hole
+    export = tmp_path / "task_export"
+    jpeg(export / "images" / "Moorea_2021_03.jpg", 90)
+    (export / "annotations.xml").write_text(task_xml(cvat_mask_element("Porites", bitmap, z_order=2)))
+    summary = import_cvat_export(export, dataset_name, settings)
+    [colony] = fo.load_dataset(dataset_name).first()[contract.GT_FIELD].polylines
+    assert (colony.label, colony.z_order, len(colony.points)) == ("Porites", 2, 2) and not summary.skipped
+    geometry = polygon_from_rings([to_pixels(ring, 40, 30) for ring in colony.points])
+    assert (rasterize_shapes([Shape(geometry, 1)], 40, 30).astype(bool) == bitmap).all()
+
+
+def test_image_subsets_count_when_the_task_has_none_and_optional_fields_exist(tmp_path, settings, dataset_name):
+    export = tmp_path / "export"
+    for name, subset in (("IMG_1.jpg", "Train"), ("IMG_2.jpg", "Test")):
+        jpeg(export / "images" / subset / name, 50)
+    xml = ('<annotations><version>1.1</version><meta><project><name>Reef</name><tasks><task><id>4</id><name>t</name>'
+           '<updated>2024-01-01</updated><subset></subset></task></tasks></project></meta>'
+           '<image id="0" name="IMG_1.jpg" subset="Train" task_id="4" width="40" height="30"></image>'
+           '<image id="1" name="IMG_2.jpg" subset="Test" task_id="4" width="40" height="30"></image></annotations>')
+    (export / "annotations.xml").write_text(xml)
+    summary = import_cvat_export(export, dataset_name, settings)
+    dataset = fo.load_dataset(dataset_name)
+    assert sorted(dataset.values("tags"), key=str) == [["test"], ["train"]] and summary.splits == {"train": 1, "test": 1}
+    assert sorted(dataset.values(contract.CVAT_SUBSET)) == ["Test", "Train"]
+    for name in (contract.SITE, contract.YEAR, contract.QUADRAT_ID, contract.CVAT_SUBSET):  # no name matches the pattern
+        assert dataset.has_sample_field(name), name
+    assert dataset.values(contract.SITE) == [None, None] and dataset.match(F(contract.YEAR) == None).count() == 2  # noqa: E711
