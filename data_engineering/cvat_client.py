@@ -4,8 +4,9 @@
         project = cvat.find_project("Reef 2021")    # UserError listing the projects that exist
         tasks = cvat.tasks(project, {"completed"})  # CvatTask records, CVAT's updated_date in UTC
         labels = cvat.labels(project)               # {label id: CvatLabel}
-        frames = cvat.frames(tasks[0])              # CvatFrame(number, name, width, height)
-        shapes = cvat.shapes(tasks[0], labels)      # {frame: [CvatShape]}, names resolved
+        frames = cvat.frames(tasks[0])              # CvatFrame(number, name, width, height), deleted and honeypot frames left out
+        listed = cvat.frame_list(tasks[0])          # the same, with how many deleted and honeypot frames were left out
+        shapes, from_tracks = cvat.shapes(tasks[0], labels)  # {frame: [CvatShape]}, names resolved; tracks' keyframes included
         data = cvat.frame_bytes(tasks[0], 0)        # the original-quality image file
 
 Every failure the user can fix (wrong URL, credentials, server errors) becomes one `UserError`
@@ -56,6 +57,8 @@ class CvatTask:
     subset: str
     updated_date: str  # ISO 8601 in UTC, as CVAT reports it
     size: int
+    validation_mode: str = ""  # "gt" (a ground-truth job), "gt_pool" (honeypots) or "" (none, or a CVAT before 2.23)
+    is_video: bool = False  # made from a video file (CVAT's `interpolation` mode), not from photos
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,15 @@ class CvatFrame:
     name: str
     width: int
     height: int
+
+
+@dataclass(frozen=True)
+class FrameList:
+    """A task's images to import, and how many of its frames were left out as deleted or as honeypots."""
+
+    frames: list[CvatFrame]
+    deleted: int = 0  # deleted in CVAT's UI (`data/meta` `deleted_frames`)
+    honeypots: int = 0  # gt_pool placeholders repeating a validation frame that is imported once, as itself
 
 
 def display_url(url: str) -> str:
@@ -129,6 +141,7 @@ class CvatConnection:
         self.url = url
         self.server_version = server_version
         self._tasks: dict[int, Task] = {}
+        self.status_counts: Counter[str] = Counter()  # statuses of every task the last `tasks` call listed
 
     def find_project(self, name: str) -> Project:
         """The project called exactly `name`; a UserError names the projects that exist when it does not."""
@@ -150,8 +163,10 @@ class CvatConnection:
         with translate_errors(self.url, f"listing the tasks of project {project.name!r}"):
             found = project.get_tasks()
         self._tasks.update({task.id: task for task in found})
+        self.status_counts = Counter(str(t.status) for t in found)
         return sorted(
-            (CvatTask(t.id, t.name, str(t.status), t.subset or "", _utc_iso(t.updated_date), int(t.size or 0))
+            (CvatTask(t.id, t.name, str(t.status), t.subset or "", _utc_iso(t.updated_date), int(t.size or 0),
+                      validation_mode=str(getattr(t, "validation_mode", None) or ""), is_video=_is_video(t))
              for t in found if str(t.status) in statuses),
             key=lambda t: t.id,
         )
@@ -163,40 +178,88 @@ class CvatConnection:
         return {lb.id: CvatLabel(lb.id, lb.name, {a.id: a.name for a in lb.attributes}) for lb in found}
 
     def frames(self, task: CvatTask) -> list[CvatFrame]:
-        """The task's images (deleted frames left out)."""
+        """The task's images (deleted frames and honeypots left out)."""
+        return self.frame_list(task).frames
+
+    def frame_list(self, task: CvatTask) -> FrameList:
+        """The task's images to import: deleted frames left out, and a gt_pool task's honeypots (placeholders that
+        show a validation frame again inside the annotation jobs), so that every photo is imported once."""
         with translate_errors(self.url, f"reading the image list of task {task.id}"):
             meta = self._tasks[task.id].get_meta()
-        deleted = set(meta.deleted_frames or [])
-        return [CvatFrame(n, f.name, int(f.width), int(f.height)) for n, f in enumerate(meta.frames) if n not in deleted]
+        listed = list(meta.frames or [])
+        if task.is_video or (len(listed) == 1 and int(meta.size or 1) > 1):
+            raise UserError(video_task_refusal(task))
+        deleted = set(meta.deleted_frames or []) & set(range(len(listed)))
+        honeypots = self._honeypot_frames(task, [f.name for f in listed]) - deleted
+        frames = [CvatFrame(n, f.name, int(f.width), int(f.height)) for n, f in enumerate(listed) if n not in deleted | honeypots]
+        return FrameList(frames, deleted=len(deleted), honeypots=len(honeypots))
+
+    def _honeypot_frames(self, task: CvatTask, names: list[str]) -> set[int]:
+        """A gt_pool task's honeypot frame numbers, from its validation layout; where the server has none to give,
+        every frame whose name appears again later (the validation pool follows the annotation jobs' frames)."""
+        if task.validation_mode != "gt_pool":
+            return set()
+        with translate_errors(self.url, f"reading the validation layout of task {task.id}"):
+            try:
+                layout, _ = self.client.api_client.tasks_api.retrieve_validation_layout(task.id)
+                return {int(n) for n in layout.honeypot_frames or []}
+            except api_exceptions.NotFoundException:
+                last = {name: n for n, name in enumerate(names)}
+                return {n for n, name in enumerate(names) if last[name] != n}
 
     def shapes(self, task: CvatTask, labels: dict[int, CvatLabel]) -> tuple[dict[int, list[CvatShape]], Counter[int]]:
-        """The task's shapes by frame, with label and attribute names; and track shapes per frame (not imported).
+        """The task's shapes by frame, with label and attribute names; and how many of them per frame came from tracks.
 
-        Tracks are CVAT's interpolated video annotations: a quadrat task has none, so they are only counted.
+        A track (drawn with CVAT's track tool, even on an image task) stores its keyframes: each one that is not
+        `outside` is a shape of its frame, with the track's label and attributes (the keyframe's own win).
+        Frames between keyframes are CVAT's interpolation, which means nothing between separate quadrat photos.
         """
         with translate_errors(self.url, f"reading the annotations of task {task.id}"):
             annotations = self._tasks[task.id].get_annotations().to_dict()
         by_frame: dict[int, list[CvatShape]] = defaultdict(list)
-        for shape in annotations.get("shapes", []):
-            label = labels.get(shape["label_id"], CvatLabel(shape["label_id"], ""))
+
+        def add(shape: dict, label_id: int, attributes: list[dict], shape_id: int | None) -> None:
+            label = labels.get(label_id, CvatLabel(label_id, ""))
             by_frame[int(shape["frame"])].append(CvatShape(
                 type=str(shape["type"]),
                 label=label.name,
                 points=shape.get("points") or [],
                 z_order=int(shape.get("z_order") or 0),
                 occluded=bool(shape.get("occluded")),
-                attributes={label.attributes.get(a["spec_id"], str(a["spec_id"])): str(a["value"]) for a in shape.get("attributes") or []},
-                shape_id=shape.get("id"),
+                attributes={label.attributes.get(a["spec_id"], str(a["spec_id"])): str(a["value"]) for a in attributes},
+                shape_id=shape_id,
             ))
-        tracked: Counter[int] = Counter(
-            int(s["frame"]) for track in annotations.get("tracks", []) for s in track.get("shapes", []) if not s.get("outside")
-        )
-        return dict(by_frame), tracked
+
+        for shape in annotations.get("shapes", []):
+            add(shape, shape["label_id"], shape.get("attributes") or [], shape.get("id"))
+        from_tracks: Counter[int] = Counter()
+        for track in annotations.get("tracks", []):
+            for keyframe in track.get("shapes", []):
+                if not keyframe.get("outside"):
+                    add(keyframe, track["label_id"], [*(track.get("attributes") or []), *(keyframe.get("attributes") or [])], None)
+                    from_tracks[int(keyframe["frame"])] += 1
+        return dict(by_frame), from_tracks
 
     def frame_bytes(self, task: CvatTask, number: int) -> bytes:
         """The original-quality image file of one frame."""
         with translate_errors(self.url, f"downloading frame {number} of task {task.id}"):
             return self._tasks[task.id].get_frame(number, quality="original").read()
+
+
+def _is_video(task: Task) -> bool:
+    """Whether CVAT made the task from a video file (its frames are then not separate photos)."""
+    return str(getattr(task, "mode", "") or "") == "interpolation" or str(getattr(task, "data_original_chunk_type", "") or "") == "video"
+
+
+def video_task_refusal(task: CvatTask) -> str:
+    """The one sentence that refuses a video task."""
+    return (f"task {task.id} ({task.name!r}) was made from a video, which this pull does not import (quadrats are photos in image tasks); "
+            "move it out of the project in CVAT, or pass a --status that leaves it out, and pull again")
+
+
+def status_summary(counts: Counter[str]) -> str:
+    """`5 annotation, 4 validation, 3 completed`: a project's tasks per status."""
+    return ", ".join(f"{counts[s]} {s}" for s in (*TASK_STATUSES, *sorted(set(counts) - set(TASK_STATUSES))) if counts[s])
 
 
 @contextlib.contextmanager

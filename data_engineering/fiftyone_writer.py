@@ -109,6 +109,11 @@ def build_sample(image: ImageRecord, task: TaskRecord, options: SampleOptions) -
     return sample
 
 
+def dataset_exists(name: str) -> bool:
+    """Whether FiftyOne has a dataset of that name."""
+    return fo.dataset_exists(name)
+
+
 def is_ours(dataset: fo.Dataset) -> bool:
     """Whether this stage made the dataset (so it may add to it and replace its tasks)."""
     return dataset.info.get(contract.INFO_CREATED_BY) == contract.CREATED_BY
@@ -234,6 +239,9 @@ class ImportSummary:
     clipped: int = 0
     splits: Counter[str] = field(default_factory=Counter)  # images per split; "" = no split
     images_skipped: list[str] = field(default_factory=list)  # "<task>/<file>: why", for images that could not be read
+    frames_deleted: int = 0  # frames deleted in CVAT (live pull), not imported
+    honeypot_frames: int = 0  # gt_pool honeypots (live pull): placeholders of a validation frame imported once, as itself
+    track_shapes: int = 0  # shapes that were a track's keyframes (live pull)
 
     def add_task(self, task: TaskRecord, images: Sequence[ImageRecord], options: SampleOptions) -> None:
         self.tasks += 1
@@ -253,6 +261,9 @@ class ImportSummary:
             ("polygons", sum(self.polygons.values())),
             ("polygons clipped to the image", self.clipped),
             ("images skipped (unreadable)", len(self.images_skipped)),
+            ("frames deleted in CVAT (skipped)", self.frames_deleted),
+            ("honeypot frames (their real frame imported once)", self.honeypot_frames),
+            ("shapes from track keyframes", self.track_shapes),
         ]
         overview += [(f"images in {split}", self.splits.get(split, 0)) for split in contract.SPLIT_TAGS]
         overview.append(("images with no split", self.splits.get("", 0)))

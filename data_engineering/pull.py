@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from common.image_files import ImageProblem, check_image
 from common.names import check_name
 from common.settings import Settings, load_settings
 from data_engineering.cvat_client import (
+    TASK_STATUSES,
     CvatConnection,
     CvatFrame,
     CvatLabel,
@@ -41,15 +43,20 @@ from data_engineering.cvat_client import (
     connect,
     display_url,
     parse_statuses,
+    status_summary,
+    video_task_refusal,
 )
 from data_engineering.fiftyone_writer import (
     ImageRecord,
     ImportSummary,
     SampleOptions,
     TaskRecord,
+    check_writable,
+    dataset_exists,
     imported_tasks,
     media_folder,
     open_dataset,
+    planned_media_folder,
     task_is_current,
     write_task,
 )
@@ -57,8 +64,6 @@ from data_engineering.filenames import media_path, name_length_problem
 from data_engineering.import_export import image_size
 from data_engineering.media import store, stored_copy
 from data_engineering.shapes import shapes_to_polygons
-
-TRACK = "track"  # skipped-shape name for CVAT track (video interpolation) shapes
 
 
 @dataclass
@@ -69,6 +74,8 @@ class TaskPlan:
     record: TaskRecord
     frames: list[CvatFrame]
     paths: list[Path]
+    deleted: int = 0  # frames deleted in CVAT, left out
+    honeypots: int = 0  # gt_pool placeholder frames, left out (their real frame is imported once)
 
 
 def frame_on_disk(frame: CvatFrame, path: Path) -> bool:
@@ -88,14 +95,14 @@ def task_record(task: CvatTask, project_name: str) -> TaskRecord:
 
 def plan_task(cvat: CvatConnection, task: CvatTask, record: TaskRecord, media_dir: Path, folder: str) -> TaskPlan:
     """A task's frames and their local paths in the dataset's media folder; refuses file names that would escape it."""
-    frames = cvat.frames(task)
+    listed = cvat.frame_list(task)
     paths = []
-    for frame in frames:
+    for frame in listed.frames:
         try:
             paths.append(media_path(media_dir, folder, task.id, frame.name))
         except UserError as error:
             raise UserError(f"task {task.id} ({task.name!r}): {error}") from None
-    return TaskPlan(task, record, frames, paths)
+    return TaskPlan(task, record, listed.frames, paths, listed.deleted, listed.honeypots)
 
 
 def download_frames(cvat: CvatConnection, plan: TaskPlan, progress: tqdm, workers: int) -> dict[int, str]:
@@ -135,7 +142,11 @@ def download_frames(cvat: CvatConnection, plan: TaskPlan, progress: tqdm, worker
 
 def build_images(cvat: CvatConnection, plan: TaskPlan, labels: dict[int, CvatLabel], unusable: dict[int, str], summary: ImportSummary) -> list[ImageRecord]:
     """The task's images with their polygons (skipped shapes counted per image)."""
-    shapes, tracked = cvat.shapes(plan.task, labels)
+    shapes, from_tracks = cvat.shapes(plan.task, labels)
+    kept = {frame.number for frame in plan.frames}
+    summary.frames_deleted += plan.deleted
+    summary.honeypot_frames += plan.honeypots
+    summary.track_shapes += sum(count for number, count in from_tracks.items() if number in kept)
     images = []
     for frame, path in zip(plan.frames, plan.paths):
         if frame.number in unusable:
@@ -143,8 +154,6 @@ def build_images(cvat: CvatConnection, plan: TaskPlan, labels: dict[int, CvatLab
             continue
         where = f"task {plan.task.id}, {frame.name}"
         polygons, skipped = shapes_to_polygons(shapes.get(frame.number, []), frame.width, frame.height, where=where)
-        if tracked[frame.number]:
-            skipped[TRACK] += tracked[frame.number]
         images.append(ImageRecord(path, frame.name, frame.width, frame.height, polygons, skipped))
     return images
 
@@ -165,14 +174,23 @@ def pull_project(
     with connect(settings) as cvat:
         project = cvat.find_project(project_name)
         tasks = cvat.tasks(project, statuses)
+        wanted = "/".join(sorted(statuses))
         print(f"CVAT {cvat.server_version} at {display_url(cvat.url)} (cvat-sdk {SDK_VERSION}): project {project.name!r}, "
-              f"{len(tasks)} task(s) with status {'/'.join(sorted(statuses))}")
-        dataset = open_dataset(check_name(dataset_name or project.name, "dataset name", "pass --dataset-name with a plain name"), overwrite=overwrite)
+              f"{len(tasks)} task(s) with status {wanted}")
+        if not tasks:
+            raise UserError(no_task_refusal(project.name, wanted, cvat.status_counts))
+        for task in tasks:
+            if task.is_video:
+                raise UserError(video_task_refusal(task))
+        name = check_name(dataset_name or project.name, "dataset name", "pass --dataset-name with a plain name")
+        check_writable(name, overwrite)
         records = {t.id: task_record(t, project.name) for t in tasks}
-        todo = tasks if refresh else [t for t in tasks if not task_is_current(dataset, records[t.id])]
+        known = open_dataset(name) if dataset_exists(name) and not overwrite else None  # created only once every task is checked
+        todo = tasks if refresh or known is None else [t for t in tasks if not task_is_current(known, records[t.id])]
         summary.tasks_unchanged = len(tasks) - len(todo)
-        folder = media_folder(dataset)
+        folder = media_folder(known) if known is not None else planned_media_folder(name, overwrite)
         plans = [plan_task(cvat, t, records[t.id], settings.media_dir, folder) for t in todo]
+        dataset = known or open_dataset(name, overwrite=overwrite, folder=folder)
         gone = set(imported_tasks(dataset)) - {str(t.id) for t in tasks}
         labels = cvat.labels(project) if plans else {}
         with tqdm(total=sum(len(p.frames) for p in plans), desc="frames", unit="img", disable=not plans) as progress:
@@ -183,6 +201,15 @@ def pull_project(
         print(f"note: {len(gone)} task(s) in dataset {dataset.name!r} are no longer listed with that status in CVAT; their samples were kept")
     print(f"dataset {dataset.name!r}: {len(dataset)} samples; images in {settings.media_dir / folder}")
     return summary
+
+
+def no_task_refusal(project: str, wanted: str, counts: Counter[str]) -> str:
+    """The sentence for a project with no task of the wanted status: what it has, and the flag that takes those."""
+    if not counts:
+        return f"project {project!r} has no tasks yet; create its tasks in CVAT and pull again"
+    others = ",".join(status for status in TASK_STATUSES if counts[status])
+    return (f"project {project!r} has no task with status {wanted} (its {sum(counts.values())} tasks: {status_summary(counts)}); "
+            f"pass --status {others} (or --status all) to pull them, or mark the finished ones completed in CVAT")
 
 
 def as_name(value: object, what: str) -> str:

@@ -143,11 +143,11 @@ def mask(frame: int, label_id: int, bitmap: np.ndarray, z_order: int = 0, attrib
     return polygon(frame, label_id, encode_mask(np.asarray(bitmap, dtype=bool)), z_order, attributes, shape_type="mask", source=source)
 
 
-def tracked(frame: int, points: list[float], outside: bool = False, keyframe: bool = True, z_order: int = 0,
-            shape_type: str = "polygon") -> dict[str, Any]:
-    """One keyframe of a track, as in `/annotations` `tracks[].shapes`."""
+def tracked(frame: int, points: list[float], outside: bool = False, z_order: int = 0, shape_type: str = "polygon",
+            attributes: list[dict] | None = None) -> dict[str, Any]:
+    """One keyframe of a track, as in `/annotations` `tracks[].shapes` (CVAT stores only keyframes there)."""
     return {"type": shape_type, "occluded": False, "outside": outside, "z_order": z_order, "rotation": 0.0, "points": list(points),
-            "frame": frame, "attributes": [], "keyframe": keyframe}
+            "frame": frame, "attributes": attributes or []}
 
 
 def track(label_id: int, shapes: list[dict[str, Any]], source: str = "manual") -> dict[str, Any]:

@@ -12,14 +12,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
+import numpy as np
 import pytest
-from cvat_server import FakeCvat, ReefProject, add_reef_project, png_bytes
+from cvat_sdk.masks import encode_mask
+from cvat_server import FakeCvat, ReefProject, add_reef_project, mask, png_bytes, polygon, track, tracked
 from PIL import Image
 
+from common.cli import UserError
 from common.settings import REPO_ROOT, load_settings
 from data_engineering import dataset_contract as contract
 from data_engineering.pull import main, pull_project
 from data_engineering.shapes import TOO_FEW_POINTS, parse_confidence
+from prepare.rasterize import Shape, polygon_from_rings, rasterize_shapes, to_pixels
 
 # isort: split
 import fiftyone as fo
@@ -256,8 +260,8 @@ def test_an_unreadable_frame_is_skipped_and_reported(cvat: FakeCvat, env: Path, 
 @pytest.mark.parametrize("cvat", ["2.80.0"], indirect=True)
 def test_project_names_fire_would_misread(cvat: FakeCvat, env: Path, dataset_name: str, monkeypatch, capsys):
     cvat.add_project("2021", labels=[("Acropora", [])])
-    code, out, _ = run_cli(["2021", "--dataset-name", dataset_name], monkeypatch, capsys)
-    assert code == 0 and "project '2021', 0 task(s)" in out
+    code, out, err = run_cli(["2021", "--dataset-name", dataset_name], monkeypatch, capsys)
+    assert code == 2 and "project '2021', 0 task(s)" in out and "project '2021' has no tasks yet" in err  # read as a name, not 2021.0
     code, _, err = run_cli(["Reef, 2021", "--dataset-name", dataset_name], monkeypatch, capsys)  # text as typed, not a tuple
     assert code == 2 and "no project named 'Reef, 2021'" in err
 
@@ -336,3 +340,93 @@ def test_a_server_answering_garbage_is_one_sentence_without_secrets(case: str, c
                     base64.b64encode(cvat.password.encode()).decode(), base64.b64encode(f"{cvat.username}:{cvat.password}".encode()).decode()]
     for form in secret_forms:
         assert form not in out + err
+
+
+def _colony_bitmap(width: int, height: int) -> np.ndarray:
+    """A brush-drawn colony touching the image's left and bottom borders, with a hole."""
+    bitmap = np.zeros((height, width), dtype=bool)
+    bitmap[20:, :30] = True
+    bitmap[30:40, 10:20] = False
+    return bitmap
+
+
+def _drawn(polyline: fo.Polyline, width: int, height: int) -> np.ndarray:
+    geometry = polygon_from_rings([to_pixels(ring, width, height) for ring in polyline.points])
+    return rasterize_shapes([Shape(geometry, 1)], width, height).astype(bool)
+
+
+@pytest.mark.parametrize("cvat", ["2.80.0"], indirect=True)
+def test_masks_and_track_keyframes_become_colonies_of_their_frames(cvat: FakeCvat, env: Path, dataset_name: str):
+    reef: ReefProject = cvat.reef
+    bitmap = _colony_bitmap(48, 48)
+    frames = [(f"Bora_2023_{i:02d}.jpg", png_bytes(48, 48, fmt="JPEG")) for i in range(3)]
+    task = cvat.add_task(reef.project, "Bora brush", subset="Train", status="completed", frames=frames, segment_size=2, shapes=[
+        mask(0, reef.porites, bitmap, z_order=1),
+    ], tracks=[
+        track(reef.acropora, [tracked(0, [2, 2, 12, 2, 7, 10]), tracked(1, [2, 2, 12, 2, 7, 10], outside=True),
+                              tracked(2, [20, 20, 40, 20, 30, 40])]),
+        track(reef.porites, [tracked(1, encode_mask(bitmap), shape_type="mask")]),
+    ])
+    summary = pull_project(load_settings(), "Reef 2021", dataset_name=dataset_name)
+    samples = task_samples(fo.load_dataset(dataset_name), task).sort_by("filepath")
+    per_frame = [[(p.label, len(p.points)) for p in s[contract.GT_FIELD].polylines] for s in samples]
+    assert per_frame == [[("Porites", 2), ("Acropora", 1)], [("Porites", 2)], [("Acropora", 1)]]  # frame 1's outside keyframe left out
+    first = samples.first()[contract.GT_FIELD].polylines
+    assert (_drawn(first[0], 48, 48) == bitmap).all() and first[0][contract.Z_ORDER] == 1
+    assert summary.track_shapes == 3 and summary.polygons["Porites"] == 1 + 2 + 1 and not summary.skipped.get("mask")
+
+
+@pytest.mark.parametrize("cvat", ["2.80.0"], indirect=True)
+def test_a_video_task_is_refused_by_name_before_anything_is_written(cvat: FakeCvat, env: Path, dataset_name: str, monkeypatch, capsys):
+    video = cvat.add_video_task(cvat.reef.project, "Dive 3", "dive_03.mp4", [png_bytes(32, 24)] * 4, status="completed")
+    code, _, err = run_cli(["Reef 2021", "--dataset-name", dataset_name], monkeypatch, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"task {video} ('Dive 3') was made from a video" in err
+    assert not fo.dataset_exists(dataset_name) and cvat.frame_requests() == 0 and not env.exists()
+
+
+@pytest.mark.parametrize("cvat", ["2.80.0"], indirect=True)
+def test_a_task_whose_meta_lists_one_video_frame_is_refused_too(cvat: FakeCvat, env: Path, dataset_name: str):
+    video = cvat.add_video_task(cvat.reef.project, "Dive 4", "dive_04.mp4", [png_bytes(32, 24)] * 4, status="completed")
+    cvat.tasks[video].update(mode="annotation", data_original_chunk_type="imageset")  # only data/meta tells
+    with pytest.raises(UserError, match=rf"task {video} \('Dive 4'\) was made from a video"):
+        pull_project(load_settings(), "Reef 2021", dataset_name=dataset_name)
+    assert not fo.dataset_exists(dataset_name) and cvat.frame_requests() == 0
+
+
+def test_deleted_frames_are_skipped_and_counted(cvat: FakeCvat, env: Path, dataset_name: str):
+    cvat.deleted_frames[cvat.reef.train_task] = [1]
+    summary = pull_project(load_settings(), "Reef 2021", dataset_name=dataset_name)
+    assert summary.frames_deleted == 1 and summary.images == 4 and len(fo.load_dataset(dataset_name)) == 4
+    assert "frames deleted in CVAT (skipped)" in summary.format()
+    assert not list(env.rglob("Moorea_2021_04.jpg"))  # never downloaded
+
+
+@pytest.mark.parametrize("cvat", ["2.80.0"], indirect=True)
+@pytest.mark.parametrize("layout_route", [True, False])
+def test_honeypot_frames_are_not_imported_twice(cvat: FakeCvat, env: Path, dataset_name: str, layout_route: bool):
+    reef: ReefProject = cvat.reef
+    frames = [(f"Huahine_2024_{i:02d}.jpg", png_bytes(24, 24, (i * 50, 90, 90))) for i in range(5)]
+    shapes = [polygon(1, reef.acropora, [1, 1, 20, 1, 10, 20]), polygon(3, reef.porites, [2, 2, 22, 2, 12, 22])]
+    pool = cvat.add_task(reef.project, "Huahine with honeypots", status="completed", frames=frames, shapes=shapes, segment_size=2,
+                         honeypots={1: 4}, gt_shapes=[polygon(4, reef.porites, [3, 3, 20, 3, 12, 20])])
+    if not layout_route:  # a server without /validation_layout: the repeated name tells
+        cvat.fail(rf"/api/tasks/{pool}/validation_layout", status=404)
+    summary = pull_project(load_settings(), "Reef 2021", dataset_name=dataset_name)
+    samples = task_samples(fo.load_dataset(dataset_name), pool)
+    names = sorted(Path(p).name for p in samples.values("filepath"))
+    assert names == ["Huahine_2024_00.jpg", "Huahine_2024_02.jpg", "Huahine_2024_03.jpg", "Huahine_2024_04.jpg"]
+    assert summary.honeypot_frames == 1
+    real = samples.match(F("filepath").ends_with("Huahine_2024_04.jpg")).first()
+    assert [p.label for p in real[contract.GT_FIELD].polylines] == ["Porites"]  # the pool frame's ground truth, once
+
+
+@pytest.mark.parametrize("cvat", ["2.80.0"], indirect=True)
+def test_no_completed_task_says_what_there_is_and_leaves_no_dataset(cvat: FakeCvat, env: Path, dataset_name: str, monkeypatch, capsys):
+    for task in (cvat.reef.train_task, cvat.reef.val_task, cvat.reef.test_task):
+        cvat.touch_task(task, status="validation")
+    code, _, err = run_cli(["Reef 2021", "--dataset-name", dataset_name], monkeypatch, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "project 'Reef 2021' has no task with status completed (its 12 tasks: 5 annotation, 7 validation)" in err
+    assert "pass --status annotation,validation (or --status all)" in err
+    assert not fo.dataset_exists(dataset_name) and cvat.frame_requests() == 0
