@@ -215,7 +215,7 @@ def _choose_splits(records: Sequence[SampleRecord], label_map: dict[str, int | N
             sample_id=r.sample_id,
             tags=r.tags,
             group=("group", r.group) if r.group is not None else ("sample", r.sample_id),
-            classes=frozenset(finest.get(label, label) for label in r.labels if label_map[label] is not None),
+            classes=frozenset(finest.get(label, label) for label in r.labels if label_map[label] not in (None, layout.BACKGROUND_INDEX)),
         )
         for r in records
     ]
@@ -331,7 +331,8 @@ def make_mask(job: MaskJob) -> MaskResult:
             degenerate += 1
             continue
         shapes.append(Shape(geometry, value, z_order))
-        instances[str(value)] += 1
+        if value != layout.BACKGROUND_INDEX:  # a background label's polygon paints 0 in its place: not a colony
+            instances[str(value)] += 1
     mask = rasterize_shapes(shapes, width, height, fill=layout.BACKGROUND_INDEX, out=_mask_buffer(height, width))
     png = encode_mask_png(mask, job.palette)
     root = Path(job.root)

@@ -1,7 +1,7 @@
 """Taxonomies as data: which raw CVAT label becomes which mask class, at every level of detail.
 
 The finest level (`finegrained.yaml`) is the only file that knows raw CVAT labels (class names,
-`aliases`, `drop`). Every coarser level names a `parent` and says which parent classes each of its
+`aliases`, `drop`, `background`). Every coarser level names a `parent` and says which parent classes each of its
 classes merges (`from`), so the alias list exists once and switching level needs no new CVAT
 project. Resolving a level composes the chain and proves every finest class lands in exactly one
 class of it. The format is documented in docs/taxonomies.md.
@@ -18,6 +18,7 @@ import yaml
 
 from common.cli import UserError
 from common.names import check_name
+from prepare.layout import BACKGROUND_INDEX
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "taxonomies"
 UNKNOWN_POLICIES = ("error", "other", "ignore")
@@ -33,16 +34,19 @@ class Taxonomy:
     classes: tuple[str, ...]
     colors: tuple[tuple[int, int, int], ...]
     label_to_class: Mapping[str, int]  # raw CVAT label -> class index (1..N)
-    dropped: frozenset[str]  # raw labels that leave background
+    dropped: frozenset[str]  # raw labels that are not drawn (what is below them stays)
     finest_to_class: Mapping[str, int]  # finest class name -> class index at this level
     chain: tuple[str, ...]  # names from the finest level to this one
     finest_path: Path  # the file that holds the raw labels and aliases
     finest_class: Mapping[str, str]  # raw CVAT label -> finest class name (the same at every level)
+    background: frozenset[str] = frozenset()  # raw labels ("not coral": Water, Sand) drawn as background (0) in stacking order
 
     def class_index(self, label: str) -> int | None:
-        """Class index of a raw label, None when the label is dropped; KeyError when unknown."""
+        """Class index of a raw label: 0 for a background label, None when the label is dropped; KeyError when unknown."""
         if label in self.dropped:
             return None
+        if label in self.background:
+            return BACKGROUND_INDEX
         return self.label_to_class[label]
 
     @property
@@ -113,14 +117,24 @@ def _class_entries(data: dict, path: Path) -> list[dict]:
     return data["classes"]
 
 
+def _label_list(data: dict, key: str, path: Path) -> frozenset[str]:
+    value = data.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(label, str) and label.strip() for label in value):
+        raise UserError(f"`{key}` in {path} must be a list of raw CVAT label names, e.g. `{key}: [Water, Sand]`")
+    return frozenset(value)
+
+
 def _finest(data: dict, path: Path) -> Taxonomy:
     entries = _class_entries(data, path)
-    dropped = frozenset(data.get("drop") or [])
+    dropped = _label_list(data, "drop", path)
+    background = _label_list(data, "background", path)
+    if dropped & background:
+        raise UserError(f"raw label {sorted(dropped & background)[0]!r} is under both `drop` and `background` in {path}; keep one")
     label_to_class: dict[str, int] = {}
     for index, entry in enumerate(entries, start=1):
         for label in [entry["name"], *(entry.get("aliases") or [])]:
-            if label in label_to_class or label in dropped:
-                raise UserError(f"raw label {label!r} is claimed twice in {path} (as a class, an alias or under `drop`); keep one")
+            if label in label_to_class or label in dropped or label in background:
+                raise UserError(f"raw label {label!r} is claimed twice in {path} (as a class, an alias, under `drop` or `background`); keep one")
             label_to_class[label] = index
     return Taxonomy(
         name=data.get("name", path.stem),
@@ -133,6 +147,7 @@ def _finest(data: dict, path: Path) -> Taxonomy:
         chain=(data.get("name", path.stem),),
         finest_path=path,
         finest_class={label: entries[index - 1]["name"] for label, index in label_to_class.items()},
+        background=background,
     )
 
 
@@ -166,8 +181,8 @@ def _load(name: str, dirs: Sequence[Path], seen: tuple[str, ...]) -> Taxonomy:
     data = _read(path)
     if "parent" not in data:
         return _finest(data, path)
-    if data.get("drop") or any(isinstance(e, dict) and e.get("aliases") for e in data["classes"]):
-        raise UserError(f"{path} has a parent, so raw labels (`aliases`, `drop`) belong only in the finest level {data['parent']!r}")
+    if data.get("drop") or data.get("background") or any(isinstance(e, dict) and e.get("aliases") for e in data["classes"]):
+        raise UserError(f"{path} has a parent, so raw labels (`aliases`, `drop`, `background`) belong only in the finest level {data['parent']!r}")
     parent = _load(str(data["parent"]), dirs, seen + (str(path),))
     entries = _class_entries(data, path)
     parent_to_child = merge_map(parent.classes, entries, path)
@@ -183,11 +198,12 @@ def _load(name: str, dirs: Sequence[Path], seen: tuple[str, ...]) -> Taxonomy:
         chain=parent.chain + (data.get("name", path.stem),),
         finest_path=parent.finest_path,
         finest_class=parent.finest_class,
+        background=parent.background,
     )
 
 
 def resolve_labels(taxonomy: Taxonomy, label_counts: Mapping[str, int], unknown: str, ignore_index: int) -> dict[str, int | None]:
-    """Raw label -> class index (None = leave background) for every label seen, applying the unknown-label policy."""
+    """Raw label -> class index (None = not drawn, 0 = drawn as background) for every label seen, applying the unknown-label policy."""
     if unknown not in UNKNOWN_POLICIES:
         raise UserError(f"--unknown must be one of {', '.join(UNKNOWN_POLICIES)}, not {unknown!r}")
     resolved: dict[str, int | None] = {}

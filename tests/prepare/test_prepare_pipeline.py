@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from PIL import Image
-from prepare_testdata import square, write_image
+from prepare_testdata import Source, square, write_image
 
 from common.cli import UserError
 from prepare import layout, pipeline
@@ -324,3 +324,30 @@ def test_a_name_too_long_for_the_file_system_once_made_unique_is_one_sentence():
     with pytest.raises(UserError, match="prepared file name for image /media/task_0/q+\\.jpg.* bytes long.*rename the image"):
         _output_names(records)
     assert _output_names(records[:1])[records[0].sample_id] == (long, "q" * 240)
+
+
+@pytest.mark.parametrize("listed_as", ["background", "drop"])
+def test_a_water_polygon_on_a_colony_stays_background_only_when_the_taxonomy_says_so(tmp_path, listed_as):
+    folder = tmp_path / "taxonomies"
+    folder.mkdir()
+    text = (load_taxonomy("finegrained").path.read_text(encoding="utf-8")
+            .replace("drop: [Empty]", f"drop: [Empty{', Water' if listed_as == 'drop' else ''}]\nbackground: [Sand{', Water' if listed_as == 'background' else ''}]"))
+    (folder / "finegrained.yaml").write_text(text, encoding="utf-8")
+    taxonomy = load_taxonomy("finegrained", [folder])
+    path = write_image(tmp_path / "media" / "hole.jpg", 40, 30)
+    annotations = [
+        square(0.0, 0.0, 1.0, 1.0, "Sand"),  # below everything: the background it already is
+        square(0.1, 0.1, 0.6, 0.6, "Acropora"),  # 20 x 15 px
+        square(0.2, 0.2, 0.3, 0.3, "Water", z_order=1),  # a hole on top of the colony: 4 x 3 px
+        square(0.4, 0.4, 0.5, 0.5, "Water"),  # the same z_order, smaller: on top too
+    ]
+    source = Source(tmp_path / "empty", n=0)
+    source.add(SampleRecord("hole", str(path), 40, 30, ("train",), None), annotations)
+    options = pipeline.PrepareOptions(taxonomy=taxonomy, output_dir=tmp_path / "out", source={"dataset": "holes"})
+    prepare_dataset(source.records, source.read, options)
+    prepared = layout.load_prepared(options.output_dir)
+    [entry] = prepared.entries
+    mask = read_mask(prepared.mask_path(entry))
+    holes = 2 * 4 * 3 if listed_as == "background" else 0
+    assert int((mask == ACROPORA).sum()) == 20 * 15 - holes and int((mask == 0).sum()) == 40 * 30 - 20 * 15 + holes
+    assert entry.instances == {str(ACROPORA): 1}

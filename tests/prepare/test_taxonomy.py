@@ -134,3 +134,22 @@ def test_a_malformed_taxonomy_file_is_one_sentence(tmp_path, content, problem):
     with pytest.raises(UserError) as error:
         load_taxonomy("base", taxonomy_dirs(str(tmp_path)))
     assert problem in str(error.value) and "\n" not in str(error.value)
+
+
+def test_background_labels_paint_zero_and_are_checked(tmp_path):
+    _write(tmp_path, "base", BASE.replace("drop: [Empty]", "drop: [Empty]\nbackground: [Water, Sand]"))
+    _write(tmp_path, "child", "name: child\nparent: base\nclasses:\n  - {name: ABC, color: [1, 1, 1], from: [A, B, C]}\n")
+    for name in ("base", "child"):
+        taxonomy = load_taxonomy(name, taxonomy_dirs(str(tmp_path)))
+        assert (taxonomy.class_index("Water"), taxonomy.class_index("Sand"), taxonomy.class_index("Empty")) == (0, 0, None)
+        assert "Water" not in taxonomy.label_to_class  # never a class, so never a colony in evaluation either
+    for broken, problem in ((BASE.replace("drop: [Empty]", "drop: [Empty]\nbackground: [Empty]"), "both `drop` and `background`"),
+                            (BASE.replace("drop: [Empty]", "background: [a]"), "claimed twice"),
+                            (BASE.replace("drop: [Empty]", "background: Water"), "must be a list")):
+        _write(tmp_path, "base", broken)
+        with pytest.raises(UserError, match=problem):
+            load_taxonomy("base", taxonomy_dirs(str(tmp_path)))
+    _write(tmp_path, "base", BASE)
+    _write(tmp_path, "child", "name: child\nparent: base\nbackground: [Water]\nclasses:\n  - {name: ABC, color: [1, 1, 1], from: [A, B, C]}\n")
+    with pytest.raises(UserError, match="belong only in the finest level"):
+        load_taxonomy("child", taxonomy_dirs(str(tmp_path)))
