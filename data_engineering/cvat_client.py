@@ -195,17 +195,19 @@ class CvatConnection:
         return FrameList(frames, deleted=len(deleted), honeypots=len(honeypots))
 
     def _honeypot_frames(self, task: CvatTask, names: list[str]) -> set[int]:
-        """A gt_pool task's honeypot frame numbers, from its validation layout; where the server has none to give,
-        every frame whose name appears again later (the validation pool follows the annotation jobs' frames)."""
+        """A gt_pool task's honeypot frame numbers, from its validation layout. Where the server has no layout to give
+        or does not report the task's validation mode, every frame whose name comes again later: file names are unique
+        in a task but for honeypots, and the validation pool follows the annotation jobs' frames."""
+        last = {name: n for n, name in enumerate(names)}
+        repeated = {n for n, name in enumerate(names) if last[name] != n}
         if task.validation_mode != "gt_pool":
-            return set()
+            return repeated
         with translate_errors(self.url, f"reading the validation layout of task {task.id}"):
             try:
                 layout, _ = self.client.api_client.tasks_api.retrieve_validation_layout(task.id)
                 return {int(n) for n in layout.honeypot_frames or []}
             except api_exceptions.NotFoundException:
-                last = {name: n for n, name in enumerate(names)}
-                return {n for n, name in enumerate(names) if last[name] != n}
+                return repeated
 
     def shapes(self, task: CvatTask, labels: dict[int, CvatLabel]) -> tuple[dict[int, list[CvatShape]], Counter[int]]:
         """The task's shapes by frame, with label and attribute names; and how many of them per frame came from tracks.
