@@ -6,6 +6,7 @@ import pytest
 
 from common.cli import UserError
 from data_engineering.shapes import (
+    INVALID_MASK,
     NO_AREA,
     OPEN_POLYLINE,
     OUTSIDE_IMAGE,
@@ -99,5 +100,8 @@ def test_points_that_are_not_finite_pairs_are_refused_naming_the_shape(points, p
 
 
 def test_other_shape_types_keep_their_own_point_counts():
-    mask = CvatShape(type="mask", label="Porites", points=[3, 2, 4, 0, 0, 5, 5])  # RLE + box: any count
-    assert shapes_to_polygons([mask], 40, 30) == ([], {"mask": 1})
+    mask = CvatShape(type="mask", label="Porites", points=[3, 2, 4, 0, 0, 2, 2])  # RLE + box: any count (a 3x3 box here)
+    [colony], skipped = shapes_to_polygons([mask], 40, 30)
+    assert not skipped and sorted(colony.points) == sorted([(0.0, 1 / 30), (0.0, 2 / 30), (2 / 40, 2 / 30), (2 / 40, 1 / 30)])
+    broken = CvatShape(type="mask", label="Porites", points=[3, 2, 4, 0, 0, 5, 5])  # runs cover 9 of the box's 36 pixels
+    assert shapes_to_polygons([broken], 40, 30) == ([], {INVALID_MASK: 1})
