@@ -457,7 +457,11 @@ def run(
         if wants_help(args):
             _print_help(help_text() if help_text else format_help(spec, prog))
             return
-        component(**parse_args(spec, args))
+        kwargs = parse_args(spec, args)
+        from common.progress import quiet_foreign_bars
+
+        quiet_foreign_bars()
+        component(**kwargs)
     except UserError as error:
         _fail(error, secrets)
     except OSError as error:  # a full or read-only disk met outside common.fileio's writes (logs, journals, torch.save)

@@ -27,10 +27,10 @@ import cv2
 import numpy as np
 from PIL import Image
 from shapely.geometry import Polygon
-from tqdm import tqdm
 
 from common.cli import UserError, run
 from common.fileio import atomic_path, write_text_atomic
+from common.progress import progress
 from common.settings import load_settings
 
 PROJECT_NAME = "synthetic_reef"
@@ -389,7 +389,7 @@ def make_demo_export(output: Path, num_images: int = 30, size: int = 448, coloni
     output = Path(output)
     _check_manifest(output, {"size": size, "colonies": colonies, "seed": seed})
     plans = [plan_image(i, seed, colonies) for i in range(num_images)]
-    for plan in tqdm(plans, desc="demo images", unit="img"):
+    for plan in progress(plans, desc="demo images", unit="img"):
         path = output / "images" / plan.subset / plan.name
         if path.is_file():
             continue

@@ -28,11 +28,10 @@ from pathlib import Path, PurePosixPath
 from typing import IO, BinaryIO
 from xml.etree import ElementTree  # expat >= 2.4 refuses entity expansion bombs; external entities are never fetched
 
-from tqdm import tqdm
-
 from common.cli import UserError, run
 from common.image_files import ImageProblem, check_image
 from common.names import check_name
+from common.progress import progress
 from common.settings import Settings, load_settings
 from data_engineering.fiftyone_writer import (
     ImageRecord,
@@ -277,7 +276,7 @@ def import_cvat_export(
         folder = planned_media_folder(dataset_name, overwrite)
         summary = ImportSummary()
         by_task: dict[int, list[ImageRecord]] = {task_id: [] for task_id in export.tasks}
-        for image in tqdm(export.images, desc="images", unit="img"):
+        for image in progress(export.images, desc="images", unit="img"):
             record, problem = _import_image(source, image, settings.media_dir, folder)
             if record is None:
                 summary.images_skipped.append(f"task {image.task_id}/{image.name}: {problem}")

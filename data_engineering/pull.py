@@ -28,11 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cvat_sdk.version import VERSION as SDK_VERSION
-from tqdm import tqdm
 
 from common.cli import UserError, run
 from common.image_files import ImageProblem, check_image
 from common.names import check_name
+from common.progress import Progress
+from common.progress import progress as progress_bar
 from common.settings import Settings, load_settings
 from data_engineering.cvat_client import (
     TASK_STATUSES,
@@ -105,7 +106,7 @@ def plan_task(cvat: CvatConnection, task: CvatTask, record: TaskRecord, media_di
     return TaskPlan(task, record, listed.frames, paths, listed.deleted, listed.honeypots)
 
 
-def download_frames(cvat: CvatConnection, plan: TaskPlan, progress: tqdm, workers: int) -> dict[int, str]:
+def download_frames(cvat: CvatConnection, plan: TaskPlan, progress: Progress, workers: int) -> dict[int, str]:
     """Fetch the task's frames not already on disk, `workers` at a time; returns {frame number: why it is unusable}.
 
     A frame stored elsewhere than its usual place (that place held other content) gets its path updated in `plan.paths`.
@@ -193,7 +194,7 @@ def pull_project(
         dataset = known or open_dataset(name, overwrite=overwrite, folder=folder)
         gone = set(imported_tasks(dataset)) - {str(t.id) for t in tasks}
         labels = cvat.labels(project) if plans else {}
-        with tqdm(total=sum(len(p.frames) for p in plans), desc="frames", unit="img", disable=not plans) as progress:
+        with progress_bar(total=sum(len(p.frames) for p in plans), desc="frames", unit="img", disable=not plans) as progress:
             for plan in plans:
                 unusable = download_frames(cvat, plan, progress, settings.workers)
                 write_task(dataset, plan.record, build_images(cvat, plan, labels, unusable, summary), options, summary)

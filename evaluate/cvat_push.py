@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from tqdm import tqdm
-
 from common.cli import UserError
+from common.progress import progress
 from common.settings import Settings
 from common.table import format_table
 from data_engineering.cvat_client import CvatLabel, connect, translate_errors
@@ -128,7 +127,7 @@ def push_predictions(settings: Settings, options: PushOptions, out: TextIO = sys
         example = None
         deleted = set(meta.deleted_frames or [])
         frames = [(number, frame) for number, frame in enumerate(meta.frames) if number not in deleted and number in selected]
-        for number, frame in tqdm(frames, desc=f"predict task {options.task_id}", unit="frame", file=out):
+        for number, frame in progress(frames, desc=f"predict task {options.task_id}", unit="frame", file=out):
             with translate_errors(cvat.url, f"downloading frame {number} of task {options.task_id}"):
                 data = task.get_frame(number, quality="original").read()
             image = decode_frame(data, frame.name)

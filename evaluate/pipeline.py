@@ -16,11 +16,11 @@ from typing import Any, TextIO
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from common.cli import UserError
 from common.fileio import exclusive_lock, sha256_file, write_bytes_atomic
 from common.names import check_file_name, check_name
+from common.progress import progress
 from common.runtime import Runtime, resolve_runtime
 from common.settings import Settings
 from evaluate import writeback
@@ -208,7 +208,7 @@ def _evaluate_run(
     }  # fmt: skip
     cache = PredictionCache(out_dir / CACHE_FILE, depends_on)
     images, used_names, reused = [], set[str](), 0
-    for sample_id in tqdm(sample_ids, desc=f"evaluate {run_dir.name} on {options.split}", unit="image", file=out):
+    for sample_id in progress(sample_ids, desc=f"evaluate {run_dir.name} on {options.split}", unit="image", file=out):
         sample = dataset[sample_id]
         mask_path = out_dir / "masks" / _mask_name(sample.filepath, sample_id, used_names)
         predicted, colonies, was_cached = _predict_or_reuse(

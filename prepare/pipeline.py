@@ -24,12 +24,12 @@ from typing import Any
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from common.cli import UserError
 from common.fileio import atomic_path, make_dirs, sha256_file, write_bytes_atomic
 from common.image_files import DAMAGED, MAX_IMAGE_PIXELS, TOO_LARGE, UNREADABLE, ImageProblem, check_image
 from common.names import check_file_name
+from common.progress import progress as progress_bar
 from common.settings import REPO_ROOT
 from common.table import format_table
 from prepare import layout
@@ -154,7 +154,7 @@ def prepare_dataset(records: Sequence[SampleRecord], read_annotations: Annotatio
     names = _output_names(chosen)
     palette = layout.png_palette([layout.BACKGROUND_COLOR, *taxonomy.colors])
     entries: dict[str, layout.ManifestEntry] = {}
-    with open(root / layout.JOURNAL_FILE, "a", encoding="utf-8") as journal, tqdm(total=len(chosen), desc="masks", unit="mask", disable=None) as progress:
+    with open(root / layout.JOURNAL_FILE, "a", encoding="utf-8") as journal, progress_bar(total=len(chosen), desc="masks", unit="mask") as progress:
 
         def finish(entry: layout.ManifestEntry) -> None:
             entries[entry.sample_id] = entry

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from common.fileio import atomic_path
+from common.progress import progress as progress_bar
 from common.runtime import Runtime
 from models.sliding_window import WINDOW_LAYOUT
 from train.data import read_image, read_mask
@@ -142,7 +142,7 @@ def fill_cache(
             start = stop
         pending.clear()
 
-    for item in tqdm(loader, total=len(missing), desc="caching features", unit="image", disable=not progress, dynamic_ncols=True):
+    for item in progress_bar(loader, total=len(missing), desc="caching features", unit="image", disable=not progress, dynamic_ncols=True):
         pending.append(item)
         if sum(len(images) for _, images, _ in pending) >= batch_size:
             flush()

@@ -25,11 +25,12 @@ import torch
 import torch.distributed as dist
 import yaml
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from common.cli import UserError
 from common.fileio import write_bytes_atomic, write_text_atomic
 from common.names import check_name
+from common.progress import progress as progress_bar
+from common.progress import write as progress_write
 from common.runtime import Runtime, resolve_runtime
 from common.settings import Settings
 from models import checkpoint as run_checkpoint
@@ -154,7 +155,7 @@ def validate(segmenter: Segmenter, images: FullImages, classes: list[str], confi
     segmenter.eval()
     accumulator = ConfusionAccumulator(len(classes))
     mine = range(dist_info.rank, len(images), dist_info.world_size)
-    for index in tqdm(mine, desc="validating", unit="image", leave=False, dynamic_ncols=True, disable=not dist_info.main):
+    for index in progress_bar(mine, desc="validating", unit="image", leave=False, dynamic_ncols=True, disable=not dist_info.main):
         image, mask = images[index]
         windows = feature_cache.WindowCache(window_dirs[index], segmenter.backbone.layers) if window_dirs else None
 
@@ -207,7 +208,7 @@ def setup_logging(run_dir: Path, main: bool) -> None:
         log.addHandler(handler)
         console = logging.StreamHandler()
         console.setFormatter(logging.Formatter("%(message)s"))
-        console.emit = lambda record: tqdm.write(console.format(record), file=sys.stderr)  # type: ignore[method-assign]
+        console.emit = lambda record: progress_write(console.format(record), file=sys.stderr)  # type: ignore[method-assign]
         log.addHandler(console)
 
 
@@ -498,7 +499,7 @@ def run_training(config: TrainConfig, settings: Settings, dist_info: Distributed
     # The loop.
     status["phase"] = "training"
     segmenter.train()
-    bar = tqdm(total=config.steps, initial=start_step, desc=f"training {config.head}", unit="step", disable=not dist_info.main, dynamic_ncols=True)
+    bar = progress_bar(total=config.steps, initial=start_step, desc=f"training {config.head}", unit="step", disable=not dist_info.main, dynamic_ncols=True)
     step, saved_step, started = start_step, start_step, time.perf_counter()
     try:
         while step < config.steps:
