@@ -49,7 +49,7 @@ class LogLines(tqdm):
         self._last_n: float | None = None
         self._next_percent = 0.0
         kwargs.pop("dynamic_ncols", None)
-        super().__init__(*args, file=_Discard(), mininterval=0, miniters=1, **kwargs)  # type: ignore[arg-type]
+        super().__init__(*args, file=_Discard(), mininterval=0, miniters=1, **kwargs)  # type: ignore[call-overload]
         if self.total:
             self._next_percent = (self.n * 100 / self.total // STEP_PERCENT + 1) * STEP_PERCENT
         self._last_n = self.n
@@ -62,7 +62,7 @@ class LogLines(tqdm):
         parts = [f"{self.n:g}/{self.total:g} {self.unit} ({100 * self.n / self.total:.0f}%)" if self.total else f"{self.n:g} {self.unit}",
                  f"{tqdm.format_interval(elapsed)} elapsed"]
         if rate:
-            parts.append(f"{rate:.0f} {self.unit}/s" if rate >= 100 else f"{rate:.3g} {self.unit}/s")
+            parts.append(f"{rate:.0f} {self.unit}/s" if rate >= 100 else f"{rate:.3g} {self.unit}/s" if rate >= 1 else f"{1 / rate:.3g} s/{self.unit}")
             if self.total and self.n < self.total:
                 parts.append(f"~{tqdm.format_interval((self.total - self.n) / rate)} left")
         postfix = self.format_dict.get("postfix")
@@ -71,9 +71,9 @@ class LogLines(tqdm):
         text = f"{self.desc.rstrip(': ')}: " + ", ".join(parts) if self.desc else ", ".join(parts)
         return text.replace("\r", " ").replace("\n", " ").replace("\x1b", "")[:MAX_LINE]
 
-    def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+    def display(self, msg: str | None = None, pos: int | None = None) -> None:
         if msg == "" or self._last_n is None:  # tqdm clearing the bar, or drawing it before __init__ ends
-            return True
+            return
         now = time.monotonic()
         moved = self.n != self._last_n
         due = moved and now - self._last_time >= INTERVAL_S
@@ -82,7 +82,6 @@ class LogLines(tqdm):
             due = True
         if due:
             self._emit(now)
-        return True
 
     def close(self) -> None:
         if not self.disable and self._last_n is not None and self.n != self._last_n and (self.leave is not False or not self.total):

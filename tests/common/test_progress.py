@@ -112,3 +112,12 @@ def test_progress_goes_to_stderr_by_default(capsys, stream):
         pass
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.splitlines()[-1].startswith("d: 2/2 it (100%)")
+
+
+def test_slow_work_shows_seconds_per_item():
+    log = io.StringIO()
+    bar = progress(total=2, desc="caching features", unit="image", file=log)
+    bar.start_t -= 50  # the first image took 50 s
+    bar.update()
+    bar.close()
+    assert log.getvalue().splitlines()[0].startswith("caching features: 1/2 image (50%), 00:50 elapsed, 50 s/image, ~00:50 left")
