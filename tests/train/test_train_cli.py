@@ -302,8 +302,14 @@ def test_a_full_disk_keeps_the_previous_training_state(tmp_path, monkeypatch):
 
 
 def _train_process(args: list[str], cwd: Path) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """A training subprocess whose output goes to a file: a pipe nobody reads could fill and stall it."""
+    import tempfile
+
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1")
+    output = tempfile.TemporaryFile(mode="w+")
+    process = subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=output, text=True)
+    process.output = output  # type: ignore[attr-defined]
+    return process
 
 
 def _interrupt_when(process: subprocess.Popen, ready, timeout: float = 240) -> tuple[int, str]:
@@ -315,11 +321,22 @@ def _interrupt_when(process: subprocess.Popen, ready, timeout: float = 240) -> t
     while not ready():
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            raise AssertionError(f"the run ended or hung before the point to interrupt it: {process.communicate()[1][-2000:]}")
+            process.wait()
+            raise AssertionError(f"the run ended or hung before the point to interrupt it: {_output(process)[-2000:]}")
         time.sleep(0.2)
     process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
-    return process.returncode, err
+    try:
+        process.wait(timeout=180)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)  # faulthandler prints where it was
+        process.wait()
+        raise AssertionError(f"no exit 180 s after Ctrl-C: {_output(process)[-3000:]}") from None
+    return process.returncode, _output(process)
+
+
+def _output(process: subprocess.Popen) -> str:
+    process.output.seek(0)  # type: ignore[attr-defined]
+    return process.output.read()  # type: ignore[attr-defined]
 
 
 def _logged(run: Path, text: str, times: int = 1):
