@@ -31,7 +31,7 @@ def demo(head: str = "linear", steps: int | None = None, num_images: int | None 
     """Generate the demo export, import it, prepare every taxonomy, train a head, evaluate it.
 
     Args:
-        head: which head the demo trains (linear, segformer, upernet, mask2former).
+        head: which head the demo trains (linear, segformer, upernet, mask2former, pmt).
         steps: training steps (default: the config's).
         num_images: demo images to generate (default: the generator's).
     """

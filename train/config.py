@@ -31,7 +31,7 @@ DEFAULT_WINDOW_PATCHES = 28
 class TrainConfig:
     """A training run, as run: written to `runs/<name>/config.yaml`."""
 
-    head: str = field(default="linear", metadata={"help": "segmentation head: linear, segformer, upernet, mask2former"})
+    head: str = field(default="linear", metadata={"help": "segmentation head: linear, segformer, upernet, mask2former, pmt"})
     head_config: dict[str, Any] = field(default_factory=dict, metadata={"help": "extra keyword arguments of the head, e.g. '{dropout: 0.1}'"})
     backbone: str = field(default="dinov2_vits14", metadata={"help": "backbone name (models.backbones.BACKBONES)"})
     weights: str = field(default="", metadata={"help": "DINO weights file or folder; empty: DINO_WEIGHTS from settings, else random"})

@@ -12,6 +12,7 @@ from common.errors import UserError
 from models.heads.base import IGNORE_INDEX, SegHead
 from models.heads.linear import LinearHead
 from models.heads.mask2former import Mask2FormerHead
+from models.heads.pmt import PMTHead
 from models.heads.segformer import SegFormerHead
 from models.heads.upernet import UperNetHead
 
@@ -20,6 +21,7 @@ HEADS: dict[str, type[SegHead]] = {
     "segformer": SegFormerHead,
     "upernet": UperNetHead,
     "mask2former": Mask2FormerHead,
+    "pmt": PMTHead,
 }
 
 __all__ = ["HEADS", "IGNORE_INDEX", "SegHead", "build_head", "head_options"]

@@ -1,4 +1,4 @@
-"""Building blocks shared by several heads: conv + norm + activation, and a feature pyramid from ViT maps.
+"""Building blocks shared by several heads: conv + norm + activation, a feature pyramid from ViT maps, sine positions.
 
 A plain ViT gives maps at one resolution; pyramid heads (UperNet, Mask2Former) need several, so
 they are made by up/down-sampling the layers, as in BEiT/ViTDet.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 
@@ -59,3 +60,16 @@ class ViTPyramid(nn.Module):
 
     def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
         return [level(features[src]) for level, src in zip(self.levels, self.sources)]
+
+
+def sine_positions(height: int, width: int, dim: int, device: torch.device) -> Tensor:
+    """DETR's 2-D sine position encoding, [height*width, dim]."""
+    per_axis = dim // 2
+    freqs = 10000 ** (2 * (torch.arange(per_axis, device=device) // 2) / per_axis)
+
+    def encode(n: int) -> Tensor:
+        angles = ((torch.arange(n, device=device) + 0.5) / n * 2 * torch.pi)[:, None] / freqs
+        return torch.stack((angles[:, 0::2].sin(), angles[:, 1::2].cos()), dim=2).flatten(1)
+
+    y, x = encode(height), encode(width)
+    return torch.cat([y[:, None].expand(-1, width, -1), x[None].expand(height, -1, -1)], dim=2).flatten(0, 1)

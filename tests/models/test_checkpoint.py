@@ -31,6 +31,7 @@ TINY = {
     "segformer": {"channels": 16},
     "upernet": {"channels": 16, "scales": [2, 1, 0.5]},
     "mask2former": {"hidden_dim": 16, "num_queries": 4, "num_layers": 2, "num_heads": 2, "ffn_dim": 32, "loss_points": 64},
+    "pmt": {"hidden_dim": 16, "num_queries": 4, "num_layers": 2, "num_heads": 2, "loss_points": 64},
 }
 COARSE = ["sand", "hard_coral", "algae"]
 FINE = ["sand", "acropora", "porites", "pocillopora", "algae"]

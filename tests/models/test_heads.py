@@ -25,6 +25,7 @@ TINY = {
     "segformer": {"channels": 32},
     "upernet": {"channels": 32},
     "mask2former": {"hidden_dim": 32, "num_queries": 8, "num_layers": 3, "num_heads": 4, "ffn_dim": 64, "loss_points": 256},
+    "pmt": {"hidden_dim": 32, "num_queries": 8, "num_layers": 2, "num_heads": 4, "loss_points": 256},
 }
 
 
@@ -71,7 +72,7 @@ def test_wrong_number_of_maps_is_a_clear_error(name: str) -> None:
 
 
 def test_unknown_head_lists_the_known_ones() -> None:
-    with pytest.raises(UserError, match="linear, segformer, upernet, mask2former"):
+    with pytest.raises(UserError, match="linear, segformer, upernet, mask2former, pmt"):
         build_head("deeplab", 8, 1, 2)
 
 
@@ -182,6 +183,7 @@ def test_class_weights_and_dice_change_the_loss() -> None:
 
 @pytest.mark.parametrize("name,extra", [pytest.param(n, {}, id=n) for n in HEADS] + [
     pytest.param("mask2former", {"loss_points": 0}, id="mask2former-full-masks"),
+    pytest.param("pmt", {"loss_points": 0, "mask_scale": 1}, id="pmt-full-masks-at-patch-resolution"),
     pytest.param("linear", {"loss_points": 0}, id="linear-every-pixel"),
     pytest.param("segformer", {"loss_points": 0, "loss_scale": 0.5}, id="segformer-half-resolution"),
 ])
@@ -225,3 +227,23 @@ def test_mask2former_matches_each_class_to_the_query_that_predicts_it() -> None:
         mask_logits[query] = 20 * masks[k] - 10
     rows, cols = head._match(class_logits, mask_logits, labels, masks, torch.ones(16, 16))
     assert dict(zip(cols.tolist(), rows.tolist())) == {0: 1, 1: 5, 2: 6}
+
+
+def test_pmt_runs_queries_and_patch_tokens_jointly_and_shares_the_mask_classification_losses() -> None:
+    from models.heads.mask2former import Mask2FormerHead
+    from models.heads.mask_classification import MaskClassificationHead
+    from models.heads.pmt import PMTHead
+
+    assert PMTHead.loss is Mask2FormerHead.loss is MaskClassificationHead.loss  # one implementation, not a copy
+    head = tiny_head("pmt").eval()
+    assert head.sources == [0, 3] and head.output_scale == 4
+    features = [torch.randn(1, CHANNELS, 5, 6) for _ in range(4)]
+    (class_logits, mask_logits), = head.decode(features)
+    assert class_logits.shape == (1, 8, CLASSES + 1) and mask_logits.shape == (1, 8, 20, 24)
+    # one patch changed: every query's class changes too (joint attention), not only masks at that patch
+    changed = [f.clone() for f in features]
+    changed[0][..., 2, 3] = torch.randn(CHANNELS)
+    (other_classes, _), = head.decode(changed)
+    assert (other_classes - class_logits).abs().amax(dim=-1).min() > 1e-4
+    with pytest.raises(UserError, match="mask_scale must be 1, 2, 4, 8"):
+        tiny_head("pmt", mask_scale=3)

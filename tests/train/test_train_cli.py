@@ -20,6 +20,7 @@ from train import cli, loop
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.filterwarnings("ignore::models.backbones.RandomBackboneWarning")
 SMALL_MASK2FORMER = "{hidden_dim: 32, num_queries: 8, num_layers: 2, num_heads: 4, ffn_dim: 64, loss_points: 784}"
+SMALL_PMT = "{hidden_dim: 32, num_queries: 8, num_layers: 2, num_heads: 4, loss_points: 784}"
 
 
 def run_cli(monkeypatch, capsys, config: str | None, **overrides) -> tuple[int, str]:
@@ -41,17 +42,18 @@ def metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("head", ["linear", "segformer", "upernet", "mask2former"])
+@pytest.mark.parametrize("head", ["linear", "segformer", "upernet", "mask2former", "pmt"])
 def test_each_head_learns_the_toy_task_from_the_cli(tmp_path, prepared, monkeypatch, capsys, head):
     extra = {
         "mask2former": {"head_config": SMALL_MASK2FORMER, "lr": 1e-3, "steps": 40, "eval_every": 20},
+        "pmt": {"head_config": SMALL_PMT, "lr": 1e-3, "steps": 40, "eval_every": 20},
         "segformer": {"class_weights": True},  # the loss weighted by 1/sqrt(class frequency) from the manifest
     }.get(head, {})
     status, err = run_cli(monkeypatch, capsys, f"train/configs/{head}.yaml", **tiny_overrides(tmp_path, prepared, **extra))
     assert status == 0, err
     run = tmp_path / "runs" / f"{head}_toy_toy"
     records = metrics(run)
-    assert [r["step"] for r in records] == [15, 30] if head != "mask2former" else [20, 40]
+    assert [r["step"] for r in records] == [15, 30] if head not in ("mask2former", "pmt") else [20, 40]
     assert records[-1]["miou"] > 0.6  # chance (uniform guesses over 3 balanced classes) is about 0.2
     for name in ("config.yaml", "classes.txt", "palette.txt", "train.log", "train_state.pt", "checkpoint_best.json",
                  "checkpoint_best.safetensors", "checkpoint_last.json", "checkpoint_last.safetensors"):
