@@ -16,6 +16,7 @@ CVAT_SUBSET = "cvat_subset"
 SITE = "site"
 YEAR = "year"
 QUADRAT_ID = "quadrat_id"
+IMAGE_SHA256 = "image_sha256"  # photos imported in place (import_images.py): content hash, for reruns and predict
 
 # Attributes on each fo.Polyline in the ground-truth field (besides label and confidence)
 Z_ORDER = "z_order"
