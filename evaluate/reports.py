@@ -242,7 +242,7 @@ def _confusion_png(report: SplitReport, path: Path) -> None:
                     ax.text(j, i, f"{share[i, j]:.0%}\n{matrix[i, j]}", ha="center", va="center", fontsize=7, color="white" if share[i, j] > 0.5 else "black")
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _iou_png(report: SplitReport, path: Path) -> None:
@@ -265,10 +265,11 @@ def _iou_png(report: SplitReport, path: Path) -> None:
     ax.legend(loc="upper right")
     ax.set_title(f"{report.run_name} / {report.split}: IoU per class")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
-def _save(fig: Any, path: Path) -> None:
+def save_figure(fig: Any, path: Path) -> None:
+    """Write a matplotlib figure as a PNG, atomically, and free it."""
     import matplotlib.pyplot as plt
 
     with atomic_path(path) as tmp:
