@@ -18,6 +18,8 @@ YEAR = "year"
 QUADRAT_ID = "quadrat_id"
 IMAGE_SHA256 = "image_sha256"  # photos imported in place (import_images.py): content hash, for reruns and predict
 
+POINTS_FIELD = "gt_points"  # CoralNet-style point annotations as fo.Keypoints (import_points.py)
+
 # Attributes on each fo.Polyline in the ground-truth field (besides label and confidence)
 Z_ORDER = "z_order"
 OCCLUDED = "occluded"

@@ -114,6 +114,14 @@ def dataset_exists(name: str) -> bool:
     return fo.dataset_exists(name)
 
 
+def load_existing(name: str) -> fo.Dataset:
+    """An existing dataset by name, or one sentence listing the datasets there are."""
+    if not fo.dataset_exists(name):
+        known = ", ".join(fo.list_datasets()) or "none"
+        raise UserError(f"FiftyOne dataset {name!r} not found (datasets: {known}); check the name or import it first")
+    return fo.load_dataset(name)
+
+
 def is_ours(dataset: fo.Dataset) -> bool:
     """Whether this stage made the dataset (so it may add to it and replace its tasks)."""
     return dataset.info.get(contract.INFO_CREATED_BY) == contract.CREATED_BY

@@ -1,19 +1,11 @@
-"""Point annotations the way most reef monitoring is scored (CoralNet): image, row, column, label.
+"""Dense predictions read at annotated points, and points sampled from predictions (CoralNet-style).
 
-CoralNet's CSV export names its columns `Name`, `Row`, `Column` and `Label` (or `Label code`), with
-rows and columns counted in pixels from 0 at the top-left corner. This module reads and writes that
-shape, scores dense predictions at the points, and samples points from predictions:
-
-    points = read_point_csv(text)                           # -> [PointAnnotation]; bad rows named, all at once
-    scores = score_points(pairs, class_index, names)        # per-class point accuracy, point vs dense cover
-    sampled = sample_points(mask, 25, "stratified", seed=0) # (row, column) pairs, 5 x 5 cells, one point each
-    write_point_csv(rows)                                   # a CSV CoralNet's upload accepts
+    scores = score_points(pairs, taxonomy_index, class_names)   # per-class point accuracy, point vs dense cover
+    sampled = sample_points(mask.shape, 25, "stratified")       # (row, column), one per cell of a 5 x 5 grid
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,76 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.cli import UserError
+from data_engineering.coralnet_points import PointAnnotation
 
-NAME_COLUMNS = ("name", "image", "image name")
-ROW_COLUMNS = ("row",)
-COLUMN_COLUMNS = ("column", "col")
-LABEL_COLUMNS = ("label", "label code", "label_code")
 SAMPLING_MODES = ("random", "stratified")
-
-
-@dataclass(frozen=True)
-class PointAnnotation:
-    """One annotated point: the image's file name, pixel row and column (0-based), and its label."""
-
-    image: str
-    row: int
-    column: int
-    label: str
-
-
-def _column(header: Sequence[str], names: Sequence[str], what: str) -> int:
-    lowered = [h.strip().lower() for h in header]
-    for name in names:
-        if name in lowered:
-            return lowered.index(name)
-    raise UserError(f"the point CSV has no {what} column (looked for {', '.join(names)}); header: {', '.join(header)}")
-
-
-def read_point_csv(text: str) -> list[PointAnnotation]:
-    """Points from a CoralNet-style CSV; every malformed row is named in one error, none silently dropped."""
-    reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
-    header = next(reader, None)
-    if not header:
-        raise UserError("the point CSV is empty; export the annotations from CoralNet as CSV")
-    name_at, row_at, column_at = (_column(header, n, w) for n, w in
-                                  ((NAME_COLUMNS, "image name"), (ROW_COLUMNS, "row"), (COLUMN_COLUMNS, "column")))
-    label_at = _column(header, LABEL_COLUMNS, "label")
-    points, bad = [], []
-    for line, values in enumerate(reader, start=2):
-        if not any(v.strip() for v in values):
-            continue
-        try:
-            row, column = float(values[row_at]), float(values[column_at])
-            if not (math.isfinite(row) and math.isfinite(column)) or row != int(row) or column != int(column):
-                raise ValueError
-            points.append(PointAnnotation(values[name_at].strip(), int(row), int(column), values[label_at].strip()))
-        except (IndexError, ValueError):
-            bad.append(line)
-    if bad:
-        shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
-        raise UserError(f"the point CSV has {len(bad)} row(s) without a whole-number row and column (line {shown}); fix them")
-    return points
-
-
-def check_points(points: Sequence[PointAnnotation], image_sizes: Mapping[str, tuple[int, int]],
-                 labels: Iterable[str]) -> None:
-    """Refuse points naming unknown images or labels, or lying outside their image, listing each kind."""
-    known = set(labels)
-    problems = []
-    missing_images = sorted({p.image for p in points if p.image not in image_sizes})
-    if missing_images:
-        problems.append(f"{len(missing_images)} image(s) not in the dataset ({', '.join(missing_images[:5])})")
-    missing_labels = sorted({p.label for p in points if p.label not in known})
-    if missing_labels:
-        problems.append(f"label(s) the taxonomy does not know ({', '.join(missing_labels[:10])})")
-    outside = [p for p in points if p.image in image_sizes and not (
-        0 <= p.row < image_sizes[p.image][0] and 0 <= p.column < image_sizes[p.image][1])]
-    if outside:
-        first = outside[0]
-        problems.append(f"{len(outside)} point(s) outside their image (e.g. {first.image} row {first.row} column {first.column})")
-    if problems:
-        raise UserError("the point CSV has " + "; ".join(problems) + "; fix the CSV or map its labels in the taxonomy")
 
 
 @dataclass(frozen=True)
@@ -167,13 +92,3 @@ def sample_points(mask_shape: tuple[int, int], count: int, mode: str = "random",
         out[i, 0] = rng.integers(row_edges[r], max(row_edges[r + 1], row_edges[r] + 1))
         out[i, 1] = rng.integers(column_edges[c], max(column_edges[c + 1], column_edges[c] + 1))
     return out
-
-
-def write_point_csv(points: Iterable[PointAnnotation]) -> str:
-    """CoralNet's upload shape: Name, Row, Column, Label."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["Name", "Row", "Column", "Label"])
-    for point in points:
-        writer.writerow([point.image, point.row, point.column, point.label])
-    return buffer.getvalue()
