@@ -57,7 +57,7 @@ def time_prediction(model, image, device, bf16: bool, batch_sizes: list[int], cr
     """Median seconds of `predict_image` per batch size, the sizes interleaved in each repeat (after one warm-up)
     so that a change in the machine's load hits them alike."""
     from common.runtime import Runtime
-    from evaluate.predict import predict_image, window_forward
+    from evaluate.inference import predict_image, window_forward
 
     forward = window_forward(model, Runtime(device, torch.bfloat16 if bf16 else None), tta=False)
     seconds: dict[int, list[float]] = {b: [] for b in batch_sizes}
@@ -96,7 +96,7 @@ def stream_peak(args: argparse.Namespace, images: int) -> float:
     """Peak RSS (GiB) of a fresh process predicting `images` images one after another (bf16 where supported)."""
     code = (
         "import sys, json, resource, torch; sys.path.insert(0, sys.argv[1]); "
-        "import benchmarks.bench_infer as b; from evaluate.predict import predict_images; "
+        "import benchmarks.bench_infer as b; from evaluate.inference import predict_images; "
         "torch.set_num_threads(int(sys.argv[6])); "
         "m = b.build_model(sys.argv[2], 'linear'); n = int(sys.argv[3]); size = int(sys.argv[4]); "
         "crop, stride = (int(v) for v in sys.argv[7].split('/')); "

@@ -84,7 +84,7 @@ def train_head(args: argparse.Namespace, work: Path, data: Path, crop: int) -> P
 def score_settings(run_dir: Path, data: Path, settings: list[tuple[int, int]]) -> list[dict]:
     """Each (crop, stride) on every test image: confusion matrix, masks, seconds."""
     from common.runtime import resolve_runtime
-    from evaluate.predict import predict_image, window_forward
+    from evaluate.inference import predict_image, window_forward
     from models.checkpoint import load_checkpoint
     from models.sliding_window import window_starts
     from prepare.layout import load_prepared

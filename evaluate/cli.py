@@ -91,6 +91,88 @@ def evaluate_main() -> None:
     run(evaluate, secrets=load_settings().secrets)
 
 
+def predict(
+    run: str,
+    dataset: str,
+    tags: str | None = None,
+    view: str | None = None,
+    checkpoint: str = "best",
+    window: int | None = None,
+    window_stride: int | None = None,
+    batch_size: int = 4,
+    tta: bool = False,
+    precision: str = "auto",
+    device: str | None = None,
+    weights: str | None = None,
+    quadrat_size: str = "1x1",
+    uncertainty: float = 0.5,
+    points: int = 0,
+    point_sampling: str = "stratified",
+    workers: int | None = None,
+) -> None:
+    """Predict a survey's photos with a trained run: masks, colonies, doubt, cover per site and year, sizes.
+
+    Args:
+        run: the run folder (runs/<name>) made by train/train.py.
+        dataset: the FiftyOne dataset with the photos (data_engineering/import_images.py makes one from a folder).
+        tags: predict only samples with one of these tags (comma-separated).
+        view: predict only the samples of this saved view.
+        checkpoint: best or last.
+        window: sliding-window size in pixels (default: the run's).
+        window_stride: largest step between windows in pixels (default: the run's; with --window alone, the window).
+        batch_size: windows per forward pass.
+        tta: also predict the mirrored image and average (about twice the time).
+        precision: auto (bf16 where the device computes it natively), bf16 or fp32.
+        device: cpu, cuda, cuda:1 ... (default DEVICE; under torchrun each process takes the GPU of its local rank).
+        weights: backbone weights the run was trained on (default DINO_WEIGHTS).
+        quadrat_size: the ground one photo covers, WIDTHxHEIGHT in m or cm (default 1x1 m), for colony sizes in cm².
+        uncertainty: a pixel whose winning class is below this probability counts as doubtful (per-image share).
+        points: also sample this many points per photo from the prediction into points.csv (CoralNet-style; 0: none).
+        point_sampling: stratified (one point per grid cell, as CoralNet) or random.
+        workers: processes decoding photos ahead of the model (default WORKERS).
+    """
+    settings = load_settings(device=device, workers=workers)
+    from evaluate.ecology import QuadratScale
+    from evaluate.survey import PredictOptions, check_options, predict_survey
+
+    options = PredictOptions(
+        run_dir=Path(run).expanduser().resolve(), dataset=dataset,
+        tags=tuple(t.strip() for t in (tags or "").split(",") if t.strip()), view=view, which=checkpoint,
+        window=window, window_stride=window_stride, batch_size=batch_size, tta=tta, precision=precision, weights=weights,
+        quadrat=QuadratScale.parse(quadrat_size), uncertainty=uncertainty, points=points, point_sampling=point_sampling,
+        workers=settings.workers, seed=settings.seed,
+    )  # fmt: skip
+    if min(window or 1, window_stride or 1) < 1:
+        raise UserError("--window and --window-stride must be positive")
+    check_options(options)
+    report = predict_survey(settings, options)
+    _leave_torchrun()
+    if "photos" not in report:  # another process of torchrun: process 0 reports
+        return
+    from common.table import format_table
+
+    print(format_table(["", "value"], [
+        ("photos selected", report["photos"]), ("predicted now", report["predicted_now"]),
+        ("unchanged since an earlier run (reused)", report["reused"]), ("unreadable (left out)", len(report["unreadable"])),
+        ("images per second (this process)", round(report["images_per_second"], 3)),
+    ]))  # fmt: skip
+    for line in report["unreadable"]:
+        print(f"unreadable: {line}")
+    print(f"survey report: {Path(report['out_dir']) / 'survey.md'}; most doubtful photos first: {Path(report['out_dir']) / 'quadrats.csv'}")
+
+
+def _leave_torchrun() -> None:
+    """Close torchrun's process group, if this process joined one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def predict_main() -> None:
+    run(predict, secrets=load_settings().secrets)
+
+
 def app(
     dataset: str | None = None, address: str | None = None, port: int | None = None, view: str | None = None, screenshot: str | None = None
 ) -> None:

@@ -30,7 +30,7 @@ from common.settings import Settings, load_settings
 from evaluate.colonies import Colony, find_colonies
 from evaluate.cvat_shapes import MASK, POLYGON, colony_shape, confidence_value, keep_confident
 from evaluate.fields import CONFIDENCE
-from evaluate.predict import predict_image, window_forward
+from evaluate.inference import predict_image, window_forward
 from models.checkpoint import CheckpointSpec, load_checkpoint
 from prepare.layout import BACKGROUND_NAME
 

@@ -62,6 +62,16 @@ class RunFields:
         return f"pred_{self.key}_colonies"
 
     @property
+    def mean_confidence(self) -> str:
+        """Float per sample (predict.py): mean probability of the winning class over the image's pixels."""
+        return f"pred_{self.key}_confidence"
+
+    @property
+    def uncertain_share(self) -> str:
+        """Float per sample (predict.py): share of pixels whose winning class is below the doubt threshold."""
+        return f"pred_{self.key}_uncertain"
+
+    @property
     def eval_key(self) -> str:
         """FiftyOne segmentation evaluation; FiftyOne adds `<eval_key>_accuracy|precision|recall` per sample."""
         return f"eval_{self.key}"
@@ -93,4 +103,4 @@ class RunFields:
     @property
     def sample_fields(self) -> tuple[str, ...]:
         """Sample fields this module writes itself (FiftyOne's evaluations add and remove their own)."""
-        return (self.prediction, self.colonies, self.miou, self.iou)
+        return (self.prediction, self.colonies, self.miou, self.iou, self.mean_confidence, self.uncertain_share)

@@ -26,7 +26,7 @@ from common.settings import Settings
 from evaluate import writeback
 from evaluate.colonies import Colony, find_colonies
 from evaluate.fields import RunFields
-from evaluate.predict import predict_image, window_forward
+from evaluate.inference import predict_image, window_forward
 from evaluate.prediction_cache import CACHE_FILE, PredictionCache, image_key
 from evaluate.reports import ImageResult, SplitReport, format_per_class_table, write_report
 from models.checkpoint import CheckpointSpec, checkpoint_stem, load_checkpoint

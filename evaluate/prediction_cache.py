@@ -55,9 +55,13 @@ class PredictionCache:
             return None
         return [Colony(c["class"], Polygon(c["outline"]), c["confidence"], c["area"]) for c in entry["colonies"]]
 
-    def add(self, sample_id: str, image: str, mask_path: Path, colonies: list[Colony]) -> None:
+    def stats(self, sample_id: str) -> dict[str, float]:
+        """The per-image figures stored with a sample's prediction (empty when there are none)."""
+        return dict(self.entries.get(sample_id, {}).get("stats") or {})
+
+    def add(self, sample_id: str, image: str, mask_path: Path, colonies: list[Colony], stats: dict[str, float] | None = None) -> None:
         entry = {
-            "sample_id": sample_id, "settings": self.key, "image": image, "mask": mask_path.name,
+            "sample_id": sample_id, "settings": self.key, "image": image, "mask": mask_path.name, "stats": stats or {},
             "colonies": [
                 {"class": c.class_index, "outline": [list(p) for p in c.polygon.exterior.coords], "confidence": c.confidence, "area": c.area}
                 for c in colonies

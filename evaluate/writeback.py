@@ -174,6 +174,14 @@ def begin_run(dataset: fo.Dataset, fields: RunFields, run_dir: Path, split: str,
     dataset.save()
 
 
+def record_prediction(dataset: fo.Dataset, fields: RunFields, run_dir: Path, taxonomy: str) -> None:
+    """Record the run as the owner of its names after a prediction (predict.py), keeping an evaluation's record."""
+    check_owner(dataset, fields, run_dir, taxonomy)
+    if fields.eval_key not in evaluations(dataset):
+        dataset.info[INFO_EVALUATIONS] = evaluations(dataset) | {fields.eval_key: {"run": str(run_dir), "split": "predict", "taxonomy": taxonomy}}
+        dataset.save()
+
+
 def configure_app(dataset: fo.Dataset, fields: RunFields, taxonomy: str, classes: Sequence[str], palette: Sequence[Sequence[int]]) -> None:
     """Mask targets and colours from the taxonomy palette; the run's fields shown by default."""
     targets = rgb_mask_targets(classes, palette)

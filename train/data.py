@@ -35,9 +35,13 @@ class Sample:
     width: int
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """An image file as `[H, W, 3]` uint8 RGB, pixels as stored (EXIF orientation not applied, like the masks)."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+def read_image(path: str | Path, oriented: bool = False) -> np.ndarray:
+    """An image file as `[H, W, 3]` uint8 RGB, pixels as stored (EXIF orientation not applied, like the masks).
+
+    `oriented` turns the pixels as the EXIF orientation says, as photos imported in place are shown and sized.
+    """
+    flags = cv2.IMREAD_COLOR if oriented else cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    image = cv2.imread(str(path), flags)
     if image is None:
         raise UserError(f"cannot read image {path}; the file is damaged or not an image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

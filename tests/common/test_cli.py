@@ -151,6 +151,11 @@ COMMANDS = [
     ("train/train.py", "train.cli", "train_command", "resume", []),
     ("evaluate/evaluate.py", "evaluate.cli", "evaluate", "delete", ["--run", "runs/x"]),
     ("evaluate/app.py", "evaluate.cli", "app", None, []),
+    ("evaluate/predict.py", "evaluate.cli", "predict", "tta", ["--run", "runs/x", "--dataset", "d"]),
+    ("data_engineering/import_images.py", "data_engineering.local_images", "import_images_command", "overwrite",
+     ["photos", "--dataset-name", "d"]),
+    ("data_engineering/import_points.py", "data_engineering.coralnet_points", "import_points_command", None,
+     ["points.csv", "--dataset-name", "d"]),
     ("evaluate/push_to_cvat.py", "evaluate.cli", "push_to_cvat", "dry_run", ["--run", "runs/x", "--task-id", "3"]),
     ("benchmarks/bench_prepare.py", "benchmarks.bench_prepare", "benchmark", "keep", []),
 ]

@@ -71,7 +71,7 @@ class AutocastRecorder(torch.nn.Module):
 @pytest.mark.parametrize("native", [True, False])
 def test_train_validation_and_evaluation_pick_the_same_precision(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
     """On one machine, validation during training and `evaluate` predict in the same precision (both `auto`)."""
-    from evaluate.predict import predict_images
+    from evaluate.inference import predict_images
     from train.config import load_config
     from train.loop import Distributed, train_runtime, validate, with_default_window
 

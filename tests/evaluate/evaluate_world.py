@@ -61,7 +61,7 @@ def make_run(run_dir: Path, classes=CLASSES, palette=PALETTE, taxonomy: str = "t
 
 
 def predict_fp32(run_dir: Path, images: list[np.ndarray]) -> list[np.ndarray]:
-    from evaluate.predict import predict_images
+    from evaluate.inference import predict_images
     from models.checkpoint import load_checkpoint
 
     with warnings.catch_warnings():

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from common.runtime import Runtime
-from evaluate.predict import predict_image, window_forward
+from evaluate.inference import predict_image, window_forward
 
 
 class ColourModel(torch.nn.Module):

@@ -1,0 +1,385 @@
+"""Predict a whole survey with a trained run: masks, colonies, uncertainty, cover, sizes and points.
+
+    python evaluate/predict.py --run runs/<name> --dataset moorea_2024 [--tags new] [--view my_view]
+    torchrun --nproc_per_node=4 evaluate/predict.py runs/<name> --dataset moorea_2024   # the run first: torchrun
+                                                      # takes an abbreviated --run for its own --run-path
+
+Under torchrun each process takes every N-th image (its shard), decodes on DataLoader workers,
+predicts on its own GPU and appends to its own journal (`predictions.rank<r>.jsonl`); once all
+are done, process 0 alone reads the journals, writes FiftyOne and the survey report. A killed run
+continues where it stopped, and an image whose file, checkpoint and settings are unchanged is
+never predicted twice (the journal says so). Memory is flat in the number of images: masks go to
+palette PNGs one at a time, and only each image's small summary is kept.
+
+Files: `runs/<run>/predict/<dataset>/` (docs/survey.md): `masks/`, the journals, the survey report
+files, `quadrats.csv` (uncertainty per image, most doubtful first), `points.csv` with `--points N`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+
+from common.cli import UserError
+from common.fileio import exclusive_lock, sha256_file, write_bytes_atomic, write_text_atomic
+from common.names import check_name
+from common.runtime import Runtime, resolve_runtime
+from common.settings import Settings
+from data_engineering import dataset_contract as contract
+from data_engineering.coralnet_points import PointAnnotation, write_point_csv
+from evaluate import writeback
+from evaluate.colonies import Colony, find_colonies
+from evaluate.ecology import QuadratScale, QuadratSummary, colony_sizes, image_cover
+from evaluate.fields import RunFields
+from evaluate.pipeline import run_palette, window_setting
+from evaluate.points import SAMPLING_MODES, sample_points
+from evaluate.inference import predict_image, window_forward
+from evaluate.prediction_cache import PredictionCache, image_key
+from evaluate.survey_report import write_survey_report
+from models.checkpoint import CheckpointSpec, checkpoint_stem, load_checkpoint
+from models.sliding_window import WINDOW_LAYOUT
+from prepare.layout import png_palette
+from prepare.mask_png import encode_mask_png, read_mask
+from prepare.taxonomy import load_taxonomy, taxonomy_dirs
+from train.data import read_image
+
+PREDICT_DIR = "predict"
+JOURNAL = "predictions.rank{rank}.jsonl"
+DEFAULT_UNCERTAINTY = 0.5  # a pixel whose winning class has a lower probability counts as doubtful
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """Everything one prediction of a survey needs, resolved at the command line."""
+
+    run_dir: Path
+    dataset: str
+    tags: tuple[str, ...] = ()
+    view: str | None = None
+    which: str = "best"
+    window: int | None = None
+    window_stride: int | None = None
+    batch_size: int = 4
+    tta: bool = False
+    precision: str = "auto"
+    weights: str | None = None
+    quadrat: QuadratScale = field(default_factory=QuadratScale)
+    uncertainty: float = DEFAULT_UNCERTAINTY
+    points: int = 0
+    point_sampling: str = "stratified"
+    workers: int = 2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's place among torchrun's processes (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def predict_dir(run_dir: Path, dataset: str) -> Path:
+    """`runs/<run>/predict/<dataset>/`: one folder per (run, dataset), so no prediction replaces another's files."""
+    return run_dir / PREDICT_DIR / check_name(dataset, "dataset name", "pass --dataset with a FiftyOne dataset's name")
+
+
+def shard_of(items: Sequence[Any], shard: Shard) -> list[Any]:
+    """Every `world`-th item from `rank`: shards of equal size within one, together exactly `items`."""
+    return list(items[shard.rank :: shard.world])
+
+
+def join_torchrun() -> Shard:
+    """Join torchrun's process group when launched by it (gloo on CPU, NCCL on GPUs), else one process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Shard()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return Shard(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _barrier(shard: Shard) -> None:
+    if shard.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def shard_runtime(device: str, precision: str, shard: Shard) -> Runtime:
+    """The runtime of this process: under torchrun each process gets the GPU of its local rank."""
+    runtime = resolve_runtime(device, precision)
+    if runtime.device.type == "cuda" and shard.world > 1:
+        torch.cuda.set_device(shard.local_rank)
+        return Runtime(torch.device("cuda", shard.local_rank), runtime.dtype)
+    return runtime
+
+
+@dataclass(frozen=True)
+class Photo:
+    sample_id: str
+    filepath: str
+    site: str | None
+    year: int | None
+
+
+class _Decoded(torch.utils.data.Dataset):
+    """Photos decoded on DataLoader workers (as displayed: EXIF orientation applied), errors returned, not raised."""
+
+    def __init__(self, photos: Sequence[Photo]) -> None:
+        self.photos = list(photos)
+
+    def __len__(self) -> int:
+        return len(self.photos)
+
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str]:
+        try:
+            return index, read_image(self.photos[index].filepath, oriented=True), ""
+        except UserError as error:
+            return index, None, str(error)
+
+
+def _as_is(item: Any) -> Any:
+    return item
+
+
+def decoded(photos: Sequence[Photo], workers: int) -> Iterator[tuple[Photo, np.ndarray | None, str]]:
+    """(photo, pixels or None, why not) in order, decoded ahead on `workers` processes while the model runs."""
+    loader = torch.utils.data.DataLoader(_Decoded(photos), batch_size=None, num_workers=workers,
+                                         prefetch_factor=2 if workers else None, collate_fn=_as_is)
+    for index, image, problem in loader:
+        yield photos[index], image, problem
+
+
+def image_stats(mask: np.ndarray, confidence: np.ndarray, threshold: float) -> dict[str, float]:
+    """The doubt of one prediction: mean winning-class probability, and the share of pixels below `threshold`."""
+    return {"mean_confidence": float(confidence.mean()), "uncertain_share": float((confidence < threshold).mean())}
+
+
+def select_photos(dataset: Any, options: PredictOptions) -> list[Photo]:
+    """The samples to predict: a saved view, or samples with any of the tags, or the whole dataset."""
+    view = dataset
+    if options.view:
+        if not dataset.has_saved_view(options.view):
+            views = ", ".join(dataset.list_saved_views()) or "none"
+            raise UserError(f"dataset {dataset.name!r} has no saved view {options.view!r}; saved views: {views}")
+        view = dataset.load_saved_view(options.view)
+    if options.tags:
+        view = view.match_tags(list(options.tags))
+    if not len(view):
+        raise UserError(f"nothing to predict in {dataset.name!r} with {'view ' + options.view if options.view else ''}"
+                        f"{' tags ' + ','.join(options.tags) if options.tags else ''}; check --view / --tags")
+    ids, paths = view.values("id"), view.values("filepath")
+    sites = view.values(contract.SITE) if dataset.has_sample_field(contract.SITE) else [None] * len(ids)
+    years = view.values(contract.YEAR) if dataset.has_sample_field(contract.YEAR) else [None] * len(ids)
+    return [Photo(*row) for row in zip(ids, paths, sites, years)]
+
+
+@dataclass
+class ShardSummary:
+    predicted: int = 0
+    reused: int = 0
+    unreadable: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def predict_shard(photos: Sequence[Photo], options: PredictOptions, runtime: Runtime, model: torch.nn.Module,
+                  spec: CheckpointSpec, palette: Sequence[Sequence[int]], out_dir: Path, shard: Shard,
+                  out: TextIO) -> ShardSummary:
+    """Predict this process's photos into its journal, skipping those its journal already holds unchanged."""
+    from common.progress import progress
+
+    window, window_stride = window_setting(spec, options.window, options.window_stride)
+    cache = PredictionCache(out_dir / JOURNAL.format(rank=shard.rank), depends_on(options, runtime, spec, window, window_stride))
+    summary = ShardSummary()
+    todo = []
+    for photo in photos:
+        if cache.get(photo.sample_id, image_key(photo.filepath), mask_path(out_dir, photo)) is not None:
+            summary.reused += 1
+        else:
+            todo.append(photo)
+    if not todo:
+        return summary
+    forward = window_forward(model.to(runtime.device).eval(), runtime, options.tta)
+    mask_palette = png_palette(palette)
+    start = time.perf_counter()
+    desc = f"predict {options.run_dir.name}" + (f" [{shard.rank + 1}/{shard.world}]" if shard.world > 1 else "")
+    for photo, image, problem in progress(decoded(todo, options.workers), total=len(todo), desc=desc, unit="image", file=out):
+        if image is None:
+            summary.unreadable.append(f"{photo.filepath}: {problem}")
+            continue
+        prediction = predict_image(forward, image, spec.num_classes, window, window_stride, options.batch_size, runtime.device)
+        path = mask_path(out_dir, photo)
+        write_bytes_atomic(path, encode_mask_png(prediction.mask, mask_palette))
+        colonies = find_colonies(prediction.mask, prediction.confidence)
+        cache.add(photo.sample_id, image_key(photo.filepath), path, colonies,
+                  stats=image_stats(prediction.mask, prediction.confidence, options.uncertainty))
+        summary.predicted += 1
+    summary.seconds = time.perf_counter() - start
+    cache.compact()
+    return summary
+
+
+def mask_path(out_dir: Path, photo: Photo) -> Path:
+    """A photo's predicted mask: named by sample id, so two photos with one file name never share a file."""
+    return out_dir / "masks" / f"{photo.sample_id}.png"
+
+
+def depends_on(options: PredictOptions, runtime: Runtime, spec: CheckpointSpec, window: int, window_stride: int) -> dict[str, Any]:
+    """Everything a journal entry's prediction depended on besides the image file itself."""
+    return {
+        "head": sha256_file(checkpoint_stem(options.run_dir, options.which).with_suffix(".safetensors")),
+        "backbone": spec.weights_hash, "window": window, "window_stride": window_stride, "layout": WINDOW_LAYOUT,
+        "tta": options.tta, "precision": runtime.precision, "device": runtime.device.type, "uncertainty": options.uncertainty,
+    }
+
+
+@dataclass(frozen=True)
+class PhotoResult:
+    photo: Photo
+    mask_path: Path
+    colonies: list[Colony]
+    stats: dict[str, float]
+
+
+def gather(photos: Sequence[Photo], out_dir: Path, options: PredictOptions, runtime: Runtime, spec: CheckpointSpec,
+           world: int) -> list[PhotoResult]:
+    """Every process's journal read back, in the order of `photos` (photos without a prediction are left out)."""
+    window, window_stride = window_setting(spec, options.window, options.window_stride)
+    key = depends_on(options, runtime, spec, window, window_stride)
+    caches = [PredictionCache(out_dir / JOURNAL.format(rank=rank), key) for rank in range(world)]
+    results = []
+    for photo in photos:
+        path = mask_path(out_dir, photo)
+        for cache in caches:
+            colonies = cache.get(photo.sample_id, image_key(photo.filepath), path)
+            if colonies is not None:
+                results.append(PhotoResult(photo, path, colonies, cache.stats(photo.sample_id)))
+                break
+    return results
+
+
+def write_back(dataset: Any, fields: RunFields, results: Sequence[PhotoResult], classes: Sequence[str]) -> None:
+    """Masks, colonies and doubt of every predicted photo into FiftyOne, in bulk."""
+    import fiftyone as fo
+
+    ids = [r.photo.sample_id for r in results]
+    polylines = []
+    for r in results:
+        height, width = read_mask(r.mask_path).shape
+        polylines.append(writeback.colonies_to_polylines(r.colonies, classes, width, height))
+    view = dataset.select(ids, ordered=True)
+    view.set_values(fields.prediction, [fo.Segmentation(mask_path=str(r.mask_path)) for r in results])
+    view.set_values(fields.colonies, polylines)
+    view.set_values(fields.mean_confidence, [r.stats.get("mean_confidence") for r in results])
+    view.set_values(fields.uncertain_share, [r.stats.get("uncertain_share") for r in results])
+
+
+def quadrat_summaries(results: Sequence[PhotoResult], num_classes: int, scale: QuadratScale,
+                      out: TextIO) -> list[QuadratSummary]:
+    """Cover and colony sizes of each predicted photo; photos that are not square are warned about once."""
+    summaries, odd = [], []
+    for r in results:
+        mask = read_mask(r.mask_path)
+        height, width = mask.shape
+        if height != width:
+            odd.append(Path(r.photo.filepath).name)
+        sizes = colony_sizes([(c.class_index, c.polygon) for c in r.colonies], (height, width), scale)
+        summaries.append(QuadratSummary(Path(r.photo.filepath).name, r.photo.site, r.photo.year,
+                                        image_cover(mask, num_classes), sizes, scale.area_m2))
+    if odd:
+        print(f"warning: {len(odd)} photo(s) are not square ({', '.join(odd[:3])}...); their colony sizes assume each "
+              f"covers the whole {scale.width_m:g} m x {scale.height_m:g} m quadrat (--quadrat-size)", file=out)
+    return summaries
+
+
+def quadrats_csv(results: Sequence[PhotoResult], summaries: Sequence[QuadratSummary], classes: Sequence[str]) -> str:
+    """One row per photo, the most doubtful first, so the quadrats worth annotating next are at the top."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["sample_id", "image", "site", "year", "uncertain_share", "mean_confidence", "colonies"]
+                    + [f"cover_{name}" for name in classes])
+    order = sorted(range(len(results)), key=lambda i: -results[i].stats.get("uncertain_share", 0.0))
+    for i in order:
+        r, s = results[i], summaries[i]
+        writer.writerow([r.photo.sample_id, s.image, s.site or "", s.year or "", round(r.stats.get("uncertain_share", 0.0), 4),
+                         round(r.stats.get("mean_confidence", 0.0), 4), len(r.colonies)] + [round(float(v), 3) for v in s.cover])
+    return buffer.getvalue()
+
+
+def sampled_points(results: Sequence[PhotoResult], classes: Sequence[str], options: PredictOptions) -> list[PointAnnotation]:
+    """`options.points` points per photo sampled from its predicted mask, labelled with the predicted class."""
+    points = []
+    for index, r in enumerate(results):
+        mask = read_mask(r.mask_path)
+        for row, column in sample_points(mask.shape, options.points, options.point_sampling, seed=options.seed + index):
+            value = int(mask[row, column])
+            points.append(PointAnnotation(Path(r.photo.filepath).name, int(row), int(column), classes[value] if value < len(classes) else "ignore"))
+    return points
+
+
+def predict_survey(settings: Settings, options: PredictOptions, out: TextIO = sys.stdout) -> dict[str, Any]:
+    """Predict the selected photos (this process's shard under torchrun) and, on process 0, report them."""
+    check_options(options)
+    shard = join_torchrun()
+    run_dir = options.run_dir.expanduser().resolve()
+    runtime = shard_runtime(settings.device, options.precision, shard)
+    model, spec = load_checkpoint(run_dir, options.which, weights=options.weights or settings.dino_weights or None)
+    taxonomy = load_taxonomy(spec.taxonomy, taxonomy_dirs(settings.taxonomy_dirs))
+    classes, palette = list(spec.classes), run_palette(spec, taxonomy)
+    dataset = writeback.load_dataset(options.dataset)
+    fields = RunFields.for_run(run_dir.name)
+    if shard.main:
+        writeback.check_owner(dataset, fields, run_dir, spec.taxonomy)
+    photos = select_photos(dataset, options)
+    out_dir = predict_dir(run_dir, options.dataset)
+    lock = exclusive_lock(out_dir / ".lock", f"another prediction of {run_dir.name} on {options.dataset} is running; "
+                          "wait for it to end or stop it, then rerun") if shard.world == 1 else contextlib.nullcontext()
+    with lock:
+        summary = predict_shard(shard_of(photos, shard), options, runtime, model, spec, palette, out_dir, shard, out)
+        _barrier(shard)  # every shard's journal is complete before process 0 reads them
+        if not shard.main:
+            return {"rank": shard.rank, "predicted_now": summary.predicted, "seconds": summary.seconds}
+        results = gather(photos, out_dir, options, runtime, spec, shard.world)
+        writeback.record_prediction(dataset, fields, run_dir, spec.taxonomy)
+        writeback.configure_app(dataset, fields, spec.taxonomy, classes, palette)
+        write_back(dataset, fields, results, classes)
+        summaries = quadrat_summaries(results, len(classes), options.quadrat, out)
+        write_survey_report({"prediction": summaries}, classes, palette, out_dir, seed=options.seed)
+        write_text_atomic(out_dir / "quadrats.csv", quadrats_csv(results, summaries, classes))
+        if options.points:
+            write_text_atomic(out_dir / "points.csv", write_point_csv(sampled_points(results, classes, options)))
+    rate = summary.predicted / summary.seconds if summary.seconds else 0.0
+    report = {"photos": len(photos), "predicted": len(results), "predicted_now": summary.predicted, "reused": summary.reused,
+              "unreadable": summary.unreadable, "seconds": summary.seconds, "images_per_second": rate, "out_dir": str(out_dir)}
+    return report
+
+
+def check_options(options: PredictOptions) -> None:
+    """Refuse settings that cannot work before any model is loaded."""
+    if not 0 < options.uncertainty <= 1:
+        raise UserError(f"--uncertainty must be a probability in (0, 1], not {options.uncertainty}")
+    if options.points < 0:
+        raise UserError(f"--points must be 0 (none) or a positive number of points per image, not {options.points}")
+    if options.point_sampling not in SAMPLING_MODES:
+        raise UserError(f"--point-sampling must be one of {', '.join(SAMPLING_MODES)}, not {options.point_sampling!r}")
+    if options.batch_size < 1 or options.workers < 0:
+        raise UserError("--batch-size must be positive and --workers 0 or more")

@@ -1,0 +1,162 @@
+"""Predicting a survey: the same masks evaluate predicts, FiftyOne and files written, reruns that redo nothing,
+torchrun's shards giving exactly the single-process output, and bad photos listed, not fatal."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+import warnings
+from pathlib import Path
+
+import fiftyone as fo
+import numpy as np
+import pytest
+from evaluate_world import TAXONOMY, _image, make_run, predict_fp32
+from PIL import Image
+
+from common.settings import REPO_ROOT, load_settings
+from data_engineering import dataset_contract as contract
+from models.backbones import RandomBackboneWarning
+
+SIZES = [(56, 56), (63, 84), (70, 70), (56, 56)]
+PLACES = [("Reef", 2023), ("Reef", 2024), ("Lagoon", 2024), ("Reef", 2024)]
+
+
+@pytest.fixture
+def survey(tmp_path, monkeypatch):
+    (tmp_path / "taxonomies").mkdir()
+    (tmp_path / "taxonomies" / "tinytax.yaml").write_text(TAXONOMY)
+    for key, value in {"DATA_ROOT": tmp_path / "data", "TAXONOMY_DIRS": tmp_path / "taxonomies", "RUNS_DIR": tmp_path / "runs",
+                       "DEVICE": "cpu", "WORKERS": "0"}.items():
+        monkeypatch.setenv(key, str(value))
+    images = [_image(h, w, seed=10 + i) for i, (h, w) in enumerate(SIZES)]
+    name = f"test_survey_{uuid.uuid4().hex[:8]}"
+    dataset = fo.Dataset(name)
+    for i, (image, (site, year)) in enumerate(zip(images, PLACES)):
+        path = tmp_path / "photos" / f"{site}_{year}_{i:02d}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(image).save(path)
+        dataset.add_sample(fo.Sample(filepath=str(path), tags=["new"] if i else [], **{contract.SITE: site, contract.YEAR: year}))
+    run_dir = tmp_path / "runs" / "tiny-linear"
+    make_run(run_dir)
+    return tmp_path, dataset, run_dir, images
+
+
+def predict(run_dir: Path, dataset: str, **options):
+    from evaluate.survey import PredictOptions, predict_survey
+
+    out = io.StringIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomBackboneWarning)
+        report = predict_survey(load_settings(), PredictOptions(run_dir=run_dir, dataset=dataset, precision="fp32", workers=0, **options), out)
+    return report, out.getvalue()
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(path.read_text())))
+
+
+def test_survey_prediction_files_fields_and_reruns(survey):
+    root, dataset, run_dir, images = survey
+    report, printed = predict(run_dir, dataset.name, points=4)
+    assert (report["photos"], report["predicted"], report["predicted_now"], report["reused"]) == (4, 4, 4, 0)
+    assert "not square" in printed  # the 63 x 84 photo
+    out_dir = Path(report["out_dir"])
+    assert out_dir == run_dir / "predict" / dataset.name
+    from prepare.mask_png import read_mask
+
+    dataset.reload()
+    expected = predict_fp32(run_dir, images)
+    field = "pred_tiny_linear"
+    for sample, mask in zip(dataset, expected):  # exactly the masks evaluate's predictor makes
+        assert np.array_equal(read_mask(sample[field].mask_path), mask)
+        assert 0 <= sample[f"{field}_uncertain"] <= 1 and 0 < sample[f"{field}_confidence"] <= 1
+        assert sample[f"{field}_colonies"] is not None
+    quadrats = read_rows(out_dir / "quadrats.csv")
+    shares = [float(r["uncertain_share"]) for r in quadrats]
+    assert len(quadrats) == 4 and shares == sorted(shares, reverse=True)
+    site_year = {(r["site"], r["year"], r["class"]): r for r in read_rows(out_dir / "site_year.csv")}
+    covers = [np.bincount(m.ravel(), minlength=3) / m.size * 100 for m in expected]
+    reef_2024 = site_year[("Reef", "2024", "Acropora")]
+    assert reef_2024["quadrats"] == "2" and float(reef_2024["mean_cover"]) == pytest.approx((covers[1][1] + covers[3][1]) / 2, abs=1e-3)
+    points = read_rows(out_dir / "points.csv")
+    assert len(points) == 16
+    by_name = {Path(s.filepath).name: read_mask(s[field].mask_path) for s in dataset}
+    classes = ["background", "Acropora", "Porites"]
+    assert all(classes[by_name[p["Name"]][int(p["Row"]), int(p["Column"])]] == p["Label"] for p in points)
+    for name in ("survey.md", "cover_by_year.png", "size_frequency.png", "colonies.csv", "cover.csv"):
+        assert (out_dir / name).is_file()
+
+    again, _ = predict(run_dir, dataset.name)
+    assert (again["predicted_now"], again["reused"]) == (0, 4)  # nothing unchanged is predicted twice
+    first = Path(dataset.first().filepath)
+    Image.fromarray(255 - images[0]).save(first)  # a photo replaced by a new one
+    third, _ = predict(run_dir, dataset.name)
+    assert (third["predicted_now"], third["reused"]) == (1, 3)
+
+
+def test_a_killed_run_continues_where_it_stopped(survey):
+    _, dataset, run_dir, _ = survey
+    report, _ = predict(run_dir, dataset.name)
+    journal = Path(report["out_dir"]) / "predictions.rank0.jsonl"
+    lines = journal.read_text().splitlines(keepends=True)
+    journal.write_text("".join(lines[:2]) + lines[2][: len(lines[2]) // 2])  # killed while appending the third
+    resumed, _ = predict(run_dir, dataset.name)
+    assert (resumed["predicted_now"], resumed["reused"], resumed["predicted"]) == (2, 2, 4)
+
+
+def test_tags_views_and_unreadable_photos(survey):
+    _, dataset, run_dir, _ = survey
+    Path(dataset.last().filepath).write_bytes(b"not a png at all")
+    report, _ = predict(run_dir, dataset.name, tags=("new",))
+    assert report["photos"] == 3 and report["predicted"] == 2 and len(report["unreadable"]) == 1
+    assert "03.png" in report["unreadable"][0]
+    from common.cli import UserError
+
+    with pytest.raises(UserError, match="no saved view"):
+        predict(run_dir, dataset.name, view="nope")
+    with pytest.raises(UserError, match="nothing to predict"):
+        predict(run_dir, dataset.name, tags=("missing",))
+
+
+def test_another_run_of_the_same_name_is_refused(survey, tmp_path):
+    _, dataset, run_dir, _ = survey
+    predict(run_dir, dataset.name)
+    other = tmp_path / "elsewhere" / "tiny-linear"
+    make_run(other, seed=9)
+    from common.cli import UserError
+
+    with pytest.raises(UserError, match="belongs to run"):
+        predict(other, dataset.name)
+
+
+def test_two_torchrun_processes_give_the_single_process_output(survey):
+    root, dataset, run_dir, _ = survey
+    twin = dataset.clone(f"{dataset.name}_twin")
+    single, _ = predict(run_dir, dataset.name)
+    env = {**os.environ, "WORKERS": "1", "OMP_NUM_THREADS": "1"}  # a decoding worker per process, as on GPUs
+    # the run is given first, positionally: torchrun's own --run-path flag would swallow an abbreviated --run
+    env.pop("PYTHONPATH", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(REPO_ROOT / "evaluate" / "predict.py"), str(run_dir), "--dataset", twin.name, "--precision", "fp32"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "photos selected" in done.stdout
+    shard_dir = run_dir / "predict" / twin.name
+    assert (shard_dir / "predictions.rank0.jsonl").is_file() and (shard_dir / "predictions.rank1.jsonl").is_file()
+    single_dir = Path(single["out_dir"])
+    twin.reload()
+    for a, b in zip(dataset.sort_by("filepath"), twin.sort_by("filepath")):
+        assert Path(a["pred_tiny_linear"].mask_path).read_bytes() == Path(b["pred_tiny_linear"].mask_path).read_bytes()
+        assert [p.points for p in a["pred_tiny_linear_colonies"].polylines] == [p.points for p in b["pred_tiny_linear_colonies"].polylines]
+        assert a["pred_tiny_linear_uncertain"] == b["pred_tiny_linear_uncertain"]
+    for name in ("site_year.csv", "cover.csv", "colonies.csv", "size_frequency.csv"):
+        assert (single_dir / name).read_text() == (shard_dir / name).read_text(), name
+    shutil.rmtree(shard_dir)
