@@ -4,7 +4,7 @@
     python benchmarks/bench_infer.py --device cuda --backbone dinov2_vitb14 --batch-size 16
     python benchmarks/bench_infer.py --windows 392/392 644/644   # other window settings (crop/largest step)
 
-The model is the one `evaluate` runs (`models.segmenter.Segmenter` under `evaluate.predict`:
+The model is the one `evaluate` runs (`models.segmenter.Segmenter` under `evaluate.inference`:
 sliding windows, logits blended, softmax, argmax), with RANDOM backbone weights (none can be
 downloaded here; speed does not depend on them). For each head it times fp32 against bf16
 autocast, and windows batched against one window at a time, for each window setting (the default

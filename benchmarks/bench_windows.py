@@ -8,7 +8,7 @@ quadrats (genus-specific shapes and textures, `data_engineering.demo_data`) at t
 prepares them with the finegrained taxonomy (`prepare.pipeline`, no FiftyOne needed), trains a
 linear head on cached features of ViT-S/14 for each training crop (`train.loop`, RANDOM backbone
 weights: none can be downloaded here, and every setting sees the same features), then predicts the
-held-out test quadrats with each window setting exactly as `evaluate` does (`evaluate.predict`):
+held-out test quadrats with each window setting exactly as `evaluate` does (`evaluate.inference`):
 windows of the training crop two thirds of a window apart (the densest), the same windows at
 most a window apart (the fewest, evenly spread: train's default step), and each other crop's
 fewest windows (a window size unlike the training crop). For each setting: windows per image,
