@@ -103,7 +103,7 @@ def colony_sizes(
 
 
 def bootstrap_mean(
-    values: Sequence[float], samples: int = BOOTSTRAP_SAMPLES, level: float = 0.95, seed: int = 0
+    values: Sequence[float] | np.ndarray, samples: int = BOOTSTRAP_SAMPLES, level: float = 0.95, seed: int = 0
 ) -> tuple[float, float, float]:
     """Mean of `values` with a percentile bootstrap interval (resampling the values, i.e. the quadrats).
 
@@ -122,9 +122,26 @@ def bootstrap_mean(
     return mean, float(low), float(high)
 
 
+@dataclass(frozen=True)
+class SiteYearRow:
+    """One site x year x class of a survey (the columns of `site_year.csv`)."""
+
+    site: str | None
+    year: int | None
+    class_name: str
+    quadrats: int
+    mean_cover: float
+    cover_ci_low: float
+    cover_ci_high: float
+    colonies: int
+    density_per_m2: float
+    mean_colony_area_cm2: float | None
+    median_colony_area_cm2: float | None
+
+
 def site_year_summary(
     quadrats: Sequence[QuadratSummary], class_names: Sequence[str], seed: int = 0
-) -> list[dict[str, object]]:
+) -> list[SiteYearRow]:
     """One row per site x year x class: quadrats, mean cover with its 95% bootstrap interval, colonies.
 
     Quadrats without a site or year (file names that do not follow the pattern) are grouped under None.
@@ -132,26 +149,18 @@ def site_year_summary(
     groups: dict[tuple[str, int], list[QuadratSummary]] = {}
     for quadrat in quadrats:
         groups.setdefault((quadrat.site or "", quadrat.year or 0), []).append(quadrat)
-    rows: list[dict[str, object]] = []
+    rows: list[SiteYearRow] = []
     for (site, year), members in sorted(groups.items()):
         covers = np.stack([q.cover for q in members])
         area = sum(q.area_m2 for q in members)
         for index, name in enumerate(class_names):
             mean, low, high = bootstrap_mean(covers[:, index], seed=seed)
             sizes = [c.area_cm2 for q in members for c in q.colonies if c.class_index == index]
-            rows.append({
-                "site": site or None,
-                "year": year or None,
-                "class": name,
-                "quadrats": len(members),
-                "mean_cover": mean,
-                "cover_ci_low": low,
-                "cover_ci_high": high,
-                "colonies": len(sizes),
-                "density_per_m2": len(sizes) / area if area else math.nan,
-                "mean_colony_area_cm2": float(np.mean(sizes)) if sizes else None,
-                "median_colony_area_cm2": float(np.median(sizes)) if sizes else None,
-            })
+            rows.append(SiteYearRow(
+                site or None, year or None, name, len(members), mean, low, high, len(sizes),
+                len(sizes) / area if area else math.nan,
+                float(np.mean(sizes)) if sizes else None, float(np.median(sizes)) if sizes else None,
+            ))
     return rows
 
 

@@ -42,9 +42,9 @@ from evaluate import writeback
 from evaluate.colonies import Colony, find_colonies
 from evaluate.ecology import QuadratScale, QuadratSummary, colony_sizes, image_cover
 from evaluate.fields import RunFields
+from evaluate.inference import predict_image, window_forward
 from evaluate.pipeline import run_palette, window_setting
 from evaluate.points import SAMPLING_MODES, sample_points
-from evaluate.inference import predict_image, window_forward
 from evaluate.prediction_cache import PredictionCache, image_key
 from evaluate.survey_report import write_survey_report
 from models.checkpoint import CheckpointSpec, checkpoint_stem, load_checkpoint

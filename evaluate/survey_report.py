@@ -14,12 +14,13 @@ import csv
 import io
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import astuple, fields
 from pathlib import Path
 
 import numpy as np
 
 from common.fileio import write_text_atomic
-from evaluate.ecology import QuadratSummary, log_bins, site_year_summary, size_frequency
+from evaluate.ecology import QuadratSummary, SiteYearRow, log_bins, site_year_summary, size_frequency
 from evaluate.reports import save_figure
 
 GROUND_TRUTH = "ground truth"  # the source drawn dashed, beside the prediction's solid lines
@@ -65,7 +66,7 @@ def size_frequency_rows(sources: Mapping[str, Sequence[QuadratSummary]], class_n
     return rows
 
 
-def _cover_plot(summaries: Mapping[str, list[dict[str, object]]], class_names: Sequence[str],
+def _cover_plot(summaries: Mapping[str, list[SiteYearRow]], class_names: Sequence[str],
                 palette: Sequence[Sequence[int]], path: Path) -> None:
     """Mean cover per genus over the years, one panel per site, with the 95% interval as error bars."""
     import matplotlib
@@ -73,13 +74,13 @@ def _cover_plot(summaries: Mapping[str, list[dict[str, object]]], class_names: S
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sites = sorted({str(r["site"]) for rows in summaries.values() for r in rows})
+    sites = sorted({str(r.site) for rows in summaries.values() for r in rows})
     fig, axes = plt.subplots(1, len(sites), figsize=(5 * len(sites) + 2, 4), squeeze=False, sharey=True)
     for ax, site in zip(axes[0], sites):
         for source, rows in summaries.items():
             for index in _genera(class_names):
-                points = sorted((r["year"], r["mean_cover"], r["cover_ci_low"], r["cover_ci_high"]) for r in rows
-                                if str(r["site"]) == site and r["class"] == class_names[index] and r["year"] is not None)
+                points = sorted((r.year, r.mean_cover, r.cover_ci_low, r.cover_ci_high) for r in rows
+                                if str(r.site) == site and r.class_name == class_names[index] and r.year is not None)
                 if not points or max(p[1] for p in points) <= 0:
                     continue
                 years, means, lows, highs = (np.array(v, dtype=float) for v in zip(*points))
@@ -127,17 +128,17 @@ def _size_plot(sources: Mapping[str, Sequence[QuadratSummary]], class_names: Seq
     save_figure(fig, path)
 
 
-def _markdown(summaries: Mapping[str, list[dict[str, object]]], class_names: Sequence[str]) -> str:
+def _markdown(summaries: Mapping[str, list[SiteYearRow]], class_names: Sequence[str]) -> str:
     lines = ["# Survey report", "", "Mean cover per site, year and genus over quadrats, with the 95% bootstrap interval "
              "over quadrats; colony density per m² of photographed quadrat.", ""]
     for source, rows in summaries.items():
         lines += [f"## {source}", "", "| site | year | genus | quadrats | mean cover % | 95% interval | colonies | per m² |",
                   "|---|---|---|---:|---:|---|---:|---:|"]
         for r in rows:
-            if r["class"] == class_names[0]:
+            if r.class_name == class_names[0]:
                 continue
-            lines.append(f"| {r['site']} | {r['year']} | {r['class']} | {r['quadrats']} | {r['mean_cover']:.2f} | "
-                         f"{r['cover_ci_low']:.2f}–{r['cover_ci_high']:.2f} | {r['colonies']} | {r['density_per_m2']:.2f} |")
+            lines.append(f"| {r.site} | {r.year} | {r.class_name} | {r.quadrats} | {r.mean_cover:.2f} | "
+                         f"{r.cover_ci_low:.2f}–{r.cover_ci_high:.2f} | {r.colonies} | {r.density_per_m2:.2f} |")
         lines.append("")
     lines += ["![Cover by year](cover_by_year.png)", "", "![Size-frequency](size_frequency.png)", "",
               "Files: " + ", ".join(f"`{name}`" for name in SURVEY_FILES if not name.endswith((".png", ".md"))) + "."]
@@ -145,7 +146,7 @@ def _markdown(summaries: Mapping[str, list[dict[str, object]]], class_names: Seq
 
 
 def site_year_table(sources: Mapping[str, Sequence[QuadratSummary]], class_names: Sequence[str],
-                    seed: int = 0) -> dict[str, list[dict[str, object]]]:
+                    seed: int = 0) -> dict[str, list[SiteYearRow]]:
     """`site_year_summary` for each source."""
     return {source: site_year_summary(quadrats, class_names, seed=seed) for source, quadrats in sources.items()}
 
@@ -158,8 +159,8 @@ def write_survey_report(sources: Mapping[str, Sequence[QuadratSummary]], class_n
     summaries = site_year_table(sources, class_names, seed)
     place = ["source", "image", "site", "year"]
     write_text_atomic(out / "cover.csv", _csv(place + ["class", "cover"], cover_rows(sources, class_names)))
-    columns = list(next(iter(next(iter(summaries.values())) or [{}])).keys()) if summaries else []
-    write_text_atomic(out / "site_year.csv", _csv(["source"] + columns, [[source] + [r[c] for c in columns]
+    columns = [f.name.replace("class_name", "class") for f in fields(SiteYearRow)]
+    write_text_atomic(out / "site_year.csv", _csv(["source"] + columns, [[source, *astuple(r)]
                                                                         for source, rows in summaries.items() for r in rows]))
     write_text_atomic(out / "colonies.csv", _csv(place + ["class", "area_cm2", "perimeter_cm"], colony_rows(sources, class_names)))
     write_text_atomic(out / "size_frequency.csv", _csv(["source", "class", "area_cm2_from", "area_cm2_to", "colonies"],
