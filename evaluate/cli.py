@@ -158,6 +158,7 @@ def predict(
     ]))  # fmt: skip
     for line in report["unreadable"]:
         print(f"unreadable: {line}")
+    print(f"\ncover per site and year (mean over quadrats):\n{report['site_year_table']}\n")
     print(f"survey report: {Path(report['out_dir']) / 'survey.md'}; most doubtful photos first: {Path(report['out_dir']) / 'quadrats.csv'}")
 
 

@@ -139,10 +139,14 @@ class SiteYearRow:
     median_colony_area_cm2: float | None
 
 
+ALL_CORAL = "all coral"  # the extra row of every site and year: cover of every class but background together
+
+
 def site_year_summary(
     quadrats: Sequence[QuadratSummary], class_names: Sequence[str], seed: int = 0
 ) -> list[SiteYearRow]:
-    """One row per site x year x class: quadrats, mean cover with its 95% bootstrap interval, colonies.
+    """One row per site x year x class, and one for all coral: quadrats, mean cover with its 95% bootstrap
+    interval over quadrats, colonies. Class 0 is background.
 
     Quadrats without a site or year (file names that do not follow the pattern) are grouped under None.
     """
@@ -152,10 +156,12 @@ def site_year_summary(
     rows: list[SiteYearRow] = []
     for (site, year), members in sorted(groups.items()):
         covers = np.stack([q.cover for q in members])
+        covers = np.concatenate([covers, covers[:, 1:].sum(axis=1, keepdims=True)], axis=1)  # + all coral
         area = sum(q.area_m2 for q in members)
-        for index, name in enumerate(class_names):
+        for index, name in enumerate([*class_names, ALL_CORAL]):
             mean, low, high = bootstrap_mean(covers[:, index], seed=seed)
-            sizes = [c.area_cm2 for q in members for c in q.colonies if c.class_index == index]
+            wanted = range(1, len(class_names)) if name == ALL_CORAL else (index,)
+            sizes = [c.area_cm2 for q in members for c in q.colonies if c.class_index in wanted]
             rows.append(SiteYearRow(
                 site or None, year or None, name, len(members), mean, low, high, len(sizes),
                 len(sizes) / area if area else math.nan,

@@ -40,13 +40,13 @@ from data_engineering import dataset_contract as contract
 from data_engineering.coralnet_points import PointAnnotation, write_point_csv
 from evaluate import writeback
 from evaluate.colonies import Colony, find_colonies
-from evaluate.ecology import QuadratScale, QuadratSummary, colony_sizes, image_cover
+from evaluate.ecology import QuadratScale, QuadratSummary, colony_sizes, image_cover, site_year_summary
 from evaluate.fields import RunFields
 from evaluate.inference import predict_image, window_forward
 from evaluate.pipeline import run_palette, window_setting
 from evaluate.points import SAMPLING_MODES, sample_points
 from evaluate.prediction_cache import PredictionCache, image_key
-from evaluate.survey_report import write_survey_report
+from evaluate.survey_report import format_site_year_table, write_survey_report
 from models.checkpoint import CheckpointSpec, checkpoint_stem, load_checkpoint
 from models.sliding_window import WINDOW_LAYOUT
 from prepare.layout import png_palette
@@ -364,12 +364,14 @@ def predict_survey(settings: Settings, options: PredictOptions, out: TextIO = sy
         write_back(dataset, fields, results, classes)
         summaries = quadrat_summaries(results, len(classes), options.quadrat, out)
         write_survey_report({"prediction": summaries}, classes, palette, out_dir, seed=options.seed)
+        table = format_site_year_table(site_year_summary(summaries, classes, seed=options.seed))
         write_text_atomic(out_dir / "quadrats.csv", quadrats_csv(results, summaries, classes))
         if options.points:
             write_text_atomic(out_dir / "points.csv", write_point_csv(sampled_points(results, classes, options)))
     rate = summary.predicted / summary.seconds if summary.seconds else 0.0
     report = {"photos": len(photos), "predicted": len(results), "predicted_now": summary.predicted, "reused": summary.reused,
-              "unreadable": summary.unreadable, "seconds": summary.seconds, "images_per_second": rate, "out_dir": str(out_dir)}
+              "unreadable": summary.unreadable, "seconds": summary.seconds, "images_per_second": rate, "out_dir": str(out_dir),
+              "site_year_table": table}
     return report
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from common.fileio import write_text_atomic
-from evaluate.ecology import QuadratSummary, SiteYearRow, log_bins, site_year_summary, size_frequency
+from common.table import format_table
+from evaluate.ecology import ALL_CORAL, QuadratSummary, SiteYearRow, log_bins, site_year_summary, size_frequency
 from evaluate.reports import save_figure
 
 GROUND_TRUTH = "ground truth"  # the source drawn dashed, beside the prediction's solid lines
@@ -143,6 +144,21 @@ def _markdown(summaries: Mapping[str, list[SiteYearRow]], class_names: Sequence[
     lines += ["![Cover by year](cover_by_year.png)", "", "![Size-frequency](size_frequency.png)", "",
               "Files: " + ", ".join(f"`{name}`" for name in SURVEY_FILES if not name.endswith((".png", ".md"))) + "."]
     return "\n".join(lines) + "\n"
+
+
+def format_site_year_table(rows: Sequence[SiteYearRow], genera: int = 3) -> str:
+    """Site x year as a person reads it: quadrats, all-coral cover with its interval, the most covered genera."""
+    groups: dict[tuple[str | None, int | None], list[SiteYearRow]] = {}
+    for row in rows:
+        groups.setdefault((row.site, row.year), []).append(row)
+    lines = []
+    for (site, year), members in groups.items():
+        total = next(r for r in members if r.class_name == ALL_CORAL)
+        top = sorted((r for r in members[1:] if r.class_name != ALL_CORAL and r.mean_cover > 0), key=lambda r: -r.mean_cover)
+        lines.append([site or "-", year or "-", total.quadrats,
+                      f"{total.mean_cover:.1f} ({total.cover_ci_low:.1f}-{total.cover_ci_high:.1f})",
+                      ", ".join(f"{r.class_name} {r.mean_cover:.1f}" for r in top[:genera]) or "-"])
+    return format_table(["site", "year", "quadrats", "coral cover % (95% interval)", f"top {genera} genera, cover %"], lines)
 
 
 def site_year_table(sources: Mapping[str, Sequence[QuadratSummary]], class_names: Sequence[str],

@@ -82,12 +82,14 @@ def test_site_year_summary_groups_and_densities():
         ["background", "Acropora"],
     )
     by_key = {(r.site, r.year, r.class_name): r for r in rows}
-    assert len(rows) == 4
+    assert len(rows) == 6  # 2 site-years x (2 classes + all coral)
     acro = by_key[("A", 2020, "Acropora")]
     assert acro.quadrats == 2 and acro.mean_cover == pytest.approx(20.0)
     assert acro.cover_ci_low >= 10 and acro.cover_ci_high <= 30
     assert acro.colonies == 3 and acro.density_per_m2 == pytest.approx(1.5)
     assert acro.mean_colony_area_cm2 == pytest.approx(10.0) and acro.median_colony_area_cm2 == pytest.approx(10.0)
+    total = by_key[("A", 2020, "all coral")]
+    assert total.mean_cover == pytest.approx(20.0) and total.colonies == 3
     empty = by_key[("B", 2021, "Acropora")]
     assert empty.colonies == 0 and empty.mean_colony_area_cm2 is None and empty.mean_cover == 0.0
 

@@ -36,7 +36,7 @@ def test_prediction_and_ground_truth_side_by_side(tmp_path):
     written = write_survey_report({"ground truth": quadrats(0), "prediction": quadrats(3)}, NAMES, PALETTE, tmp_path)
     assert [p.name for p in written] == list(SURVEY_FILES) and all(p.is_file() for p in written)
     site_year = read_csv(tmp_path / "site_year.csv")
-    assert len(site_year) == 2 * 2 * 3 * 3  # sources x sites x years x classes
+    assert len(site_year) == 2 * 2 * 3 * 4  # sources x sites x years x (classes + all coral)
     row = next(r for r in site_year if r["source"] == "prediction" and r["site"] == "B" and r["year"] == "2021"
                and r["class"] == "Acropora")
     assert float(row["mean_cover"]) == pytest.approx(20 + 3 + 5 + 1)  # mean of 28, 29, 30
@@ -58,4 +58,14 @@ def test_quadrats_without_site_or_year(tmp_path):
     unnamed = [QuadratSummary("IMG_1.jpg", None, None, np.array([50.0, 50.0, 0.0]), [])]
     write_survey_report({"prediction": unnamed}, NAMES, PALETTE, tmp_path)
     rows = read_csv(tmp_path / "site_year.csv")
-    assert {r["site"] for r in rows} == {""} and rows[1]["mean_cover"] == "50.0"
+    assert {r["site"] for r in rows} == {""} and rows[1]["mean_cover"] == "50.0" and rows[3]["class"] == "all coral"
+
+
+def test_site_year_table_for_people():
+    from evaluate.ecology import site_year_summary
+    from evaluate.survey_report import format_site_year_table
+
+    text = format_site_year_table(site_year_summary(quadrats(0), NAMES))
+    lines = text.splitlines()
+    assert lines[0].split()[:3] == ["site", "year", "quadrats"] and len(lines) == 2 + 6
+    assert "Acropora 26.0, Porites 10.0" in next(line for line in lines if line.startswith("B ") and "2021" in line)
