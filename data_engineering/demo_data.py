@@ -399,9 +399,22 @@ def make_demo_export(output: Path, num_images: int = 30, size: int = 448, coloni
     return output
 
 
+def make_demo_photos(output: Path, num_images: int, size: int, colonies: int, seed: int) -> Path:
+    """Write (or complete) quadrat photos alone, no annotations: a survey nobody annotated yet."""
+    if num_images < 1 or size < 64 or colonies < 1:
+        raise UserError("use --num-images >= 1, --size >= 64 and --colonies >= 1")
+    output = Path(output)
+    for plan in tqdm([plan_image(i, seed, colonies) for i in range(num_images)], desc="demo photos", unit="img"):
+        path = output / plan.name
+        if not path.is_file():
+            with atomic_path(path) as tmp:
+                Image.fromarray(render(plan, size, seed)).save(tmp, format="JPEG", quality=90)
+    return output
+
+
 def make_demo_data(
     output: str | None = None, num_images: int = DEFAULTS["num_images"], size: int = DEFAULTS["size"],
-    colonies: int = DEFAULTS["colonies"], seed: int = DEFAULTS["seed"],
+    colonies: int = DEFAULTS["colonies"], seed: int = DEFAULTS["seed"], photos_only: bool = False,
 ) -> None:
     """Generate the synthetic CVAT-for-images 1.1 project export of reef quadrats.
 
@@ -411,7 +424,14 @@ def make_demo_data(
         size: image width and height in pixels (1920 for benchmarks).
         colonies: colonies per quadrat at the first survey (45 for benchmarks at 1920).
         seed: the random seed; the same flags always give the same bytes.
+        photos_only: write only the photos, flat in the folder and never annotated (a new survey to predict).
     """
+    if photos_only:
+        if not output:
+            raise UserError("--photos-only needs --output, the folder for the new survey's photos")
+        folder = make_demo_photos(Path(output), int(num_images), int(size), int(colonies), int(seed))
+        print(f"demo survey photos: {folder} ({num_images} images of {size}x{size}, no annotations)")
+        return
     target = Path(output) if output else default_output()
     make_demo_export(target, int(num_images), int(size), int(colonies), int(seed))
     counts = {s: sum(subset_of_group(image_place(i)[3]) == s for i in range(int(num_images))) for s in SUBSETS}

@@ -118,3 +118,15 @@ def test_cli_writes_under_data_root_by_default(tmp_path):
     assert done.returncode == 0, done.stderr
     assert len(list((tmp_path / "data" / "demo" / "cvat_export" / "images").rglob("*.jpg"))) == 2
     assert "import_cvat_export.py" in done.stdout
+
+
+def test_photos_only_make_a_survey_nobody_annotated(tmp_path):
+    from data_engineering.demo_data import make_demo_data
+
+    make_demo_data(output=str(tmp_path / "survey"), num_images=3, size=64, colonies=2, seed=1, photos_only=True)
+    photos = sorted(p.name for p in (tmp_path / "survey").iterdir())
+    assert len(photos) == 3 and all(name.endswith(".jpg") for name in photos)
+    assert not (tmp_path / "survey" / "annotations.xml").exists()
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "survey").iterdir()}
+    make_demo_data(output=str(tmp_path / "survey"), num_images=3, size=64, colonies=2, seed=1, photos_only=True)
+    assert before == {p: p.stat().st_mtime_ns for p in (tmp_path / "survey").iterdir()}  # a rerun rewrites nothing
