@@ -209,7 +209,7 @@ def test_a_yes_no_flag_takes_only_yes_or_no(tmp_path, monkeypatch, script, modul
     seen = {}
     monkeypatch.setattr(target, function, functools.wraps(getattr(target, function))(lambda *a, **kw: seen.update(kw)))
     monkeypatch.setattr(sys, "argv", [script, *required, f"--{flag.replace('_', '-')}=false"])
-    main = {"evaluate": "evaluate_main", "app": "app_main", "push_to_cvat": "push_main"}.get(function, "main")
+    main = {"evaluate": "evaluate_main", "app": "app_main", "push_to_cvat": "push_main", "predict": "predict_main"}.get(function, "main")
     getattr(target, main)()
     assert seen[flag] is False
 
