@@ -2,8 +2,8 @@
 
 A reviewer thinks in colonies, not pixels, and CVAT stores polygons, so predictions are turned
 into the same kind of shape annotators draw: an outline without holes (CVAT polygons have none,
-and FiftyOne's polygon IoU fills them). The regions come from `prepare.polygons`, traced exactly
-along pixel edges first so each can be tied to its pixels for the confidence, then simplified.
+and FiftyOne's polygon IoU fills them). The regions are traced exactly along pixel edges, as
+`prepare.polygons` traces them, each tied to its own pixels for the confidence, then simplified.
 """
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import rasterio.features
+import scipy.ndimage
+import shapely
+import skimage.measure
 from shapely.geometry import Polygon
-
-from prepare.polygons import mask_to_polygons
 
 DEFAULT_TOLERANCE = 1.0  # pixels: simplification of the outline
 DEFAULT_MIN_AREA = 16.0  # pixels: smaller regions are noise, not colonies
@@ -32,30 +34,56 @@ class Colony:
     pixels: np.ndarray | None = None  # [bottom-top, right-left] bool: the region's own pixels in `box`, holes left out
 
 
+def label_regions(mask: np.ndarray, skip: tuple[int, ...] = (0, 255)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every 4-connected region of every class numbered once, in one pass over the mask: (region ids [H,W],
+    0 = none; class of each id; left, top, width, height, pixel count of each id, as OpenCV's CC stats)."""
+    regions = skimage.measure.label(mask, background=-1, connectivity=1).astype(np.int32)  # equal neighbours join
+    regions[np.isin(mask, skip)] = 0  # their ids stay unused: an id with no pixels has zero stats
+    count = int(regions.max()) + 1
+    region_class = np.zeros(count, dtype=np.int64)
+    region_class[regions.ravel()] = mask.ravel()
+    stats = np.zeros((count, 5), dtype=np.int64)
+    for index, found in enumerate(scipy.ndimage.find_objects(regions), start=1):
+        if found is not None:
+            rows, columns = found
+            stats[index, :4] = columns.start, rows.start, columns.stop - columns.start, rows.stop - rows.start
+    stats[:, 4] = np.bincount(regions.ravel(), minlength=count)
+    stats[0, 4] = 0
+    return regions, region_class, stats
+
+
 def find_colonies(
     mask: np.ndarray,
     confidence: np.ndarray,
     tolerance: float = DEFAULT_TOLERANCE,
     min_area: float = DEFAULT_MIN_AREA,
 ) -> list[Colony]:
-    """Colonies of a class-index mask; `confidence` [H,W] is the probability of each pixel's class."""
-    region_means: dict[int, np.ndarray] = {}
-    regions: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    """Colonies of a class-index mask; `confidence` [H,W] is the probability of each pixel's class.
+
+    Regions are numbered once (`label_regions`) and the id image is traced, so each outline comes with its
+    region's id: its confidence, size and pixels are read by id, not looked up again per colony, and regions
+    below `min_area` pixels are never traced. The outlines are those `prepare.polygons` traces (4-connected,
+    along pixel edges); a traced region's area is its pixel count.
+    """
+    regions, region_class, stats = label_regions(np.ascontiguousarray(mask, dtype=np.uint8))
+    areas = stats[:, cv2.CC_STAT_AREA]
+    means = np.bincount(regions.ravel(), weights=confidence.ravel().astype(np.float64), minlength=len(areas))
+    means = means / np.maximum(areas, 1)
+    keep = (regions > 0) & (areas >= min_area)[regions]
+    if not keep.any():
+        return []
+    ids, exteriors = [], []
+    for geometry, value in rasterio.features.shapes(regions, mask=keep, connectivity=4):
+        ids.append(int(value))
+        exteriors.append(geometry["coordinates"][0])
+    rings = [np.asarray(ring, dtype=np.float64) for ring in exteriors]
+    outlines = shapely.polygons(shapely.linearrings(np.concatenate(rings), indices=np.repeat(np.arange(len(rings)), [len(r) for r in rings])))
+    if tolerance > 0:
+        outlines = shapely.simplify(outlines, tolerance, preserve_topology=True)
     colonies = []
-    for class_index, exact in mask_to_polygons(mask, tolerance=0, min_area=min_area):
-        if class_index not in regions:
-            # 4-connectivity, like prepare.polygons' tracing, so a polygon is exactly one labelled region
-            _, labels, stats, _ = cv2.connectedComponentsWithStats((mask == class_index).astype(np.uint8), connectivity=4)
-            sums = np.bincount(labels.ravel(), weights=confidence.ravel().astype(np.float64))
-            region_means[class_index] = sums / np.maximum(np.bincount(labels.ravel()), 1)
-            regions[class_index] = labels, stats
-        labels, stats = regions[class_index]
-        point = exact.representative_point()  # strictly inside, so its pixel belongs to the region
-        region = labels[int(point.y), int(point.x)]
+    for region, outline in zip(ids, outlines):
         left, top, width, height = (int(v) for v in stats[region, :4])
-        box = (left, top, left + width, top + height)
-        outline = Polygon(exact.exterior)
-        simplified = outline.simplify(tolerance, preserve_topology=True) if tolerance > 0 else outline
-        pixels = labels[top : top + height, left : left + width] == region
-        colonies.append(Colony(class_index, simplified, float(region_means[class_index][region]), float(exact.area), box, pixels))
+        pixels = regions[top : top + height, left : left + width] == region
+        colonies.append(Colony(int(region_class[region]), outline, float(means[region]), float(areas[region]),
+                               (left, top, left + width, top + height), pixels))
     return colonies

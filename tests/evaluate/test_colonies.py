@@ -26,3 +26,38 @@ def test_one_colony_per_region_with_its_own_confidence() -> None:
     assert colonies[2].polygon.bounds == (30.0, 20.0, 45.0, 35.0)
     assert colonies[0].box == (5, 5, 25, 15) and colonies[0].pixels.shape == (10, 20)
     assert colonies[0].pixels.sum() == 184 and not colonies[0].pixels[3:7, 5:9].any()  # its own pixels: the hole stays out
+
+
+def _reference_colonies(mask, confidence, tolerance=1.0, min_area=16.0):
+    """The former implementation (one polygon at a time, located by a representative point), kept as the oracle."""
+    import cv2
+    from shapely.geometry import Polygon
+
+    from prepare.polygons import mask_to_polygons
+
+    found = []
+    for class_index, exact in mask_to_polygons(mask, tolerance=0, min_area=min_area):
+        _, labels = cv2.connectedComponents((mask == class_index).astype(np.uint8), connectivity=4)
+        point = exact.representative_point()
+        region = labels[int(point.y), int(point.x)] == labels
+        outline = Polygon(exact.exterior).simplify(tolerance, preserve_topology=True)
+        found.append((class_index, outline, float(confidence[region].astype(np.float64).mean()), float(exact.area), region))
+    return found
+
+
+def test_the_same_colonies_as_the_former_tracing() -> None:
+    rng = np.random.default_rng(3)
+    for trial in range(4):
+        blocks = rng.integers(0, 5, (14, 17), dtype=np.uint8)
+        mask = np.kron(blocks, np.ones((9, 7), dtype=np.uint8))[:120, :115].copy()
+        mask[rng.random(mask.shape) < 0.02] = 255 if trial % 2 else 3  # speckle: tiny regions and ignored pixels
+        confidence = rng.random(mask.shape, dtype=np.float32)
+        new = sorted(find_colonies(mask, confidence), key=lambda c: (c.class_index, c.polygon.bounds, c.area))
+        old = sorted(_reference_colonies(mask, confidence), key=lambda c: (c[0], c[1].bounds, c[3]))
+        assert len(new) == len(old) > 10
+        for colony, (class_index, outline, mean, area, region) in zip(new, old):
+            assert colony.class_index == class_index and colony.area == area
+            assert colony.polygon.equals_exact(outline, 1e-9)
+            assert abs(colony.confidence - mean) < 1e-9
+            left, top, right, bottom = colony.box
+            assert region.sum() == colony.pixels.sum() and region[top:bottom, left:right][colony.pixels].all()
