@@ -158,6 +158,10 @@ def predict(
     ]))  # fmt: skip
     for line in report["unreadable"]:
         print(f"unreadable: {line}")
+    total = sum(report["parts"].values())
+    if total:
+        print("where the time went: " + ", ".join(f"{part} {seconds:.1f} s ({seconds / total:.0%})"
+                                                  for part, seconds in report["parts"].items()))
     print(f"\ncover per site and year (mean over quadrats):\n{report['site_year_table']}\n")
     print(f"survey report: {Path(report['out_dir']) / 'survey.md'}; most doubtful photos first: {Path(report['out_dir']) / 'quadrats.csv'}")
 

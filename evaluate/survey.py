@@ -195,10 +195,31 @@ def select_photos(dataset: Any, options: PredictOptions) -> list[Photo]:
 
 @dataclass
 class ShardSummary:
+    """What one process did, with the seconds each part of the per-photo work took (`parts`)."""
+
     predicted: int = 0
     reused: int = 0
     unreadable: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    parts: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def timing(self, part: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.parts[part] = self.parts.get(part, 0.0) + time.perf_counter() - start
+
+
+def _timed_iter(items: Iterator[Any], summary: ShardSummary, part: str) -> Iterator[Any]:
+    """`items`, the time spent waiting for each one counted as `part` (decoding, when workers fall behind)."""
+    while True:
+        with summary.timing(part):
+            item = next(items, None)
+        if item is None:
+            return
+        yield item
 
 
 def predict_shard(photos: Sequence[Photo], options: PredictOptions, runtime: Runtime, model: torch.nn.Module,
@@ -222,16 +243,21 @@ def predict_shard(photos: Sequence[Photo], options: PredictOptions, runtime: Run
     mask_palette = png_palette(palette)
     start = time.perf_counter()
     desc = f"predict {options.run_dir.name}" + (f" [{shard.rank + 1}/{shard.world}]" if shard.world > 1 else "")
-    for photo, image, problem in progress(decoded(todo, options.workers), total=len(todo), desc=desc, unit="image", file=out):
+    photos_in = _timed_iter(iter(decoded(todo, options.workers)), summary, "decode (waiting for workers)")
+    for photo, image, problem in progress(photos_in, total=len(todo), desc=desc, unit="image", file=out):
         if image is None:
             summary.unreadable.append(f"{photo.filepath}: {problem}")
             continue
-        prediction = predict_image(forward, image, spec.num_classes, window, window_stride, options.batch_size, runtime.device)
+        with summary.timing("model (sliding windows)"):
+            prediction = predict_image(forward, image, spec.num_classes, window, window_stride, options.batch_size, runtime.device)
         path = mask_path(out_dir, photo)
-        write_bytes_atomic(path, encode_mask_png(prediction.mask, mask_palette))
-        colonies = find_colonies(prediction.mask, prediction.confidence)
-        cache.add(photo.sample_id, image_key(photo.filepath), path, colonies,
-                  stats=image_stats(prediction.mask, prediction.confidence, options.uncertainty))
+        with summary.timing("mask PNG"):
+            write_bytes_atomic(path, encode_mask_png(prediction.mask, mask_palette))
+        with summary.timing("colonies"):
+            colonies = find_colonies(prediction.mask, prediction.confidence)
+        with summary.timing("doubt and journal"):
+            cache.add(photo.sample_id, image_key(photo.filepath), path, colonies,
+                      stats=image_stats(prediction.mask, prediction.confidence, options.uncertainty))
         summary.predicted += 1
     summary.seconds = time.perf_counter() - start
     cache.compact()
@@ -359,19 +385,21 @@ def predict_survey(settings: Settings, options: PredictOptions, out: TextIO = sy
         if not shard.main:
             return {"rank": shard.rank, "predicted_now": summary.predicted, "seconds": summary.seconds}
         results = gather(photos, out_dir, options, runtime, spec, shard.world)
-        writeback.record_prediction(dataset, fields, run_dir, spec.taxonomy)
-        writeback.configure_app(dataset, fields, spec.taxonomy, classes, palette)
-        write_back(dataset, fields, results, classes)
-        summaries = quadrat_summaries(results, len(classes), options.quadrat, out)
-        write_survey_report({"prediction": summaries}, classes, palette, out_dir, seed=options.seed)
-        table = format_site_year_table(site_year_summary(summaries, classes, seed=options.seed))
-        write_text_atomic(out_dir / "quadrats.csv", quadrats_csv(results, summaries, classes))
-        if options.points:
-            write_text_atomic(out_dir / "points.csv", write_point_csv(sampled_points(results, classes, options)))
+        with summary.timing("FiftyOne write (all photos)"):
+            writeback.record_prediction(dataset, fields, run_dir, spec.taxonomy)
+            writeback.configure_app(dataset, fields, spec.taxonomy, classes, palette)
+            write_back(dataset, fields, results, classes)
+        with summary.timing("survey report (all photos)"):
+            summaries = quadrat_summaries(results, len(classes), options.quadrat, out)
+            write_survey_report({"prediction": summaries}, classes, palette, out_dir, seed=options.seed)
+            table = format_site_year_table(site_year_summary(summaries, classes, seed=options.seed))
+            write_text_atomic(out_dir / "quadrats.csv", quadrats_csv(results, summaries, classes))
+            if options.points:
+                write_text_atomic(out_dir / "points.csv", write_point_csv(sampled_points(results, classes, options)))
     rate = summary.predicted / summary.seconds if summary.seconds else 0.0
     report = {"photos": len(photos), "predicted": len(results), "predicted_now": summary.predicted, "reused": summary.reused,
               "unreadable": summary.unreadable, "seconds": summary.seconds, "images_per_second": rate, "out_dir": str(out_dir),
-              "site_year_table": table}
+              "site_year_table": table, "parts": summary.parts}
     return report
 
 
