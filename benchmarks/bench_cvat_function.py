@@ -33,7 +33,8 @@ from types import SimpleNamespace  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from benchmarks.bench_infer import NUM_CLASSES, synthetic_image  # noqa: E402
+from benchmarks.bench_infer import synthetic_image  # noqa: E402
+from benchmarks.fixtures import NUM_CLASSES, calibration_forward, write_run  # noqa: E402
 from common.table import format_table  # noqa: E402
 
 CVAT_TIMEOUT_S = 120  # CVAT_NUCLIO_DEFAULT_TIMEOUT's default
@@ -46,50 +47,6 @@ class Context:
     frame_name: str
     conf_threshold: float | None
     conv_mask_to_poly: bool
-
-
-def write_run(run_dir: pathlib.Path, backbone_name: str, window: int) -> None:
-    from models.backbones import build_backbone
-    from models.checkpoint import CheckpointSpec, save_run_checkpoint
-    from models.heads import build_head
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        backbone = build_backbone(backbone_name)
-    head = build_head("linear", backbone.embed_dim, 1, NUM_CLASSES)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for tensor in head.parameters():
-            tensor.copy_(torch.randn(tensor.shape, generator=generator) * (3.0 if tensor.ndim > 1 else 0.1))
-    classes = ["background", *(f"genus_{i:02d}" for i in range(1, NUM_CLASSES))]
-    spec = CheckpointSpec.of(backbone, head, classes, [[i * 15, 0, 0] for i in range(NUM_CLASSES)], "bench", window=window, window_stride=window)
-    save_run_checkpoint(run_dir, head, spec)
-
-
-def calibration_forward(device: torch.device, repeats: int) -> dict[str, float]:
-    """Median seconds of one ViT-S/14 forward at 518x518, batch 1, fp32 and bf16 where supported."""
-    from common.runtime import bf16_native
-    from models.backbones import build_backbone
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = build_backbone("dinov2_vits14").to(device).eval()
-    x = torch.rand(1, 3, 518, 518, device=device)
-    out = {}
-    for name, bf16 in (("fp32", False), ("bf16", True)):
-        if bf16 and not bf16_native(device):
-            continue
-        seconds = []
-        for run in range(repeats + 1):
-            start = time.perf_counter()
-            with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                model(x)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if run:
-                seconds.append(time.perf_counter() - start)
-        out[name] = statistics.median(seconds)
-    return out
 
 
 def timed(call, repeats: int) -> tuple[float, object]:

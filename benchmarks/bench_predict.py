@@ -1,0 +1,125 @@
+"""Whole-survey prediction end to end (`evaluate/predict.py`): photos per second and where the time goes.
+
+    python benchmarks/bench_predict.py                                    # this CPU: ViT-S/14 + linear and segformer
+    python benchmarks/bench_predict.py --device cuda --backbones dinov2_vits14,dinov2_vitb14 --photos 16
+
+For each backbone and head, a run folder with RANDOM weights (none can be downloaded here; speed does
+not depend on them, and the scaled-up random head fragments the prediction into many colonies: a
+pessimistic case for post-processing) predicts `--photos` demo quadrats of 1920 x 1920 px (JPEG,
+45 colonies drawn) from a temporary FiftyOne dataset, exactly as `predict.py` does: decoding on
+DataLoader workers, sliding windows, mask PNG, colonies, journal, FiftyOne write, survey report.
+Beside it, in the same process, the model's own sliding-window time on the same decoded photos is
+measured (`evaluate.inference.predict_image` alone), so the end-to-end figure (decode, predict,
+colonies, PNG, journal, FiftyOne write) is given as a multiple of it, and as a multiple of one ViT-S/14
+518² forward (the calibration) measured in the same run. The survey report (tables and plots, once per
+survey) is shown apart, and the whole command per photo (model loading and report included) last.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+
+import argparse  # noqa: E402
+import io  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+import warnings  # noqa: E402
+
+import torch  # noqa: E402
+
+from benchmarks.fixtures import calibration_forward, write_run  # noqa: E402
+from common.table import format_table  # noqa: E402
+
+
+def model_seconds(run_dir: pathlib.Path, photos: list[pathlib.Path], device: str, precision: str, batch_size: int) -> float:
+    """Median seconds of the model's own sliding-window prediction per photo (decoded beforehand, not timed)."""
+    from common.runtime import resolve_runtime
+    from evaluate.inference import predict_image, window_forward
+    from models.checkpoint import load_checkpoint
+    from train.data import read_image
+
+    runtime = resolve_runtime(device, precision)
+    model, spec = load_checkpoint(run_dir)
+    forward = window_forward(model.to(runtime.device).eval(), runtime, tta=False)
+    images = [read_image(p, oriented=True) for p in photos]
+    predict_image(forward, images[0], spec.num_classes, spec.window, spec.window_stride, batch_size, runtime.device)  # warm-up
+    seconds = []
+    for image in images:
+        start = time.perf_counter()
+        predict_image(forward, image, spec.num_classes, spec.window, spec.window_stride, batch_size, runtime.device)
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--backbones", default="dinov2_vits14", help="comma-separated backbone names")
+    parser.add_argument("--heads", default="linear,segformer", help="comma-separated head names")
+    parser.add_argument("--photos", type=int, default=4, help="quadrats predicted per configuration")
+    parser.add_argument("--size", type=int, default=1920)
+    parser.add_argument("--window", type=int, default=392, help="the run's window and stride (392: the default config's on /14 backbones)")
+    parser.add_argument("--precision", default="auto", help="auto, bf16 or fp32")
+    parser.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
+    parser.add_argument("--workers", type=int, default=1, help="DataLoader processes decoding photos")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    import fiftyone as fo
+
+    from common.runtime import resolve_device, resolve_runtime
+    from common.settings import load_settings
+    from data_engineering.demo_data import make_demo_photos
+    from evaluate.survey import PredictOptions, predict_survey
+
+    device = resolve_device(args.device)
+    calibration = calibration_forward(device)
+    print("calibration, ViT-S/14 forward at 518², batch 1: " + ", ".join(f"{k} {v:.3f} s" for k, v in calibration.items()), file=sys.stderr, flush=True)
+    reference = calibration.get("bf16", calibration["fp32"])
+    precision = resolve_runtime(args.device, args.precision).precision
+    rows, parts_rows = [], []
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        folder = make_demo_photos(pathlib.Path(tmp) / "photos", args.photos, args.size, 45, seed=7)
+        photos = sorted(folder.glob("*.jpg"))
+        settings = load_settings(device=args.device, workers=args.workers)
+        for backbone in args.backbones.split(","):
+            for head in args.heads.split(","):
+                run_dir = pathlib.Path(tmp) / "runs" / f"bench-{backbone}-{head}"
+                write_run(run_dir, backbone, args.window, head)
+                dataset = fo.Dataset(f"bench_predict_{uuid.uuid4().hex[:8]}")
+                try:
+                    dataset.add_samples([fo.Sample(filepath=str(p)) for p in photos])
+                    options = PredictOptions(run_dir=run_dir, dataset=dataset.name, precision=args.precision,
+                                             batch_size=args.batch_size, workers=args.workers)
+                    start = time.perf_counter()
+                    report = predict_survey(settings, options, out=io.StringIO())
+                    whole = (time.perf_counter() - start) / args.photos
+                finally:
+                    dataset.delete()
+                model = model_seconds(run_dir, photos, args.device, args.precision, args.batch_size)
+                per_photo = (report["seconds"] + report["parts"]["FiftyOne write (all photos)"]) / args.photos
+                rows.append([f"{backbone} + {head}", precision, round(model, 2), round(per_photo, 2), round(per_photo / model, 2),
+                             round(1 / per_photo, 3), round(per_photo / reference, 1),
+                             round(report["parts"]["survey report (all photos)"], 1), round(whole, 2)])
+                total = sum(report["parts"].values())
+                parts_rows += [[f"{backbone} + {head}", part, round(seconds / args.photos, 3), f"{seconds / total:.0%}"]
+                               for part, seconds in report["parts"].items()]
+                print(f"  measured {rows[-1]}", file=sys.stderr, flush=True)
+    print(f"{args.photos} demo quadrats of {args.size}x{args.size} px, windows {args.window} px, batch {args.batch_size}, "
+          f"{device.type}, {args.threads} threads, {args.workers} decoding worker(s); model = sliding windows alone on the same photos")
+    print(format_table(["model", "precision", "model s/photo", "end-to-end s/photo", "end-to-end / model", "photos/s",
+                        "end-to-end in calibrations", "report s (once)", "command s/photo"], rows))
+    print()
+    print(format_table(["model", "part", "s/photo", "share"], parts_rows))
+    print("calibration, ViT-S/14 forward at 518², batch 1: " + ", ".join(f"{k} {v:.3f} s" for k, v in calibration.items()))
+
+
+if __name__ == "__main__":
+    main()
