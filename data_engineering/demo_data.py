@@ -404,7 +404,7 @@ def make_demo_photos(output: Path, num_images: int, size: int, colonies: int, se
     if num_images < 1 or size < 64 or colonies < 1:
         raise UserError("use --num-images >= 1, --size >= 64 and --colonies >= 1")
     output = Path(output)
-    for plan in tqdm([plan_image(i, seed, colonies) for i in range(num_images)], desc="demo photos", unit="img"):
+    for plan in progress([plan_image(i, seed, colonies) for i in range(num_images)], desc="demo photos", unit="img"):
         path = output / plan.name
         if not path.is_file():
             with atomic_path(path) as tmp:
