@@ -15,6 +15,7 @@ from pathlib import Path
 from common.cli import UserError, run
 from common.names import check_name
 from common.settings import REPO_ROOT, load_settings
+from data_engineering.demo_data import default_output
 
 
 def _step(title: str, args: list[str]) -> None:
@@ -38,7 +39,7 @@ def demo(head: str = "linear", steps: int | None = None, num_images: int | None 
     settings = load_settings()
     dataset = check_name(settings.demo_dataset, "DEMO_DATASET", "set a plain name in .env or the environment")
     check_name(head, "--head", "choose linear, segformer, upernet or mask2former")
-    export_dir = settings.data_root / "demo" / "cvat_export"
+    export_dir = default_output(settings.data_root)
     run_name = f"{dataset}_{head}"
     run_dir = settings.runs_dir / run_name
 

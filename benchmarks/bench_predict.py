@@ -38,10 +38,10 @@ from common.table import format_table  # noqa: E402
 
 def model_seconds(run_dir: pathlib.Path, photos: list[pathlib.Path], device: str, precision: str, batch_size: int) -> float:
     """Median seconds of the model's own sliding-window prediction per photo (decoded beforehand, not timed)."""
+    from common.images import read_image
     from common.runtime import resolve_runtime
     from evaluate.inference import predict_image, window_forward
     from models.checkpoint import load_checkpoint
-    from train.data import read_image
 
     runtime = resolve_runtime(device, precision)
     model, spec = load_checkpoint(run_dir)

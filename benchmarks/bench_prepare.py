@@ -26,8 +26,7 @@ from pathlib import Path  # noqa: E402
 from common.cli import run  # noqa: E402
 from common.settings import REPO_ROOT, load_settings  # noqa: E402
 from common.table import format_table  # noqa: E402
-
-GT_FIELD = "gt_polylines"
+from data_engineering.dataset_contract import GT_FIELD  # noqa: E402
 
 
 def _tree_rss_mib(pid: int) -> float:

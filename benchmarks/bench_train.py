@@ -108,11 +108,12 @@ def run_config(args: argparse.Namespace, work: Path, data: Path, name: str, head
 
 def train_once(config) -> dict:
     from common.settings import load_settings
+    from train.config import resolve_config
     from train.loop import train
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return train(config, load_settings())
+        return train(resolve_config(config, load_settings()))
 
 
 def bench_epochs(args: argparse.Namespace, work: Path, data: Path) -> list[list]:

@@ -65,7 +65,7 @@ def prepared_quadrats(work: Path, images: int, size: int, colonies: int) -> Path
 def train_head(args: argparse.Namespace, work: Path, data: Path, crop: int) -> Path:
     """A run folder holding a linear head trained at `crop` (validated once, at the end)."""
     from common.settings import load_settings
-    from train.config import load_config
+    from train.config import load_config, resolve_config
     from train.loop import train
 
     name = f"linear_crop{crop}_{data.name}_{args.steps}"
@@ -76,21 +76,21 @@ def train_head(args: argparse.Namespace, work: Path, data: Path, crop: int) -> P
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        summary = train(config, load_settings())
+        summary = train(resolve_config(config, load_settings()))
     print(f"  trained at crop {crop}: val mIoU {summary.get('best_miou')}", file=sys.stderr, flush=True)
     return work / "runs" / name
 
 
 def score_settings(run_dir: Path, data: Path, settings: list[tuple[int, int]]) -> list[dict]:
     """Each (crop, stride) on every test image: confusion matrix, masks, seconds."""
+    from common.images import read_image
     from common.runtime import resolve_runtime
     from evaluate.inference import predict_image, window_forward
     from models.checkpoint import load_checkpoint
+    from models.metrics import confusion_matrix
     from models.sliding_window import window_starts
     from prepare.layout import load_prepared
     from prepare.mask_png import read_mask
-    from train.data import read_image
-    from train.metrics import confusion_matrix
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -128,7 +128,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from train.metrics import compute_metrics
+    from models.metrics import compute_metrics
 
     with tempfile.TemporaryDirectory(prefix="bench_windows_") as temporary:
         work = Path(args.work).expanduser() if args.work else Path(temporary)

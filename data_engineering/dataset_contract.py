@@ -5,7 +5,9 @@ Documented for people in docs/fiftyone_dataset.md; change both together.
 
 from __future__ import annotations
 
-GT_FIELD = "gt_polylines"  # default; the GT_FIELD_NAME setting may rename it
+from common.settings import Settings
+
+GT_FIELD = Settings.gt_field_name  # the GT_FIELD_NAME setting's default, defined there once; the setting may rename it
 SPLIT_TAGS = ("train", "val", "test")
 
 # Sample fields

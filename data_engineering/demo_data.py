@@ -377,9 +377,9 @@ def _check_manifest(output: Path, flags: dict[str, int]) -> None:
     write_text_atomic(path, json.dumps({k: flags[k] for k in ("size", "colonies", "seed")}, indent=2) + "\n")
 
 
-def default_output() -> Path:
+def default_output(data_root: Path) -> Path:
     """Where the demo export goes unless told otherwise: <DATA_ROOT>/demo/cvat_export."""
-    return load_settings().data_root / "demo" / "cvat_export"
+    return Path(data_root) / "demo" / "cvat_export"
 
 
 def make_demo_export(output: Path, num_images: int = 30, size: int = 448, colonies: int = 16, seed: int = 0) -> Path:
@@ -426,17 +426,18 @@ def make_demo_data(
         seed: the random seed; the same flags always give the same bytes.
         photos_only: write only the photos, flat in the folder and never annotated (a new survey to predict).
     """
+    settings = load_settings()
     if photos_only:
         if not output:
             raise UserError("--photos-only needs --output, the folder for the new survey's photos")
         folder = make_demo_photos(Path(output), int(num_images), int(size), int(colonies), int(seed))
         print(f"demo survey photos: {folder} ({num_images} images of {size}x{size}, no annotations)")
         return
-    target = Path(output) if output else default_output()
+    target = Path(output) if output else default_output(settings.data_root)
     make_demo_export(target, int(num_images), int(size), int(colonies), int(seed))
     counts = {s: sum(subset_of_group(image_place(i)[3]) == s for i in range(int(num_images))) for s in SUBSETS}
     print(f"demo export: {target} ({num_images} images of {size}x{size}: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")")
-    print(f"import it: python data_engineering/import_cvat_export.py {target} --dataset-name {load_settings().demo_dataset}")
+    print(f"import it: python data_engineering/import_cvat_export.py {target} --dataset-name {settings.demo_dataset}")
 
 
 def main() -> None:

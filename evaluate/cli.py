@@ -41,7 +41,7 @@ def evaluate(
         window_stride: largest step between windows in pixels, spread evenly (default: the run's; with --window alone, the window).
         batch_size: windows per forward pass.
         tta: also predict the mirrored image and average (about twice the time).
-        precision: auto (bf16 where the device supports it), bf16 or fp32.
+        precision: auto (bf16 where the device computes it natively), bf16 or fp32.
         device: cpu, cuda, cuda:1 ... (default DEVICE).
         data_dir: prepared folder with the ground truth (default DATA_ROOT/prepared/<dataset>_<run taxonomy>).
         weights: backbone weights the run was trained on (default DINO_WEIGHTS).
@@ -50,7 +50,7 @@ def evaluate(
         stride: deprecated name of --window-stride.
     """
     window, window_stride = _deprecated_window_flags(window, window_stride, crop, stride)
-    settings = load_settings(device=device)
+    settings = load_settings()
     dataset_name = dataset or settings.demo_dataset
     run_dir = Path(run).expanduser().resolve()
     if delete:
@@ -67,14 +67,14 @@ def evaluate(
         return
     from evaluate.pipeline import EvaluateOptions, evaluate_run
 
-    options = EvaluateOptions(
-        run_dir=run_dir, dataset=dataset_name, split=split, which=checkpoint, window=window, window_stride=window_stride,
-        batch_size=batch_size,
-        tta=tta, precision=precision, data_dir=Path(data_dir).expanduser().resolve() if data_dir else None, weights=weights,
+    options = EvaluateOptions.from_settings(
+        settings, run_dir, dataset=dataset_name, split=split, which=checkpoint, window=window, window_stride=window_stride,
+        batch_size=batch_size, tta=tta, precision=precision, device=device, weights=weights,
+        data_dir=Path(data_dir).expanduser().resolve() if data_dir else None,
     )  # fmt: skip
     if min(window or 1, window_stride or 1, batch_size) < 1:
         raise UserError("--window, --window-stride and --batch-size must be positive")
-    evaluate_run(settings, options)
+    evaluate_run(options)
 
 
 def _deprecated_window_flags(window: int | None, window_stride: int | None, crop: int | None, stride: int | None) -> tuple[int | None, int | None]:
@@ -236,18 +236,20 @@ def push_to_cvat(
         checkpoint: best or last.
         batch_size: windows per forward pass.
         tta: also predict the mirrored image and average.
-        precision: auto (bf16 where the device supports it), bf16 or fp32.
+        precision: auto (bf16 where the device computes it natively), bf16 or fp32.
         device: cpu, cuda, ... (default DEVICE).
         weights: backbone weights the run was trained on (default DINO_WEIGHTS).
     """
-    settings = load_settings(device=device)
+    settings = load_settings()
     from evaluate.cvat_push import PushOptions, push_predictions
+    from prepare.taxonomy import taxonomy_dirs
 
     if not isinstance(task_id, int) or task_id < 1:
         raise UserError(f"--task-id must be a CVAT task number, not {task_id!r}")
     options = PushOptions(
         run_dir=Path(run).expanduser().resolve(), task_id=task_id, replace=replace, dry_run=dry_run, which=checkpoint,
-        batch_size=batch_size, tta=tta, precision=precision, weights=weights,
+        batch_size=batch_size, tta=tta, precision=precision, device=device or settings.device,
+        weights=weights or settings.dino_weights or None, taxonomy_dirs=tuple(taxonomy_dirs(settings.taxonomy_dirs)),
     )  # fmt: skip
     push_predictions(settings, options)
 
@@ -339,7 +341,13 @@ def webhook_service(
     if not settings.cvat_webhook_secret:
         raise UserError("CVAT_WEBHOOK_SECRET is not set; set it to the secret of the webhook in CVAT (Project > Actions > Setup webhooks)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    options = PushOptions(run_dir=Path(run).expanduser().resolve(), task_id=0, which=checkpoint, batch_size=batch_size, precision=precision, weights=weights)
+    from prepare.taxonomy import taxonomy_dirs
+
+    options = PushOptions(
+        run_dir=Path(run).expanduser().resolve(), task_id=0, which=checkpoint, batch_size=batch_size, precision=precision,
+        device=settings.device, weights=weights or settings.dino_weights or None,
+        taxonomy_dirs=tuple(taxonomy_dirs(settings.taxonomy_dirs)),
+    )  # fmt: skip
     annotator = PreAnnotator(settings, options)
     config = Config()
     config.bind = [f"{address}:{port}"]

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from common.cli import UserError
+from common.images import decode_image
 from common.runtime import check_precision, resolve_runtime
 from common.settings import Settings, load_settings
 from evaluate.colonies import Colony, find_colonies
@@ -33,6 +34,7 @@ from evaluate.fields import CONFIDENCE
 from evaluate.inference import predict_image, window_forward
 from models.checkpoint import CheckpointSpec, load_checkpoint
 from prepare.layout import BACKGROUND_NAME
+from prepare.taxonomy import BUILTIN_DIR, taxonomy_dirs
 
 SHAPES = (MASK, POLYGON)
 CONFIDENCE_ATTRIBUTE_ID = 1  # the spec's own id; CVAT maps it to the task's attribute of the same name
@@ -46,19 +48,21 @@ class DetectorOptions:
     precision: str = "auto"
     batch_size: int = 4
     tta: bool = False
-    weights: str | None = None
+    device: str = "auto"
+    weights: str | None = None  # the backbone weights the run was trained on; None: a random backbone
+    taxonomy_dirs: tuple[Path, ...] = (BUILTIN_DIR,)
 
 
 class ColonyDetector:
     """A run loaded once: an RGB image in, its colonies out (sliding windows at the run's window and stride)."""
 
-    def __init__(self, settings: Settings, options: DetectorOptions) -> None:
+    def __init__(self, options: DetectorOptions) -> None:
         check_precision(options.precision)
         if options.batch_size < 1:
             raise UserError(f"batch_size must be a positive number of windows, not {options.batch_size}")
-        model, spec = load_checkpoint(options.run_dir, options.which, weights=options.weights or settings.dino_weights or None)
+        model, spec = load_checkpoint(options.run_dir, options.which, weights=options.weights)
         self.spec: CheckpointSpec = spec
-        self.runtime = resolve_runtime(settings.device, options.precision)
+        self.runtime = resolve_runtime(options.device, options.precision)
         self.device = self.runtime.device
         self.batch_size = options.batch_size
         self._forward = window_forward(model.to(self.device).eval(), self.runtime, options.tta)
@@ -78,12 +82,7 @@ class ColonyDetector:
 
 def decode_frame(data: bytes, name: str) -> np.ndarray:
     """A frame's file bytes as `[H, W, 3]` uint8 RGB, orientation as stored (as CVAT and prepare use it)."""
-    import cv2
-
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if image is None:
-        raise UserError(f"CVAT frame {name} is not an image OpenCV can read")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return decode_image(data, f"CVAT frame {name}")
 
 
 def parse_label_names(text: str, classes: Sequence[str]) -> dict[str, str]:
@@ -145,10 +144,18 @@ def load_function(
     run: str, checkpoint: str = "best", precision: str = "auto", device: str = "", weights: str = "", batch_size: int = 4,
     tta: bool = False, labels: str = "", shape: str = MASK, confidence_attribute: bool = False, settings: Settings | None = None,
 ) -> ReefFunction:  # fmt: skip
-    """The function for a run folder; settings (DEVICE, DINO_WEIGHTS) from `.env` and the environment unless given."""
+    """The function for a run folder; settings (DEVICE, DINO_WEIGHTS, TAXONOMY_DIRS) from `.env` and the environment unless given.
+
+    This is cvat-cli's entry point (`create`), the command-line boundary of the function module: the settings are
+    read here once and the detector gets complete options.
+    """
     settings = settings or load_settings(device=device or None)
     run_dir = Path(run).expanduser().resolve()
-    detector = ColonyDetector(settings, DetectorOptions(run_dir, checkpoint, precision, int(batch_size), bool(tta), weights or None))
+    options = DetectorOptions(
+        run_dir, checkpoint, precision, int(batch_size), bool(tta), settings.device,
+        weights or settings.dino_weights or None, tuple(taxonomy_dirs(settings.taxonomy_dirs)),
+    )  # fmt: skip
+    detector = ColonyDetector(options)
     return ReefFunction(detector, parse_label_names(labels, detector.spec.classes), shape, bool(confidence_attribute))
 
 

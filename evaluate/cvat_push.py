@@ -31,7 +31,7 @@ from evaluate.cvat_function import ColonyDetector, DetectorOptions, decode_frame
 from evaluate.cvat_shapes import colony_shape, confidence_value
 from evaluate.fields import CONFIDENCE
 from prepare.layout import BACKGROUND_NAME
-from prepare.taxonomy import Taxonomy, load_taxonomy, taxonomy_dirs
+from prepare.taxonomy import BUILTIN_DIR, Taxonomy, load_taxonomy
 
 AUTO = "auto"
 ALREADY_ANNOTATED = "already hold automatic shapes; nothing sent"
@@ -47,9 +47,19 @@ class PushOptions:
     batch_size: int = 4
     tta: bool = False
     precision: str = "auto"
-    weights: str | None = None
+    device: str = "auto"
+    weights: str | None = None  # the backbone weights the run was trained on; None: a random backbone
+    taxonomy_dirs: tuple[Path, ...] = (BUILTIN_DIR,)
     frames: range | None = None  # only these frame numbers (a job's), else every frame of the task
     once: bool = False  # send nothing when the frames already hold automatic shapes (the webhook, on a reopened job)
+
+
+def detector_options(options: PushOptions) -> DetectorOptions:
+    """The push's run, checkpoint and prediction settings as the detector's complete options."""
+    return DetectorOptions(
+        options.run_dir, options.which, options.precision, options.batch_size, options.tta,
+        options.device, options.weights, options.taxonomy_dirs,
+    )  # fmt: skip
 
 
 def labels_for_classes(classes: Sequence[str], task_labels: Sequence[CvatLabel], taxonomy: Taxonomy, task_id: int) -> dict[int, CvatLabel]:
@@ -96,15 +106,16 @@ def colony_shapes(colonies: Sequence[Colony], frame: int, labels: dict[int, Cvat
 def push_predictions(settings: Settings, options: PushOptions, out: TextIO = sys.stdout, detector: ColonyDetector | None = None) -> dict[str, int]:
     """Predict every frame of the task (or `options.frames`) and send the colonies; returns shape counts per label name.
 
+    `settings` says only how to reach CVAT (URL, credentials); everything else is in the complete `options`.
     `detector` is a run already loaded (the webhook service keeps one); by default the options' run is loaded.
     """
     from cvat_sdk.api_client import models
     from cvat_sdk.core.proxies.annotations import AnnotationUpdateAction
 
     if detector is None:
-        detector = ColonyDetector(settings, DetectorOptions(options.run_dir, options.which, options.precision, options.batch_size, options.tta, options.weights))
+        detector = ColonyDetector(detector_options(options))
     spec = detector.spec
-    taxonomy = load_taxonomy(spec.taxonomy, taxonomy_dirs(settings.taxonomy_dirs))
+    taxonomy = load_taxonomy(spec.taxonomy, list(options.taxonomy_dirs))
     with connect(settings) as cvat:
         with translate_errors(cvat.url, f"reading task {options.task_id}"):
             task = cvat.client.tasks.retrieve(options.task_id)

@@ -24,8 +24,8 @@ from typing import Any
 
 from common.cli import UserError, scrub
 from common.settings import Settings
-from evaluate.cvat_function import ColonyDetector, DetectorOptions
-from evaluate.cvat_push import ALREADY_ANNOTATED, PushOptions, push_predictions
+from evaluate.cvat_function import ColonyDetector
+from evaluate.cvat_push import ALREADY_ANNOTATED, PushOptions, detector_options, push_predictions
 
 SIGNATURE_HEADER = "X-Signature-256"
 IN_PROGRESS = "in progress"
@@ -68,7 +68,7 @@ class PreAnnotator:
     def __init__(self, settings: Settings, options: PushOptions) -> None:
         self.settings = settings
         self.options = options
-        self.detector = ColonyDetector(settings, DetectorOptions(options.run_dir, options.which, options.precision, options.batch_size, options.tta, options.weights))
+        self.detector = ColonyDetector(detector_options(options))
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pre-annotate")
         self._lock = threading.Lock()
         self.jobs: dict[int, Future] = {}

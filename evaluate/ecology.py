@@ -22,7 +22,7 @@ from shapely import affinity
 from shapely.geometry import Polygon
 
 from common.cli import UserError
-from prepare.layout import IGNORE_INDEX
+from common.labels import IGNORE_INDEX
 
 BOOTSTRAP_SAMPLES = 2000
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(?:[x×]\s*([0-9]*\.?[0-9]+))?\s*(m|cm)?\s*$", re.IGNORECASE)

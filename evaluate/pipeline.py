@@ -19,10 +19,12 @@ from torch import Tensor
 
 from common.cli import UserError
 from common.fileio import exclusive_lock, sha256_file, write_bytes_atomic
+from common.images import read_image
 from common.names import check_file_name, check_name
 from common.progress import progress
 from common.runtime import Runtime, resolve_runtime
 from common.settings import Settings
+from data_engineering.dataset_contract import GT_FIELD
 from evaluate import writeback
 from evaluate.colonies import Colony, find_colonies
 from evaluate.fields import RunFields
@@ -30,21 +32,20 @@ from evaluate.inference import predict_image, window_forward
 from evaluate.prediction_cache import CACHE_FILE, PredictionCache, image_key
 from evaluate.reports import ImageResult, SplitReport, format_per_class_table, write_report
 from models.checkpoint import CheckpointSpec, checkpoint_stem, load_checkpoint
+from models.metrics import compute_metrics, confusion_matrix, cover_percent
 from models.sliding_window import WINDOW_LAYOUT, default_window_stride
-from prepare.cli import default_output_dir
 from prepare.layout import (
     BACKGROUND_COLOR,
     BACKGROUND_NAME,
     INFO_FILE,
     ManifestEntry,
     PreparedDataset,
+    default_output_dir,
     load_prepared,
     png_palette,
 )
 from prepare.mask_png import encode_mask_png, read_mask
-from prepare.taxonomy import Taxonomy, load_taxonomy, taxonomy_dirs
-from train.data import read_image
-from train.metrics import compute_metrics, confusion_matrix, cover_percent
+from prepare.taxonomy import BUILTIN_DIR, Taxonomy, load_taxonomy, taxonomy_dirs
 
 SPLITS = ("train", "val", "test", "all")
 EVAL_DIR = "eval"
@@ -59,8 +60,11 @@ def evaluation_dir(run_dir: Path, dataset: str, split: str) -> Path:
 
 @dataclass(frozen=True)
 class EvaluateOptions:
+    """One evaluation, complete: `from_settings` (the command line) fills every default from the settings once."""
+
     run_dir: Path
     dataset: str
+    data_root: Path  # DATA_ROOT: where the dataset's prepared folders are, unless `data_dir` says
     split: str = "val"
     which: str = "best"
     window: int | None = None  # None: the run's
@@ -68,8 +72,21 @@ class EvaluateOptions:
     batch_size: int = 4
     tta: bool = False
     precision: str = "auto"
-    data_dir: Path | None = None  # None: the dataset's folder prepared with the run's taxonomy
-    weights: str | None = None  # None: DINO_WEIGHTS
+    device: str = "auto"
+    data_dir: Path | None = None  # None: the dataset's folder prepared with the run's taxonomy, under data_root
+    weights: str | None = None  # the backbone weights the run was trained on; None: a random backbone
+    taxonomy_dirs: tuple[Path, ...] = (BUILTIN_DIR,)
+    gt_field: str = GT_FIELD
+
+    @classmethod
+    def from_settings(cls, settings: Settings, run_dir: Path, **flags: Any) -> EvaluateOptions:
+        """The command's flags; each one left out (None) from the settings: DEMO_DATASET, DEVICE, DINO_WEIGHTS, ..."""
+        given = {key: value for key, value in flags.items() if value is not None}
+        return cls(
+            run_dir=run_dir, dataset=given.pop("dataset", settings.demo_dataset), data_root=settings.data_root,
+            device=given.pop("device", settings.device), weights=given.pop("weights", settings.dino_weights) or None,
+            taxonomy_dirs=tuple(taxonomy_dirs(settings.taxonomy_dirs)), gt_field=settings.gt_field_name, **given,
+        )  # fmt: skip
 
 
 def check_prepared(prepared: PreparedDataset, spec: CheckpointSpec, run_dir: Path, dataset: str) -> None:
@@ -95,10 +112,10 @@ def run_palette(spec: CheckpointSpec, taxonomy: Taxonomy) -> list[list[int]]:
     return [list(BACKGROUND_COLOR), *map(list, taxonomy.colors)]
 
 
-def find_prepared(settings: Settings, options: EvaluateOptions, spec: CheckpointSpec, out: TextIO) -> PreparedDataset | None:
+def find_prepared(options: EvaluateOptions, spec: CheckpointSpec, out: TextIO) -> PreparedDataset | None:
     """The prepared folder with the ground truth; None (predict only) when the default one does not exist."""
     if options.data_dir is None:
-        folder = default_output_dir(settings, options.dataset, spec.taxonomy)
+        folder = default_output_dir(options.data_root, options.dataset, spec.taxonomy)
         if not folder.is_dir():
             others = sorted(p.name for p in folder.parent.glob(f"{options.dataset}_*") if (p / INFO_FILE).is_file())
             if others:
@@ -154,16 +171,16 @@ def window_setting(spec: CheckpointSpec, window: int | None, window_stride: int 
     return spec.window, window_stride or spec.window_stride
 
 
-def evaluate_run(settings: Settings, options: EvaluateOptions, out: TextIO = sys.stdout) -> SplitReport:
+def evaluate_run(options: EvaluateOptions, out: TextIO = sys.stdout) -> SplitReport:
     """Predict, score and write back one split; returns the report (also written under the run)."""
     if options.split not in SPLITS:
         raise UserError(f"--split must be one of {', '.join(SPLITS)}, not {options.split!r}")
     check_name(options.dataset, "dataset name", "pass --dataset with a FiftyOne dataset's name")
     run_dir = options.run_dir.expanduser().resolve()
-    runtime = resolve_runtime(settings.device, options.precision)
-    model, spec = load_checkpoint(run_dir, options.which, weights=options.weights or settings.dino_weights or None)
+    runtime = resolve_runtime(options.device, options.precision)
+    model, spec = load_checkpoint(run_dir, options.which, weights=options.weights)
     with run_lock(run_dir):
-        return _evaluate_run(settings, options, run_dir, runtime, model, spec, out)
+        return _evaluate_run(options, run_dir, runtime, model, spec, out)
 
 
 def run_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:
@@ -178,13 +195,13 @@ def run_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:
 
 
 def _evaluate_run(
-    settings: Settings, options: EvaluateOptions, run_dir: Path, runtime: Runtime, model: torch.nn.Module, spec: CheckpointSpec, out: TextIO
+    options: EvaluateOptions, run_dir: Path, runtime: Runtime, model: torch.nn.Module, spec: CheckpointSpec, out: TextIO
 ) -> SplitReport:
-    taxonomy = load_taxonomy(spec.taxonomy, taxonomy_dirs(settings.taxonomy_dirs))
+    taxonomy = load_taxonomy(spec.taxonomy, list(options.taxonomy_dirs))
     classes, palette = list(spec.classes), run_palette(spec, taxonomy)
     background = classes.index(BACKGROUND_NAME) if BACKGROUND_NAME in classes else None
     window, window_stride = window_setting(spec, options.window, options.window_stride)
-    prepared = find_prepared(settings, options, spec, out)
+    prepared = find_prepared(options, spec, out)
     entries = {e.sample_id: e for e in prepared.entries} if prepared else {}
 
     dataset = writeback.load_dataset(options.dataset)
@@ -224,7 +241,7 @@ def _evaluate_run(
         else:
             result.matrix = confusion_matrix(_ground_truth(prepared, entry, (height, width), sample.filepath), predicted, len(classes))
             scores = compute_metrics(result.matrix, classes, background)
-            gt_polylines = sample[settings.gt_field_name] if sample.has_field(settings.gt_field_name) else None
+            gt_polylines = sample[options.gt_field] if sample.has_field(options.gt_field) else None
             writeback.write_sample(
                 sample, fields, spec.taxonomy, mask_path, polylines,
                 gt_mask_path=prepared.mask_path(entry),

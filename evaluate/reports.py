@@ -1,6 +1,6 @@
 """A split's evaluation as files a person reads: JSON, CSVs, two PNG charts and a short report.
 
-Everything is computed from the per-image confusion matrices (`train.metrics`), so the split's
+Everything is computed from the per-image confusion matrices (`models.metrics`), so the split's
 numbers are one accumulated matrix, never an average of per-image scores. Every file is written
 atomically, so an interrupted run never leaves half a report.
 """
@@ -18,7 +18,7 @@ import numpy as np
 
 from common.fileio import atomic_path, write_json_atomic, write_text_atomic
 from common.table import format_table
-from train.metrics import CoverErrors, SegmentationMetrics, compute_metrics, cover_errors, cover_from_matrix
+from models.metrics import CoverErrors, SegmentationMetrics, compute_metrics, cover_errors, cover_from_matrix
 
 REPORT_FILES = (
     "metrics.json",

@@ -33,6 +33,7 @@ import torch
 
 from common.cli import UserError
 from common.fileio import exclusive_lock, sha256_file, write_bytes_atomic, write_text_atomic
+from common.images import read_image
 from common.names import check_name
 from common.runtime import Runtime, resolve_runtime
 from common.settings import Settings
@@ -52,7 +53,6 @@ from models.sliding_window import WINDOW_LAYOUT
 from prepare.layout import png_palette
 from prepare.mask_png import encode_mask_png, read_mask
 from prepare.taxonomy import load_taxonomy, taxonomy_dirs
-from train.data import read_image
 
 PREDICT_DIR = "predict"
 JOURNAL = "predictions.rank{rank}.jsonl"

@@ -3,7 +3,7 @@
 Field names come from `evaluate.fields` (docs/evaluation.md). Masks stay on disk as palette PNGs
 and are referenced by path. FiftyOne reads a palette PNG as RGB colours, so mask targets are keyed
 by the taxonomy's colours (`"#3cb44b": "Acropora"`): the App shows class names in the masks' own
-colours, and FiftyOne's `evaluate_segmentations` counts exactly the pixels `train.metrics` counts
+colours, and FiftyOne's `evaluate_segmentations` counts exactly the pixels `models.metrics` counts
 (the ignore colour is no target, so both skip it). Every write touches only this run's fields and
 the evaluate-owned ground-truth fields of its taxonomy.
 """
@@ -271,7 +271,7 @@ def run_fiftyone_evaluations(
 ) -> tuple[np.ndarray, dict[str, ColonyCounts]]:
     """FiftyOne's own pixel and colony evaluations of the scored samples, under this run's eval keys.
 
-    Returns FiftyOne's pixel confusion matrix (for the cross-check against `train.metrics`) and the
+    Returns FiftyOne's pixel confusion matrix (for the cross-check against `models.metrics`) and the
     colony counts per class. Colonies are matched class by class at polygon IoU >= `COLONY_IOU`.
     """
     dataset.add_dynamic_sample_fields()  # so the App can filter on the per-class IoU attributes

@@ -7,17 +7,11 @@ from pathlib import Path
 
 from common.cli import UserError, run
 from common.names import check_name
-from common.settings import Settings, load_settings
+from common.settings import load_settings
+from prepare.layout import default_output_dir
 from prepare.pipeline import PrepareOptions, prepare_dataset, print_summary
 from prepare.splits import DEFAULT_RATIOS, parse_ratios
 from prepare.taxonomy import available_taxonomies, load_taxonomy, taxonomy_dirs
-
-
-def default_output_dir(settings: Settings, dataset_name: str, taxonomy: str) -> Path:
-    """Where a dataset prepared with a taxonomy goes unless --output-dir says otherwise (both names checked: never a path)."""
-    check_name(dataset_name, "dataset name", "pass the name of a FiftyOne dataset made by data_engineering")
-    check_name(taxonomy, "taxonomy name", "pass a taxonomy's name, or its .yaml file in TAXONOMY_DIRS")
-    return settings.data_root / "prepared" / f"{dataset_name}_{taxonomy}"
 
 
 def _taxonomy_names(taxonomy: str | Sequence[str], dirs: Sequence[Path]) -> list[str]:
@@ -68,7 +62,8 @@ def prepare(
     records = fiftyone_source.read_records(dataset, settings.gt_field_name)
     source = fiftyone_source.describe(dataset, settings.gt_field_name)
     for chosen in taxonomies:
-        root = Path(output_dir).expanduser().resolve() if output_dir else default_output_dir(settings, dataset_name, chosen.name)
+        default = default_output_dir(settings.data_root, dataset_name, chosen.name)
+        root = Path(output_dir).expanduser().resolve() if output_dir else default
         print(f"{dataset_name} -> {chosen.name} ({len(chosen.classes)} classes) -> {root}")
         options = PrepareOptions(
             taxonomy=chosen,

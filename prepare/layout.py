@@ -27,6 +27,8 @@ import numpy as np
 
 from common.cli import UserError
 from common.fileio import sha256_file, write_text_atomic
+from common.labels import BACKGROUND_INDEX, IGNORE_INDEX  # noqa: F401  (part of the folder contract: layout.BACKGROUND_INDEX)
+from common.names import check_name
 from prepare.mask_png import palette_bytes, read_mask
 
 SPLITS = ("train", "val", "test")
@@ -39,12 +41,18 @@ INFO_FILE = "dataset_info.json"
 MANIFEST_FILE = "manifest.jsonl"
 JOURNAL_FILE = ".manifest.journal.jsonl"  # samples finished by a run that has not completed yet
 OWNER_FILE = ".reefseg-prepare.json"  # marks a folder as written by this stage, for which dataset
-BACKGROUND_INDEX = 0
 BACKGROUND_NAME = "background"
 BACKGROUND_COLOR = (0, 0, 0)
-IGNORE_INDEX = 255
 IGNORE_COLOR = (255, 255, 255)
 CREATED_BY = "reefseg.prepare"
+
+
+def default_output_dir(data_root: Path, dataset_name: str, taxonomy: str) -> Path:
+    """Where `prepare_data.py` writes a dataset prepared with a taxonomy unless --output-dir says otherwise
+    (train and evaluate look there by default); both names are checked: never a path."""
+    check_name(dataset_name, "dataset name", "pass the name of a FiftyOne dataset made by data_engineering")
+    check_name(taxonomy, "taxonomy name", "pass a taxonomy's name, or its .yaml file in TAXONOMY_DIRS")
+    return Path(data_root) / "prepared" / f"{dataset_name}_{taxonomy}"
 
 
 @dataclass

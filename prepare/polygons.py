@@ -15,7 +15,7 @@ import rasterio.features
 from affine import Affine
 from shapely.geometry import Polygon, shape
 
-from prepare.layout import BACKGROUND_INDEX, IGNORE_INDEX
+from common.labels import BACKGROUND_INDEX, IGNORE_INDEX
 
 
 def mask_to_polygons(

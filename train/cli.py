@@ -11,25 +11,25 @@ from pathlib import Path
 from typing import Any
 
 from common.cli import UserError, run
-from train.config import KEYS, RENAMED_KEYS, help_text, load_config
+from train.config import KEYS, RENAMED_KEYS, help_text, load_config, resolve_config
 
 
 def train_command(config: str | None = None, **overrides: Any) -> None:
     """Train a segmentation head on a frozen DINO backbone (see --help for every key)."""
     from common.settings import load_settings
     from common.table import format_table
-    from train.loop import STATE_FILE, default_data_dir, run_folder, train
+    from train.loop import STATE_FILE, run_folder, train
 
     settings = load_settings()
-    train_config = load_config(config, **overrides)
-    data_dir = Path(train_config.data_dir).expanduser() if train_config.data_dir else default_data_dir(settings, train_config.dataset, train_config.taxonomy)
-    run_dir = run_folder(train_config, settings, data_dir)
+    train_config = resolve_config(load_config(config, **overrides), settings)
+    run_dir = run_folder(train_config)
     if train_config.resume:
         if not (run_dir / "config.yaml").is_file():
             raise UserError(f"nothing to resume: {run_dir} holds no run; check --name and --runs-dir")
-        train_config = load_config(run_dir / "config.yaml", **overrides)  # the run's own config, with this command's changes
+        # the run's own config, with this command's changes
+        train_config = resolve_config(load_config(run_dir / "config.yaml", **overrides), settings)
     try:
-        summary = train(train_config, settings)
+        summary = train(train_config)
     except KeyboardInterrupt:
         print(interrupted_advice(run_dir, (run_dir / STATE_FILE).is_file(), sys.argv), file=sys.stderr)
         sys.exit(130)

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import MISSING, Field, asdict, dataclass, field, fields
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from common.errors import UserError
 from common.names import check_name
 from common.runtime import PRECISION_HELP, check_precision
+
+if TYPE_CHECKING:
+    from common.settings import Settings
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "linear.yaml"
@@ -207,6 +210,51 @@ def check_config(config: TrainConfig) -> None:
             check_name(getattr(config, key), f"--{key}", f"it names {names}; pass a plain name (a folder goes in --runs_dir or --data_dir)")
     if config.resume and config.init_from:
         raise UserError("--resume continues a run and --init-from starts a new one; pass only one of them")
+
+
+def with_default_window(config: TrainConfig) -> TrainConfig:
+    """The sliding window of validation (and of the checkpoint, so of `evaluate`) made concrete: `window: 0` is
+    DEFAULT_WINDOW_PATCHES patches of the config's backbone, `window_stride: 0` the window itself."""
+    from models.backbones import get_spec
+    from models.sliding_window import default_window_stride
+
+    window = config.window or DEFAULT_WINDOW_PATCHES * get_spec(config.backbone).patch_size
+    return replace(config, window=window, window_stride=default_window_stride(window, config.window_stride))
+
+
+def resolve_config(config: TrainConfig, settings: Settings) -> TrainConfig:
+    """`config` complete: every empty or -1 key that means "from the settings" (or "from the backbone") filled in.
+
+    The command line calls this once; below it (`train.loop`) nothing reads settings and no key is a placeholder.
+    The resolved config is what runs and what `config.yaml` records.
+    """
+    from prepare.layout import default_output_dir
+
+    def path(value: str, default: Path) -> str:
+        return str(Path(value).expanduser() if value else default)
+
+    dataset, taxonomy = config.dataset or settings.demo_dataset, config.taxonomy or settings.label_taxonomy
+    data_dir = Path(path(config.data_dir, default_output_dir(settings.data_root, dataset, taxonomy)))
+    return with_default_window(replace(
+        config,
+        data_dir=str(data_dir),
+        runs_dir=path(config.runs_dir, settings.runs_dir),
+        name=config.name or f"{config.head}_{data_dir.name}",
+        cache_dir=path(config.cache_dir, settings.data_root / "cache"),
+        weights=config.weights or settings.dino_weights,
+        device=config.device or settings.device,
+        workers=config.workers if config.workers >= 0 else settings.workers,
+        seed=config.seed if config.seed >= 0 else settings.seed,
+    ))
+
+
+def check_resolved(config: TrainConfig) -> None:
+    """A config with a placeholder left is a programming error: `resolve_config` was not called."""
+    left = [key for key in ("data_dir", "runs_dir", "name", "cache_dir", "device") if not getattr(config, key)]
+    left += [key for key in ("workers", "seed") if getattr(config, key) < 0]
+    left += [key for key in ("window", "window_stride") if not getattr(config, key)]
+    if left:
+        raise ValueError(f"train config not resolved (pass it through train.config.resolve_config): {', '.join(left)}")
 
 
 def config_dict(config: TrainConfig) -> dict[str, Any]:

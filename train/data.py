@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -17,6 +16,7 @@ from torch import Tensor
 
 from common.cli import UserError
 from common.fileio import sha256_file
+from common.images import read_image
 from prepare.layout import PreparedDataset, load_prepared
 from prepare.mask_png import read_mask
 from train.views import View, apply_view, view_bank
@@ -33,18 +33,6 @@ class Sample:
     mask_path: Path
     height: int
     width: int
-
-
-def read_image(path: str | Path, oriented: bool = False) -> np.ndarray:
-    """An image file as `[H, W, 3]` uint8 RGB, pixels as stored (EXIF orientation not applied, like the masks).
-
-    `oriented` turns the pixels as the EXIF orientation says, as photos imported in place are shown and sized.
-    """
-    flags = cv2.IMREAD_COLOR if oriented else cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
-    image = cv2.imread(str(path), flags)
-    if image is None:
-        raise UserError(f"cannot read image {path}; the file is damaged or not an image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def _size(path: Path) -> tuple[int, int]:

@@ -29,10 +29,11 @@ import torch
 from torch import Tensor
 
 from common.fileio import atomic_path
+from common.images import read_image
 from common.progress import progress as progress_bar
 from common.runtime import Runtime
 from models.sliding_window import WINDOW_LAYOUT
-from train.data import read_image, read_mask
+from prepare.mask_png import read_mask
 from train.views import View, apply_view, views_key
 
 

@@ -1,10 +1,13 @@
 """The training loop, plain PyTorch, readable top to bottom (nanoGPT-style).
 
-`train(config, settings)` prepares everything (data, backbone, head, feature cache, optimizer),
-then runs `config.steps` AdamW steps with warm-up and poly/cosine decay, validating on the full
-val images every `eval_every` steps with the sliding window `evaluate` uses. It keeps the best
-checkpoint by val mIoU and the last one, and a resumable training state that `--resume` restores
-exactly (model, optimizer, scheduler, step, RNG). Under `torchrun` it runs DistributedDataParallel.
+`train(config)` takes a config resolved at the command line (`train.config.resolve_config`) and runs
+named phases: `open_run` (prepared data, run folder, saved state), `build_segmenter`,
+`prepare_training_data` (feature cache or live views), `make_optimization`, `restore`, then
+`train_loop`: `config.steps` AdamW steps with warm-up and poly/cosine decay, validating on the full
+val images every `eval_every` steps with the sliding window `evaluate` uses (`validate_and_save`). It
+keeps the best checkpoint by val mIoU and the last one, and a resumable training state that
+`--resume` restores exactly (model, optimizer, scheduler, step, RNG). The loop changes only a
+`RunState`. Under `torchrun` it runs DistributedDataParallel.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,21 +30,21 @@ import torch.distributed as dist
 import yaml
 from torch import Tensor, nn
 
-from common.cli import UserError
+from common.errors import UserError
 from common.fileio import write_bytes_atomic, write_text_atomic
 from common.names import check_name
 from common.progress import progress as progress_bar
 from common.progress import write as progress_write
 from common.runtime import Runtime, resolve_runtime
-from common.settings import Settings
 from models import checkpoint as run_checkpoint
-from models.backbones import build_backbone, get_spec
+from models.backbones import build_backbone
 from models.heads import build_head
+from models.metrics import ConfusionAccumulator, SegmentationMetrics, compute_metrics
 from models.segmenter import Segmenter
-from models.sliding_window import default_window_stride, predict_logits
+from models.sliding_window import predict_logits
 from prepare.layout import PreparedDataset, classes_text, palette_text
 from train import feature_cache
-from train.config import DEFAULT_WINDOW_PATCHES, TrainConfig, config_dict
+from train.config import TrainConfig, check_resolved, config_dict
 from train.data import (
     FullImages,
     LiveViews,
@@ -51,7 +55,6 @@ from train.data import (
     inverse_sqrt_weights,
     load_samples,
 )
-from train.metrics import ConfusionAccumulator, SegmentationMetrics, compute_metrics
 
 STATE_FILE = "train_state.pt"
 METRICS_FILE = "metrics.jsonl"
@@ -93,9 +96,9 @@ def setup_distributed(runtime: Runtime) -> tuple[Distributed, Runtime]:
     return Distributed(dist.get_rank(), world_size, local_rank), runtime
 
 
-def train_runtime(config: TrainConfig, default_device: str = "auto") -> Runtime:
+def train_runtime(config: TrainConfig) -> Runtime:
     """The device and precision of training, of its feature cache and of its validation (`evaluate` decides alike)."""
-    return resolve_runtime(config.device or default_device, config.precision)
+    return resolve_runtime(config.device, config.precision)
 
 
 def lr_factor(step: int, config: TrainConfig) -> float:
@@ -125,21 +128,7 @@ def step_batches(num_items: int, batch_size: int, seed: int, start_step: int, st
         yield [(epoch, int(i)) for i in items[dist_info.rank :: dist_info.world_size]]
 
 
-def default_data_dir(settings: Settings, dataset: str, taxonomy: str) -> Path:
-    """The folder `prepare_data.py` writes by default for this dataset and taxonomy."""
-    from prepare.cli import default_output_dir
-
-    return default_output_dir(settings, dataset or settings.demo_dataset, taxonomy or settings.label_taxonomy)
-
-
 # ----------------------------------------------------------------------------- validation
-
-
-def with_default_window(config: TrainConfig) -> TrainConfig:
-    """The sliding window of validation (and of the checkpoint, so of `evaluate`) made concrete: `window: 0` is
-    DEFAULT_WINDOW_PATCHES patches of the config's backbone, `window_stride: 0` the window itself."""
-    window = config.window or DEFAULT_WINDOW_PATCHES * get_spec(config.backbone).patch_size
-    return replace(config, window=window, window_stride=default_window_stride(window, config.window_stride))
 
 
 @torch.no_grad()
@@ -180,10 +169,9 @@ def validate(segmenter: Segmenter, images: FullImages, classes: list[str], confi
 # ----------------------------------------------------------------------------- run folder
 
 
-def run_folder(config: TrainConfig, settings: Settings, data_dir: Path) -> Path:
-    """`runs_dir/<name>`; the name (given, or made from the head and the prepared folder) is never a path."""
-    runs_dir = Path(config.runs_dir).expanduser() if config.runs_dir else settings.runs_dir
-    return runs_dir / check_name(config.name or f"{config.head}_{data_dir.name}", "run name", "pass --name with a plain name")
+def run_folder(config: TrainConfig) -> Path:
+    """`runs_dir/name` of a resolved config; the name (given, or made from the head and the prepared folder) is never a path."""
+    return Path(config.runs_dir) / check_name(config.name, "run name", "pass --name with a plain name")
 
 
 def start_run_folder(run_dir: Path, config: TrainConfig, dataset: PreparedDataset) -> None:
@@ -273,38 +261,6 @@ def trim_metrics(run_dir: Path, step: int) -> None:
         write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
-# ----------------------------------------------------------------------------- the loop
-
-
-class TrainStep(nn.Module):
-    """One batch's losses as a forward pass, so DistributedDataParallel sees (and syncs) it."""
-
-    def __init__(self, segmenter: Segmenter) -> None:
-        super().__init__()
-        self.segmenter = segmenter
-
-    def forward(self, inputs: Tensor | list[Tensor], target: Tensor) -> dict[str, Tensor]:
-        if isinstance(inputs, list):  # cached feature maps go straight to the head
-            return self.segmenter.head.loss(inputs, target)
-        return self.segmenter.loss(inputs, target)
-
-
-def train(config: TrainConfig, settings: Settings) -> dict[str, Any]:
-    """Train one head as `config` says; returns a summary (run folder, best mIoU and step, steps run)."""
-    config = with_default_window(config)
-    dist_info, runtime = setup_distributed(train_runtime(config, settings.device))
-    status = {"phase": "setting up"}
-    try:
-        return run_training(config, settings, dist_info, runtime, status)
-    except NonFiniteLoss as error:
-        raise UserError(f"{error}; lower --lr (now {config.lr}) or use --precision fp32") from None
-    except torch.cuda.OutOfMemoryError:
-        raise UserError(out_of_memory_advice(config, status["phase"])) from None
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
 def out_of_memory_advice(config: TrainConfig, phase: str) -> str:
     """Which setting to lower, for the phase that ran out of GPU memory."""
     advice = {
@@ -312,6 +268,15 @@ def out_of_memory_advice(config: TrainConfig, phase: str) -> str:
         "validating": f"--val-batch-size (now {config.val_batch_size})",
     }.get(phase, f"--batch-size (now {config.batch_size}) or --crop (now {config.crop})")
     return f"the GPU ran out of memory while {phase}; lower {advice}"
+
+
+@contextmanager
+def advice_on_out_of_memory(config: TrainConfig, phase: str) -> Iterator[None]:
+    """A GPU out-of-memory error inside the block becomes a UserError naming the setting to lower for `phase`."""
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError:
+        raise UserError(out_of_memory_advice(config, phase)) from None
 
 
 def _barrier(dist_info: Distributed) -> None:
@@ -329,38 +294,154 @@ class _StepBatches:
         return step_batches(*self.args)
 
 
-def run_training(config: TrainConfig, settings: Settings, dist_info: Distributed, runtime: Runtime, status: dict[str, str]) -> dict[str, Any]:
-    """Set-up, then the loop; `status["phase"]` says what is running (for the out-of-memory advice)."""
-    seed = config.seed if config.seed >= 0 else settings.seed
-    workers = config.workers if config.workers >= 0 else settings.workers
-    data_dir = Path(config.data_dir).expanduser() if config.data_dir else default_data_dir(settings, config.dataset, config.taxonomy)
-    dataset, samples = load_samples(data_dir)
-    classes = dataset.classes
-    run_dir = run_folder(config, settings, data_dir)
+# ----------------------------------------------------------------------------- the phases
+
+
+class TrainStep(nn.Module):
+    """One batch's losses as a forward pass, so DistributedDataParallel sees (and syncs) it."""
+
+    def __init__(self, segmenter: Segmenter) -> None:
+        super().__init__()
+        self.segmenter = segmenter
+
+    def forward(self, inputs: Tensor | list[Tensor], target: Tensor) -> dict[str, Tensor]:
+        if isinstance(inputs, list):  # cached feature maps go straight to the head
+            return self.segmenter.head.loss(inputs, target)
+        return self.segmenter.loss(inputs, target)
+
+
+@dataclass(frozen=True)
+class Run:
+    """What every phase reads and none changes: the config, the folder, the data's classes, where it computes."""
+
+    config: TrainConfig
+    folder: Path
+    dataset: PreparedDataset
+    samples: dict[str, list[Sample]]
+    runtime: Runtime
+    dist_info: Distributed
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.dataset.classes)
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What the loop trains on (cached features or live views) and validates on (whole val images)."""
+
+    train: feature_cache.CachedViews | LiveViews
+    val_images: FullImages
+    window_dirs: list[Path] | None  # per val image, its windows' cached backbone maps (None: validate live)
+    cache_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Optimization:
+    """The module a step calls (DDP-wrapped under torchrun), the trained parameters, optimizer and schedule."""
+
+    model: nn.Module
+    params: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+
+
+@dataclass
+class RunState:
+    """Where the run stands: all the loop changes, saved in train_state.pt and restored exactly by --resume."""
+
+    step: int = 0
+    best_miou: float = -math.inf
+    best_step: int = 0
+    evals_without_gain: int = 0
+    saved_step: int = 0  # the step of the last saved checkpoint (0: none yet)
+    last_miou: float | None = None
+    stopped_early: bool = False
+    validation_seconds: float = 0.0
+
+    def record(self, miou: float) -> bool:
+        """Count one validation's mIoU; True when it is the best so far (NaN never is)."""
+        miou = -math.inf if math.isnan(miou) else miou
+        if miou > self.best_miou:
+            self.best_miou, self.best_step, self.evals_without_gain = miou, self.step, 0
+            return True
+        self.evals_without_gain += 1
+        return False
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Train one head as the resolved `config` says; returns a summary (run folder, best mIoU and step, steps run)."""
+    check_resolved(config)
+    dist_info, runtime = setup_distributed(train_runtime(config))
+    try:
+        with advice_on_out_of_memory(config, "setting up"):
+            return run_training(config, dist_info, runtime)
+    except NonFiniteLoss as error:
+        raise UserError(f"{error}; lower --lr (now {config.lr}) or use --precision fp32") from None
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def run_training(config: TrainConfig, dist_info: Distributed, runtime: Runtime) -> dict[str, Any]:
+    """The phases in order: the run folder, the segmenter, the training data, the restored state, the loop."""
+    run, saved = open_run(config, runtime, dist_info)
+    segmenter = build_segmenter(run)
+    with advice_on_out_of_memory(config, "caching features"):
+        data = prepare_training_data(run, segmenter)
+    optimization = make_optimization(run, segmenter)
+    state = restore(run, segmenter, optimization, saved)
+    loader = iter(make_loader(run, data, state.step))
+    # The loop's randomness (dropout) restarts from the seed, or from where the interrupted run was:
+    # whatever set-up consumed (cache filling, loader seeds) never changes the run.
+    torch.manual_seed(config.seed + 1)
+    if saved is not None:
+        set_rng_state(saved["rng"])
+    started = time.perf_counter()
+    with advice_on_out_of_memory(config, "training"):
+        train_loop(run, segmenter, data, optimization, state, loader)
+    train_seconds = time.perf_counter() - started - state.validation_seconds
+    return {
+        "run": str(run.folder), "steps": state.step, "best_miou": state.best_miou, "best_step": state.best_step,
+        "last_miou": state.last_miou, "stopped_early": state.stopped_early, "main": dist_info.main,
+        "cache_seconds": data.cache_seconds, "train_seconds": train_seconds,
+        "validation_seconds": state.validation_seconds,
+    }  # fmt: skip
+
+
+def open_run(config: TrainConfig, runtime: Runtime, dist_info: Distributed) -> tuple[Run, dict[str, Any] | None]:
+    """The prepared data checked, the run folder started (or its saved state read for --resume), the log opened."""
+    dataset, samples = load_samples(Path(config.data_dir))
+    folder = run_folder(config)
     views = len(samples["train"]) * config.views_per_image
     if config.batch_size > views:  # every step would repeat views within its batch
         raise UserError(
             f"batch_size {config.batch_size} is larger than the data: {len(samples['train'])} training images x "
             f"{config.views_per_image} views = {views}; lower --batch-size or raise --views-per-image"
         )
-
-    state = load_state(run_dir) if config.resume else None
-    if config.resume and state is None:
-        print(f"note: {run_dir} stopped before its first checkpoint; starting it again from step 0", file=sys.stderr)
-    if state is not None and state["classes"] != classes:
+    saved = load_state(folder) if config.resume else None
+    if config.resume and saved is None:
+        print(f"note: {folder} stopped before its first checkpoint; starting it again from step 0", file=sys.stderr)
+    if saved is not None and saved["classes"] != dataset.classes:
         raise UserError(
-            f"{run_dir} was trained on {len(state['classes'])} classes but {dataset.root} has {len(classes)}; "
+            f"{folder} was trained on {len(saved['classes'])} classes but {dataset.root} has {len(dataset.classes)}; "
             "resume with the prepared folder it was trained on, or start a new run with --init-from"
         )
-    if state is None and dist_info.main:
-        start_run_folder(run_dir, config, dataset)
+    if saved is None and dist_info.main:
+        start_run_folder(folder, config, dataset)
     _barrier(dist_info)
-    setup_logging(run_dir, dist_info.main)
-    log.info(f"run {run_dir} on {dataset.root} ({len(samples['train'])} train, {len(samples['val'])} val images, {len(classes)} classes), device {runtime.device} ({runtime.precision}), {dist_info.world_size} process(es)")
+    setup_logging(folder, dist_info.main)
+    sizes = f"{len(samples['train'])} train, {len(samples['val'])} val images, {len(dataset.classes)} classes"
+    log.info(f"run {folder} on {dataset.root} ({sizes}), device {runtime.device} ({runtime.precision}), "
+             f"{dist_info.world_size} process(es)")
+    return Run(config, folder, dataset, samples, runtime, dist_info), saved
 
-    # Model: the same random initialisation in every process, from the seed.
-    torch.manual_seed(seed)
-    weights = config.weights or settings.dino_weights or None
+
+def build_segmenter(run: Run) -> Segmenter:
+    """Frozen backbone + fresh (or warm-started) head on the device; the same initialisation in every process."""
+    config = run.config
+    torch.manual_seed(config.seed)
+    weights = config.weights or None
     layers = config.layers if config.layers is not None else (None if config.head == "linear" else 4)
     backbone = build_backbone(config.backbone, weights=weights, layers=layers)
     if weights is None:
@@ -368,185 +449,238 @@ def run_training(config: TrainConfig, settings: Settings, dist_info: Distributed
     for key in ("crop", "window"):
         pixels = getattr(config, key)
         if pixels % backbone.patch_size:
-            raise UserError(f"{key} {pixels} is not a multiple of {backbone.name}'s patch size {backbone.patch_size}; use {pixels // backbone.patch_size * backbone.patch_size or backbone.patch_size}")
+            fit = pixels // backbone.patch_size * backbone.patch_size or backbone.patch_size
+            raise UserError(
+                f"{key} {pixels} is not a multiple of {backbone.name}'s patch size {backbone.patch_size}; use {fit}"
+            )
     head_options = dict(config.head_config)
     if config.class_weights:
-        head_options["class_weights"] = inverse_sqrt_weights(class_pixel_counts(dataset, "train"))
-        log.info("class weights (1/sqrt of training pixel frequency): " + ", ".join(f"{c} {w:.3f}" for c, w in zip(classes, head_options["class_weights"])))
-    head = build_head(config.head, backbone.embed_dim, len(backbone.layers), len(classes), **head_options)
+        head_options["class_weights"] = inverse_sqrt_weights(class_pixel_counts(run.dataset, "train"))
+        weights_text = ", ".join(f"{c} {w:.3f}" for c, w in zip(run.classes, head_options["class_weights"]))
+        log.info(f"class weights (1/sqrt of training pixel frequency): {weights_text}")
+    head = build_head(config.head, backbone.embed_dim, len(backbone.layers), len(run.classes), **head_options)
     head.to(memory_format=torch.channels_last)  # oneDNN and cuDNN convolutions run faster on NHWC (measured 10-40% on CPU)
-    segmenter = Segmenter(backbone, head).to(device := runtime.device)
+    segmenter = Segmenter(backbone, head).to(run.runtime.device)
     if config.init_from:
-        warm = run_checkpoint.init_head_from(head, Path(config.init_from).expanduser(), classes=classes)
+        warm = run_checkpoint.init_head_from(head, Path(config.init_from).expanduser(), classes=run.classes)
         log.info(f"warm start from {config.init_from}: kept {len(warm.kept)} tensors, fresh {', '.join(warm.skipped) or 'none'}")
-    taxonomy = (dataset.info.get("taxonomy") or {}).get("name", "")
+    return segmenter
 
-    # Training data: cached features of the fixed view bank, or the views decoded live.
-    train_samples: list[Sample] = samples["train"]
+
+def prepare_training_data(run: Run, segmenter: Segmenter) -> TrainingData:
+    """Cached backbone features of the fixed view bank (filled where missing), or the views decoded live."""
+    config, dist_info = run.config, run.dist_info
+    train_samples, val_samples = run.samples["train"], run.samples["val"][: config.max_val_images or None]
     scale_range = (config.scale_range[0], config.scale_range[1])
-    if config.cache:
-        status["phase"] = "caching features"
-        cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else settings.data_root / "cache"
-        root = feature_cache.backbone_dir(cache_dir, backbone, runtime.precision)
-        banks = [bank_for(s, config.views_per_image, config.crop, scale_range, seed) for s in train_samples]
-        entries = [
-            feature_cache.cache_entry(root, cache_dir / "labels", image_hash, mask_hash, bank, backbone.layers)
-            for (image_hash, mask_hash), bank in zip(file_hashes(train_samples), banks)
-        ]
-        extract = feature_cache.make_extractor(segmenter.forward_features, runtime)
-        jobs = [(s.image_path, s.mask_path, bank) for s, bank in zip(train_samples, banks)]
-        cache_started = time.perf_counter()
-        missing = feature_cache.missing_entries(entries)
-        _barrier(dist_info)  # every process has listed the same missing entries before any is written
-        share = missing[dist_info.rank :: dist_info.world_size]
-        feature_cache.fill_cache(jobs, entries, extract, config.extract_batch_size, workers, share, dist_info.main)
-        _barrier(dist_info)
-        cache_seconds = time.perf_counter() - cache_started
-        log.info(f"feature cache {root}: {len(entries)} images, {len(missing)} computed in {cache_seconds:.1f} s, {len(entries) - len(missing)} reused")
-        train_data: feature_cache.CachedViews | LiveViews = feature_cache.CachedViews(entries, config.views_per_image)
-    else:
-        train_data = LiveViews(train_samples, config.views_per_image, config.crop, scale_range, seed, config.fresh_views)
-    val_samples = samples["val"][: config.max_val_images or None]
-    val_images = FullImages(val_samples)
-    window_dirs = [feature_cache.window_cache_dir(root, image_hash, config.window, config.window_stride) for image_hash, _ in file_hashes(val_samples)] if config.cache else None
+    if not config.cache:
+        views = LiveViews(
+            train_samples, config.views_per_image, config.crop, scale_range, config.seed, config.fresh_views
+        )
+        return TrainingData(views, FullImages(val_samples), None)
+    cache_dir = Path(config.cache_dir)
+    root = feature_cache.backbone_dir(cache_dir, segmenter.backbone, run.runtime.precision)
+    banks = [bank_for(s, config.views_per_image, config.crop, scale_range, config.seed) for s in train_samples]
+    layers = segmenter.backbone.layers
+    entries = [
+        feature_cache.cache_entry(root, cache_dir / "labels", image_hash, mask_hash, bank, layers)
+        for (image_hash, mask_hash), bank in zip(file_hashes(train_samples), banks)
+    ]
+    extract = feature_cache.make_extractor(segmenter.forward_features, run.runtime)
+    jobs = [(s.image_path, s.mask_path, bank) for s, bank in zip(train_samples, banks)]
+    started = time.perf_counter()
+    missing = feature_cache.missing_entries(entries)
+    _barrier(dist_info)  # every process has listed the same missing entries before any is written
+    share = missing[dist_info.rank :: dist_info.world_size]
+    feature_cache.fill_cache(jobs, entries, extract, config.extract_batch_size, config.workers, share, dist_info.main)
+    _barrier(dist_info)
+    seconds = time.perf_counter() - started
+    reused = len(entries) - len(missing)
+    log.info(f"feature cache {root}: {len(entries)} images, {len(missing)} computed in {seconds:.1f} s, {reused} reused")
+    window_dirs = [
+        feature_cache.window_cache_dir(root, image_hash, config.window, config.window_stride)
+        for image_hash, _ in file_hashes(val_samples)
+    ]
+    views = feature_cache.CachedViews(entries, config.views_per_image)
+    return TrainingData(views, FullImages(val_samples), window_dirs, seconds)
 
+
+def make_optimization(run: Run, segmenter: Segmenter) -> Optimization:
+    """AdamW over the head's trainable parameters, warm-up then decay; DDP (SyncBatchNorm on GPUs) under torchrun."""
+    config, device = run.config, run.runtime.device
     step_module = TrainStep(segmenter)
     model: nn.Module = step_module
-    if dist_info.world_size > 1:
+    if run.dist_info.world_size > 1:
         if device.type == "cuda":  # batch statistics over every GPU's share of the batch (CPUs have no SyncBatchNorm)
             segmenter.head = nn.SyncBatchNorm.convert_sync_batchnorm(segmenter.head)
-            head = segmenter.head
         model = nn.parallel.DistributedDataParallel(step_module, device_ids=[device.index] if device.type == "cuda" else None)
-    params = [p for p in head.parameters() if p.requires_grad]
+    params = [p for p in segmenter.head.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
-    start_step, best, evals_without_gain = 0, {"miou": -math.inf, "step": 0}, 0
-    if state is not None:
-        head.load_state_dict(state["head"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_step, best, evals_without_gain = state["step"], state["best"], state["evals_without_gain"]
-        if dist_info.main:
-            trim_metrics(run_dir, start_step)
-        log.info(f"resumed at step {start_step} (best val mIoU {best['miou']:.4f} at step {best['step']})")
+    return Optimization(model, params, optimizer, scheduler)
 
-    per_process = len(next(iter(step_batches(len(train_data), config.batch_size, seed, 0, 1, dist_info))))
+
+def restore(run: Run, segmenter: Segmenter, optimization: Optimization, saved: dict[str, Any] | None) -> RunState:
+    """A fresh state, or the interrupted run's: head, optimizer, schedule, step, best mIoU (later metrics dropped)."""
+    if saved is None:
+        return RunState()
+    segmenter.head.load_state_dict(saved["head"])
+    optimization.optimizer.load_state_dict(saved["optimizer"])
+    optimization.scheduler.load_state_dict(saved["scheduler"])
+    best = saved["best"]
+    state = RunState(saved["step"], best["miou"], best["step"], saved["evals_without_gain"], saved_step=saved["step"])
+    if run.dist_info.main:
+        trim_metrics(run.folder, state.step)
+    log.info(f"resumed at step {state.step} (best val mIoU {state.best_miou:.4f} at step {state.best_step})")
+    return state
+
+
+def make_loader(run: Run, data: TrainingData, start_step: int) -> torch.utils.data.DataLoader:
+    """This process's share of every step's batch from `start_step` on (`step_batches`), loaded by the workers."""
+    config, dist_info = run.config, run.dist_info
+    per_process = len(next(iter(step_batches(len(data.train), config.batch_size, config.seed, 0, 1, dist_info))))
     if per_process == 0:
         raise UserError(f"batch_size {config.batch_size} is smaller than the {dist_info.world_size} processes; raise it")
-    loader = torch.utils.data.DataLoader(
-        train_data,
-        batch_sampler=_StepBatches(len(train_data), config.batch_size, seed, start_step, config.steps, dist_info),
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
+    return torch.utils.data.DataLoader(
+        data.train,
+        batch_sampler=_StepBatches(
+            len(data.train), config.batch_size, config.seed, start_step, config.steps, dist_info
+        ),
+        num_workers=config.workers,
+        pin_memory=run.runtime.device.type == "cuda",
         persistent_workers=False,
     )
-    batches = iter(loader)
-    # The loop's randomness (dropout) restarts from the seed, or from where the interrupted run was:
-    # whatever set-up consumed (cache filling, loader seeds) never changes the run.
-    torch.manual_seed(seed + 1)
-    if state is not None:
-        set_rng_state(state["rng"])
 
-    writer = None
-    if dist_info.main:
-        from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None)
-    summary: dict[str, Any] = {
-        "run": str(run_dir), "steps": start_step, "best_miou": best["miou"], "best_step": best["step"], "last_miou": None,
-        "stopped_early": False, "main": dist_info.main, "cache_seconds": cache_seconds if config.cache else 0.0,
-        "train_seconds": 0.0, "validation_seconds": 0.0,
-    }
+# ----------------------------------------------------------------------------- the loop
 
-    def evaluate_and_save(step: int, train_loss: float) -> bool:
-        """Validate, log, save best/last checkpoints and the training state; True to stop early."""
-        nonlocal best, evals_without_gain
-        status["phase"] = "validating"
-        validation_started = time.perf_counter()
-        metrics = validate(segmenter, val_images, classes, config, runtime, dist_info, window_dirs)
-        summary["validation_seconds"] += time.perf_counter() - validation_started
-        summary["last_miou"] = metrics.miou
-        status["phase"] = "training"
-        if not dist_info.main:
-            return False
-        miou = -math.inf if math.isnan(metrics.miou) else metrics.miou
-        improved = miou > best["miou"]
-        if improved:
-            best, evals_without_gain = {"miou": miou, "step": step}, 0
-        else:
-            evals_without_gain += 1
-        per_class = {name: r["iou"] for name, r in zip(classes, metrics.per_class())}
-        append_metrics(run_dir, {"step": step, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"], **metrics.summary(), "iou": per_class})
-        assert writer is not None
-        writer.add_scalar("val/miou", metrics.miou, step)
-        writer.add_scalar("val/pixel_accuracy", metrics.pixel_accuracy, step)
-        for name, iou in per_class.items():
-            if iou is not None:
-                writer.add_scalar(f"val_iou/{name}", iou, step)
-        writer.flush()
-        info = {"step": step, "val_miou": metrics.miou, "config": config_dict(config)}
-        spec = run_checkpoint.CheckpointSpec.of(backbone, head, classes, dataset.palette, taxonomy, config.window, config.window_stride, info)
-        if improved:
-            run_checkpoint.save_run_checkpoint(run_dir, head, spec, "best")
-        run_checkpoint.save_run_checkpoint(run_dir, head, spec, "last")
-        save_state(run_dir, {
-            "step": step, "classes": classes, "head": head.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "rng": rng_state(), "best": best, "evals_without_gain": evals_without_gain,
-        })
-        log.info(f"step {step}: val mIoU {metrics.miou:.4f} (best {best['miou']:.4f} at step {best['step']}), pixel accuracy {metrics.pixel_accuracy:.4f}")
-        return bool(config.patience) and evals_without_gain >= config.patience
 
-    # The loop.
-    status["phase"] = "training"
+def train_loop(run: Run, segmenter: Segmenter, data: TrainingData, optimization: Optimization, state: RunState,
+               batches: Iterator[Any]) -> None:
+    """Step until `config.steps`, logging every `log_every` and validating (and saving) every `eval_every` steps."""
+    config = run.config
+    writer = open_writer(run, state.step)
+    bar = progress_bar(total=config.steps, initial=state.step, desc=f"training {config.head}", unit="step",
+               disable=not run.dist_info.main, dynamic_ncols=True)
+    start_step, started = state.step, time.perf_counter()
     segmenter.train()
-    bar = progress_bar(total=config.steps, initial=start_step, desc=f"training {config.head}", unit="step", disable=not dist_info.main, dynamic_ncols=True)
-    step, saved_step, started = start_step, start_step, time.perf_counter()
     try:
-        while step < config.steps:
-            inputs, target = next(batches)
-            if config.cache:
-                inputs = [x.to(device, non_blocking=True).float().contiguous(memory_format=torch.channels_last) for x in inputs]
-            else:
-                inputs = inputs.to(device, non_blocking=True)
-            target = target.to(device, non_blocking=True)
-            with runtime.autocast():
-                losses = model(inputs, target)
-            losses["loss"].backward()
-            reported = torch.stack([v.detach().float() for v in losses.values()])
-            if dist_info.world_size > 1:
-                dist.all_reduce(reported)
-                reported /= dist_info.world_size
-            if not torch.isfinite(reported).all():
-                kept = f"the last good checkpoint is {run_dir / 'checkpoint_last'} (step {saved_step})" if saved_step else "no checkpoint was saved yet"
-                raise NonFiniteLoss(f"the loss became {reported[list(losses).index('loss')].item()} at step {step + 1} and training stopped; {kept}")
-            if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
-            step += 1
-            values = dict(zip(losses, reported.tolist()))
+        for inputs, target in batches:
+            losses, lr = train_step(run, optimization, inputs, target, state)
+            state.step += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{lr:.2e}")
-            if writer is not None and (step % config.log_every == 0 or step == config.steps):
-                for key, value in values.items():
-                    writer.add_scalar(f"train/{key}", value, step)
-                writer.add_scalar("train/lr", lr, step)
-                log.info(f"step {step}/{config.steps}: loss {values['loss']:.4f}, lr {lr:.2e}, {(time.perf_counter() - started) / (step - start_step):.3f} s/step")
-            if step % config.eval_every == 0 or step == config.steps:
-                stop = [evaluate_and_save(step, values["loss"])]
-                saved_step = step
-                if dist_info.world_size > 1:
-                    dist.broadcast_object_list(stop, src=0)
-                if stop[0]:
-                    log.info(f"early stop at step {step}: no better val mIoU in {config.patience} validations")
-                    summary["stopped_early"] = True
+            bar.set_postfix(loss=f"{losses['loss']:.4f}", lr=f"{lr:.2e}")
+            if writer is not None and (state.step % config.log_every == 0 or state.step == config.steps):
+                per_step = (time.perf_counter() - started) / (state.step - start_step)
+                log_step(writer, config, state.step, losses, lr, per_step)
+            if state.step % config.eval_every == 0 or state.step == config.steps:
+                if validate_and_save(run, segmenter, data, optimization, state, writer, losses["loss"]):
+                    log.info(f"early stop at step {state.step}: no better val mIoU in {config.patience} validations")
+                    state.stopped_early = True
                     break
     finally:
         bar.close()
         if writer is not None:
             writer.close()
-    summary.update(steps=step, best_miou=best["miou"], best_step=best["step"])
-    summary["train_seconds"] = time.perf_counter() - started - summary["validation_seconds"]
-    return summary
+
+
+def train_step(run: Run, optimization: Optimization, inputs: Tensor | list[Tensor], target: Tensor,
+               state: RunState) -> tuple[dict[str, float], float]:
+    """One optimizer step on one batch; returns the losses (averaged over processes) and the lr it used."""
+    device = run.runtime.device
+    if run.config.cache:
+        inputs = [x.to(device, non_blocking=True).float().contiguous(memory_format=torch.channels_last) for x in inputs]
+    else:
+        inputs = inputs.to(device, non_blocking=True)
+    with run.runtime.autocast():
+        losses = optimization.model(inputs, target.to(device, non_blocking=True))
+    losses["loss"].backward()
+    reported = torch.stack([v.detach().float() for v in losses.values()])
+    if run.dist_info.world_size > 1:
+        dist.all_reduce(reported)
+        reported /= run.dist_info.world_size
+    if not torch.isfinite(reported).all():
+        last = run.folder / "checkpoint_last"
+        kept = f"the last good checkpoint is {last} (step {state.saved_step})" if state.saved_step else "no checkpoint was saved yet"
+        loss = reported[list(losses).index("loss")].item()
+        raise NonFiniteLoss(f"the loss became {loss} at step {state.step + 1} and training stopped; {kept}")
+    if run.config.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(optimization.params, run.config.grad_clip)
+    optimization.optimizer.step()
+    optimization.optimizer.zero_grad(set_to_none=True)
+    lr = optimization.optimizer.param_groups[0]["lr"]
+    optimization.scheduler.step()
+    return dict(zip(losses, reported.tolist())), lr
+
+
+def validate_and_save(run: Run, segmenter: Segmenter, data: TrainingData, optimization: Optimization, state: RunState,
+                      writer: Any, train_loss: float) -> bool:
+    """Validate, log, save best/last checkpoints and the training state; True (in every process) to stop early."""
+    with advice_on_out_of_memory(run.config, "validating"):
+        started = time.perf_counter()
+        metrics = validate(
+            segmenter, data.val_images, run.classes, run.config, run.runtime, run.dist_info, data.window_dirs
+        )
+    state.validation_seconds += time.perf_counter() - started
+    state.last_miou, state.saved_step = metrics.miou, state.step
+    stop = [False]
+    if run.dist_info.main:
+        improved = state.record(metrics.miou)
+        log_validation(run, writer, state, metrics, optimization.optimizer.param_groups[0]["lr"], train_loss)
+        save_run(run, segmenter, optimization, state, metrics, improved)
+        stop = [bool(run.config.patience) and state.evals_without_gain >= run.config.patience]
+    if run.dist_info.world_size > 1:
+        dist.broadcast_object_list(stop, src=0)
+    return bool(stop[0])
+
+
+def save_run(run: Run, segmenter: Segmenter, optimization: Optimization, state: RunState, metrics: SegmentationMetrics,
+             improved: bool) -> None:
+    """The last (and, when it improved, the best) checkpoint, then the state `--resume` restarts from."""
+    config, head = run.config, segmenter.head
+    info = {"step": state.step, "val_miou": metrics.miou, "config": config_dict(config)}
+    taxonomy = (run.dataset.info.get("taxonomy") or {}).get("name", "")
+    spec = run_checkpoint.CheckpointSpec.of(
+        segmenter.backbone, head, run.classes, run.dataset.palette, taxonomy, config.window, config.window_stride, info
+    )
+    if improved:
+        run_checkpoint.save_run_checkpoint(run.folder, head, spec, "best")
+    run_checkpoint.save_run_checkpoint(run.folder, head, spec, "last")
+    save_state(run.folder, {
+        "step": state.step, "classes": run.classes, "head": head.state_dict(),
+        "optimizer": optimization.optimizer.state_dict(), "scheduler": optimization.scheduler.state_dict(),
+        "rng": rng_state(), "best": {"miou": state.best_miou, "step": state.best_step},
+        "evals_without_gain": state.evals_without_gain,
+    })  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- logging
+
+
+def open_writer(run: Run, start_step: int) -> Any:
+    """TensorBoard events under the run folder, from the main process only (None elsewhere)."""
+    if not run.dist_info.main:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(run.folder / "tensorboard"), purge_step=start_step + 1 if start_step else None)
+
+
+def log_step(writer: Any, config: TrainConfig, step: int, losses: dict[str, float], lr: float, seconds_per_step: float) -> None:
+    for key, value in losses.items():
+        writer.add_scalar(f"train/{key}", value, step)
+    writer.add_scalar("train/lr", lr, step)
+    log.info(f"step {step}/{config.steps}: loss {losses['loss']:.4f}, lr {lr:.2e}, {seconds_per_step:.3f} s/step")
+
+
+def log_validation(run: Run, writer: Any, state: RunState, metrics: SegmentationMetrics, lr: float, train_loss: float) -> None:
+    """One line of metrics.jsonl, the TensorBoard scalars and a log line for one validation."""
+    per_class = {name: r["iou"] for name, r in zip(run.classes, metrics.per_class())}
+    append_metrics(run.folder, {"step": state.step, "train_loss": train_loss, "lr": lr, **metrics.summary(), "iou": per_class})
+    writer.add_scalar("val/miou", metrics.miou, state.step)
+    writer.add_scalar("val/pixel_accuracy", metrics.pixel_accuracy, state.step)
+    for name, iou in per_class.items():
+        if iou is not None:
+            writer.add_scalar(f"val_iou/{name}", iou, state.step)
+    writer.flush()
+    log.info(f"step {state.step}: val mIoU {metrics.miou:.4f} (best {state.best_miou:.4f} at step {state.best_step}), "
+             f"pixel accuracy {metrics.pixel_accuracy:.4f}")

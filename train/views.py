@@ -18,7 +18,7 @@ from typing import overload
 import cv2
 import numpy as np
 
-IGNORE_INDEX = 255
+from common.labels import IGNORE_INDEX
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from common.labels import IGNORE_INDEX
 from models.heads.points import sampled_logits_and_labels, scaled_target
 
-IGNORE_INDEX = 255
 # The loss on 4,096 points per image (3/4 of them where the prediction is least certain) trained the
 # cached linear and segformer heads as well as the loss on every pixel, several times faster (benchmarks/README.md).
 DEFAULT_LOSS_POINTS = 4096

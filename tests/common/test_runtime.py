@@ -72,8 +72,8 @@ class AutocastRecorder(torch.nn.Module):
 def test_train_validation_and_evaluation_pick_the_same_precision(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
     """On one machine, validation during training and `evaluate` predict in the same precision (both `auto`)."""
     from evaluate.inference import predict_images
-    from train.config import load_config
-    from train.loop import Distributed, train_runtime, validate, with_default_window
+    from train.config import load_config, with_default_window
+    from train.loop import Distributed, train_runtime, validate
 
     _cpu_probes(monkeypatch, native)
     config = with_default_window(load_config(None, window=28, device="cpu", precision="auto"))

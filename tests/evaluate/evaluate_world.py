@@ -147,5 +147,7 @@ def evaluate_world(world: World, run_dir: Path | None = None, dataset: str | Non
     out = io.StringIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomBackboneWarning)
-        report = evaluate_run(world.settings, EvaluateOptions(run_dir=run_dir or world.run_dir, dataset=dataset or world.dataset, precision="fp32", **options), out)
+        report = evaluate_run(
+            EvaluateOptions.from_settings(world.settings, run_dir or world.run_dir, dataset=dataset or world.dataset, precision="fp32", **options), out
+        )
     return report, out.getvalue()

@@ -15,9 +15,9 @@ from evaluate_world import CLASSES, PALETTE, World, evaluate_world, make_run
 from common.cli import UserError
 from evaluate.fields import RunFields, gt_colonies_field, gt_segmentation_field
 from evaluate.pipeline import evaluation_dir
+from models.metrics import compute_metrics, confusion_matrix
 from prepare.layout import load_prepared
 from prepare.mask_png import read_mask
-from train.metrics import compute_metrics, confusion_matrix
 
 REPO = Path(__file__).resolve().parents[2]
 

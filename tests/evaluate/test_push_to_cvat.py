@@ -16,6 +16,7 @@ from common.cli import UserError
 from evaluate.colonies import find_colonies
 from evaluate.cvat_push import PushOptions, push_predictions
 from models.backbones import RandomBackboneWarning
+from prepare.taxonomy import taxonomy_dirs
 
 
 def _png(path) -> bytes:
@@ -40,7 +41,8 @@ def _push(world: World, cvat: FakeCvat, task: int, **options) -> tuple[dict[str,
     out = io.StringIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomBackboneWarning)
-        counts = push_predictions(settings, PushOptions(run_dir=world.run_dir, task_id=task, precision="fp32", **options), out)
+        dirs = tuple(taxonomy_dirs(settings.taxonomy_dirs))
+        counts = push_predictions(settings, PushOptions(run_dir=world.run_dir, task_id=task, precision="fp32", taxonomy_dirs=dirs, **options), out)
     return counts, out.getvalue()
 
 

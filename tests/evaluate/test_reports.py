@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from evaluate.reports import REPORT_FILES, ColonyCounts, ImageResult, SplitReport, format_per_class_table, write_report
-from train.metrics import confusion_matrix, cover_percent
+from models.metrics import confusion_matrix, cover_percent
 
 NAMES = ["background", "acropora", "porites"]
 PALETTE = [[0, 0, 0], [255, 0, 0], [0, 0, 255]]

@@ -9,12 +9,13 @@ import pytest
 import torch
 from conftest import toy_pair, write_prepared, write_sample
 
+from common.images import read_image
 from common.runtime import Runtime
 from models.backbones import build_backbone
 from models.heads import build_head
 from models.segmenter import Segmenter
 from train import feature_cache
-from train.data import bank_for, file_hashes, load_samples, read_image, read_mask
+from train.data import bank_for, file_hashes, load_samples, read_mask
 from train.views import apply_view
 
 K, CROP = 3, 56
@@ -108,9 +109,9 @@ def test_backbones_with_other_weights_never_share_entries(tmp_path, segmenter):
 
 
 def test_validation_reads_window_maps_back_and_scores_the_same(tmp_path, segmenter):
-    from train.config import load_config
+    from train.config import load_config, with_default_window
     from train.data import FullImages
-    from train.loop import Distributed, validate, with_default_window
+    from train.loop import Distributed, validate
 
     folder = write_prepared(tmp_path / "data", train=1, val=2, size=140)
     val = load_samples(folder)[1]["val"]

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from common.cli import UserError
-from train.config import load_config
+from train.config import load_config, with_default_window
 from train.data import inverse_sqrt_weights
-from train.loop import Distributed, lr_factor, out_of_memory_advice, step_batches, with_default_window
+from train.loop import Distributed, lr_factor, out_of_memory_advice, step_batches
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -105,7 +105,7 @@ def test_boolean_flags_as_users_type_them(monkeypatch, argv, cache):
     from train import cli, loop
 
     seen = {}
-    monkeypatch.setattr(loop, "train", lambda config, settings: seen.setdefault("config", config) and {"main": False})
+    monkeypatch.setattr(loop, "train", lambda config: seen.setdefault("config", config) and {"main": False})
     monkeypatch.setattr(sys, "argv", ["train.py", *argv, "--init-from", "runs/coarse"])
     cli.main()
     assert seen["config"].cache is cache and seen["config"].init_from == "runs/coarse"
@@ -118,3 +118,23 @@ def test_val_stride_is_the_old_name_of_window_stride(tmp_path, capsys):
     assert capsys.readouterr().err == ""
     assert load_config(None, val_stride=224).window_stride == 224
     assert "--val-stride is deprecated; use --window-stride" in capsys.readouterr().err
+
+
+def test_settings_are_resolved_once_into_a_complete_config(tmp_path):
+    """Every empty or -1 key takes the settings' value at the command line; `train` refuses a config left unresolved."""
+    from common.settings import Settings
+    from train.config import check_resolved, resolve_config
+    from train.loop import train
+
+    settings = Settings(data_root=tmp_path / "data", runs_dir=tmp_path / "runs", demo_dataset="reef", label_taxonomy="agnostic",
+                        dino_weights="/weights/dinov2.pth", device="cpu", seed=7, workers=3)
+    config = resolve_config(load_config(None), settings)
+    assert config.data_dir == str(tmp_path / "data" / "prepared" / "reef_agnostic") and config.name == "linear_reef_agnostic"
+    assert (config.runs_dir, config.cache_dir) == (str(tmp_path / "runs"), str(tmp_path / "data" / "cache"))
+    assert (config.weights, config.device, config.seed, config.workers) == ("/weights/dinov2.pth", "cpu", 7, 3)
+    assert (config.window, config.window_stride) == (392, 392)
+    check_resolved(config)
+    given = resolve_config(load_config(None, data_dir=str(tmp_path / "mine"), seed=0, workers=0, device="cuda", name="r"), settings)
+    assert (given.data_dir, given.seed, given.workers, given.device, given.name) == (str(tmp_path / "mine"), 0, 0, "cuda", "r")
+    with pytest.raises(ValueError, match="not resolved.*data_dir.*seed"):
+        train(load_config(None))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-IGNORE_INDEX = 255
+from common.labels import IGNORE_INDEX
 
 ArrayLike = np.ndarray | torch.Tensor
 

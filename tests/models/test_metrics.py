@@ -16,7 +16,7 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from train.metrics import (
+from models.metrics import (
     IGNORE_INDEX,
     ConfusionAccumulator,
     compute_metrics,
