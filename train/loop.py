@@ -500,8 +500,8 @@ def prepare_training_data(run: Run, segmenter: Segmenter) -> TrainingData:
         feature_cache.window_cache_dir(root, image_hash, config.window, config.window_stride)
         for image_hash, _ in file_hashes(val_samples)
     ]
-    views = feature_cache.CachedViews(entries, config.views_per_image)
-    return TrainingData(views, FullImages(val_samples), window_dirs, seconds)
+    cached = feature_cache.CachedViews(entries, config.views_per_image)
+    return TrainingData(cached, FullImages(val_samples), window_dirs, seconds)
 
 
 def make_optimization(run: Run, segmenter: Segmenter) -> Optimization:
@@ -587,7 +587,7 @@ def train_step(run: Run, optimization: Optimization, inputs: Tensor | list[Tenso
                state: RunState) -> tuple[dict[str, float], float]:
     """One optimizer step on one batch; returns the losses (averaged over processes) and the lr it used."""
     device = run.runtime.device
-    if run.config.cache:
+    if isinstance(inputs, list):  # cached feature maps
         inputs = [x.to(device, non_blocking=True).float().contiguous(memory_format=torch.channels_last) for x in inputs]
     else:
         inputs = inputs.to(device, non_blocking=True)
