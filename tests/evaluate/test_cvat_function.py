@@ -173,3 +173,17 @@ def test_cvat_cli_auto_annotate_runs_the_module(world: World, tmp_path: Path) ->
     expected = sum(len(find_colonies(m, np.ones(m.shape, dtype=np.float32))) for m in world.model_masks)
     assert sum(s["source"] == "auto" for s in shapes) == expected
     assert cvat.password not in done.stdout + done.stderr
+
+
+def test_the_detector_computes_where_its_options_say_not_where_the_settings_do(world: World):
+    """ColonyDetector reads no settings: device and weights come complete in DetectorOptions."""
+    from evaluate.cvat_function import ColonyDetector, DetectorOptions
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomBackboneWarning)
+        detector = ColonyDetector(DetectorOptions(world.run_dir, precision="fp32", device="cpu"))
+    assert detector.device.type == "cpu" and detector.runtime.precision == "fp32"
+    with pytest.raises(UserError, match="not an image OpenCV can read"):
+        from evaluate.cvat_function import decode_frame
+
+        decode_frame(b"not an image", "7")

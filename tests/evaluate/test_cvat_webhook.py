@@ -15,6 +15,7 @@ from common.cli import UserError
 from evaluate.colonies import find_colonies
 from evaluate.cvat_push import PushOptions
 from evaluate.cvat_webhook import SIGNATURE_HEADER, PreAnnotator, create_app, job_to_annotate, signature
+from prepare.taxonomy import taxonomy_dirs
 
 SECRET = "whsec-0123456789-reef"
 pytestmark = pytest.mark.filterwarnings("ignore::models.backbones.RandomBackboneWarning")
@@ -22,7 +23,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::models.backbones.RandomBackbone
 
 @pytest.fixture(scope="module")
 def annotator(world: World) -> PreAnnotator:
-    annotator = PreAnnotator(world.settings, PushOptions(run_dir=world.run_dir, task_id=0, precision="fp32"))
+    dirs = tuple(taxonomy_dirs(world.settings.taxonomy_dirs))
+    annotator = PreAnnotator(world.settings, PushOptions(run_dir=world.run_dir, task_id=0, precision="fp32", taxonomy_dirs=dirs))
     yield annotator
     annotator.close()
 
