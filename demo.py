@@ -24,7 +24,9 @@ def _step(title: str, args: list[str]) -> None:
     started = time.monotonic()
     result = subprocess.run([sys.executable, *args], cwd=REPO_ROOT)
     if result.returncode != 0:
-        raise UserError(f"demo step '{title}' failed (exit {result.returncode}); its message is above, fix it and rerun ./run.sh demo to resume")
+        raise UserError(
+            f"demo step '{title}' failed (exit {result.returncode}); its message is above, fix it and rerun ./run.sh demo to resume"
+        )
     print(f"--- {title}: done in {time.monotonic() - started:.0f} s", flush=True)
 
 
@@ -47,26 +49,59 @@ def demo(head: str = "linear", steps: int | None = None, num_images: int | None 
     if num_images:
         generate += ["--num-images", str(num_images)]
     _step("1/7 generate the synthetic CVAT export", generate)
-    _step("2/7 import it into FiftyOne", ["data_engineering/import_cvat_export.py", str(export_dir), "--dataset-name", dataset])
+    _step(
+        "2/7 import it into FiftyOne",
+        ["data_engineering/import_cvat_export.py", str(export_dir), "--dataset-name", dataset],
+    )
     _step("3/7 prepare masks for every taxonomy", ["prepare/prepare_data.py", dataset, "--taxonomy", "all"])
-    train = ["train/train.py", "--config", f"train/configs/{head}.yaml", "--dataset", dataset, "--taxonomy", "finegrained", "--name", run_name]
+    train = [
+        "train/train.py",
+        "--config",
+        f"train/configs/{head}.yaml",
+        "--dataset",
+        dataset,
+        "--taxonomy",
+        "finegrained",
+        "--name",
+        run_name,
+    ]
     if steps:
         train += ["--steps", str(steps)]
     if (run_dir / "config.yaml").is_file():
         train.append("--resume")  # a finished run resumes as a no-op, an interrupted one where it stopped
     _step("4/7 train a head on the frozen backbone", train)
-    _step("5/7 evaluate on the test split and write back to FiftyOne",
-          ["evaluate/evaluate.py", "--run", str(run_dir), "--dataset", dataset, "--split", "test"])
+    _step(
+        "5/7 evaluate on the test split and write back to FiftyOne",
+        ["evaluate/evaluate.py", "--run", str(run_dir), "--dataset", dataset, "--split", "test"],
+    )
     survey_dir = settings.data_root / "demo" / "new_survey"
     survey = f"{dataset}_new_survey"
-    _step("6/7 bring in a new survey's photos, never annotated",
-          ["data_engineering/make_demo_data.py", "--output", str(survey_dir), "--photos-only", "--seed", "1", "--num-images", "12"])
-    _step("6/7 ... into their own FiftyOne dataset", ["data_engineering/import_images.py", str(survey_dir), "--dataset-name", survey])
-    _step("7/7 predict the survey: cover per site and year, colony sizes, the most doubtful photos first",
-          ["evaluate/predict.py", "--run", str(run_dir), "--dataset", survey, "--points", "25"])
+    _step(
+        "6/7 bring in a new survey's photos, never annotated",
+        [
+            "data_engineering/make_demo_data.py",
+            "--output",
+            str(survey_dir),
+            "--photos-only",
+            "--seed",
+            "1",
+            "--num-images",
+            "12",
+        ],
+    )
+    _step(
+        "6/7 ... into their own FiftyOne dataset",
+        ["data_engineering/import_images.py", str(survey_dir), "--dataset-name", survey],
+    )
+    _step(
+        "7/7 predict the survey: cover per site and year, colony sizes, the most doubtful photos first",
+        ["evaluate/predict.py", "--run", str(run_dir), "--dataset", survey, "--points", "25"],
+    )
     print(f"\nThe new survey's report: {run_dir / 'predict' / survey / 'survey.md'}")
-    print(f"\nDone. Browse the predictions and errors in the FiftyOne App:\n  python evaluate/app.py {dataset}"
-          f"\n(or: pixi run app {dataset}); results are in {Path(run_dir).relative_to(REPO_ROOT) if run_dir.is_relative_to(REPO_ROOT) else run_dir}/eval/{dataset}/test/")
+    print(
+        f"\nDone. Browse the predictions and errors in the FiftyOne App:\n  python evaluate/app.py {dataset}"
+        f"\n(or: pixi run app {dataset}); results are in {Path(run_dir).relative_to(REPO_ROOT) if run_dir.is_relative_to(REPO_ROOT) else run_dir}/eval/{dataset}/test/"
+    )
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ export PATH="$PWD/$venv/bin:$PATH"
 # Static checks (configured in pyproject.toml); called as a plain command, so `set -e` stops at the first failure.
 lint() {
   ruff check .
+  ruff format --check .
   mypy
 }
 

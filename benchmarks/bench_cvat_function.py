@@ -63,7 +63,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--backbone", default="dinov2_vits14")
-    parser.add_argument("--window", type=int, default=392, help="the run's window and stride (392: the default config's on ViT-S/14)")
+    parser.add_argument(
+        "--window", type=int, default=392, help="the run's window and stride (392: the default config's on ViT-S/14)"
+    )
     parser.add_argument("--precision", default="auto", help="auto, bf16 or fp32")
     parser.add_argument("--size", type=int, default=1920)
     parser.add_argument("--repeats", type=int, default=3)
@@ -78,7 +80,12 @@ def main() -> None:
 
     device = resolve_device(args.device)
     calibration = calibration_forward(device, args.repeats)
-    print("calibration, ViT-S/14 forward at 518², batch 1: " + ", ".join(f"{k} {v:.3f} s" for k, v in calibration.items()), file=sys.stderr, flush=True)
+    print(
+        "calibration, ViT-S/14 forward at 518², batch 1: "
+        + ", ".join(f"{k} {v:.3f} s" for k, v in calibration.items()),
+        file=sys.stderr,
+        flush=True,
+    )
     image = Image.fromarray(synthetic_image(args.size))
     jpeg = io.BytesIO()
     image.save(jpeg, format="JPEG", quality=90)
@@ -92,17 +99,36 @@ def main() -> None:
         function = load_function(str(run_dir), precision=args.precision, settings=settings)
         precision = resolve_runtime(args.device, args.precision).precision
         for as_polygons in (False, True):
-            seconds, shapes = timed(lambda polygons=as_polygons: function.detect(Context("quadrat.jpg", None, polygons), image), args.repeats)
-            rows.append([f"cvat-cli function, {'polygons' if as_polygons else 'masks'}", precision, len(shapes), round(seconds, 2)])
+            seconds, shapes = timed(
+                lambda polygons=as_polygons: function.detect(Context("quadrat.jpg", None, polygons), image),
+                args.repeats,
+            )
+            rows.append(
+                [
+                    f"cvat-cli function, {'polygons' if as_polygons else 'masks'}",
+                    precision,
+                    len(shapes),
+                    round(seconds, 2),
+                ]
+            )
             print(f"  measured {rows[-1]}", file=sys.stderr, flush=True)
         context = SimpleNamespace(user_data=SimpleNamespace(function=function, as_mask=True), logger=SimpleNamespace(info=lambda m: None, warn=print),
                                   Response=lambda body, headers, content_type, status_code: SimpleNamespace(body=body, status_code=status_code))  # fmt: skip
         seconds, answer = timed(lambda: nuclio_handler.handler(context, SimpleNamespace(body=body)), args.repeats)
-        rows.append(["Nuclio handler (base64 JPEG in, JSON out), masks", precision, len(json.loads(answer.body)), round(seconds, 2)])
+        rows.append(
+            [
+                "Nuclio handler (base64 JPEG in, JSON out), masks",
+                precision,
+                len(json.loads(answer.body)),
+                round(seconds, 2),
+            ]
+        )
     print(f"{args.backbone} + linear ({NUM_CLASSES} classes), {args.size}x{args.size}, windows {args.window} px, {device.type}, "
           f"{args.threads} threads, median of {args.repeats} after a warm-up; CVAT waits {CVAT_TIMEOUT_S} s for a Nuclio function by default")  # fmt: skip
     print(format_table(["path", "precision", "shapes", "s/quadrat"], rows))
-    print("calibration, ViT-S/14 forward at 518², batch 1: " + ", ".join(f"{k} {v:.3f} s" for k, v in calibration.items()))
+    print(
+        "calibration, ViT-S/14 forward at 518², batch 1: " + ", ".join(f"{k} {v:.3f} s" for k, v in calibration.items())
+    )
 
 
 if __name__ == "__main__":

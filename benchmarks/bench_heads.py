@@ -58,16 +58,33 @@ def train_run(spec: dict[str, Any]) -> dict[str, Any]:
 
     base = load_config(f"{spec['head']}.yaml")
     config = load_config(
-        f"{spec['head']}.yaml", data_dir=spec["data"], runs_dir=spec["runs"], cache_dir=spec["cache"], name=spec["name"],
-        steps=spec["steps"], eval_every=spec["steps"], warmup_steps=min(base.warmup_steps, spec["steps"]), patience=0,
-        device=spec["device"], workers=0, seed=0, head_config={**base.head_config, **spec["options"]},
+        f"{spec['head']}.yaml",
+        data_dir=spec["data"],
+        runs_dir=spec["runs"],
+        cache_dir=spec["cache"],
+        name=spec["name"],
+        steps=spec["steps"],
+        eval_every=spec["steps"],
+        warmup_steps=min(base.warmup_steps, spec["steps"]),
+        patience=0,
+        device=spec["device"],
+        workers=0,
+        seed=0,
+        head_config={**base.head_config, **spec["options"]},
         max_val_images=spec.get("max_val_images", 0),
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         summary = train(config, load_settings())
     state = torch.load(Path(summary["run"]) / "train_state.pt", map_location="cpu", weights_only=True)
-    return {**summary, "params": sum(t.numel() for k, t in state["head"].items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))}
+    return {
+        **summary,
+        "params": sum(
+            t.numel()
+            for k, t in state["head"].items()
+            if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+        ),
+    }
 
 
 def probe(spec: dict[str, Any]) -> dict[str, Any]:
@@ -80,12 +97,19 @@ def probe(spec: dict[str, Any]) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats()
     summary = train_run(spec)
     peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"miou": summary["last_miou"], "step_seconds": summary["train_seconds"] / spec["steps"], "params": summary["params"], "peak_bytes": peak}
+    return {
+        "miou": summary["last_miou"],
+        "step_seconds": summary["train_seconds"] / spec["steps"],
+        "params": summary["params"],
+        "peak_bytes": peak,
+    }
 
 
 def run_probe(spec: dict[str, Any]) -> dict[str, Any]:
     """`probe` in a fresh process (so that each run's peak memory is its own)."""
-    result = subprocess.run([sys.executable, __file__, "--probe", json.dumps(spec)], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, __file__, "--probe", json.dumps(spec)], capture_output=True, text=True, check=False
+    )
     if result.returncode != 0:
         raise SystemExit(f"run {spec['name']} failed:\n{result.stderr[-4000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -119,18 +143,34 @@ def calibration_forward(device: str, repeats: int = 3) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--table", choices=["loss", "heads"], default="heads", help="loss: linear and segformer with each loss; heads: every head")
-    parser.add_argument("--heads", nargs="+", default=None, help="heads of the table (loss: linear segformer; heads: all five)")
+    parser.add_argument(
+        "--table",
+        choices=["loss", "heads"],
+        default="heads",
+        help="loss: linear and segformer with each loss; heads: every head",
+    )
+    parser.add_argument(
+        "--heads", nargs="+", default=None, help="heads of the table (loss: linear segformer; heads: all five)"
+    )
     parser.add_argument("--size", type=int, default=1920, help="side of the square quadrats")
     parser.add_argument("--images", type=int, default=30, help="demo quadrats (18 train, 6 val, 6 test of 30)")
     parser.add_argument("--colonies", type=int, default=45, help="colonies per quadrat at the first survey")
     parser.add_argument("--steps", type=int, default=500, help="training steps of each accuracy run")
     parser.add_argument("--timing-steps", type=int, default=20, help="steps of each timing run")
     parser.add_argument("--repeats", type=int, default=3, help="timing runs per row (the median is reported)")
-    parser.add_argument("--max-val-images", type=int, default=0, help="validate the accuracy runs on the first N val quadrats (0: all 6)")
+    parser.add_argument(
+        "--max-val-images",
+        type=int,
+        default=0,
+        help="validate the accuracy runs on the first N val quadrats (0: all 6)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--work", default="", help="keep data, caches and runs here (reruns reuse data and caches); default: a temporary folder")
+    parser.add_argument(
+        "--work",
+        default="",
+        help="keep data, caches and runs here (reruns reuse data and caches); default: a temporary folder",
+    )
     parser.add_argument("--probe", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.probe:
@@ -144,7 +184,9 @@ def main() -> None:
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     if args.table == "loss":
-        rows_spec = [(head, label, options) for head in (args.heads or ["linear", "segformer"]) for label, options in LOSS_ROWS]
+        rows_spec = [
+            (head, label, options) for head in (args.heads or ["linear", "segformer"]) for label, options in LOSS_ROWS
+        ]
     else:
         rows_spec = [(head, "default", {}) for head in (args.heads or HEADS)]
     with tempfile.TemporaryDirectory(prefix="bench_heads_") as temporary:
@@ -154,15 +196,26 @@ def main() -> None:
         stamp = time.strftime("%Y%m%d%H%M%S")
 
         def spec(i: int, head: str, options: dict, steps: int, tag: str) -> dict[str, Any]:
-            return {"head": head, "options": options, "steps": steps, "name": f"{tag}_{i}_{head}_{stamp}", "data": str(data),
-                    "runs": str(work / "runs"), "cache": str(work / "cache"), "device": args.device, "threads": threads}
+            return {
+                "head": head,
+                "options": options,
+                "steps": steps,
+                "name": f"{tag}_{i}_{head}_{stamp}",
+                "data": str(data),
+                "runs": str(work / "runs"),
+                "cache": str(work / "cache"),
+                "device": args.device,
+                "threads": threads,
+            }
 
         # Heads reading four layers first: their cache entries hold the linear head's last layer too.
         order = sorted(range(len(rows_spec)), key=lambda i: rows_spec[i][0] == "linear")
         accuracy: dict[int, dict[str, Any]] = {}
         for i in order:
             head, label, options = rows_spec[i]
-            accuracy[i] = run_probe({**spec(i, head, options, args.steps, "accuracy"), "max_val_images": args.max_val_images})
+            accuracy[i] = run_probe(
+                {**spec(i, head, options, args.steps, "accuracy"), "max_val_images": args.max_val_images}
+            )
             print(f"  {head}, {label}: {accuracy[i]}", file=sys.stderr, flush=True)
         timings: list[list[float]] = [[] for _ in rows_spec]
         for r in range(args.repeats):  # rows take turns, so load on a shared machine falls on each alike
@@ -177,19 +230,41 @@ def main() -> None:
     for i, (head, label, _options) in enumerate(rows_spec):
         baseline = next(j for j, (h, _, _) in enumerate(rows_spec) if h == head)
         seconds = statistics.median(timings[i])
-        rows.append([
-            head, label, f"{1000 * seconds:.0f}", f"{statistics.median(timings[baseline]) / seconds:.1f}x",
-            f"{100 * accuracy[i]['miou']:.2f}", f"{100 * (accuracy[i]['miou'] - accuracy[baseline]['miou']):+.2f}",
-            f"{accuracy[i]['params'] / 1e6:.2f} M", f"{accuracy[i]['peak_bytes'] / 2**20:.0f}",
-        ])
+        rows.append(
+            [
+                head,
+                label,
+                f"{1000 * seconds:.0f}",
+                f"{statistics.median(timings[baseline]) / seconds:.1f}x",
+                f"{100 * accuracy[i]['miou']:.2f}",
+                f"{100 * (accuracy[i]['miou'] - accuracy[baseline]['miou']):+.2f}",
+                f"{accuracy[i]['params'] / 1e6:.2f} M",
+                f"{accuracy[i]['peak_bytes'] / 2**20:.0f}",
+            ]
+        )
     memory = "peak GPU MiB" if args.device.startswith("cuda") else "peak RSS MiB"
     val = f"the first {args.max_val_images}" if args.max_val_images else "all"
-    print(f"{args.images} demo quadrats of {args.size}x{args.size} (generated), ViT-S/14 with RANDOM weights, cached features, "
-          f"{args.steps} steps per accuracy run, validated on {val} val quadrats, step time the median of {args.repeats} runs of {args.timing_steps} steps, "
-          f"device {args.device}, {threads} threads; calibration ViT-S/14 518² forward {calibration[0]:.2f} s at the start, "
-          f"{calibration[1]:.2f} s at the end")
-    print(format_table(["head", "loss" if args.table == "loss" else "config", "ms/step", "x first row", "val mIoU %",
-                        "vs first row (pts)", "params", memory], rows))
+    print(
+        f"{args.images} demo quadrats of {args.size}x{args.size} (generated), ViT-S/14 with RANDOM weights, cached features, "
+        f"{args.steps} steps per accuracy run, validated on {val} val quadrats, step time the median of {args.repeats} runs of {args.timing_steps} steps, "
+        f"device {args.device}, {threads} threads; calibration ViT-S/14 518² forward {calibration[0]:.2f} s at the start, "
+        f"{calibration[1]:.2f} s at the end"
+    )
+    print(
+        format_table(
+            [
+                "head",
+                "loss" if args.table == "loss" else "config",
+                "ms/step",
+                "x first row",
+                "val mIoU %",
+                "vs first row (pts)",
+                "params",
+                memory,
+            ],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

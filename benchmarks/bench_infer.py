@@ -53,7 +53,9 @@ def synthetic_image(size: int, seed: int = 0) -> np.ndarray:
     return np.kron(blocks, np.ones((32, 32, 1), dtype=np.uint8))[:size, :size]
 
 
-def time_prediction(model, image, device, bf16: bool, batch_sizes: list[int], crop: int, stride: int, repeats: int) -> list[float]:
+def time_prediction(
+    model, image, device, bf16: bool, batch_sizes: list[int], crop: int, stride: int, repeats: int
+) -> list[float]:
     """Median seconds of `predict_image` per batch size, the sizes interleaved in each repeat (after one warm-up)
     so that a change in the machine's load hits them alike."""
     from common.runtime import Runtime
@@ -104,8 +106,23 @@ def stream_peak(args: argparse.Namespace, images: int) -> float:
         "print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))"
     )
     root = str(pathlib.Path(__file__).resolve().parents[1])
-    result = subprocess.run([sys.executable, "-c", code, root, args.backbone, str(images), str(args.size), args.device, str(args.threads), args.windows[0]],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            root,
+            args.backbone,
+            str(images),
+            str(args.size),
+            args.device,
+            str(args.threads),
+            args.windows[0],
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(result.stdout.strip().splitlines()[-1]) / 2**20
 
 
@@ -115,12 +132,18 @@ def main() -> None:
     parser.add_argument("--backbone", default="dinov2_vits14")
     parser.add_argument("--heads", nargs="+", default=["linear", "segformer"])
     parser.add_argument("--size", type=int, default=1920, help="side of the square test image")
-    parser.add_argument("--windows", nargs="+", default=["392/392", "448/298"],
-                        help="window settings as crop/largest step: a default run's on ViT-S/14 (28 patches, the fewest windows), then the former default")
+    parser.add_argument(
+        "--windows",
+        nargs="+",
+        default=["392/392", "448/298"],
+        help="window settings as crop/largest step: a default run's on ViT-S/14 (28 patches, the fewest windows), then the former default",
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass when batched")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
-    parser.add_argument("--stream", type=int, default=4, help="images in the long stream of the memory check (0: skip it)")
+    parser.add_argument(
+        "--stream", type=int, default=4, help="images in the long stream of the memory check (0: skip it)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -138,14 +161,43 @@ def main() -> None:
             for setting in args.windows:
                 crop, stride = (int(v) for v in setting.split("/"))
                 windows = f"{len(window_starts(args.size, crop, stride)) ** 2} x {crop} px, step {stride}"
-                batched, single = time_prediction(model, image, device, bf16, [args.batch_size, 1], crop, stride, args.repeats)
-                group.append([f"{args.backbone} + {head}", windows, "bf16" if bf16 else "fp32", round(batched, 2), round(single, 2), round(single / batched, 2)])
-                print(f"  measured {group[-1][:3]}: {batched:.2f} s batched, {single:.2f} s one window at a time", file=sys.stderr, flush=True)
-            rows += [row + [f"{group[-1][3] / row[3]:.2f}x"] for row in group]  # against the last setting (the baseline)
+                batched, single = time_prediction(
+                    model, image, device, bf16, [args.batch_size, 1], crop, stride, args.repeats
+                )
+                group.append(
+                    [
+                        f"{args.backbone} + {head}",
+                        windows,
+                        "bf16" if bf16 else "fp32",
+                        round(batched, 2),
+                        round(single, 2),
+                        round(single / batched, 2),
+                    ]
+                )
+                print(
+                    f"  measured {group[-1][:3]}: {batched:.2f} s batched, {single:.2f} s one window at a time",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            rows += [
+                row + [f"{group[-1][3] / row[3]:.2f}x"] for row in group
+            ]  # against the last setting (the baseline)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
     print(f"{args.size}x{args.size} image, {NUM_CLASSES} classes, {where}, median of {args.repeats}")
-    print(format_table(["model", "windows", "precision", f"s/image batched ({args.batch_size})", "s/image one window at a time", "batching speed-up",
-                             f"speed-up over {args.windows[-1]} (batched)"], rows))
+    print(
+        format_table(
+            [
+                "model",
+                "windows",
+                "precision",
+                f"s/image batched ({args.batch_size})",
+                "s/image one window at a time",
+                "batching speed-up",
+                f"speed-up over {args.windows[-1]} (batched)",
+            ],
+            rows,
+        )
+    )
     print(f"post-processing per image (colonies + palette PNG): {time_postprocessing(args.size, args.repeats):.2f} s")
     if args.stream:
         one, many = stream_peak(args, 1), stream_peak(args, args.stream)

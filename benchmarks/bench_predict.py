@@ -36,7 +36,9 @@ from benchmarks.fixtures import calibration_forward, write_run  # noqa: E402
 from common.table import format_table  # noqa: E402
 
 
-def model_seconds(run_dir: pathlib.Path, photos: list[pathlib.Path], device: str, precision: str, batch_size: int) -> float:
+def model_seconds(
+    run_dir: pathlib.Path, photos: list[pathlib.Path], device: str, precision: str, batch_size: int
+) -> float:
     """Median seconds of the model's own sliding-window prediction per photo (decoded beforehand, not timed)."""
     from common.images import read_image
     from common.runtime import resolve_runtime
@@ -47,7 +49,9 @@ def model_seconds(run_dir: pathlib.Path, photos: list[pathlib.Path], device: str
     model, spec = load_checkpoint(run_dir)
     forward = window_forward(model.to(runtime.device).eval(), runtime, tta=False)
     images = [read_image(p, oriented=True) for p in photos]
-    predict_image(forward, images[0], spec.num_classes, spec.window, spec.window_stride, batch_size, runtime.device)  # warm-up
+    predict_image(
+        forward, images[0], spec.num_classes, spec.window, spec.window_stride, batch_size, runtime.device
+    )  # warm-up
     seconds = []
     for image in images:
         start = time.perf_counter()
@@ -63,7 +67,12 @@ def main() -> None:
     parser.add_argument("--heads", default="linear,segformer", help="comma-separated head names")
     parser.add_argument("--photos", type=int, default=4, help="quadrats predicted per configuration")
     parser.add_argument("--size", type=int, default=1920)
-    parser.add_argument("--window", type=int, default=392, help="the run's window and stride (392: the default config's on /14 backbones)")
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=392,
+        help="the run's window and stride (392: the default config's on /14 backbones)",
+    )
     parser.add_argument("--precision", default="auto", help="auto, bf16 or fp32")
     parser.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
     parser.add_argument("--workers", type=int, default=1, help="DataLoader processes decoding photos")
@@ -80,7 +89,12 @@ def main() -> None:
 
     device = resolve_device(args.device)
     calibration = calibration_forward(device)
-    print("calibration, ViT-S/14 forward at 518², batch 1: " + ", ".join(f"{k} {v:.3f} s" for k, v in calibration.items()), file=sys.stderr, flush=True)
+    print(
+        "calibration, ViT-S/14 forward at 518², batch 1: "
+        + ", ".join(f"{k} {v:.3f} s" for k, v in calibration.items()),
+        file=sys.stderr,
+        flush=True,
+    )
     reference = calibration.get("bf16", calibration["fp32"])
     precision = resolve_runtime(args.device, args.precision).precision
     rows, parts_rows = [], []
@@ -96,8 +110,13 @@ def main() -> None:
                 dataset = fo.Dataset(f"bench_predict_{uuid.uuid4().hex[:8]}")
                 try:
                     dataset.add_samples([fo.Sample(filepath=str(p)) for p in photos])
-                    options = PredictOptions(run_dir=run_dir, dataset=dataset.name, precision=args.precision,
-                                             batch_size=args.batch_size, workers=args.workers)
+                    options = PredictOptions(
+                        run_dir=run_dir,
+                        dataset=dataset.name,
+                        precision=args.precision,
+                        batch_size=args.batch_size,
+                        workers=args.workers,
+                    )
                     start = time.perf_counter()
                     report = predict_survey(settings, options, out=io.StringIO())
                     whole = (time.perf_counter() - start) / args.photos
@@ -105,20 +124,50 @@ def main() -> None:
                     dataset.delete()
                 model = model_seconds(run_dir, photos, args.device, args.precision, args.batch_size)
                 per_photo = (report["seconds"] + report["parts"]["FiftyOne write (all photos)"]) / args.photos
-                rows.append([f"{backbone} + {head}", precision, round(model, 2), round(per_photo, 2), round(per_photo / model, 2),
-                             round(1 / per_photo, 3), round(per_photo / reference, 1),
-                             round(report["parts"]["survey report (all photos)"], 1), round(whole, 2)])
+                rows.append(
+                    [
+                        f"{backbone} + {head}",
+                        precision,
+                        round(model, 2),
+                        round(per_photo, 2),
+                        round(per_photo / model, 2),
+                        round(1 / per_photo, 3),
+                        round(per_photo / reference, 1),
+                        round(report["parts"]["survey report (all photos)"], 1),
+                        round(whole, 2),
+                    ]
+                )
                 total = sum(report["parts"].values())
-                parts_rows += [[f"{backbone} + {head}", part, round(seconds / args.photos, 3), f"{seconds / total:.0%}"]
-                               for part, seconds in report["parts"].items()]
+                parts_rows += [
+                    [f"{backbone} + {head}", part, round(seconds / args.photos, 3), f"{seconds / total:.0%}"]
+                    for part, seconds in report["parts"].items()
+                ]
                 print(f"  measured {rows[-1]}", file=sys.stderr, flush=True)
-    print(f"{args.photos} demo quadrats of {args.size}x{args.size} px, windows {args.window} px, batch {args.batch_size}, "
-          f"{device.type}, {args.threads} threads, {args.workers} decoding worker(s); model = sliding windows alone on the same photos")
-    print(format_table(["model", "precision", "model s/photo", "end-to-end s/photo", "end-to-end / model", "photos/s",
-                        "end-to-end in calibrations", "report s (once)", "command s/photo"], rows))
+    print(
+        f"{args.photos} demo quadrats of {args.size}x{args.size} px, windows {args.window} px, batch {args.batch_size}, "
+        f"{device.type}, {args.threads} threads, {args.workers} decoding worker(s); model = sliding windows alone on the same photos"
+    )
+    print(
+        format_table(
+            [
+                "model",
+                "precision",
+                "model s/photo",
+                "end-to-end s/photo",
+                "end-to-end / model",
+                "photos/s",
+                "end-to-end in calibrations",
+                "report s (once)",
+                "command s/photo",
+            ],
+            rows,
+        )
+    )
     print()
     print(format_table(["model", "part", "s/photo", "share"], parts_rows))
-    print("calibration, ViT-S/14 forward at 518², batch 1: " + ", ".join(f"{k} {v:.3f} s" for k, v in calibration.items()))
+    print(
+        "calibration, ViT-S/14 forward at 518², batch 1: " + ", ".join(f"{k} {v:.3f} s" for k, v in calibration.items())
+    )
 
 
 if __name__ == "__main__":

@@ -85,20 +85,38 @@ def measure(method: str, dataset_name: str, output_dir: str, limit: int, workers
     if method == "fiftyone":
         labels = sorted(set(dataset.distinct(f"{GT_FIELD}.polylines.label")))
         foul.objects_to_segmentations(
-            view, GT_FIELD, "fo_segmentation", mask_targets={i: label for i, label in enumerate(labels, 1)}, output_dir=str(output), overwrite=True, progress=False
+            view,
+            GT_FIELD,
+            "fo_segmentation",
+            mask_targets={i: label for i, label in enumerate(labels, 1)},
+            output_dir=str(output),
+            overwrite=True,
+            progress=False,
         )
     else:
         options = PrepareOptions(
-            taxonomy=load_taxonomy("finegrained"), output_dir=output, source=fiftyone_source.describe(dataset, GT_FIELD), unknown="other", workers=workers
+            taxonomy=load_taxonomy("finegrained"),
+            output_dir=output,
+            source=fiftyone_source.describe(dataset, GT_FIELD),
+            unknown="other",
+            workers=workers,
         )
-        report = prepare_dataset(fiftyone_source.read_records(view, GT_FIELD), fiftyone_source.annotation_reader(view, GT_FIELD), options)
+        report = prepare_dataset(
+            fiftyone_source.read_records(view, GT_FIELD), fiftyone_source.annotation_reader(view, GT_FIELD), options
+        )
         assert report.written == limit, f"wrote {report.written} masks of {limit}"
     seconds = time.perf_counter() - start
     cpu_after = os.times()
-    cpu = sum(getattr(cpu_after, k) - getattr(cpu_before, k) for k in ("user", "system", "children_user", "children_system"))
+    cpu = sum(
+        getattr(cpu_after, k) - getattr(cpu_before, k) for k in ("user", "system", "children_user", "children_system")
+    )
     peak = sampler.stop()
     written = len(list(output.rglob("*.png")))
-    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "masks": written, "baseline_mib": baseline, "peak_mib": peak}))
+    print(
+        json.dumps(
+            {"seconds": seconds, "cpu_seconds": cpu, "masks": written, "baseline_mib": baseline, "peak_mib": peak}
+        )
+    )
 
 
 def _demo_dataset(num_images: int, size: int, colonies: int, data_dir: Path) -> str:
@@ -120,7 +138,16 @@ def _demo_dataset(num_images: int, size: int, colonies: int, data_dir: Path) -> 
 
 
 def _timed_run(method: str, dataset_name: str, output: Path, limit: int, workers: int) -> dict:
-    command = [sys.executable, __file__, "measure", method, dataset_name, str(output), str(limit), f"--workers={workers}"]
+    command = [
+        sys.executable,
+        __file__,
+        "measure",
+        method,
+        dataset_name,
+        str(output),
+        str(limit),
+        f"--workers={workers}",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{method} run failed:\n{done.stderr[-3000:]}")
@@ -135,7 +162,14 @@ def _processes(workers: int, images: int) -> str:
     return f" ({used} processes)" if used > 1 else " (in-process)"
 
 
-def benchmark(num_images: int = 128, size: int = 1920, colonies: int = 45, runs: int = 3, workers: str | int | tuple = "1,2", keep: bool = False) -> None:
+def benchmark(
+    num_images: int = 128,
+    size: int = 1920,
+    colonies: int = 45,
+    runs: int = 3,
+    workers: str | int | tuple = "1,2",
+    keep: bool = False,
+) -> None:
     """Time FiftyOne's objects_to_segmentations and prepare_dataset on the same samples; print a table.
 
     Args:
@@ -154,8 +188,17 @@ def benchmark(num_images: int = 128, size: int = 1920, colonies: int = 45, runs:
     dataset = fo.load_dataset(name)
     polygons = dataset.count(f"{GT_FIELD}.polylines")
     cases = [("fiftyone objects_to_segmentations", "fiftyone", num_images, 1)]
-    cases += [(f"reefseg prepare, --workers {w}{_processes(w, num_images)}", "ours", num_images, w) for w in worker_counts]
-    cases += [(f"reefseg prepare, --workers {worker_counts[0]}{_processes(worker_counts[0], num_images // 2)}, half the images", "ours", num_images // 2, worker_counts[0])]
+    cases += [
+        (f"reefseg prepare, --workers {w}{_processes(w, num_images)}", "ours", num_images, w) for w in worker_counts
+    ]
+    cases += [
+        (
+            f"reefseg prepare, --workers {worker_counts[0]}{_processes(worker_counts[0], num_images // 2)}, half the images",
+            "ours",
+            num_images // 2,
+            worker_counts[0],
+        )
+    ]
     timings: dict[str, list[dict]] = {label: [] for label, *_ in cases}
     for _ in range(runs):
         for label, method, limit, w in cases:
@@ -170,9 +213,38 @@ def benchmark(num_images: int = 128, size: int = 1920, colonies: int = 45, runs:
         fiftyone_cpu = fiftyone_cpu or cpu
         peak = max(t["peak_mib"] for t in timings[label])
         growth = max(t["peak_mib"] - t["baseline_mib"] for t in timings[label])
-        rows.append([label, limit, seconds, rate, rate / fiftyone_rate, cpu, fiftyone_cpu / cpu * limit / num_images, peak, growth])
-    print(f"\n{num_images} images of {size}x{size}, {polygons} polygons ({polygons / num_images:.1f} per image), median of {runs} runs\n")
-    print(format_table(["method", "images", "seconds", "masks/s", "x fiftyone", "cpu s", "x fiftyone cpu/mask", "peak MiB", "peak - before MiB"], rows))
+        rows.append(
+            [
+                label,
+                limit,
+                seconds,
+                rate,
+                rate / fiftyone_rate,
+                cpu,
+                fiftyone_cpu / cpu * limit / num_images,
+                peak,
+                growth,
+            ]
+        )
+    print(
+        f"\n{num_images} images of {size}x{size}, {polygons} polygons ({polygons / num_images:.1f} per image), median of {runs} runs\n"
+    )
+    print(
+        format_table(
+            [
+                "method",
+                "images",
+                "seconds",
+                "masks/s",
+                "x fiftyone",
+                "cpu s",
+                "x fiftyone cpu/mask",
+                "peak MiB",
+                "peak - before MiB",
+            ],
+            rows,
+        )
+    )
     print(
         "\nseconds: wall clock, from the dataset to PNG files on disk; cpu s: CPU time of the process and its workers (the MongoDB "
         "server's excluded for both); peak MiB: resident memory of the process and its workers, FiftyOne loaded; "

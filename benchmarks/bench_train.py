@@ -83,11 +83,22 @@ def write_synthetic(root: Path, train: int, val: int, size: int, seed: int = 0) 
             cv2.imwrite(str(root / image_rel), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
             (root / mask_rel).write_bytes(encode_mask_png(mask, palette_bytes([(0, 0, 0), *PALETTE])))
             counts = np.bincount(mask.ravel(), minlength=4)
-            entries.append(ManifestEntry(
-                sample_id=stem, split=split, image=image_rel, mask=mask_rel, width=size, height=size, source_image=stem,
-                image_sha256=sha256_file(root / image_rel), mask_sha256=sha256_file(root / mask_rel), source_key=stem,
-                palette_key="synthetic", pixels={str(i): int(c) for i, c in enumerate(counts) if c},
-            ))
+            entries.append(
+                ManifestEntry(
+                    sample_id=stem,
+                    split=split,
+                    image=image_rel,
+                    mask=mask_rel,
+                    width=size,
+                    height=size,
+                    source_image=stem,
+                    image_sha256=sha256_file(root / image_rel),
+                    mask_sha256=sha256_file(root / mask_rel),
+                    source_key=stem,
+                    palette_key="synthetic",
+                    pixels={str(i): int(c) for i, c in enumerate(counts) if c},
+                )
+            )
     (root / CLASSES_FILE).write_text(classes_text(CLASSES))
     (root / PALETTE_FILE).write_text(palette_text(PALETTE))
     (root / INFO_FILE).write_text(json.dumps({"taxonomy": {"name": "synthetic"}, "ignore_index": 255}))
@@ -95,14 +106,39 @@ def write_synthetic(root: Path, train: int, val: int, size: int, seed: int = 0) 
     return root
 
 
-def run_config(args: argparse.Namespace, work: Path, data: Path, name: str, head: str, cache: bool, steps: int, precision: str = "auto"):
+def run_config(
+    args: argparse.Namespace,
+    work: Path,
+    data: Path,
+    name: str,
+    head: str,
+    cache: bool,
+    steps: int,
+    precision: str = "auto",
+):
     from train.config import load_config
 
     return load_config(
-        f"{head}.yaml", data_dir=str(data), runs_dir=str(work / "runs"), cache_dir=str(work / "cache"), name=name,
-        backbone=args.backbone, crop=args.crop, views_per_image=args.views, batch_size=args.batch_size, steps=steps,
-        warmup_steps=max(1, steps // 10), eval_every=steps, patience=0, device=args.device, workers=args.workers,
-        seed=0, cache=cache, precision=precision, val_batch_size=args.batch_size, log_every=max(1, steps),
+        f"{head}.yaml",
+        data_dir=str(data),
+        runs_dir=str(work / "runs"),
+        cache_dir=str(work / "cache"),
+        name=name,
+        backbone=args.backbone,
+        crop=args.crop,
+        views_per_image=args.views,
+        batch_size=args.batch_size,
+        steps=steps,
+        warmup_steps=max(1, steps // 10),
+        eval_every=steps,
+        patience=0,
+        device=args.device,
+        workers=args.workers,
+        seed=0,
+        cache=cache,
+        precision=precision,
+        val_batch_size=args.batch_size,
+        log_every=max(1, steps),
     )
 
 
@@ -126,15 +162,31 @@ def bench_epochs(args: argparse.Namespace, work: Path, data: Path) -> list[list]
         extraction = 0.0
         for repeat in range(args.repeats):
             for cache in (True, False):
-                summary = train_once(run_config(args, work, data, f"{head}_{'cached' if cache else 'live'}_{repeat}", head, cache, steps))
+                summary = train_once(
+                    run_config(args, work, data, f"{head}_{'cached' if cache else 'live'}_{repeat}", head, cache, steps)
+                )
                 seconds[cache].append(summary["train_seconds"] / args.epochs)
                 miou[cache] = summary["last_miou"]
                 if cache and repeat == 0:
                     extraction = summary["cache_seconds"]
         cached, live = statistics.median(seconds[True]), statistics.median(seconds[False])
-        fastest = min(seconds[False]) / min(seconds[True])  # shared machines: the least-disturbed runs, as timeit reports
-        rows.append([head, steps, f"{cached:.2f}", f"{live:.2f}", f"{live / cached:.1f}x", f"{fastest:.1f}x", f"{extraction:.1f}",
-                     f"{100 * miou[True]:.2f}", f"{100 * miou[False]:.2f}", f"{100 * abs(miou[True] - miou[False]):.2f}"])
+        fastest = min(seconds[False]) / min(
+            seconds[True]
+        )  # shared machines: the least-disturbed runs, as timeit reports
+        rows.append(
+            [
+                head,
+                steps,
+                f"{cached:.2f}",
+                f"{live:.2f}",
+                f"{live / cached:.1f}x",
+                f"{fastest:.1f}x",
+                f"{extraction:.1f}",
+                f"{100 * miou[True]:.2f}",
+                f"{100 * miou[False]:.2f}",
+                f"{100 * abs(miou[True] - miou[False]):.2f}",
+            ]
+        )
         print(f"  {head}: cached {seconds[True]}, live {seconds[False]}", file=sys.stderr)
     return rows
 
@@ -166,12 +218,17 @@ def bench_extraction(args: argparse.Namespace, work: Path, data: Path) -> list[l
             rows.append([label, "not supported on this device", "", ""])
             continue
         extract = feature_cache.make_extractor(segmenter.forward_features, Runtime(device, dtype))
-        extract(torch.zeros(args.extract_batch_size, 3, args.crop, args.crop, dtype=torch.uint8))  # warm-up (kernels, autotuning)
+        extract(
+            torch.zeros(args.extract_batch_size, 3, args.crop, args.crop, dtype=torch.uint8)
+        )  # warm-up (kernels, autotuning)
         times = []
         for repeat in range(args.repeats):
             cache = work / f"extract_{label}_{repeat}"
             root = feature_cache.backbone_dir(cache, backbone, label)
-            entries = [feature_cache.cache_entry(root, cache / "labels", ih, mh, b, backbone.layers) for (ih, mh), b in zip(hashes, banks)]
+            entries = [
+                feature_cache.cache_entry(root, cache / "labels", ih, mh, b, backbone.layers)
+                for (ih, mh), b in zip(hashes, banks)
+            ]
             if device.type == "cuda":
                 torch.cuda.synchronize()
             started = time.perf_counter()
@@ -195,20 +252,59 @@ def memory_probe(args: argparse.Namespace) -> None:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     steps = max(1, args.images * args.views // args.batch_size)
     train_once(run_config(args, work, data, "memory", "segformer", True, steps))
-    gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() and args.device.startswith("cuda") else 0.0
-    print(json.dumps({"before_mb": before / 1024, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "gpu_mb": gpu}))
+    gpu = (
+        torch.cuda.max_memory_allocated() / 2**20
+        if torch.cuda.is_available() and args.device.startswith("cuda")
+        else 0.0
+    )
+    print(
+        json.dumps(
+            {
+                "before_mb": before / 1024,
+                "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "gpu_mb": gpu,
+            }
+        )
+    )
 
 
 def bench_memory(args: argparse.Namespace, work: Path) -> list[list]:
     rows = []
     for images in (args.images, 4 * args.images):
         probe_dir = work / f"memory_{images}"
-        command = [sys.executable, __file__, "--memory-probe", "--work", str(probe_dir), "--images", str(images),
-                   "--size", str(args.size), "--crop", str(args.crop), "--views", str(args.views), "--device", args.device,
-                   "--backbone", args.backbone, "--batch-size", str(args.batch_size), "--workers", str(args.workers)]
+        command = [
+            sys.executable,
+            __file__,
+            "--memory-probe",
+            "--work",
+            str(probe_dir),
+            "--images",
+            str(images),
+            "--size",
+            str(args.size),
+            "--crop",
+            str(args.crop),
+            "--views",
+            str(args.views),
+            "--device",
+            args.device,
+            "--backbone",
+            args.backbone,
+            "--batch-size",
+            str(args.batch_size),
+            "--workers",
+            str(args.workers),
+        ]
         out = subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         probe = json.loads(out)
-        rows.append([images, images * args.views, f"{probe['peak_mb']:.0f}", f"{probe['gpu_mb']:.0f}" if probe["gpu_mb"] else "-"])
+        rows.append(
+            [
+                images,
+                images * args.views,
+                f"{probe['peak_mb']:.0f}",
+                f"{probe['gpu_mb']:.0f}" if probe["gpu_mb"] else "-",
+            ]
+        )
         shutil.rmtree(probe_dir)
     return rows
 
@@ -242,17 +338,36 @@ def main() -> None:
         memory_probe(args)
         return
     skip = set(args.skip.split(","))
-    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
-    print(f"# bench_train: {args.backbone} with RANDOM weights on {device}; {args.images} synthetic {args.size}x{args.size} "
-          f"training images x {args.views} views of {args.crop}x{args.crop}, batch {args.batch_size}, median of {args.repeats}")
+    device = (
+        torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"# bench_train: {args.backbone} with RANDOM weights on {device}; {args.images} synthetic {args.size}x{args.size} "
+        f"training images x {args.views} views of {args.crop}x{args.crop}, batch {args.batch_size}, median of {args.repeats}"
+    )
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
         work = Path(tmp)
         data = write_synthetic(work / "data", args.images, args.val_images, args.size)
         if "epochs" not in skip:
             rows = bench_epochs(args, work, data)
             print("\n## Seconds per training epoch, cached features vs live backbone (val mIoU after the same steps)\n")
-            print(format_table(["head", "steps", "cached s/epoch", "live s/epoch", "speed-up", "speed-up (min/min)", "extraction s (once)",
-                                "mIoU cached", "mIoU live", "|diff| pts"], rows))
+            print(
+                format_table(
+                    [
+                        "head",
+                        "steps",
+                        "cached s/epoch",
+                        "live s/epoch",
+                        "speed-up",
+                        "speed-up (min/min)",
+                        "extraction s (once)",
+                        "mIoU cached",
+                        "mIoU live",
+                        "|diff| pts",
+                    ],
+                    rows,
+                )
+            )
         if "extraction" not in skip:
             print("\n## Feature extraction (filling the cache)\n")
             print(format_table(["precision", "images/s", "views/s", "seconds"], bench_extraction(args, work, data)))

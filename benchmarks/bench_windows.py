@@ -51,14 +51,26 @@ def prepared_quadrats(work: Path, images: int, size: int, colonies: int) -> Path
     records, shapes = [], {}
     for image in parsed.images:
         scale = np.array([image.width, image.height], dtype=np.float64)
-        records.append(SampleRecord(
-            sample_id=image.name, filepath=str(export / "images" / str(image.subset) / image.name), width=image.width,
-            height=image.height, tags=(SPLIT_OF_SUBSET[str(image.subset)],), labels=tuple(s.label for s in image.shapes),
-        ))
-        shapes[image.name] = [Annotation(s.label, (np.asarray(s.points, dtype=np.float64).reshape(-1, 2) / scale,), s.z_order) for s in image.shapes]
+        records.append(
+            SampleRecord(
+                sample_id=image.name,
+                filepath=str(export / "images" / str(image.subset) / image.name),
+                width=image.width,
+                height=image.height,
+                tags=(SPLIT_OF_SUBSET[str(image.subset)],),
+                labels=tuple(s.label for s in image.shapes),
+            )
+        )
+        shapes[image.name] = [
+            Annotation(s.label, (np.asarray(s.points, dtype=np.float64).reshape(-1, 2) / scale,), s.z_order)
+            for s in image.shapes
+        ]
     output = work / f"prepared_{size}_{colonies}_{images}"
-    prepare_dataset(records, lambda ids: ((i, shapes[i]) for i in ids),
-                    PrepareOptions(taxonomy=load_taxonomy("finegrained"), output_dir=output, source={"dataset": "bench_windows"}))
+    prepare_dataset(
+        records,
+        lambda ids: ((i, shapes[i]) for i in ids),
+        PrepareOptions(taxonomy=load_taxonomy("finegrained"), output_dir=output, source={"dataset": "bench_windows"}),
+    )
     return output
 
 
@@ -70,8 +82,18 @@ def train_head(args: argparse.Namespace, work: Path, data: Path, crop: int) -> P
 
     name = f"linear_crop{crop}_{data.name}_{args.steps}"
     config = load_config(
-        "linear.yaml", data_dir=str(data), runs_dir=str(work / "runs"), cache_dir=str(work / "cache"), name=name,
-        crop=crop, steps=args.steps, eval_every=args.steps, patience=0, device="cpu", workers=0, seed=0,
+        "linear.yaml",
+        data_dir=str(data),
+        runs_dir=str(work / "runs"),
+        cache_dir=str(work / "cache"),
+        name=name,
+        crop=crop,
+        steps=args.steps,
+        eval_every=args.steps,
+        patience=0,
+        device="cpu",
+        workers=0,
+        seed=0,
         resume=(work / "runs" / name / "config.yaml").is_file(),
     )
     with warnings.catch_warnings():
@@ -102,14 +124,23 @@ def score_settings(run_dir: Path, data: Path, settings: list[tuple[int, int]]) -
     tests = [e for e in prepared.entries if e.split == "test"]
     size = (tests[0].height, tests[0].width)  # the quadrats all have the size they were generated at
     results = [
-        {"crop": c, "stride": s, "matrix": 0, "seconds": [], "masks": [], "windows": len(window_starts(size[0], c, s)) * len(window_starts(size[1], c, s))}
+        {
+            "crop": c,
+            "stride": s,
+            "matrix": 0,
+            "seconds": [],
+            "masks": [],
+            "windows": len(window_starts(size[0], c, s)) * len(window_starts(size[1], c, s)),
+        }
         for c, s in settings
     ]
     for entry in tests:
         image, truth = read_image(prepared.image_path(entry)), read_mask(prepared.mask_path(entry))
         for result in results:
             start = time.perf_counter()
-            predicted = predict_image(forward, image, len(spec.classes), result["crop"], result["stride"], 8, device).mask
+            predicted = predict_image(
+                forward, image, len(spec.classes), result["crop"], result["stride"], 8, device
+            ).mask
             result["seconds"].append(time.perf_counter() - start)
             result["matrix"] = result["matrix"] + confusion_matrix(truth, predicted, len(spec.classes))
             result["masks"].append(predicted)
@@ -122,9 +153,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=30, help="demo quadrats (18 train, 6 val, 6 test of 30)")
     parser.add_argument("--colonies", type=int, default=45, help="colonies per quadrat at the first survey")
     parser.add_argument("--steps", type=int, default=500, help="training steps of each head")
-    parser.add_argument("--crops", type=int, nargs="+", default=[448, 392], help="training crops; each is scored at 2/3 and full stride")
+    parser.add_argument(
+        "--crops", type=int, nargs="+", default=[448, 392], help="training crops; each is scored at 2/3 and full stride"
+    )
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
-    parser.add_argument("--work", default="", help="keep data, caches and runs here (reruns reuse them); default: a temporary folder")
+    parser.add_argument(
+        "--work", default="", help="keep data, caches and runs here (reruns reuse them); default: a temporary folder"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -141,18 +176,39 @@ def main() -> None:
             results = score_settings(run_dir, data, settings)
             dense = results[0]["masks"]
             for result in results:
-                metrics = compute_metrics(result["matrix"], [str(i) for i in range(len(result["matrix"]))], background_index=0)
+                metrics = compute_metrics(
+                    result["matrix"], [str(i) for i in range(len(result["matrix"]))], background_index=0
+                )
                 agreement = np.mean([np.mean(a == b) for a, b in zip(result["masks"], dense)])
-                rows.append([
-                    crop, f"{result['windows']} x {result['crop']} px, stride {result['stride']}",
-                    f"{100 * metrics.miou:.2f}", f"{100 * metrics.miou_with_background:.2f}", f"{100 * agreement:.2f}",
-                    f"{statistics.median(result['seconds']):.2f}",
-                ])
+                rows.append(
+                    [
+                        crop,
+                        f"{result['windows']} x {result['crop']} px, stride {result['stride']}",
+                        f"{100 * metrics.miou:.2f}",
+                        f"{100 * metrics.miou_with_background:.2f}",
+                        f"{100 * agreement:.2f}",
+                        f"{statistics.median(result['seconds']):.2f}",
+                    ]
+                )
                 print(f"  {rows[-1]}", file=sys.stderr, flush=True)
     tests = len(results[0]["seconds"])
-    print(f"{tests} test quadrats of {args.size}x{args.size}, linear head on ViT-S/14 (random weights), {args.steps} steps, bf16, "
-          f"CPU {args.threads} threads; seconds: median over the test quadrats")
-    print(format_table(["trained at crop", "windows per image", "coral mIoU %", "mIoU with bg %", "pixels as densest %", "s/image"], rows))
+    print(
+        f"{tests} test quadrats of {args.size}x{args.size}, linear head on ViT-S/14 (random weights), {args.steps} steps, bf16, "
+        f"CPU {args.threads} threads; seconds: median over the test quadrats"
+    )
+    print(
+        format_table(
+            [
+                "trained at crop",
+                "windows per image",
+                "coral mIoU %",
+                "mIoU with bg %",
+                "pixels as densest %",
+                "s/image",
+            ],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

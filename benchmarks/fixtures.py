@@ -58,5 +58,13 @@ def write_run(run_dir: Path, backbone_name: str, window: int, head_name: str = "
         for tensor in head.parameters():
             tensor.copy_(torch.randn(tensor.shape, generator=generator) * (3.0 if tensor.ndim > 1 else 0.1))
     classes = ["background", *(f"genus_{i:02d}" for i in range(1, NUM_CLASSES))]
-    spec = CheckpointSpec.of(backbone, head, classes, [[i * 15, 0, 0] for i in range(NUM_CLASSES)], "finegrained", window=window, window_stride=window)
+    spec = CheckpointSpec.of(
+        backbone,
+        head,
+        classes,
+        [[i * 15, 0, 0] for i in range(NUM_CLASSES)],
+        "finegrained",
+        window=window,
+        window_stride=window,
+    )
     save_run_checkpoint(run_dir, head, spec)

@@ -128,10 +128,21 @@ def spec_from_function(function: Callable[..., Any], extra: Mapping[str, str] | 
     params = []
     for p in inspect.signature(function).parameters.values():
         if p.kind is p.VAR_KEYWORD:
-            params += [Param(name, annotation, help=helps.get(name, ""), positional=False) for name, annotation in (extra or {}).items()]
+            params += [
+                Param(name, annotation, help=helps.get(name, ""), positional=False)
+                for name, annotation in (extra or {}).items()
+            ]
         elif p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
-            params.append(Param(p.name, _annotation_text(p.annotation), p.default is p.empty, _show_default(p.default),
-                                helps.get(p.name, ""), p.kind is p.POSITIONAL_OR_KEYWORD))
+            params.append(
+                Param(
+                    p.name,
+                    _annotation_text(p.annotation),
+                    p.default is p.empty,
+                    _show_default(p.default),
+                    helps.get(p.name, ""),
+                    p.kind is p.POSITIONAL_OR_KEYWORD,
+                )
+            )
     return CommandSpec(tuple(params), summary)
 
 
@@ -143,7 +154,11 @@ def spec_from_source(module: str, function: str) -> CommandSpec:
     tree = ast.parse(Path(found.origin).read_text(encoding="utf-8"))
     constants: dict[str, Any] = {}
     for statement in tree.body:
-        if isinstance(statement, ast.Assign) and len(statement.targets) == 1 and isinstance(statement.targets[0], ast.Name):
+        if (
+            isinstance(statement, ast.Assign)
+            and len(statement.targets) == 1
+            and isinstance(statement.targets[0], ast.Name)
+        ):
             try:
                 constants[statement.targets[0].id] = ast.literal_eval(statement.value)
             except ValueError:
@@ -154,11 +169,22 @@ def spec_from_source(module: str, function: str) -> CommandSpec:
     summary, helps = _docstring_parts(ast.get_docstring(node) or "")
     args = node.args
     defaults: list[ast.expr | None] = [None] * (len(args.args) - len(args.defaults)) + list(args.defaults)
-    pairs = [(a, d, True) for a, d in zip(args.args, defaults)] + [(a, d, False) for a, d in zip(args.kwonlyargs, args.kw_defaults)]
+    pairs = [(a, d, True) for a, d in zip(args.args, defaults)] + [
+        (a, d, False) for a, d in zip(args.kwonlyargs, args.kw_defaults)
+    ]
     params = []
     for arg, default, positional in pairs:
         annotation = ast.unparse(arg.annotation) if arg.annotation else "Any"
-        params.append(Param(arg.arg, annotation, default is None, _literal_default(default, constants), helps.get(arg.arg, ""), positional))
+        params.append(
+            Param(
+                arg.arg,
+                annotation,
+                default is None,
+                _literal_default(default, constants),
+                helps.get(arg.arg, ""),
+                positional,
+            )
+        )
     return CommandSpec(tuple(params), summary)
 
 
@@ -187,7 +213,7 @@ def _alternatives(annotation: str) -> list[str]:
     """`int | None` -> ["int", "None"]; `Optional[X]` -> ["X", "None"]; brackets respected."""
     text = annotation.strip().replace("typing.", "")
     if text.startswith("Optional[") and text.endswith("]"):
-        return [*_alternatives(text[len("Optional["):-1]), "None"]
+        return [*_alternatives(text[len("Optional[") : -1]), "None"]
     parts, depth, start = [], 0, 0
     for i, char in enumerate(text):
         depth += char == "["
@@ -233,7 +259,10 @@ def convert(text: str, param: Param) -> Any:
     alternatives = _alternatives(param.annotation)
     if "bool" in alternatives:
         return parse_bool(text, param.flag)
-    if any(a in ("str", "Path", "Any", "object") or a not in _ITEM_TYPES and not _sequence_item(a) and a != "None" for a in alternatives):
+    if any(
+        a in ("str", "Path", "Any", "object") or a not in _ITEM_TYPES and not _sequence_item(a) and a != "None"
+        for a in alternatives
+    ):
         return text  # text is kept as typed: a project called 2021 stays "2021"
     wanted = []
     for alternative in alternatives:
@@ -285,7 +314,9 @@ def _unknown(token: str, spec: CommandSpec) -> UserError:
     if close:
         return UserError(f"unknown flag {token.split('=', 1)[0]}; did you mean {close[0]}? (--help lists every flag)")
     flags = ", ".join(p.flag for p in spec.params)
-    return UserError(f"unknown flag {token.split('=', 1)[0]}; this command takes {flags or 'no flags'} (--help explains them)")
+    return UserError(
+        f"unknown flag {token.split('=', 1)[0]}; this command takes {flags or 'no flags'} (--help explains them)"
+    )
 
 
 def _resolve(name: str, spec: CommandSpec) -> tuple[Param | None, bool]:
@@ -316,7 +347,9 @@ def parse_args(spec: CommandSpec, argv: Sequence[str]) -> dict[str, Any]:
             only_bare = True
             continue
         if not token.startswith("--"):
-            raise UserError(f"{token} is not a flag here: flags are spelt out (only -h has a one-letter form); --help lists them")
+            raise UserError(
+                f"{token} is not a flag here: flags are spelt out (only -h has a one-letter form); --help lists them"
+            )
         name, has_value, value = token[2:].partition("=")
         param, negated = _resolve(name.replace("-", "_"), spec)
         if param is None:
@@ -379,7 +412,9 @@ def program_name(argv0: str | None = None) -> str:
 def format_help(spec: CommandSpec, prog: str) -> str:
     """Usage, the command's description and every flag with its default and help, flags spelt with dashes."""
     required = [p for p in spec.params if p.required]
-    usage = " ".join([prog, *(p.name.upper() if p.positional else f"{p.flag} {_metavar(p)}" for p in required), "[flags]"])
+    usage = " ".join(
+        [prog, *(p.name.upper() if p.positional else f"{p.flag} {_metavar(p)}" for p in required), "[flags]"]
+    )
     lines = [f"usage: {usage}", ""]
     if spec.summary:
         lines += [spec.summary, ""]
@@ -451,7 +486,9 @@ def run(
                 if wants_help(args):
                     _print_help(f"usage: {prog} {{{','.join(component)}}} [flags]  (`{prog} NAME --help` for each)")
                     return
-                raise UserError(f"choose a subcommand: {', '.join(component)} (e.g. {prog} {next(iter(component))} --help)")
+                raise UserError(
+                    f"choose a subcommand: {', '.join(component)} (e.g. {prog} {next(iter(component))} --help)"
+                )
             prog, component, args = f"{prog} {args[0]}", component[args[0]], args[1:]
         spec = spec_from_function(component, extra)
         if wants_help(args):
@@ -468,7 +505,10 @@ def run(
         if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
             raise
         where = f" {error.filename}" if error.filename else ""
-        print(f"error: cannot write{where}: {os.strerror(error.errno)}; free some space or choose another output folder", file=sys.stderr)
+        print(
+            f"error: cannot write{where}: {os.strerror(error.errno)}; free some space or choose another output folder",
+            file=sys.stderr,
+        )
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume where it stopped", file=sys.stderr)

@@ -55,24 +55,34 @@ def check_database(uri: str | None = None, name: str | None = None) -> None:
     shown = display_uri(uri)
     where = f"the MongoDB at {shown} (FIFTYONE_DATABASE_URI)"
     try:
-        client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(uri, serverSelectionTimeoutMS=TIMEOUT_MS, connectTimeoutMS=TIMEOUT_MS, appname="reefseg-check")
+        client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
+            uri, serverSelectionTimeoutMS=TIMEOUT_MS, connectTimeoutMS=TIMEOUT_MS, appname="reefseg-check"
+        )
     except (errors.ConfigurationError, errors.InvalidURI, ValueError, TypeError) as error:
-        raise UserError(f"FIFTYONE_DATABASE_URI {shown!r} is not a valid MongoDB URI ({_scrubbed(error, uri)}); fix it in .env or the environment "
-                        "(a password with @, : or / must be URL-encoded)") from None
+        raise UserError(
+            f"FIFTYONE_DATABASE_URI {shown!r} is not a valid MongoDB URI ({_scrubbed(error, uri)}); fix it in .env or the environment "
+            "(a password with @, : or / must be URL-encoded)"
+        ) from None
     try:
         client.admin.command("ping")
         client[name].list_collection_names()
     except errors.OperationFailure as error:
         if error.code in (18, 11) or "auth" in str(error).lower():
-            raise UserError(f"{where} refused its credentials; check the user name and password in FIFTYONE_DATABASE_URI "
-                            "(URL-encoded) and its authSource") from None
+            raise UserError(
+                f"{where} refused its credentials; check the user name and password in FIFTYONE_DATABASE_URI "
+                "(URL-encoded) and its authSource"
+            ) from None
         if error.code == 13:
-            raise UserError(f"the account in FIFTYONE_DATABASE_URI may not read database {name!r} at {shown}; grant it readWrite "
-                            "or set FIFTYONE_DATABASE_NAME to a database it may use") from None
+            raise UserError(
+                f"the account in FIFTYONE_DATABASE_URI may not read database {name!r} at {shown}; grant it readWrite "
+                "or set FIFTYONE_DATABASE_NAME to a database it may use"
+            ) from None
         raise UserError(f"{where} refused the request ({_scrubbed(error, uri)}); check FIFTYONE_DATABASE_URI") from None
     except errors.PyMongoError as error:
-        raise UserError(f"cannot reach {where} within {TIMEOUT_MS // 1000} s ({_scrubbed(error, uri)}); check that it runs and the address, "
-                        "or leave FIFTYONE_DATABASE_URI empty to use FiftyOne's own database") from None
+        raise UserError(
+            f"cannot reach {where} within {TIMEOUT_MS // 1000} s ({_scrubbed(error, uri)}); check that it runs and the address, "
+            "or leave FIFTYONE_DATABASE_URI empty to use FiftyOne's own database"
+        ) from None
     finally:
         client.close()
     _checked.add((uri, name))

@@ -33,9 +33,19 @@ def unwritable(error: OSError, target: Path) -> UserError | None:
     reason = _UNWRITABLE.get(error.errno or 0)
     if reason is None:
         return None
-    where = f" ({error.filename})" if error.filename and Path(error.filename) != target and error.errno in (errno.ENOTDIR, errno.EEXIST) else ""
-    fix = "free some space" if error.errno in (errno.ENOSPC, errno.EDQUOT) else "fix the folder's permissions or move what is in the way"
-    return UserError(f"cannot write {target}: {reason}{where}; {fix}, or choose another output folder (what was there is unchanged)")
+    where = (
+        f" ({error.filename})"
+        if error.filename and Path(error.filename) != target and error.errno in (errno.ENOTDIR, errno.EEXIST)
+        else ""
+    )
+    fix = (
+        "free some space"
+        if error.errno in (errno.ENOSPC, errno.EDQUOT)
+        else "fix the folder's permissions or move what is in the way"
+    )
+    return UserError(
+        f"cannot write {target}: {reason}{where}; {fix}, or choose another output folder (what was there is unchanged)"
+    )
 
 
 def make_dirs(folder: str | os.PathLike[str]) -> Path:
@@ -89,7 +99,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     make_dirs(target.parent)
     try:
         # the name is cut so that a target name near the file system's 255-byte limit still gets a temporary file
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.stem[:40]}.", suffix=".part" + target.suffix[:16], dir=target.parent)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{target.stem[:40]}.", suffix=".part" + target.suffix[:16], dir=target.parent
+        )
     except OSError as error:
         raise (unwritable(error, target) or error) from None
     os.close(fd)
@@ -100,7 +112,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(tmp_path, target)
     except OSError as error:
         tmp_path.unlink(missing_ok=True)
-        failure = unwritable(error, target) if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EISDIR) else None
+        failure = (
+            unwritable(error, target)
+            if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EISDIR)
+            else None
+        )
         if failure is None:
             raise
         raise failure from None

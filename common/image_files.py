@@ -50,19 +50,27 @@ def check_image(source: Path | str | IO[bytes] | bytes) -> tuple[int, int]:
             with Image.open(source) as image:
                 width, height = image.size
                 if width * height > MAX_IMAGE_PIXELS:
-                    raise ImageProblem(f"its header claims {width}x{height} pixels, more than the {MAX_IMAGE_PIXELS // 1_000_000} megapixels "
-                                       "an image may have (a decompression bomb or not a quadrat photo)", TOO_LARGE)
+                    raise ImageProblem(
+                        f"its header claims {width}x{height} pixels, more than the {MAX_IMAGE_PIXELS // 1_000_000} megapixels "
+                        "an image may have (a decompression bomb or not a quadrat photo)",
+                        TOO_LARGE,
+                    )
                 if width <= 0 or height <= 0:
                     raise ImageProblem(f"its header claims {width}x{height} pixels")
                 image.verify()  # checksums (a PNG's CRCs), which decoding alone skips
             if not isinstance(source, (str, Path)):
                 source.seek(start)
             with Image.open(source) as image:
-                if image.format == "JPEG":  # libjpeg still reads every byte at 1/8 scale (truncation is found), in about half the time
+                if (
+                    image.format == "JPEG"
+                ):  # libjpeg still reads every byte at 1/8 scale (truncation is found), in about half the time
                     image.draft(None, (max(1, width // 8), max(1, height // 8)))
                 image.load()
     except Image.DecompressionBombError:
-        raise ImageProblem(f"its header claims more than the {MAX_IMAGE_PIXELS // 1_000_000} megapixels an image may have (a decompression bomb)", TOO_LARGE) from None
+        raise ImageProblem(
+            f"its header claims more than the {MAX_IMAGE_PIXELS // 1_000_000} megapixels an image may have (a decompression bomb)",
+            TOO_LARGE,
+        ) from None
     except UnidentifiedImageError:
         raise ImageProblem("it is empty or not an image file PIL can read") from None
     except FileNotFoundError:
@@ -71,5 +79,7 @@ def check_image(source: Path | str | IO[bytes] | bytes) -> tuple[int, int]:
         if isinstance(error, ImageProblem):
             raise
         reason = str(error) or type(error).__name__
-        raise ImageProblem(f"it does not decode completely ({reason}); the file is truncated or damaged", DAMAGED) from None
+        raise ImageProblem(
+            f"it does not decode completely ({reason}); the file is truncated or damaged", DAMAGED
+        ) from None
     return width, height

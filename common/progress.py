@@ -59,10 +59,20 @@ class LogLines(tqdm):
         elapsed = self.format_dict["elapsed"]
         done = self.n - self.format_dict.get("initial", 0)
         rate = done / elapsed if elapsed > 0 else 0.0
-        parts = [f"{self.n:g}/{self.total:g} {self.unit} ({100 * self.n / self.total:.0f}%)" if self.total else f"{self.n:g} {self.unit}",
-                 f"{tqdm.format_interval(elapsed)} elapsed"]
+        parts = [
+            f"{self.n:g}/{self.total:g} {self.unit} ({100 * self.n / self.total:.0f}%)"
+            if self.total
+            else f"{self.n:g} {self.unit}",
+            f"{tqdm.format_interval(elapsed)} elapsed",
+        ]
         if rate:
-            parts.append(f"{rate:.0f} {self.unit}/s" if rate >= 100 else f"{rate:.3g} {self.unit}/s" if rate >= 1 else f"{1 / rate:.3g} s/{self.unit}")
+            parts.append(
+                f"{rate:.0f} {self.unit}/s"
+                if rate >= 100
+                else f"{rate:.3g} {self.unit}/s"
+                if rate >= 1
+                else f"{1 / rate:.3g} s/{self.unit}"
+            )
             if self.total and self.n < self.total:
                 parts.append(f"~{tqdm.format_interval((self.total - self.n) / rate)} left")
         postfix = self.format_dict.get("postfix")
@@ -84,7 +94,12 @@ class LogLines(tqdm):
             self._emit(now)
 
     def close(self) -> None:
-        if not self.disable and self._last_n is not None and self.n != self._last_n and (self.leave is not False or not self.total):
+        if (
+            not self.disable
+            and self._last_n is not None
+            and self.n != self._last_n
+            and (self.leave is not False or not self.total)
+        ):
             self._emit(time.monotonic())  # where it ended, if the last line did not say so already
         super().close()
 
@@ -100,7 +115,9 @@ class LogLines(tqdm):
             pass
 
 
-def progress(iterable: Iterable[Any] | None = None, *, file: IO[str] | None = None, disable: bool | None = False, **kwargs: Any) -> tqdm:
+def progress(
+    iterable: Iterable[Any] | None = None, *, file: IO[str] | None = None, disable: bool | None = False, **kwargs: Any
+) -> tqdm:
     """A tqdm bar on a terminal, `LogLines` elsewhere; takes tqdm's arguments (`desc`, `total`, `unit`, `leave` ...).
 
     `disable=None` does not mean "off when not a terminal" here (tqdm's meaning): logs get their lines too.

@@ -88,7 +88,13 @@ def secret_forms(secret: str) -> set[str]:
         return set()
     forms: set[str] = set()
     for value in {secret, unquote(secret)}:
-        forms |= {value, quote(value, safe=""), quote_plus(value), repr(value)[1:-1], base64.b64encode(value.encode()).decode()}
+        forms |= {
+            value,
+            quote(value, safe=""),
+            quote_plus(value),
+            repr(value)[1:-1],
+            base64.b64encode(value.encode()).decode(),
+        }
     return {form for form in forms if form}
 
 
@@ -120,7 +126,9 @@ def _coerce(name: str, raw: Any, base: Path) -> Any:
         try:
             return int(str(raw).strip())
         except ValueError:
-            raise ValueError(f"setting {name.upper()} must be a whole number, got {raw!r}; fix it in .env or the environment") from None
+            raise ValueError(
+                f"setting {name.upper()} must be a whole number, got {raw!r}; fix it in .env or the environment"
+            ) from None
     return raw
 
 

@@ -53,8 +53,10 @@ def read_point_csv(text: str) -> list[PointAnnotation]:
     header = next(reader, None)
     if not header:
         raise UserError("the point CSV is empty; export the annotations from CoralNet as CSV")
-    name_at, row_at, column_at = (_column(header, n, w) for n, w in
-                                  ((NAME_COLUMNS, "image name"), (ROW_COLUMNS, "row"), (COLUMN_COLUMNS, "column")))
+    name_at, row_at, column_at = (
+        _column(header, n, w)
+        for n, w in ((NAME_COLUMNS, "image name"), (ROW_COLUMNS, "row"), (COLUMN_COLUMNS, "column"))
+    )
     label_at = _column(header, LABEL_COLUMNS, "label")
     points, bad = [], []
     for line, values in enumerate(reader, start=2):
@@ -69,7 +71,9 @@ def read_point_csv(text: str) -> list[PointAnnotation]:
             bad.append(line)
     if bad:
         shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
-        raise UserError(f"the point CSV has {len(bad)} row(s) without a whole-number row and column (line {shown}); fix them")
+        raise UserError(
+            f"the point CSV has {len(bad)} row(s) without a whole-number row and column (line {shown}); fix them"
+        )
     return points
 
 
@@ -82,11 +86,17 @@ def check_points(points: Sequence[PointAnnotation], image_sizes: Mapping[str, tu
     missing_images = sorted({p.image for p in points if p.image not in image_sizes})
     if missing_images:
         problems.append(f"{len(missing_images)} image(s) not in the dataset ({', '.join(missing_images[:5])})")
-    outside = [p for p in points if p.image in image_sizes and not (
-        0 <= p.row < image_sizes[p.image][0] and 0 <= p.column < image_sizes[p.image][1])]
+    outside = [
+        p
+        for p in points
+        if p.image in image_sizes
+        and not (0 <= p.row < image_sizes[p.image][0] and 0 <= p.column < image_sizes[p.image][1])
+    ]
     if outside:
         first = outside[0]
-        problems.append(f"{len(outside)} point(s) outside their image (e.g. {first.image} row {first.row} column {first.column})")
+        problems.append(
+            f"{len(outside)} point(s) outside their image (e.g. {first.image} row {first.row} column {first.column})"
+        )
     if problems:
         raise UserError("the point CSV has " + "; ".join(problems) + "; fix the CSV or import the missing photos first")
 
@@ -111,7 +121,9 @@ def point_from_keypoint(image: str, label: str, x: float, y: float, height: int,
     return PointAnnotation(image, min(int(y * height), height - 1), min(int(x * width), width - 1), label)
 
 
-def import_points(dataset_name: str, points: Sequence[PointAnnotation], field: str = contract.POINTS_FIELD) -> dict[str, int]:
+def import_points(
+    dataset_name: str, points: Sequence[PointAnnotation], field: str = contract.POINTS_FIELD
+) -> dict[str, int]:
     """Put the points on their samples as `fo.Keypoints` (replacing that field there); returns points per label.
 
     Samples are found by file name; a name shared by several samples is refused, since its points could
@@ -123,17 +135,25 @@ def import_points(dataset_name: str, points: Sequence[PointAnnotation], field: s
 
     dataset = load_existing(dataset_name)
     if dataset.has_sample_field(field) and dataset.get_field(field).document_type is not fo.Keypoints:
-        raise UserError(f"dataset {dataset_name!r} already has a field {field!r} that is not points; choose another --field")
+        raise UserError(
+            f"dataset {dataset_name!r} already has a field {field!r} that is not points; choose another --field"
+        )
     names: dict[str, list[tuple[str, int, int]]] = {}
-    for sample_id, filepath, metadata in zip(dataset.values("id"), dataset.values("filepath"), dataset.values("metadata")):
+    for sample_id, filepath, metadata in zip(
+        dataset.values("id"), dataset.values("filepath"), dataset.values("metadata")
+    ):
         if metadata is None or not metadata.width:
             continue
-        names.setdefault(filepath.replace("\\", "/").rsplit("/", 1)[-1], []).append((sample_id, metadata.height, metadata.width))
+        names.setdefault(filepath.replace("\\", "/").rsplit("/", 1)[-1], []).append(
+            (sample_id, metadata.height, metadata.width)
+        )
     wanted = {p.image for p in points}
     shared = sorted(name for name in wanted if len(names.get(name, ())) > 1)
     if shared:
-        raise UserError(f"{len(shared)} file name(s) of the CSV belong to several samples of {dataset_name!r} "
-                        f"({', '.join(shared[:5])}); import the points into a dataset where names are unique")
+        raise UserError(
+            f"{len(shared)} file name(s) of the CSV belong to several samples of {dataset_name!r} "
+            f"({', '.join(shared[:5])}); import the points into a dataset where names are unique"
+        )
     check_points(points, {name: places[0][1:] for name, places in names.items()})
     by_image: dict[str, list[PointAnnotation]] = {}
     for point in points:
@@ -142,7 +162,9 @@ def import_points(dataset_name: str, points: Sequence[PointAnnotation], field: s
     for name, group in by_image.items():
         sample_id, height, width = names[name][0]
         ids.append(sample_id)
-        values.append(fo.Keypoints(keypoints=[fo.Keypoint(label=p.label, points=[keypoint_xy(p, height, width)]) for p in group]))
+        values.append(
+            fo.Keypoints(keypoints=[fo.Keypoint(label=p.label, points=[keypoint_xy(p, height, width)]) for p in group])
+        )
     dataset.select(ids, ordered=True).set_values(field, values)
     counts: dict[str, int] = {}
     for point in points:

@@ -104,7 +104,9 @@ def parse_statuses(status: str | Iterable[str]) -> set[str]:
         return set(TASK_STATUSES)
     unknown = sorted(wanted - set(TASK_STATUSES))
     if unknown or not wanted:
-        raise UserError(f"task status {sorted(unknown) or status!r} is not one of {', '.join(TASK_STATUSES)} or all; fix --status")
+        raise UserError(
+            f"task status {sorted(unknown) or status!r} is not one of {', '.join(TASK_STATUSES)} or all; fix --status"
+        )
     return wanted
 
 
@@ -151,7 +153,9 @@ class CvatConnection:
                 return matches[0]
             if matches:
                 ids = ", ".join(str(p.id) for p in matches)
-                raise UserError(f"{len(matches)} CVAT projects are named {name!r} (ids {ids}); set CVAT_ORGANIZATION to the organization of the one you mean")
+                raise UserError(
+                    f"{len(matches)} CVAT projects are named {name!r} (ids {ids}); set CVAT_ORGANIZATION to the organization of the one you mean"
+                )
             names = sorted({p.name for p in self.client.projects.list()})
         listed = ", ".join(repr(n) for n in names[:MAX_PROJECTS_LISTED])
         more = f" and {len(names) - MAX_PROJECTS_LISTED} more" if len(names) > MAX_PROJECTS_LISTED else ""
@@ -165,9 +169,20 @@ class CvatConnection:
         self._tasks.update({task.id: task for task in found})
         self.status_counts = Counter(str(t.status) for t in found)
         return sorted(
-            (CvatTask(t.id, t.name, str(t.status), t.subset or "", _utc_iso(t.updated_date), int(t.size or 0),
-                      validation_mode=str(getattr(t, "validation_mode", None) or ""), is_video=_is_video(t))
-             for t in found if str(t.status) in statuses),
+            (
+                CvatTask(
+                    t.id,
+                    t.name,
+                    str(t.status),
+                    t.subset or "",
+                    _utc_iso(t.updated_date),
+                    int(t.size or 0),
+                    validation_mode=str(getattr(t, "validation_mode", None) or ""),
+                    is_video=_is_video(t),
+                )
+                for t in found
+                if str(t.status) in statuses
+            ),
             key=lambda t: t.id,
         )
 
@@ -191,7 +206,11 @@ class CvatConnection:
             raise UserError(video_task_refusal(task))
         deleted = set(meta.deleted_frames or []) & set(range(len(listed)))
         honeypots = self._honeypot_frames(task, [f.name for f in listed]) - deleted
-        frames = [CvatFrame(n, f.name, int(f.width), int(f.height)) for n, f in enumerate(listed) if n not in deleted | honeypots]
+        frames = [
+            CvatFrame(n, f.name, int(f.width), int(f.height))
+            for n, f in enumerate(listed)
+            if n not in deleted | honeypots
+        ]
         return FrameList(frames, deleted=len(deleted), honeypots=len(honeypots))
 
     def _honeypot_frames(self, task: CvatTask, names: list[str]) -> set[int]:
@@ -222,15 +241,19 @@ class CvatConnection:
 
         def add(shape: dict, label_id: int, attributes: list[dict], shape_id: int | None) -> None:
             label = labels.get(label_id, CvatLabel(label_id, ""))
-            by_frame[int(shape["frame"])].append(CvatShape(
-                type=str(shape["type"]),
-                label=label.name,
-                points=shape.get("points") or [],
-                z_order=int(shape.get("z_order") or 0),
-                occluded=bool(shape.get("occluded")),
-                attributes={label.attributes.get(a["spec_id"], str(a["spec_id"])): str(a["value"]) for a in attributes},
-                shape_id=shape_id,
-            ))
+            by_frame[int(shape["frame"])].append(
+                CvatShape(
+                    type=str(shape["type"]),
+                    label=label.name,
+                    points=shape.get("points") or [],
+                    z_order=int(shape.get("z_order") or 0),
+                    occluded=bool(shape.get("occluded")),
+                    attributes={
+                        label.attributes.get(a["spec_id"], str(a["spec_id"])): str(a["value"]) for a in attributes
+                    },
+                    shape_id=shape_id,
+                )
+            )
 
         for shape in annotations.get("shapes", []):
             add(shape, shape["label_id"], shape.get("attributes") or [], shape.get("id"))
@@ -238,7 +261,12 @@ class CvatConnection:
         for track in annotations.get("tracks", []):
             for keyframe in track.get("shapes", []):
                 if not keyframe.get("outside"):
-                    add(keyframe, track["label_id"], [*(track.get("attributes") or []), *(keyframe.get("attributes") or [])], None)
+                    add(
+                        keyframe,
+                        track["label_id"],
+                        [*(track.get("attributes") or []), *(keyframe.get("attributes") or [])],
+                        None,
+                    )
                     from_tracks[int(keyframe["frame"])] += 1
         return dict(by_frame), from_tracks
 
@@ -250,18 +278,25 @@ class CvatConnection:
 
 def _is_video(task: Task) -> bool:
     """Whether CVAT made the task from a video file (its frames are then not separate photos)."""
-    return str(getattr(task, "mode", "") or "") == "interpolation" or str(getattr(task, "data_original_chunk_type", "") or "") == "video"
+    return (
+        str(getattr(task, "mode", "") or "") == "interpolation"
+        or str(getattr(task, "data_original_chunk_type", "") or "") == "video"
+    )
 
 
 def video_task_refusal(task: CvatTask) -> str:
     """The one sentence that refuses a video task."""
-    return (f"task {task.id} ({task.name!r}) was made from a video, which this pull does not import (quadrats are photos in image tasks); "
-            "move it out of the project in CVAT, or pass a --status that leaves it out, and pull again")
+    return (
+        f"task {task.id} ({task.name!r}) was made from a video, which this pull does not import (quadrats are photos in image tasks); "
+        "move it out of the project in CVAT, or pass a --status that leaves it out, and pull again"
+    )
 
 
 def status_summary(counts: Counter[str]) -> str:
     """`5 annotation, 4 validation, 3 completed`: a project's tasks per status."""
-    return ", ".join(f"{counts[s]} {s}" for s in (*TASK_STATUSES, *sorted(set(counts) - set(TASK_STATUSES))) if counts[s])
+    return ", ".join(
+        f"{counts[s]} {s}" for s in (*TASK_STATUSES, *sorted(set(counts) - set(TASK_STATUSES))) if counts[s]
+    )
 
 
 @contextlib.contextmanager
@@ -271,25 +306,41 @@ def translate_errors(url: str, doing: str) -> Iterator[None]:
     try:
         yield
     except (urllib3.exceptions.HTTPError, ConnectionError) as error:
-        raise UserError(f"cannot reach CVAT at {where} ({_network_reason(error)}) while {doing}; check CVAT_URL and that the server is running") from None
+        raise UserError(
+            f"cannot reach CVAT at {where} ({_network_reason(error)}) while {doing}; check CVAT_URL and that the server is running"
+        ) from None
     except api_exceptions.ApiException as error:
         if error.status == 0:
-            raise UserError(f"cannot talk to CVAT at {where} while {doing} (TLS or request error); check CVAT_URL") from None
+            raise UserError(
+                f"cannot talk to CVAT at {where} while {doing} (TLS or request error); check CVAT_URL"
+            ) from None
         if error.status in (401, 403):
-            raise UserError(f"CVAT at {where} refused access (HTTP {error.status}) while {doing}; check the credentials and that this account may see the project") from None
+            raise UserError(
+                f"CVAT at {where} refused access (HTTP {error.status}) while {doing}; check the credentials and that this account may see the project"
+            ) from None
         if error.status >= 500:
-            raise UserError(f"CVAT at {where} answered HTTP {error.status} while {doing}; try again later (a rerun resumes) or ask its administrator") from None
-        raise UserError(f"CVAT at {where} answered HTTP {error.status} while {doing}; check CVAT_URL points at a CVAT server") from None
+            raise UserError(
+                f"CVAT at {where} answered HTTP {error.status} while {doing}; try again later (a rerun resumes) or ask its administrator"
+            ) from None
+        raise UserError(
+            f"CVAT at {where} answered HTTP {error.status} while {doing}; check CVAT_URL points at a CVAT server"
+        ) from None
     except (api_exceptions.ApiTypeError, api_exceptions.ApiValueError, api_exceptions.ApiAttributeError) as error:
-        raise UserError(f"CVAT at {where} sent an answer cvat-sdk {SDK_VERSION} cannot read while {doing} ({type(error).__name__}); {_NOT_CVAT}") from None
+        raise UserError(
+            f"CVAT at {where} sent an answer cvat-sdk {SDK_VERSION} cannot read while {doing} ({type(error).__name__}); {_NOT_CVAT}"
+        ) from None
     except (TypeError, KeyError, ValueError, AttributeError) as error:
         if not _raised_in_sdk(error):
             raise
-        raise UserError(f"CVAT at {where} sent an incomplete or unreadable answer while {doing} ({type(error).__name__}); {_NOT_CVAT}") from None
+        raise UserError(
+            f"CVAT at {where} sent an incomplete or unreadable answer while {doing} ({type(error).__name__}); {_NOT_CVAT}"
+        ) from None
 
 
-_NOT_CVAT = ("check that CVAT_URL is the CVAT server itself (not a proxy, login or error page) and that it runs CVAT 2.x "
-             "(the older one tested is 2.29)")
+_NOT_CVAT = (
+    "check that CVAT_URL is the CVAT server itself (not a proxy, login or error page) and that it runs CVAT 2.x "
+    "(the older one tested is 2.29)"
+)
 
 
 def _raised_in_sdk(error: BaseException) -> bool:
@@ -307,7 +358,9 @@ def _credentials(settings: Settings) -> PasswordCredentials | AccessTokenCredent
         return AccessTokenCredentials(settings.cvat_access_token)
     if settings.cvat_username and settings.cvat_password:
         return PasswordCredentials(settings.cvat_username, settings.cvat_password)
-    raise UserError("no CVAT credentials: set CVAT_USERNAME and CVAT_PASSWORD, or CVAT_ACCESS_TOKEN, in .env or the environment")
+    raise UserError(
+        "no CVAT credentials: set CVAT_USERNAME and CVAT_PASSWORD, or CVAT_ACCESS_TOKEN, in .env or the environment"
+    )
 
 
 def _who(settings: Settings) -> str:
@@ -333,15 +386,19 @@ def connect(settings: Settings) -> Iterator[CvatConnection]:
             with translate_errors(url, "asking for the server version"):
                 server_version = client.get_server_version()
             if isinstance(credentials, AccessTokenCredentials) and server_version < ACCESS_TOKENS_SINCE:
-                raise UserError(f"CVAT {server_version} at {display_url(url)} has no personal access tokens (CVAT {ACCESS_TOKENS_SINCE} added them); "
-                                "leave CVAT_ACCESS_TOKEN empty and set CVAT_USERNAME and CVAT_PASSWORD")
+                raise UserError(
+                    f"CVAT {server_version} at {display_url(url)} has no personal access tokens (CVAT {ACCESS_TOKENS_SINCE} added them); "
+                    "leave CVAT_ACCESS_TOKEN empty and set CVAT_USERNAME and CVAT_PASSWORD"
+                )
             with translate_errors(url, "logging in"):
                 try:
                     client.login(credentials)
                     client.users.retrieve_current_user()  # an access token is only checked by its first use
                 except api_exceptions.ApiException as error:
                     if error.status in (400, 401, 403):
-                        raise UserError(f"CVAT at {display_url(url)} refused the login with {_who(settings)}; check them") from None
+                        raise UserError(
+                            f"CVAT at {display_url(url)} refused the login with {_who(settings)}; check them"
+                        ) from None
                     raise
             if settings.cvat_organization:
                 client.organization_slug = settings.cvat_organization

@@ -46,12 +46,16 @@ def decode_rle(points: Sequence[float]) -> tuple[np.ndarray, int, int]:
     if box_width <= 0 or box_height <= 0:
         raise MaskError(f"mask box {left},{top},{right},{bottom} has no size")
     if min(runs) < 0 or sum(runs) != box_width * box_height:
-        raise MaskError(f"mask runs cover {sum(runs)} pixels, its {box_width}x{box_height} box holds {box_width * box_height}")
+        raise MaskError(
+            f"mask runs cover {sum(runs)} pixels, its {box_width}x{box_height} box holds {box_width * box_height}"
+        )
     values = np.arange(len(runs)) % 2 == 1  # runs alternate 0s, 1s, 0s, ... starting with 0s
     return np.repeat(values, runs).reshape(box_height, box_width), left, top
 
 
-def mask_rings(bitmap: np.ndarray, left: int, top: int, width: int, height: int) -> tuple[list[list[tuple[float, float]]], bool]:
+def mask_rings(
+    bitmap: np.ndarray, left: int, top: int, width: int, height: int
+) -> tuple[list[list[tuple[float, float]]], bool]:
     """The mask's regions as rings of pixel-corner coordinates in the image, largest region first, each region's
     exterior followed by its holes (closing point not repeated); and whether part of the box lay outside the image."""
     x0, y0 = max(left, 0), max(top, 0)
@@ -64,7 +68,9 @@ def mask_rings(bitmap: np.ndarray, left: int, top: int, width: int, height: int)
         return [], clipped
     regions = [
         geojson_shape(geometry)
-        for geometry, _ in rasterio.features.shapes(inside, mask=inside.astype(bool), connectivity=4, transform=Affine.translation(x0, y0))
+        for geometry, _ in rasterio.features.shapes(
+            inside, mask=inside.astype(bool), connectivity=4, transform=Affine.translation(x0, y0)
+        )
     ]
     rings = []
     for region in sorted(regions, key=lambda r: -r.area):

@@ -158,7 +158,9 @@ def radial_profile(lobes: tuple[tuple[int, float, float], ...], theta: np.ndarra
 
 def _new_colony(label: str, rng: np.random.Generator) -> Colony:
     look = LOOKS[label]
-    aspect = {"oval": rng.uniform(1.4, 1.9), "plate": rng.uniform(1.8, 2.5), "encrusting": rng.uniform(1.1, 1.6)}.get(look.shape, rng.uniform(1.0, 1.2))
+    aspect = {"oval": rng.uniform(1.4, 1.9), "plate": rng.uniform(1.8, 2.5), "encrusting": rng.uniform(1.1, 1.6)}.get(
+        look.shape, rng.uniform(1.0, 1.2)
+    )
     return Colony(
         label=label,
         center=(float(rng.uniform(0, QUADRAT_CM)), float(rng.uniform(0, QUADRAT_CM))),
@@ -189,11 +191,18 @@ def plan_image(index: int, seed: int, colonies: int) -> QuadratPlan:
             continue  # died since the first survey
         growth = 1 + 0.06 * age * year_rng.uniform(0.5, 1.5)
         drift = year_rng.normal(0, 0.5, size=2)
-        kept.append(Colony(
-            colony.label, (colony.center[0] + float(drift[0]), colony.center[1] + float(drift[1])),
-            colony.radius * float(growth), colony.aspect, colony.rotation + float(year_rng.normal(0, 0.03)),
-            colony.lobes, colony.texture_seed + year, int(np.clip(colony.confidence + year_rng.integers(-5, 6), 50, 100)),
-        ))
+        kept.append(
+            Colony(
+                colony.label,
+                (colony.center[0] + float(drift[0]), colony.center[1] + float(drift[1])),
+                colony.radius * float(growth),
+                colony.aspect,
+                colony.rotation + float(year_rng.normal(0, 0.03)),
+                colony.lobes,
+                colony.texture_seed + year,
+                int(np.clip(colony.confidence + year_rng.integers(-5, 6), 50, 100)),
+            )
+        )
     kept += [_new_colony(_random_label(year_rng), year_rng) for _ in range(int(year_rng.integers(0, 3)) if age else 0)]
     kept.sort(key=lambda c: -c.radius * math.sqrt(c.aspect))  # big colonies first: the small ones grow over them
     return QuadratPlan(index, site, year, quadrat, subset_of_group(group), tuple(kept))
@@ -230,17 +239,27 @@ def substrate(rng: np.random.Generator, size: int, px_per_cm: float) -> np.ndarr
     return (pale * (1 - t) + dark * t) * (1 - rubble)
 
 
-def surface(look: Look, u: np.ndarray, v: np.ndarray, rn: np.ndarray, theta: np.ndarray, rng: np.random.Generator, px_per_cm: float) -> np.ndarray:
+def surface(
+    look: Look,
+    u: np.ndarray,
+    v: np.ndarray,
+    rn: np.ndarray,
+    theta: np.ndarray,
+    rng: np.random.Generator,
+    px_per_cm: float,
+) -> np.ndarray:
     """Texture value in [0, 1] (0 = colour, 1 = accent) for colony-frame coordinates u, v in cm."""
     p = look.period_cm
     warp = _value_noise(rng, u.shape, 2 * px_per_cm) - 0.5
     if look.texture in ("cells", "pits", "verrucae", "pores", "polyps"):
         k = 4 * math.pi / (math.sqrt(3) * p)
-        waves = [np.cos(k * (u * math.cos(a) + v * math.sin(a)) + 0.6 * warp) for a in (0, 2 * math.pi / 3, 4 * math.pi / 3)]
+        waves = [
+            np.cos(k * (u * math.cos(a) + v * math.sin(a)) + 0.6 * warp) for a in (0, 2 * math.pi / 3, 4 * math.pi / 3)
+        ]
         hexes = waves[0] + waves[1] + waves[2]
         cell = (hexes + 1.5) / 4.5  # 1 at corallite centres, 0 on the walls
         textures: dict[str, np.ndarray] = {
-            "cells": cell ** 2,
+            "cells": cell**2,
             "pits": (cell > 0.8).astype(np.float32),
             "verrucae": (cell > 0.65).astype(np.float32),
             "pores": np.maximum((cell > 0.9).astype(np.float32), (rn > 0.85).astype(np.float32)),
@@ -308,13 +327,19 @@ def render(plan: QuadratPlan, size: int, seed: int) -> np.ndarray:
     canvas = substrate(rng, size, px_per_cm)
     for colony in plan.colonies:
         draw_colony(canvas, colony, px_per_cm)
-    cast = np.array([rng.uniform(0.86, 0.95), rng.uniform(0.98, 1.03), rng.uniform(1.0, 1.08)], np.float32) * rng.uniform(0.92, 1.05)
+    cast = np.array(
+        [rng.uniform(0.86, 0.95), rng.uniform(0.98, 1.03), rng.uniform(1.0, 1.08)], np.float32
+    ) * rng.uniform(0.92, 1.05)
     return np.clip(canvas * cast + rng.normal(0, 3, canvas.shape).astype(np.float32), 0, 255).astype(np.uint8)
 
 
 def _clamped_outline(colony: Colony, size: int) -> np.ndarray | None:
     """The outline as CVAT stores it: inside the image, two decimals; None if too little is left."""
-    polygon = Polygon(outline(colony, size / QUADRAT_CM)).buffer(0).intersection(Polygon([(0, 0), (size, 0), (size, size), (0, size)]))
+    polygon = (
+        Polygon(outline(colony, size / QUADRAT_CM))
+        .buffer(0)
+        .intersection(Polygon([(0, 0), (size, 0), (size, size), (0, size)]))
+    )
     if polygon.is_empty or polygon.area < 4:
         return None
     if polygon.geom_type != "Polygon":
@@ -324,29 +349,66 @@ def _clamped_outline(colony: Colony, size: int) -> np.ndarray | None:
 
 def annotations_xml(plans: list[QuadratPlan], size: int) -> str:
     """annotations.xml of a CVAT project export holding `plans`, one task per subset."""
-    lines = ['<?xml version="1.0" encoding="utf-8"?>', "<annotations>", "  <version>1.1</version>", "  <meta>", "    <project>",
-             "      <id>1</id>", f"      <name>{PROJECT_NAME}</name>", f"      <created>{TIMESTAMP}</created>", f"      <updated>{TIMESTAMP}</updated>", "      <labels>"]
+    lines = [
+        '<?xml version="1.0" encoding="utf-8"?>',
+        "<annotations>",
+        "  <version>1.1</version>",
+        "  <meta>",
+        "    <project>",
+        "      <id>1</id>",
+        f"      <name>{PROJECT_NAME}</name>",
+        f"      <created>{TIMESTAMP}</created>",
+        f"      <updated>{TIMESTAMP}</updated>",
+        "      <labels>",
+    ]
     for label, look in LOOKS.items():
-        lines += ["        <label>", f"          <name>{_escape(label)}</name>", "          <color>#{:02x}{:02x}{:02x}</color>".format(*look.color),
-                  "          <type>any</type>", "          <attributes>", "            <attribute>", "              <name>confidence</name>",
-                  "              <mutable>False</mutable>", "              <input_type>number</input_type>", "              <default_value>100</default_value>",
-                  "              <values>0\n100\n1</values>", "            </attribute>", "          </attributes>", "        </label>"]
+        lines += [
+            "        <label>",
+            f"          <name>{_escape(label)}</name>",
+            "          <color>#{:02x}{:02x}{:02x}</color>".format(*look.color),
+            "          <type>any</type>",
+            "          <attributes>",
+            "            <attribute>",
+            "              <name>confidence</name>",
+            "              <mutable>False</mutable>",
+            "              <input_type>number</input_type>",
+            "              <default_value>100</default_value>",
+            "              <values>0\n100\n1</values>",
+            "            </attribute>",
+            "          </attributes>",
+            "        </label>",
+        ]
     lines += ["      </labels>", "      <tasks>"]
     for task_id, subset in enumerate(SUBSETS, start=1):
         count = sum(p.subset == subset for p in plans)
-        lines += ["        <task>", f"          <id>{task_id}</id>", f"          <name>quadrats {subset.lower()}</name>", f"          <size>{count}</size>",
-                  "          <mode>annotation</mode>", "          <overlap>0</overlap>", f"          <created>{TIMESTAMP}</created>",
-                  f"          <updated>{TIMESTAMP}</updated>", f"          <subset>{subset}</subset>", "          <start_frame>0</start_frame>",
-                  f"          <stop_frame>{max(count - 1, 0)}</stop_frame>", "        </task>"]
+        lines += [
+            "        <task>",
+            f"          <id>{task_id}</id>",
+            f"          <name>quadrats {subset.lower()}</name>",
+            f"          <size>{count}</size>",
+            "          <mode>annotation</mode>",
+            "          <overlap>0</overlap>",
+            f"          <created>{TIMESTAMP}</created>",
+            f"          <updated>{TIMESTAMP}</updated>",
+            f"          <subset>{subset}</subset>",
+            "          <start_frame>0</start_frame>",
+            f"          <stop_frame>{max(count - 1, 0)}</stop_frame>",
+            "        </task>",
+        ]
     lines += ["      </tasks>", "    </project>", f"    <dumped>{TIMESTAMP}</dumped>", "  </meta>"]
     for frame, plan in enumerate(sorted(plans, key=lambda p: (p.task_id, p.index))):
-        lines.append(f'  <image id="{frame}" name={quoteattr(plan.name)} subset="{plan.subset}" task_id="{plan.task_id}" width="{size}" height="{size}">')
+        lines.append(
+            f'  <image id="{frame}" name={quoteattr(plan.name)} subset="{plan.subset}" task_id="{plan.task_id}" width="{size}" height="{size}">'
+        )
         annotated = _annotated(plan, size)
         for z_order, (colony, points) in enumerate(annotated):
             occluded = int(_is_occluded(annotated, z_order))
             text = ";".join(f"{x:.2f},{y:.2f}" for x, y in points)
-            lines += [f'    <polygon label={quoteattr(colony.label)} source="manual" occluded="{occluded}" points="{text}" z_order="{z_order}">',
-                      f'      <attribute name="confidence">{colony.confidence}</attribute>', "    </polygon>"]
+            lines += [
+                f'    <polygon label={quoteattr(colony.label)} source="manual" occluded="{occluded}" points="{text}" z_order="{z_order}">',
+                f'      <attribute name="confidence">{colony.confidence}</attribute>',
+                "    </polygon>",
+            ]
         lines.append("  </image>")
     lines.append("</annotations>")
     return "\n".join(lines) + "\n"
@@ -373,7 +435,9 @@ def _check_manifest(output: Path, flags: dict[str, int]) -> None:
         made = json.loads(path.read_text())
         different = {k: made.get(k) for k in ("size", "colonies", "seed") if made.get(k) != flags[k]}
         if different:
-            raise UserError(f"{output} holds demo data made with other flags {different}; choose another --output or remove that folder")
+            raise UserError(
+                f"{output} holds demo data made with other flags {different}; choose another --output or remove that folder"
+            )
     write_text_atomic(path, json.dumps({k: flags[k] for k in ("size", "colonies", "seed")}, indent=2) + "\n")
 
 
@@ -413,8 +477,12 @@ def make_demo_photos(output: Path, num_images: int, size: int, colonies: int, se
 
 
 def make_demo_data(
-    output: str | None = None, num_images: int = DEFAULTS["num_images"], size: int = DEFAULTS["size"],
-    colonies: int = DEFAULTS["colonies"], seed: int = DEFAULTS["seed"], photos_only: bool = False,
+    output: str | None = None,
+    num_images: int = DEFAULTS["num_images"],
+    size: int = DEFAULTS["size"],
+    colonies: int = DEFAULTS["colonies"],
+    seed: int = DEFAULTS["seed"],
+    photos_only: bool = False,
 ) -> None:
     """Generate the synthetic CVAT-for-images 1.1 project export of reef quadrats.
 
@@ -436,7 +504,11 @@ def make_demo_data(
     target = Path(output) if output else default_output(settings.data_root)
     make_demo_export(target, int(num_images), int(size), int(colonies), int(seed))
     counts = {s: sum(subset_of_group(image_place(i)[3]) == s for i in range(int(num_images))) for s in SUBSETS}
-    print(f"demo export: {target} ({num_images} images of {size}x{size}: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")")
+    print(
+        f"demo export: {target} ({num_images} images of {size}x{size}: "
+        + ", ".join(f"{n} {s}" for s, n in counts.items())
+        + ")"
+    )
     print(f"import it: python data_engineering/import_cvat_export.py {target} --dataset-name {settings.demo_dataset}")
 
 

@@ -83,7 +83,11 @@ def build_polyline(polygon: PolygonRecord) -> fo.Polyline:
         closed=True,
         filled=True,
         confidence=polygon.confidence,
-        **{contract.Z_ORDER: polygon.z_order, contract.OCCLUDED: polygon.occluded, contract.CVAT_SHAPE_ID: polygon.shape_id},
+        **{
+            contract.Z_ORDER: polygon.z_order,
+            contract.OCCLUDED: polygon.occluded,
+            contract.CVAT_SHAPE_ID: polygon.shape_id,
+        },
         **polygon.attributes,
     )
 
@@ -195,7 +199,11 @@ def task_is_current(dataset: fo.Dataset, task: TaskRecord) -> bool:
 
 def delete_task_samples(dataset: fo.Dataset, task_id: int) -> int:
     """Remove a task's samples and its record; returns how many samples went."""
-    view = dataset.match(F(contract.CVAT_TASK_ID) == int(task_id)) if dataset.has_sample_field(contract.CVAT_TASK_ID) else None
+    view = (
+        dataset.match(F(contract.CVAT_TASK_ID) == int(task_id))
+        if dataset.has_sample_field(contract.CVAT_TASK_ID)
+        else None
+    )
     count = len(view) if view is not None else 0
     if count:
         dataset.delete_samples(view)
@@ -208,8 +216,12 @@ def delete_task_samples(dataset: fo.Dataset, task_id: int) -> int:
 
 # Sample fields that may be None on every sample (no file name matches the pattern, no subset): declared
 # with their type so that they exist, as docs/fiftyone_dataset.md promises, whatever the values.
-OPTIONAL_FIELDS = {contract.CVAT_SUBSET: fo.StringField, contract.SITE: fo.StringField, contract.YEAR: fo.IntField,
-                   contract.QUADRAT_ID: fo.StringField}
+OPTIONAL_FIELDS = {
+    contract.CVAT_SUBSET: fo.StringField,
+    contract.SITE: fo.StringField,
+    contract.YEAR: fo.IntField,
+    contract.QUADRAT_ID: fo.StringField,
+}
 
 
 def declare_fields(dataset: fo.Dataset) -> None:
@@ -220,7 +232,11 @@ def declare_fields(dataset: fo.Dataset) -> None:
 
 
 def write_task(
-    dataset: fo.Dataset, task: TaskRecord, images: Sequence[ImageRecord], options: SampleOptions, summary: ImportSummary | None = None
+    dataset: fo.Dataset,
+    task: TaskRecord,
+    images: Sequence[ImageRecord],
+    options: SampleOptions,
+    summary: ImportSummary | None = None,
 ) -> list[fo.Sample]:
     """Replace the task's samples with `images` and record its updated_date (last, so a crash re-imports it)."""
     delete_task_samples(dataset, task.task_id)
@@ -248,7 +264,9 @@ class ImportSummary:
     splits: Counter[str] = field(default_factory=Counter)  # images per split; "" = no split
     images_skipped: list[str] = field(default_factory=list)  # "<task>/<file>: why", for images that could not be read
     frames_deleted: int = 0  # frames deleted in CVAT (live pull), not imported
-    honeypot_frames: int = 0  # gt_pool honeypots (live pull): placeholders of a validation frame imported once, as itself
+    honeypot_frames: int = (
+        0  # gt_pool honeypots (live pull): placeholders of a validation frame imported once, as itself
+    )
     track_shapes: int = 0  # shapes that were a track's keyframes (live pull)
 
     def add_task(self, task: TaskRecord, images: Sequence[ImageRecord], options: SampleOptions) -> None:

@@ -77,7 +77,9 @@ def parse_split_mapping(text: str | dict[str, str] | None = None) -> dict[str, s
         for item in str(text).split(","):
             subset, sep, split = item.partition("=")
             if not sep or not subset.strip():
-                raise UserError(f"split mapping entry {item.strip()!r} is not 'subset=split'; write e.g. 'training=train,dev=val'")
+                raise UserError(
+                    f"split mapping entry {item.strip()!r} is not 'subset=split'; write e.g. 'training=train,dev=val'"
+                )
             pairs.append((subset, split))
     mapping = {str(subset).strip().lower(): str(split).strip().lower() for subset, split in pairs}
     unknown = sorted({split for split in mapping.values() if split not in ("train", "val", "test")})
@@ -104,12 +106,22 @@ def safe_folder_name(name: str) -> str:
 def check_relative_name(file_name: str) -> PurePosixPath:
     """A CVAT file name as a relative path, refused if it is absolute or climbs out with `..`."""
     posix = PurePosixPath(file_name.replace("\\", "/"))
-    if posix.is_absolute() or PureWindowsPath(file_name).drive or ".." in posix.parts or not posix.parts or str(posix) == ".":
-        raise UserError(f"file name {file_name!r} would be written outside the media folder; refusing it (rename the image in CVAT)")
+    if (
+        posix.is_absolute()
+        or PureWindowsPath(file_name).drive
+        or ".." in posix.parts
+        or not posix.parts
+        or str(posix) == "."
+    ):
+        raise UserError(
+            f"file name {file_name!r} would be written outside the media folder; refusing it (rename the image in CVAT)"
+        )
     return posix
 
 
-NAME_MAX_BYTES = 255  # the longest file or folder name ext4, XFS, APFS and NTFS allow (UTF-8 bytes; NTFS counts 255 UTF-16 units)
+NAME_MAX_BYTES = (
+    255  # the longest file or folder name ext4, XFS, APFS and NTFS allow (UTF-8 bytes; NTFS counts 255 UTF-16 units)
+)
 
 
 def name_length_problem(file_name: str) -> str | None:

@@ -97,7 +97,9 @@ def _shape(element: ElementTree.Element) -> CvatShape:
     points: list[float] = []
     if element.tag == "box":
         points = [float(attrib[k]) for k in ("xtl", "ytl", "xbr", "ybr")]
-    elif element.tag == "mask":  # rle="r0, r1, ..." over the box left, top, width, height: CVAT's points end with its inclusive corners
+    elif (
+        element.tag == "mask"
+    ):  # rle="r0, r1, ..." over the box left, top, width, height: CVAT's points end with its inclusive corners
         left, top = int(attrib["left"]), int(attrib["top"])
         points = [float(v) for v in attrib.get("rle", "").split(",") if v.strip()]
         points += [left, top, left + int(attrib["width"]) - 1, top + int(attrib["height"]) - 1]
@@ -105,8 +107,10 @@ def _shape(element: ElementTree.Element) -> CvatShape:
         for pair in attrib["points"].split(";"):
             values = pair.split(",")
             if len(values) != 2:  # "1,2,3;4" holds an even count that would silently pair up wrongly
-                raise ValueError(f"a {element.tag} with label {attrib.get('label', '')!r} has the point {pair.strip()!r}, "
-                                 "which is not one x,y pair")
+                raise ValueError(
+                    f"a {element.tag} with label {attrib.get('label', '')!r} has the point {pair.strip()!r}, "
+                    "which is not one x,y pair"
+                )
             points.extend(float(v) for v in values)
     return CvatShape(
         type="rectangle" if element.tag == "box" else element.tag,
@@ -132,7 +136,11 @@ def parse_annotations(stream: IO[bytes], fallback_project_name: str) -> CvatExpo
                 project = element.find("project")
                 project_name = _text(project, "name") or None
                 owner = project_name or fallback_project_name
-                task_elements = project.findall("tasks/task") if project is not None else element.findall("task") + element.findall("job")
+                task_elements = (
+                    project.findall("tasks/task")
+                    if project is not None
+                    else element.findall("task") + element.findall("job")
+                )
                 for task_element in task_elements:
                     task = _task_record(task_element, owner)
                     tasks[task.task_id] = task
@@ -145,22 +153,30 @@ def parse_annotations(stream: IO[bytes], fallback_project_name: str) -> CvatExpo
                     shapes = [_shape(child) for child in element if child.tag in SHAPE_TAGS]
                 except ValueError as error:
                     raise ValueError(f"in image {attrib.get('name', '')!r}, {error}") from None
-                images.append(ExportImage(
-                    name=attrib.get("name", ""),
-                    width=int(float(attrib.get("width") or 0)),
-                    height=int(float(attrib.get("height") or 0)),
-                    task_id=task_id,
-                    subset=subset,
-                    shapes=shapes,
-                ))
+                images.append(
+                    ExportImage(
+                        name=attrib.get("name", ""),
+                        width=int(float(attrib.get("width") or 0)),
+                        height=int(float(attrib.get("height") or 0)),
+                        task_id=task_id,
+                        subset=subset,
+                        shapes=shapes,
+                    )
+                )
                 element.clear()
     except (ElementTree.ParseError, KeyError, ValueError) as error:
-        raise UserError(f"{ANNOTATIONS_FILE} is not a valid CVAT-for-images 1.1 file ({error}); export again with that format") from None
+        raise UserError(
+            f"{ANNOTATIONS_FILE} is not a valid CVAT-for-images 1.1 file ({error}); export again with that format"
+        ) from None
     if tracks and not images:
-        raise UserError(f"{ANNOTATIONS_FILE} is a 'CVAT for video' export (tracks, no images); export the project as 'CVAT for images 1.1'")
+        raise UserError(
+            f"{ANNOTATIONS_FILE} is a 'CVAT for video' export (tracks, no images); export the project as 'CVAT for images 1.1'"
+        )
     owner = project_name or fallback_project_name
     for image in images:
-        tasks.setdefault(image.task_id, TaskRecord(image.task_id, f"task {image.task_id}", owner))  # its images keep their own subsets
+        tasks.setdefault(
+            image.task_id, TaskRecord(image.task_id, f"task {image.task_id}", owner)
+        )  # its images keep their own subsets
     return CvatExport(project_name, tasks, images)
 
 
@@ -171,13 +187,20 @@ class ExportSource:
         self.path = Path(path)
         self.zip: zipfile.ZipFile | None = None
         if not self.path.exists():
-            raise UserError(f"{self.path} does not exist; pass a CVAT export zip, its unzipped folder or its annotations.xml")
+            raise UserError(
+                f"{self.path} does not exist; pass a CVAT export zip, its unzipped folder or its annotations.xml"
+            )
         if self.path.is_file() and zipfile.is_zipfile(self.path):
             self.zip = zipfile.ZipFile(self.path)
             self._refuse_escaping_entries(self.zip)
-            xml_members = sorted((n for n in self.zip.namelist() if PurePosixPath(n).name == ANNOTATIONS_FILE), key=lambda n: n.count("/"))
+            xml_members = sorted(
+                (n for n in self.zip.namelist() if PurePosixPath(n).name == ANNOTATIONS_FILE),
+                key=lambda n: n.count("/"),
+            )
             if not xml_members:
-                raise UserError(f"{self.path} holds no {ANNOTATIONS_FILE}; export the dataset in the 'CVAT for images 1.1' format")
+                raise UserError(
+                    f"{self.path} holds no {ANNOTATIONS_FILE}; export the dataset in the 'CVAT for images 1.1' format"
+                )
             self.xml_member = xml_members[0]
             self.members = set(self.zip.namelist())
             self.root = PurePosixPath(self.xml_member).parent
@@ -185,7 +208,9 @@ class ExportSource:
         else:
             self.xml_file = self.path / ANNOTATIONS_FILE if self.path.is_dir() else self.path
             if not self.xml_file.is_file():
-                raise UserError(f"{self.path} holds no {ANNOTATIONS_FILE}; pass the unzipped 'CVAT for images 1.1' export")
+                raise UserError(
+                    f"{self.path} holds no {ANNOTATIONS_FILE}; pass the unzipped 'CVAT for images 1.1' export"
+                )
             self.beside = self.xml_file.parent
 
     def _refuse_escaping_entries(self, archive: zipfile.ZipFile) -> None:
@@ -195,7 +220,9 @@ class ExportSource:
             try:
                 check_relative_name(name)
             except UserError:
-                raise UserError(f"archive entry {name!r} in {self.path.name} would be written outside the media folder; refusing this archive") from None
+                raise UserError(
+                    f"archive entry {name!r} in {self.path.name} would be written outside the media folder; refusing this archive"
+                ) from None
 
     def annotations(self) -> IO[bytes]:
         return self.zip.open(self.xml_member) if self.zip else open(self.xml_file, "rb")
@@ -262,14 +289,20 @@ def import_cvat_export(
     The dataset is named `dataset_name`, else after the CVAT project, else after the export's file name.
     """
     if dataset_name is not None:
-        dataset_name = check_name(dataset_name, "--dataset-name", "it names the FiftyOne dataset and its prepared folders")
+        dataset_name = check_name(
+            dataset_name, "--dataset-name", "it names the FiftyOne dataset and its prepared folders"
+        )
     source = ExportSource(path)
     try:
         fallback_name = dataset_name or Path(path).stem
         with source.annotations() as stream:
             export = parse_annotations(stream, fallback_project_name=fallback_name)
         options = SampleOptions.from_settings(settings, split_mapping)
-        dataset_name = check_name(dataset_name or export.project_name or fallback_name, "dataset name", "pass --dataset-name with a plain name")
+        dataset_name = check_name(
+            dataset_name or export.project_name or fallback_name,
+            "dataset name",
+            "pass --dataset-name with a plain name",
+        )
         for image in export.images:  # every name checked before anything is written
             check_relative_name(image.name)
         check_writable(dataset_name, overwrite)
@@ -302,11 +335,19 @@ def import_cvat_export(
 
 def _fingerprint(task: TaskRecord, records: list[ImageRecord]) -> str:
     """What says whether a re-imported export task changed: CVAT's `updated` date, its images and their polygons."""
-    content = repr((task.name, task.subset, [(str(r.filepath), r.file_name, r.width, r.height, r.subset, r.polygons) for r in records]))
+    content = repr(
+        (
+            task.name,
+            task.subset,
+            [(str(r.filepath), r.file_name, r.width, r.height, r.subset, r.polygons) for r in records],
+        )
+    )
     return f"{task.updated_date}#{hashlib.sha256(content.encode()).hexdigest()[:16]}"
 
 
-def _import_image(source: ExportSource, image: ExportImage, media_dir: Path, folder: str) -> tuple[ImageRecord | None, str]:
+def _import_image(
+    source: ExportSource, image: ExportImage, media_dir: Path, folder: str
+) -> tuple[ImageRecord | None, str]:
     """The image checked, copied into the dataset's media folder, and its polygons; or None and why it was skipped."""
     too_long = name_length_problem(image.name)
     if too_long:
@@ -322,16 +363,20 @@ def _import_image(source: ExportSource, image: ExportImage, media_dir: Path, fol
     except ImageProblem as error:
         return None, f"unreadable: {error}"
     if image.width and image.height and (image.width, image.height) != (width, height):
-        return None, (f"annotations.xml gives {image.width}x{image.height} but the file is {width}x{height}, so the polygons "
-                      "would not fit it; export again with the images CVAT holds")
+        return None, (
+            f"annotations.xml gives {image.width}x{image.height} but the file is {width}x{height}, so the polygons "
+            "would not fit it; export again with the images CVAT holds"
+        )
     base = media_path(media_dir, folder, image.task_id, image.name)
     with source.open_image(where) as stream:
         digest = sha256_stream(stream)
     target = stored_copy(base, digest)
     if target is None:
+
         def write(tmp: Path) -> None:
             with source.open_image(where) as stream:
                 copy_into(stream, tmp)
+
         target = store(base, digest, write)
     polygons, skipped = shapes_to_polygons(image.shapes, width, height, where=f"task {image.task_id}, {image.name}")
     return ImageRecord(target, image.name, width, height, polygons, Counter(skipped), subset=image.subset), ""
@@ -354,7 +399,9 @@ def import_command(
         split_mapping: subset -> split pairs, e.g. "training=train,dev=val" (default: train/training, val/validation, test).
     """
     settings = load_settings(media_dir=media_dir)
-    summary = import_cvat_export(Path(str(export)), dataset_name, settings, overwrite=overwrite, split_mapping=split_mapping)
+    summary = import_cvat_export(
+        Path(str(export)), dataset_name, settings, overwrite=overwrite, split_mapping=split_mapping
+    )
     print(summary.format())
 
 

@@ -42,7 +42,9 @@ def find_images(source: str | Path) -> list[Path]:
         found = [Path(p) for p in glob.glob(str(path), recursive=True)]
         found = [p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     else:
-        raise UserError(f"{text} is neither a folder, an image file nor a glob pattern that matches files; check the path")
+        raise UserError(
+            f"{text} is neither a folder, an image file nor a glob pattern that matches files; check the path"
+        )
     if not found:
         raise UserError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {text}; point at the survey's photo folder")
     return sorted({p.resolve() for p in found})
@@ -77,9 +79,13 @@ class PhotoImportSummary:
     unnamed: int = 0  # photos whose names do not follow the file-name pattern (no site/year/quadrat)
 
     def format(self) -> str:
-        rows = [("photos added", self.added), ("photos changed since the last import (refreshed)", self.refreshed),
-                ("photos unchanged (skipped)", self.unchanged), ("photos unreadable (left out)", len(self.unreadable)),
-                ("photos without site/year/quadrat in the name", self.unnamed)]
+        rows = [
+            ("photos added", self.added),
+            ("photos changed since the last import (refreshed)", self.refreshed),
+            ("photos unchanged (skipped)", self.unchanged),
+            ("photos unreadable (left out)", len(self.unreadable)),
+            ("photos without site/year/quadrat in the name", self.unnamed),
+        ]
         parts = [format_table(["", "count"], rows)]
         if self.unreadable:
             parts.append(format_table(["unreadable photo", ""], [(line, "") for line in self.unreadable]))
@@ -103,12 +109,17 @@ def probe(paths: Sequence[Path], summary: PhotoImportSummary) -> list[LocalImage
 def sample_fields(image: LocalImage, filename_pattern: str) -> dict[str, object]:
     """The sample fields of a photo: its hash and what its name says of site, year and quadrat."""
     quadrat = parse_quadrat_name(image.path.name, filename_pattern)
-    return {contract.IMAGE_SHA256: image.sha256, contract.SITE: quadrat.site, contract.YEAR: quadrat.year,
-            contract.QUADRAT_ID: quadrat.quadrat}
+    return {
+        contract.IMAGE_SHA256: image.sha256,
+        contract.SITE: quadrat.site,
+        contract.YEAR: quadrat.year,
+        contract.QUADRAT_ID: quadrat.quadrat,
+    }
 
 
-def write_photos(dataset_name: str, images: Sequence[LocalImage], filename_pattern: str, overwrite: bool,
-                 summary: PhotoImportSummary) -> None:
+def write_photos(
+    dataset_name: str, images: Sequence[LocalImage], filename_pattern: str, overwrite: bool, summary: PhotoImportSummary
+) -> None:
     """Add new photos to the dataset and refresh those whose content changed; samples of other files stay."""
     import fiftyone as fo
 
@@ -117,8 +128,15 @@ def write_photos(dataset_name: str, images: Sequence[LocalImage], filename_patte
     dataset = open_dataset(dataset_name, overwrite=overwrite)
     known: dict[str, tuple[str, str | None]] = {}
     if len(dataset):
-        hashes = dataset.values(contract.IMAGE_SHA256) if dataset.has_sample_field(contract.IMAGE_SHA256) else [None] * len(dataset)
-        known = {path: (sample_id, digest) for path, sample_id, digest in zip(dataset.values("filepath"), dataset.values("id"), hashes)}
+        hashes = (
+            dataset.values(contract.IMAGE_SHA256)
+            if dataset.has_sample_field(contract.IMAGE_SHA256)
+            else [None] * len(dataset)
+        )
+        known = {
+            path: (sample_id, digest)
+            for path, sample_id, digest in zip(dataset.values("filepath"), dataset.values("id"), hashes)
+        }
     new, changed = [], []
     for image in images:
         fields = sample_fields(image, filename_pattern)

@@ -39,8 +39,10 @@ def new_media_folder(dataset_name: str) -> str:
 def check_media_folder(name: object) -> str:
     """A media folder name read back from the database, refused unless it is one `new_media_folder` makes."""
     if not isinstance(name, str) or not _FOLDER.fullmatch(name):
-        raise UserError(f"the dataset's media folder {name!r} (dataset.info) is not a folder name reefseg made; "
-                        "re-import into a new --dataset-name, or pass --overwrite")
+        raise UserError(
+            f"the dataset's media folder {name!r} (dataset.info) is not a folder name reefseg made; "
+            "re-import into a new --dataset-name, or pass --overwrite"
+        )
     return name
 
 

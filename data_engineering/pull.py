@@ -91,7 +91,13 @@ def frame_on_disk(frame: CvatFrame, path: Path) -> bool:
 
 def task_record(task: CvatTask, project_name: str) -> TaskRecord:
     """The task as the dataset remembers it."""
-    return TaskRecord(task_id=task.id, name=task.name, project_name=project_name, subset=task.subset or None, updated_date=task.updated_date)
+    return TaskRecord(
+        task_id=task.id,
+        name=task.name,
+        project_name=project_name,
+        subset=task.subset or None,
+        updated_date=task.updated_date,
+    )
 
 
 def plan_task(cvat: CvatConnection, task: CvatTask, record: TaskRecord, media_dir: Path, folder: str) -> TaskPlan:
@@ -112,8 +118,11 @@ def download_frames(cvat: CvatConnection, plan: TaskPlan, progress: Progress, wo
     A frame stored elsewhere than its usual place (that place held other content) gets its path updated in `plan.paths`.
     """
     unusable = {frame.number: problem for frame in plan.frames if (problem := name_length_problem(frame.name))}
-    missing = [(i, frame, path) for i, (frame, path) in enumerate(zip(plan.frames, plan.paths))
-               if frame.number not in unusable and not frame_on_disk(frame, path)]
+    missing = [
+        (i, frame, path)
+        for i, (frame, path) in enumerate(zip(plan.frames, plan.paths))
+        if frame.number not in unusable and not frame_on_disk(frame, path)
+    ]
     progress.update(len(plan.frames) - len(missing))
 
     def fetch(item: tuple[int, CvatFrame, Path]) -> tuple[int, str | None]:
@@ -124,8 +133,10 @@ def download_frames(cvat: CvatConnection, plan: TaskPlan, progress: Progress, wo
         except ImageProblem as error:
             return frame.number, f"CVAT sent a file that is not a whole image: {error}"
         if size != (frame.width, frame.height):
-            return frame.number, (f"CVAT lists it as {frame.width}x{frame.height} but sent a {size[0]}x{size[1]} image, "
-                                  "so the polygons would not fit it; check the task's data in CVAT")
+            return frame.number, (
+                f"CVAT lists it as {frame.width}x{frame.height} but sent a {size[0]}x{size[1]} image, "
+                "so the polygons would not fit it; check the task's data in CVAT"
+            )
         digest = hashlib.sha256(data).hexdigest()
         plan.paths[index] = stored_copy(path, digest) or store(path, digest, lambda tmp: tmp.write_bytes(data))
         return frame.number, None
@@ -141,7 +152,9 @@ def download_frames(cvat: CvatConnection, plan: TaskPlan, progress: Progress, wo
     return unusable
 
 
-def build_images(cvat: CvatConnection, plan: TaskPlan, labels: dict[int, CvatLabel], unusable: dict[int, str], summary: ImportSummary) -> list[ImageRecord]:
+def build_images(
+    cvat: CvatConnection, plan: TaskPlan, labels: dict[int, CvatLabel], unusable: dict[int, str], summary: ImportSummary
+) -> list[ImageRecord]:
     """The task's images with their polygons (skipped shapes counted per image)."""
     shapes, from_tracks = cvat.shapes(plan.task, labels)
     kept = {frame.number for frame in plan.frames}
@@ -176,8 +189,10 @@ def pull_project(
         project = cvat.find_project(project_name)
         tasks = cvat.tasks(project, statuses)
         wanted = "/".join(sorted(statuses))
-        print(f"CVAT {cvat.server_version} at {display_url(cvat.url)} (cvat-sdk {SDK_VERSION}): project {project.name!r}, "
-              f"{len(tasks)} task(s) with status {wanted}")
+        print(
+            f"CVAT {cvat.server_version} at {display_url(cvat.url)} (cvat-sdk {SDK_VERSION}): project {project.name!r}, "
+            f"{len(tasks)} task(s) with status {wanted}"
+        )
         if not tasks:
             raise UserError(no_task_refusal(project.name, wanted, cvat.status_counts))
         for task in tasks:
@@ -186,7 +201,9 @@ def pull_project(
         name = check_name(dataset_name or project.name, "dataset name", "pass --dataset-name with a plain name")
         check_writable(name, overwrite)
         records = {t.id: task_record(t, project.name) for t in tasks}
-        known = open_dataset(name) if dataset_exists(name) and not overwrite else None  # created only once every task is checked
+        known = (
+            open_dataset(name) if dataset_exists(name) and not overwrite else None
+        )  # created only once every task is checked
         todo = tasks if refresh or known is None else [t for t in tasks if not task_is_current(known, records[t.id])]
         summary.tasks_unchanged = len(tasks) - len(todo)
         folder = media_folder(known) if known is not None else planned_media_folder(name, overwrite)
@@ -194,12 +211,16 @@ def pull_project(
         dataset = known or open_dataset(name, overwrite=overwrite, folder=folder)
         gone = set(imported_tasks(dataset)) - {str(t.id) for t in tasks}
         labels = cvat.labels(project) if plans else {}
-        with progress_bar(total=sum(len(p.frames) for p in plans), desc="frames", unit="img", disable=not plans) as progress:
+        with progress_bar(
+            total=sum(len(p.frames) for p in plans), desc="frames", unit="img", disable=not plans
+        ) as progress:
             for plan in plans:
                 unusable = download_frames(cvat, plan, progress, settings.workers)
                 write_task(dataset, plan.record, build_images(cvat, plan, labels, unusable, summary), options, summary)
     if gone:
-        print(f"note: {len(gone)} task(s) in dataset {dataset.name!r} are no longer listed with that status in CVAT; their samples were kept")
+        print(
+            f"note: {len(gone)} task(s) in dataset {dataset.name!r} are no longer listed with that status in CVAT; their samples were kept"
+        )
     print(f"dataset {dataset.name!r}: {len(dataset)} samples; images in {settings.media_dir / folder}")
     return summary
 
@@ -209,14 +230,18 @@ def no_task_refusal(project: str, wanted: str, counts: Counter[str]) -> str:
     if not counts:
         return f"project {project!r} has no tasks yet; create its tasks in CVAT and pull again"
     others = ",".join(status for status in TASK_STATUSES if counts[status])
-    return (f"project {project!r} has no task with status {wanted} (its {sum(counts.values())} tasks: {status_summary(counts)}); "
-            f"pass --status {others} (or --status all) to pull them, or mark the finished ones completed in CVAT")
+    return (
+        f"project {project!r} has no task with status {wanted} (its {sum(counts.values())} tasks: {status_summary(counts)}); "
+        f"pass --status {others} (or --status all) to pull them, or mark the finished ones completed in CVAT"
+    )
 
 
 def as_name(value: object, what: str) -> str:
     """A name as typed: fire reads `2021` as a number (kept as text) and `Reef, 2021` as a tuple (refused)."""
     if isinstance(value, (list, tuple, dict)):
-        raise UserError(f"the {what} was read as a list because of its comma or brackets; quote it twice, e.g. '\"Reef, 2021\"'")
+        raise UserError(
+            f"the {what} was read as a list because of its comma or brackets; quote it twice, e.g. '\"Reef, 2021\"'"
+        )
     return str(value)
 
 
@@ -241,8 +266,24 @@ def pull_from_cvat(
         split_mapping: subset -> split pairs, e.g. "training=train,dev=val" (default: train/training, val/validation, test).
     """
     settings = load_settings(media_dir=media_dir)
-    dataset = check_name(as_name(dataset_name, "dataset name"), "--dataset-name", "it names the FiftyOne dataset and its prepared folders") if dataset_name is not None else None
-    summary = pull_project(settings, as_name(project, "project name"), dataset, as_name(status, "status"), refresh, overwrite, split_mapping)
+    dataset = (
+        check_name(
+            as_name(dataset_name, "dataset name"),
+            "--dataset-name",
+            "it names the FiftyOne dataset and its prepared folders",
+        )
+        if dataset_name is not None
+        else None
+    )
+    summary = pull_project(
+        settings,
+        as_name(project, "project name"),
+        dataset,
+        as_name(status, "status"),
+        refresh,
+        overwrite,
+        split_mapping,
+    )
     print(summary.format())
 
 

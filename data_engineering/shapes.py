@@ -31,7 +31,9 @@ from data_engineering.cvat_masks import MaskError, decode_rle, mask_rings
 
 POLYGON_TYPES = ("polygon", "polyline")
 MASK_TYPE = "mask"
-OUTLINE_MAX_GAP = 0.25  # a polyline whose ends are further apart than this share of its length is a line, not an outline
+OUTLINE_MAX_GAP = (
+    0.25  # a polyline whose ends are further apart than this share of its length is a line, not an outline
+)
 CONFIDENCE_ATTRIBUTE = "confidence"
 
 TOO_FEW_POINTS = "fewer than 3 points"
@@ -43,7 +45,9 @@ INVALID_MASK = "invalid mask (runs do not fill its box)"
 SKIP_REASONS = (TOO_FEW_POINTS, OPEN_POLYLINE, NO_AREA, OUTSIDE_IMAGE, EMPTY_MASK, INVALID_MASK)
 
 # fo.Polyline's own fields: a CVAT attribute of the same name is stored as `cvat_<name>` instead
-RESERVED_ATTRIBUTE_NAMES = frozenset({"id", "label", "points", "closed", "filled", "confidence", "index", "tags", "attributes"})
+RESERVED_ATTRIBUTE_NAMES = frozenset(
+    {"id", "label", "points", "closed", "filled", "confidence", "index", "tags", "attributes"}
+)
 
 
 @dataclass(frozen=True)
@@ -144,8 +148,10 @@ def check_points(shape: CvatShape, where: str = "", index: int | None = None) ->
         return
     name = f"#{shape.shape_id}" if shape.shape_id is not None else f"number {index + 1}" if index is not None else ""
     place = f" of {where}" if where else ""
-    raise UserError(f"{shape.type} {name} (label {shape.label!r}){place} has {problem}; the export or CVAT's answer is damaged: "
-                    "fix or redraw that shape in CVAT and import again")
+    raise UserError(
+        f"{shape.type} {name} (label {shape.label!r}){place} has {problem}; the export or CVAT's answer is damaged: "
+        "fix or redraw that shape in CVAT and import again"
+    )
 
 
 def skip_reason(shape: CvatShape, width: int, height: int) -> str | None:
@@ -167,7 +173,9 @@ def skip_reason(shape: CvatShape, width: int, height: int) -> str | None:
 def _check_label(shape: CvatShape, where: str) -> None:
     if not shape.label or not shape.label.strip():
         place = f" ({where})" if where else ""
-        raise UserError(f"shape {shape.shape_id}{place} has a label with an empty name; name the label in CVAT and import again")
+        raise UserError(
+            f"shape {shape.shape_id}{place} has a label with an empty name; name the label in CVAT and import again"
+        )
 
 
 def mask_to_polygon(shape: CvatShape, width: int, height: int, where: str = "") -> PolygonRecord | str:

@@ -27,10 +27,15 @@ def start_database(port: int = 27017, address: str = "127.0.0.1") -> None:
     """
     settings = load_settings()
     if shutil.which("mongod") is None:
-        raise UserError("mongod is not on PATH; run this as `pixi run db` (pixi installs MongoDB 6.0) or install MongoDB 6.0")
+        raise UserError(
+            "mongod is not on PATH; run this as `pixi run db` (pixi installs MongoDB 6.0) or install MongoDB 6.0"
+        )
     command = mongod_command(settings, port, address)
     (settings.data_root / "mongodb").mkdir(parents=True, exist_ok=True)
-    print(f"MongoDB in {settings.data_root / 'mongodb'}; share it with FIFTYONE_DATABASE_URI=mongodb://{address}:{port}", flush=True)
+    print(
+        f"MongoDB in {settings.data_root / 'mongodb'}; share it with FIFTYONE_DATABASE_URI=mongodb://{address}:{port}",
+        flush=True,
+    )
     os.execvp(command[0], command)
 
 

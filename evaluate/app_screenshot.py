@@ -15,7 +15,14 @@ from pathlib import Path
 from common.cli import UserError
 from common.fileio import atomic_path
 
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 TOOLTIP_SEEN = "localStorage.setItem('fiftyone-enterprise-tooltip-seen', 'true')"  # the popup would cover the grid
 
 
@@ -50,7 +57,9 @@ def capture(url: str, path: str | Path, wait_for: str, timeout_s: float = 60.0) 
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        raise UserError("a screenshot needs the playwright Python package: pip install playwright==1.65.2 (never `playwright install`)") from None
+        raise UserError(
+            "a screenshot needs the playwright Python package: pip install playwright==1.65.2 (never `playwright install`)"
+        ) from None
     chromium = find_chromium()
     if chromium is None:
         raise UserError("a screenshot needs Debian's chromium: apt-get install -y chromium")
@@ -65,6 +74,8 @@ def capture(url: str, path: str | Path, wait_for: str, timeout_s: float = 60.0) 
             page.wait_for_timeout(2000)  # the grid decodes and paints the masks
             with atomic_path(path) as tmp:
                 page.screenshot(path=str(tmp), type="png")
-            return PageCheck(page.inner_text("body"), page.evaluate("[...document.querySelectorAll('input')].map(i => i.value)"))
+            return PageCheck(
+                page.inner_text("body"), page.evaluate("[...document.querySelectorAll('input')].map(i => i.value)")
+            )
         finally:
             browser.close()

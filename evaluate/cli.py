@@ -63,7 +63,11 @@ def evaluate(
         with run_lock(run_dir):
             writeback.check_owner(ds, fields, run_dir)
             removed = writeback.delete_run(ds, fields)
-        print(f"removed from {dataset_name!r}: {', '.join(removed)}" if removed else f"run {run_dir.name} has nothing in {dataset_name!r}")
+        print(
+            f"removed from {dataset_name!r}: {', '.join(removed)}"
+            if removed
+            else f"run {run_dir.name} has nothing in {dataset_name!r}"
+        )
         return
     from evaluate.pipeline import EvaluateOptions, evaluate_run
 
@@ -77,11 +81,16 @@ def evaluate(
     evaluate_run(options)
 
 
-def _deprecated_window_flags(window: int | None, window_stride: int | None, crop: int | None, stride: int | None) -> tuple[int | None, int | None]:
+def _deprecated_window_flags(
+    window: int | None, window_stride: int | None, crop: int | None, stride: int | None
+) -> tuple[int | None, int | None]:
     """`--crop`/`--stride`, evaluate's old names of `--window`/`--window-stride`, still work, with one line saying so."""
     old = [name for name, value in (("--crop", crop), ("--stride", stride)) if value is not None]
     if old:
-        print(f"note: {' and '.join(old)} are deprecated names of --window and --window-stride; use those", file=sys.stderr)
+        print(
+            f"note: {' and '.join(old)} are deprecated names of --window and --window-stride; use those",
+            file=sys.stderr,
+        )
     if (crop is not None and window is not None) or (stride is not None and window_stride is not None):
         raise UserError("pass the window as --window/--window-stride only (--crop and --stride are their old names)")
     return (window if crop is None else crop), (window_stride if stride is None else stride)
@@ -160,10 +169,14 @@ def predict(
         print(f"unreadable: {line}")
     total = sum(report["parts"].values())
     if total:
-        print("where the time went: " + ", ".join(f"{part} {seconds:.1f} s ({seconds / total:.0%})"
-                                                  for part, seconds in report["parts"].items()))
+        print(
+            "where the time went: "
+            + ", ".join(f"{part} {seconds:.1f} s ({seconds / total:.0%})" for part, seconds in report["parts"].items())
+        )
     print(f"\ncover per site and year (mean over quadrats):\n{report['site_year_table']}\n")
-    print(f"survey report: {Path(report['out_dir']) / 'survey.md'}; most doubtful photos first: {Path(report['out_dir']) / 'quadrats.csv'}")
+    print(
+        f"survey report: {Path(report['out_dir']) / 'survey.md'}; most doubtful photos first: {Path(report['out_dir']) / 'quadrats.csv'}"
+    )
 
 
 def _leave_torchrun() -> None:
@@ -179,7 +192,11 @@ def predict_main() -> None:
 
 
 def app(
-    dataset: str | None = None, address: str | None = None, port: int | None = None, view: str | None = None, screenshot: str | None = None
+    dataset: str | None = None,
+    address: str | None = None,
+    port: int | None = None,
+    view: str | None = None,
+    screenshot: str | None = None,
 ) -> None:
     """Open the FiftyOne App on a dataset (remote mode: browse from any machine that reaches the address).
 
@@ -195,7 +212,9 @@ def app(
 
     ds = writeback.load_dataset(dataset or settings.demo_dataset)
     if view and not ds.has_saved_view(view):
-        raise UserError(f"dataset {ds.name!r} has no saved view {view!r}; saved views: {', '.join(ds.list_saved_views()) or 'none'}")
+        raise UserError(
+            f"dataset {ds.name!r} has no saved view {view!r}; saved views: {', '.join(ds.list_saved_views()) or 'none'}"
+        )
     session = writeback.launch_app(ds, settings.app_address, settings.app_port, view)
     url = writeback.app_url(settings.app_address, settings.app_port, ds.name, view)
     print(f"FiftyOne App: {url}  (Ctrl-C to stop)", flush=True)
@@ -296,7 +315,9 @@ def deploy_nuclio(
     document = write_function(settings, options)
     annotations = document["metadata"]["annotations"]
     labels = ", ".join(label["name"] for label in json.loads(annotations["spec"]))
-    print(f"wrote Nuclio function {document['metadata']['name']} ({annotations['type']}, labels {labels}) to {options.out}")
+    print(
+        f"wrote Nuclio function {document['metadata']['name']} ({annotations['type']}, labels {labels}) to {options.out}"
+    )
     print(f"deploy it: nuctl deploy --project-name cvat --path {options.out} --platform local")
 
 
@@ -339,7 +360,9 @@ def webhook_service(
     from evaluate.cvat_webhook import PreAnnotator, create_app
 
     if not settings.cvat_webhook_secret:
-        raise UserError("CVAT_WEBHOOK_SECRET is not set; set it to the secret of the webhook in CVAT (Project > Actions > Setup webhooks)")
+        raise UserError(
+            "CVAT_WEBHOOK_SECRET is not set; set it to the secret of the webhook in CVAT (Project > Actions > Setup webhooks)"
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from prepare.taxonomy import taxonomy_dirs
 

@@ -77,13 +77,23 @@ def find_colonies(
         ids.append(int(value))
         exteriors.append(geometry["coordinates"][0])
     rings = [np.asarray(ring, dtype=np.float64) for ring in exteriors]
-    outlines = shapely.polygons(shapely.linearrings(np.concatenate(rings), indices=np.repeat(np.arange(len(rings)), [len(r) for r in rings])))
+    outlines = shapely.polygons(
+        shapely.linearrings(np.concatenate(rings), indices=np.repeat(np.arange(len(rings)), [len(r) for r in rings]))
+    )
     if tolerance > 0:
         outlines = shapely.simplify(outlines, tolerance, preserve_topology=True)
     colonies = []
     for region, outline in zip(ids, outlines):
         left, top, width, height = (int(v) for v in stats[region, :4])
         pixels = regions[top : top + height, left : left + width] == region
-        colonies.append(Colony(int(region_class[region]), outline, float(means[region]), float(areas[region]),
-                               (left, top, left + width, top + height), pixels))
+        colonies.append(
+            Colony(
+                int(region_class[region]),
+                outline,
+                float(means[region]),
+                float(areas[region]),
+                (left, top, left + width, top + height),
+                pixels,
+            )
+        )
     return colonies

@@ -75,8 +75,18 @@ class ColonyDetector:
     def colonies(self, image: np.ndarray) -> list[Colony]:
         """The colonies of one `[H, W, 3]` uint8 RGB image."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise UserError(f"an image to annotate must be 8-bit RGB, not an array of shape {image.shape} and type {image.dtype}")
-        prediction = predict_image(self._forward, image, len(self.spec.classes), self.spec.window, self.spec.window_stride, self.batch_size, self.device)
+            raise UserError(
+                f"an image to annotate must be 8-bit RGB, not an array of shape {image.shape} and type {image.dtype}"
+            )
+        prediction = predict_image(
+            self._forward,
+            image,
+            len(self.spec.classes),
+            self.spec.window,
+            self.spec.window_stride,
+            self.batch_size,
+            self.device,
+        )
         return find_colonies(prediction.mask, prediction.confidence)
 
 
@@ -91,9 +101,13 @@ def parse_label_names(text: str, classes: Sequence[str]) -> dict[str, str]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, label = (s.strip() for s in item.partition("="))
         if not sep or not name or not label:
-            raise UserError(f"labels must be class=CVAT label pairs separated by commas, like Acropora=acro; {item!r} is not one")
+            raise UserError(
+                f"labels must be class=CVAT label pairs separated by commas, like Acropora=acro; {item!r} is not one"
+            )
         if name not in classes or name == BACKGROUND_NAME:
-            raise UserError(f"labels names {name!r}, which is not a class of the run (its classes: {', '.join(c for c in classes if c != BACKGROUND_NAME)})")
+            raise UserError(
+                f"labels names {name!r}, which is not a class of the run (its classes: {', '.join(c for c in classes if c != BACKGROUND_NAME)})"
+            )
         renames[name] = label
     return renames
 
@@ -111,15 +125,24 @@ class ReefFunction:
         renames = label_names or {}
         self.label_names = {i: renames.get(name, name) for i, name in detector.class_names.items()}
         if len(set(self.label_names.values())) != len(self.label_names):
-            raise UserError(f"two classes would share one CVAT label: {', '.join(f'{detector.spec.classes[i]}={n}' for i, n in self.label_names.items())}")
+            raise UserError(
+                f"two classes would share one CVAT label: {', '.join(f'{detector.spec.classes[i]}={n}' for i, n in self.label_names.items())}"
+            )
 
     @property
     def spec(self) -> Any:
         import cvat_sdk.auto_annotation as cvataa
 
-        attributes = [cvataa.number_attribute_spec(CONFIDENCE, CONFIDENCE_ATTRIBUTE_ID, CONFIDENCE_VALUES)] if self.confidence_attribute else []
+        attributes = (
+            [cvataa.number_attribute_spec(CONFIDENCE, CONFIDENCE_ATTRIBUTE_ID, CONFIDENCE_VALUES)]
+            if self.confidence_attribute
+            else []
+        )
         return cvataa.DetectionFunctionSpec(
-            labels=[cvataa.label_spec(name, index, type=self.shape, attributes=attributes) for index, name in self.label_names.items()]
+            labels=[
+                cvataa.label_spec(name, index, type=self.shape, attributes=attributes)
+                for index, name in self.label_names.items()
+            ]
         )
 
     def detect(self, context: Any, image: Any) -> list[Any]:
@@ -134,7 +157,11 @@ class ReefFunction:
         shapes = []
         for colony in colonies:
             shape = colony_shape(colony, width, height, as_mask=as_mask)
-            attributes = [models.AttributeValRequest(spec_id=CONFIDENCE_ATTRIBUTE_ID, value=confidence_value(colony))] if self.confidence_attribute else []
+            attributes = (
+                [models.AttributeValRequest(spec_id=CONFIDENCE_ATTRIBUTE_ID, value=confidence_value(colony))]
+                if self.confidence_attribute
+                else []
+            )
             make = cvataa.mask if shape.type == MASK else cvataa.polygon
             shapes.append(make(shape.class_index, shape.points, score=shape.confidence, attributes=attributes))
         return shapes
@@ -164,13 +191,17 @@ def create(**params: Any) -> ReefFunction:
 
     A problem the user can fix ends the command with one sentence (exit status 2), not a traceback.
     """
-    unknown = sorted(set(params) - set(load_function.__code__.co_varnames[: load_function.__code__.co_argcount]) - {"settings"})
+    unknown = sorted(
+        set(params) - set(load_function.__code__.co_varnames[: load_function.__code__.co_argcount]) - {"settings"}
+    )
     try:
         if "run" not in params:
             raise UserError("the function needs the run folder: add -p run=str:runs/<name>")
         if unknown:
-            raise UserError(f"unknown function parameter(s) {', '.join(unknown)}; the parameters are run, checkpoint, precision, device, "
-                            "weights, batch_size, tta, labels, shape and confidence_attribute")
+            raise UserError(
+                f"unknown function parameter(s) {', '.join(unknown)}; the parameters are run, checkpoint, precision, device, "
+                "weights, batch_size, tta, labels, shape and confidence_attribute"
+            )
         return load_function(**params)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

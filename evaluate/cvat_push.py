@@ -62,7 +62,9 @@ def detector_options(options: PushOptions) -> DetectorOptions:
     )  # fmt: skip
 
 
-def labels_for_classes(classes: Sequence[str], task_labels: Sequence[CvatLabel], taxonomy: Taxonomy, task_id: int) -> dict[int, CvatLabel]:
+def labels_for_classes(
+    classes: Sequence[str], task_labels: Sequence[CvatLabel], taxonomy: Taxonomy, task_id: int
+) -> dict[int, CvatLabel]:
     """Class index -> the task's label for it: the label named like the class, else one of the class's raw labels (aliases).
 
     Background has no label. A class the task cannot hold is an error naming every such class.
@@ -72,7 +74,9 @@ def labels_for_classes(classes: Sequence[str], task_labels: Sequence[CvatLabel],
     for index, name in enumerate(classes):
         if name == BACKGROUND_NAME:
             continue
-        aliases = sorted(raw for raw, i in taxonomy.label_to_class.items() if taxonomy.classes[i - 1] == name and raw != name)
+        aliases = sorted(
+            raw for raw, i in taxonomy.label_to_class.items() if taxonomy.classes[i - 1] == name and raw != name
+        )
         match = next((by_name[n] for n in [name, *aliases] if n in by_name), None)
         if match is None:
             missing.append(name)
@@ -86,7 +90,9 @@ def labels_for_classes(classes: Sequence[str], task_labels: Sequence[CvatLabel],
     return found
 
 
-def colony_shapes(colonies: Sequence[Colony], frame: int, labels: dict[int, CvatLabel], width: int, height: int) -> list[dict[str, Any]]:
+def colony_shapes(
+    colonies: Sequence[Colony], frame: int, labels: dict[int, CvatLabel], width: int, height: int
+) -> list[dict[str, Any]]:
     """CVAT 2.x polygon shapes (flat pixel points) for one frame's colonies, converted as the auto-annotation function does."""
     shapes = []
     for colony in colonies:
@@ -96,14 +102,23 @@ def colony_shapes(colonies: Sequence[Colony], frame: int, labels: dict[int, Cvat
         attributes = [] if spec_id is None else [{"spec_id": spec_id, "value": confidence_value(colony)}]
         shapes.append(
             {
-                "type": shape.type, "frame": frame, "label_id": label.id, "points": shape.points,
-                "source": AUTO, "attributes": attributes, "occluded": False, "z_order": 0, "group": 0,
+                "type": shape.type,
+                "frame": frame,
+                "label_id": label.id,
+                "points": shape.points,
+                "source": AUTO,
+                "attributes": attributes,
+                "occluded": False,
+                "z_order": 0,
+                "group": 0,
             }  # fmt: skip
         )
     return shapes
 
 
-def push_predictions(settings: Settings, options: PushOptions, out: TextIO = sys.stdout, detector: ColonyDetector | None = None) -> dict[str, int]:
+def push_predictions(
+    settings: Settings, options: PushOptions, out: TextIO = sys.stdout, detector: ColonyDetector | None = None
+) -> dict[str, int]:
     """Predict every frame of the task (or `options.frames`) and send the colonies; returns shape counts per label name.
 
     `settings` says only how to reach CVAT (URL, credentials); everything else is in the complete `options`.
@@ -129,7 +144,9 @@ def push_predictions(settings: Settings, options: PushOptions, out: TextIO = sys
         selected = options.frames if options.frames is not None else range(len(meta.frames))
         earlier_auto = [s.id for s in existing if str(getattr(s, "source", "") or "") == AUTO and s.frame in selected]
         if earlier_auto and options.once:
-            print(f"frames {selected.start}-{selected.stop - 1} of task {options.task_id} {ALREADY_ANNOTATED}", file=out)
+            print(
+                f"frames {selected.start}-{selected.stop - 1} of task {options.task_id} {ALREADY_ANNOTATED}", file=out
+            )
             return {}
         if earlier_auto and options.replace and not options.dry_run:
             with translate_errors(cvat.url, f"removing earlier automatic shapes of task {options.task_id}"):
@@ -137,19 +154,28 @@ def push_predictions(settings: Settings, options: PushOptions, out: TextIO = sys
         counts: Counter[str] = Counter()
         example = None
         deleted = set(meta.deleted_frames or [])
-        frames = [(number, frame) for number, frame in enumerate(meta.frames) if number not in deleted and number in selected]
+        frames = [
+            (number, frame) for number, frame in enumerate(meta.frames) if number not in deleted and number in selected
+        ]
         for number, frame in progress(frames, desc=f"predict task {options.task_id}", unit="frame", file=out):
             with translate_errors(cvat.url, f"downloading frame {number} of task {options.task_id}"):
                 data = task.get_frame(number, quality="original").read()
             image = decode_frame(data, frame.name)
             if image.shape[:2] != (frame.height, frame.width):
-                raise UserError(f"CVAT frame {frame.name} decodes to {image.shape[1]}x{image.shape[0]} but the task records {frame.width}x{frame.height}; the polygons would land off the image")
+                raise UserError(
+                    f"CVAT frame {frame.name} decodes to {image.shape[1]}x{image.shape[0]} but the task records {frame.width}x{frame.height}; the polygons would land off the image"
+                )
             shapes = colony_shapes(detector.colonies(image), number, labels, frame.width, frame.height)
             counts.update(next(lb.name for lb in labels.values() if lb.id == s["label_id"]) for s in shapes)
             example = example or (shapes[0] if shapes else None)
             if shapes and not options.dry_run:
                 request = models.PatchedLabeledDataRequest(
-                    shapes=[models.LabeledShapeRequest(**{**s, "attributes": [models.AttributeValRequest(**a) for a in s["attributes"]]}) for s in shapes]
+                    shapes=[
+                        models.LabeledShapeRequest(
+                            **{**s, "attributes": [models.AttributeValRequest(**a) for a in s["attributes"]]}
+                        )
+                        for s in shapes
+                    ]
                 )
                 with translate_errors(cvat.url, f"sending the shapes of frame {number} to task {options.task_id}"):
                     task.update_annotations(request, action=AnnotationUpdateAction.CREATE)
@@ -157,14 +183,26 @@ def push_predictions(settings: Settings, options: PushOptions, out: TextIO = sys
     return dict(counts)
 
 
-def _summary(options: PushOptions, counts: Counter[str], frames: int, earlier_auto: list[int], example: dict | None, out: TextIO) -> None:
+def _summary(
+    options: PushOptions, counts: Counter[str], frames: int, earlier_auto: list[int], example: dict | None, out: TextIO
+) -> None:
     print(format_table(["label", "automatic polygons"], sorted(counts.items())), file=out)
     done = "would send" if options.dry_run else "sent"
     print(f"{done} {sum(counts.values())} polygons over {frames} frames to CVAT task {options.task_id}", file=out)
     if earlier_auto:
         if options.replace:
-            print(f"{'would remove' if options.dry_run else 'removed'} {len(earlier_auto)} earlier automatic shapes (shapes people drew are kept)", file=out)
+            print(
+                f"{'would remove' if options.dry_run else 'removed'} {len(earlier_auto)} earlier automatic shapes (shapes people drew are kept)",
+                file=out,
+            )
         else:
-            print(f"the task already had {len(earlier_auto)} automatic shapes; they stay (--replace removes them)", file=out)
+            print(
+                f"the task already had {len(earlier_auto)} automatic shapes; they stay (--replace removes them)",
+                file=out,
+            )
     if options.dry_run and example is not None:
-        print("example shape: " + json.dumps({**example, "points": [round(v, 1) for v in example["points"][:8]] + ["..."]}), file=out)
+        print(
+            "example shape: "
+            + json.dumps({**example, "points": [round(v, 1) for v in example["points"][:8]] + ["..."]}),
+            file=out,
+        )

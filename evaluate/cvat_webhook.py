@@ -54,10 +54,17 @@ def job_to_annotate(payload: dict[str, Any]) -> JobRequest | None:
     """The job of an `update:job` event that moved it into `in progress`; None for every other event."""
     job = payload.get("job") if payload.get("event") == "update:job" else None
     before = payload.get("before_update") or {}
-    if not isinstance(job, dict) or job.get("state") != IN_PROGRESS or "state" not in before or before["state"] == IN_PROGRESS:
+    if (
+        not isinstance(job, dict)
+        or job.get("state") != IN_PROGRESS
+        or "state" not in before
+        or before["state"] == IN_PROGRESS
+    ):
         return None
     try:
-        return JobRequest(int(job["id"]), int(job["task_id"]), range(int(job["start_frame"]), int(job["stop_frame"]) + 1))
+        return JobRequest(
+            int(job["id"]), int(job["task_id"]), range(int(job["start_frame"]), int(job["stop_frame"]) + 1)
+        )
     except (KeyError, TypeError, ValueError):
         return None
 
@@ -95,7 +102,14 @@ class PreAnnotator:
         if ALREADY_ANNOTATED in out.getvalue():
             LOG.info("job %d (task %d): its frames %s", job.job_id, job.task_id, ALREADY_ANNOTATED)
             return {"job": job.job_id, "colonies": {}, "skipped": True}
-        LOG.info("job %d (task %d): %d colonies on frames %d-%d", job.job_id, job.task_id, sum(counts.values()), job.frames.start, job.frames.stop - 1)
+        LOG.info(
+            "job %d (task %d): %d colonies on frames %d-%d",
+            job.job_id,
+            job.task_id,
+            sum(counts.values()),
+            job.frames.start,
+            job.frames.stop - 1,
+        )
         return {"job": job.job_id, "colonies": counts, "skipped": False}
 
     def close(self) -> None:
@@ -111,7 +125,9 @@ def create_app(settings: Settings, annotator: PreAnnotator) -> Any:
 
     secret = settings.cvat_webhook_secret
     if not secret:
-        raise UserError("CVAT_WEBHOOK_SECRET is not set; set it to the secret of the webhook in CVAT (Project > Actions > Setup webhooks)")
+        raise UserError(
+            "CVAT_WEBHOOK_SECRET is not set; set it to the secret of the webhook in CVAT (Project > Actions > Setup webhooks)"
+        )
 
     async def webhook(request: Request) -> JSONResponse:
         body = await request.body()
@@ -130,7 +146,13 @@ def create_app(settings: Settings, annotator: PreAnnotator) -> Any:
         if job is None:
             return JSONResponse({"ignored": str(payload.get("event", ""))})
         annotator.submit(job)
-        LOG.info("job %d (task %d) started: queued frames %d-%d", job.job_id, job.task_id, job.frames.start, job.frames.stop - 1)
+        LOG.info(
+            "job %d (task %d) started: queued frames %d-%d",
+            job.job_id,
+            job.task_id,
+            job.frames.start,
+            job.frames.stop - 1,
+        )
         return JSONResponse({"queued": job.job_id}, status_code=202)
 
     async def health(request: Request) -> JSONResponse:

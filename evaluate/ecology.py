@@ -162,11 +162,21 @@ def site_year_summary(
             mean, low, high = bootstrap_mean(covers[:, index], seed=seed)
             wanted = range(1, len(class_names)) if name == ALL_CORAL else (index,)
             sizes = [c.area_cm2 for q in members for c in q.colonies if c.class_index in wanted]
-            rows.append(SiteYearRow(
-                site or None, year or None, name, len(members), mean, low, high, len(sizes),
-                len(sizes) / area if area else math.nan,
-                float(np.mean(sizes)) if sizes else None, float(np.median(sizes)) if sizes else None,
-            ))
+            rows.append(
+                SiteYearRow(
+                    site or None,
+                    year or None,
+                    name,
+                    len(members),
+                    mean,
+                    low,
+                    high,
+                    len(sizes),
+                    len(sizes) / area if area else math.nan,
+                    float(np.mean(sizes)) if sizes else None,
+                    float(np.median(sizes)) if sizes else None,
+                )
+            )
     return rows
 
 

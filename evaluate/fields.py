@@ -11,7 +11,9 @@ import re
 from dataclasses import dataclass
 
 INFO_EVALUATIONS = "reefseg_evaluations"  # dataset.info key: {eval key: {"run": run folder, "split": ...}}
-GT_SEGMENTATION_PREFIX = "gt_mask_"  # + taxonomy key: ground truth as fo.Segmentation, shared by the runs of that taxonomy
+GT_SEGMENTATION_PREFIX = (
+    "gt_mask_"  # + taxonomy key: ground truth as fo.Segmentation, shared by the runs of that taxonomy
+)
 GT_COLONIES_PREFIX = "gt_colonies_"  # + taxonomy key: ground-truth polylines relabelled to the taxonomy's classes
 WORST_FIRST_PREFIX = "worst_first_"  # + run key: saved view, split sorted by per-sample mIoU, worst first
 COLONY_IOU = 0.5  # polygon IoU a predicted colony needs with a ground-truth colony of its class to count as found

@@ -71,7 +71,9 @@ def runtime_requirements(pyproject: Path = REPO_ROOT / "pyproject.toml") -> list
         pins[name.lower().replace("_", "-")] = requirement.split(";")[0].strip()
     missing = [p for p in RUNTIME_PACKAGES if p.lower().replace("_", "-") not in pins]
     if missing:
-        raise RuntimeError(f"pyproject.toml no longer pins {', '.join(missing)}; update evaluate/nuclio_function.RUNTIME_PACKAGES")
+        raise RuntimeError(
+            f"pyproject.toml no longer pins {', '.join(missing)}; update evaluate/nuclio_function.RUNTIME_PACKAGES"
+        )
     return [pins[p.lower().replace("_", "-")] for p in RUNTIME_PACKAGES]
 
 
@@ -83,25 +85,37 @@ def function_yaml(name: str, run_name: str, label_names: dict[int, str], options
         "runtime": NUCLIO_RUNTIME,
         "handler": "main:handler",
         "eventTimeout": f"{options.timeout_s}s",
-        "env": [{"name": "DEVICE", "value": "cuda" if options.gpu else "cpu"}, {"name": "HF_HUB_OFFLINE", "value": "1"}],
+        "env": [
+            {"name": "DEVICE", "value": "cuda" if options.gpu else "cpu"},
+            {"name": "HF_HUB_OFFLINE", "value": "1"},
+        ],
         "build": {
             "image": f"cvat.{name}",
             "baseImage": BASE_IMAGE,
             "directives": {
                 "preCopy": [
-                    {"kind": "RUN", "value": "apt-get update && apt-get install -y --no-install-recommends libglib2.0-0 && rm -rf /var/lib/apt/lists/*"},
+                    {
+                        "kind": "RUN",
+                        "value": "apt-get update && apt-get install -y --no-install-recommends libglib2.0-0 && rm -rf /var/lib/apt/lists/*",
+                    },
                     {"kind": "WORKDIR", "value": "/opt/nuclio"},
                 ],
-                "postCopy": [{"kind": "RUN", "value": f"pip install --no-cache-dir{torch_index} -r /opt/nuclio/requirements.txt"}],
+                "postCopy": [
+                    {"kind": "RUN", "value": f"pip install --no-cache-dir{torch_index} -r /opt/nuclio/requirements.txt"}
+                ],
             },
         },
         "triggers": {
             "myHttpTrigger": {
-                "kind": "http", "maxWorkers": 1, "workerAvailabilityTimeoutMilliseconds": 10000,
+                "kind": "http",
+                "maxWorkers": 1,
+                "workerAvailabilityTimeoutMilliseconds": 10000,
                 "attributes": {"maxRequestBodySize": MAX_BODY_BYTES},
             }  # fmt: skip
         },
-        "platform": {"attributes": {"restartPolicy": {"name": "always", "maximumRetryCount": 3}, "mountMode": "volume"}},
+        "platform": {
+            "attributes": {"restartPolicy": {"name": "always", "maximumRetryCount": 3}, "mountMode": "volume"}
+        },
     }
     if options.gpu:
         spec["resources"] = {"limits": {"nvidia.com/gpu": 1}}
@@ -131,7 +145,9 @@ def _copy_packages(target: Path) -> None:
 def _check_target(out: Path, replace: bool) -> None:
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
         return
-    made_by_us = (out / "function.yaml").is_file() and GENERATED_BY in (out / "function.yaml").read_text(errors="replace")
+    made_by_us = (out / "function.yaml").is_file() and GENERATED_BY in (out / "function.yaml").read_text(
+        errors="replace"
+    )
     if not replace or not made_by_us:
         advice = "pass --replace to regenerate it" if made_by_us else "choose an empty or new folder"
         raise UserError(f"{out} already exists and is not empty; {advice}")
@@ -170,7 +186,9 @@ def write_function(settings: Settings, options: NuclioOptions) -> dict[str, Any]
         if needs_weights:
             source = Path(weights).expanduser()
             if not source.exists():
-                raise UserError(f"the run's backbone weights must be a file or folder to copy into the function, not {weights!r}; pass --weights <file>")
+                raise UserError(
+                    f"the run's backbone weights must be a file or folder to copy into the function, not {weights!r}; pass --weights <file>"
+                )
             weights_entry = f"weights/{source.name}"
             (staging / "weights").mkdir()
             (shutil.copytree if source.is_dir() else shutil.copy2)(source, staging / weights_entry)

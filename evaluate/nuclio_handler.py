@@ -62,7 +62,11 @@ def handler(context: Any, event: Any) -> Any:
         image = decode_frame(base64.b64decode(data["image"], validate=False), "in the request")
     except (ValueError, TypeError, KeyError, binascii.Error, UserError) as error:
         context.logger.warn(f"refused a request: {error}")
-        return _answer(context, 400, {"error": f"the request must be JSON {{\"image\": <base64 image file>, \"threshold\": 0..1}}: {error}"})
+        return _answer(
+            context,
+            400,
+            {"error": f'the request must be JSON {{"image": <base64 image file>, "threshold": 0..1}}: {error}'},
+        )
     colonies = keep_confident(function.detector.colonies(image), threshold)
     results = nuclio_results(colonies, function.label_names, as_mask=context.user_data.as_mask)
     context.logger.info(f"{len(results)} colonies on a {image.shape[1]}x{image.shape[0]} image")

@@ -55,7 +55,12 @@ LOCK_FILE = ".lock"  # under runs/<name>/eval/: held while an evaluation of the 
 def evaluation_dir(run_dir: Path, dataset: str, split: str) -> Path:
     """`runs/<name>/eval/<dataset>/<split>/`: one folder per (run, dataset, split), so no evaluation replaces another's
     report, metrics or the mask files its FiftyOne fields point to (docs/evaluation.md)."""
-    return run_dir / EVAL_DIR / check_name(dataset, "dataset name", "pass --dataset with a FiftyOne dataset's name") / split
+    return (
+        run_dir
+        / EVAL_DIR
+        / check_name(dataset, "dataset name", "pass --dataset with a FiftyOne dataset's name")
+        / split
+    )
 
 
 @dataclass(frozen=True)
@@ -100,7 +105,9 @@ def check_prepared(prepared: PreparedDataset, spec: CheckpointSpec, run_dir: Pat
         )
     source = (prepared.info.get("source") or {}).get("dataset")
     if source not in (None, dataset):
-        raise UserError(f"{prepared.root} was prepared from dataset {source!r}, not {dataset!r}; pass --data-dir with this dataset's prepared folder")
+        raise UserError(
+            f"{prepared.root} was prepared from dataset {source!r}, not {dataset!r}; pass --data-dir with this dataset's prepared folder"
+        )
 
 
 def run_palette(spec: CheckpointSpec, taxonomy: Taxonomy) -> list[list[int]]:
@@ -108,7 +115,9 @@ def run_palette(spec: CheckpointSpec, taxonomy: Taxonomy) -> list[list[int]]:
     if spec.palette:
         return [list(colour) for colour in spec.palette]
     if list(spec.classes) != [BACKGROUND_NAME, *taxonomy.classes]:
-        raise UserError(f"the run's checkpoint has no palette and its classes differ from taxonomy {taxonomy.name!r}'s, so its colours are unknown")
+        raise UserError(
+            f"the run's checkpoint has no palette and its classes differ from taxonomy {taxonomy.name!r}'s, so its colours are unknown"
+        )
     return [list(BACKGROUND_COLOR), *map(list, taxonomy.colors)]
 
 
@@ -138,7 +147,9 @@ def _mask_name(filepath: str, sample_id: str, used: set[str]) -> str:
     return name
 
 
-def _ground_truth(prepared: PreparedDataset, entry: ManifestEntry, image_shape: tuple[int, int], filepath: str) -> np.ndarray:
+def _ground_truth(
+    prepared: PreparedDataset, entry: ManifestEntry, image_shape: tuple[int, int], filepath: str
+) -> np.ndarray:
     mask = read_mask(prepared.mask_path(entry))
     if mask.shape != image_shape:
         raise UserError(
@@ -149,8 +160,17 @@ def _ground_truth(prepared: PreparedDataset, entry: ManifestEntry, image_shape: 
 
 
 def _predict_or_reuse(
-    cache: PredictionCache, forward: Callable[[Tensor], Tensor], sample_id: str, filepath: str, mask_path: Path,
-    num_classes: int, window: int, window_stride: int, batch_size: int, device: torch.device, mask_palette: bytes,
+    cache: PredictionCache,
+    forward: Callable[[Tensor], Tensor],
+    sample_id: str,
+    filepath: str,
+    mask_path: Path,
+    num_classes: int,
+    window: int,
+    window_stride: int,
+    batch_size: int,
+    device: torch.device,
+    mask_palette: bytes,
 ) -> tuple[np.ndarray, list[Colony], bool]:
     """(predicted mask, colonies, reused) of one image: from the cache when nothing it depends on changed."""
     key = image_key(filepath)
@@ -191,7 +211,10 @@ def run_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:
     if not run_dir.is_dir():
         return contextlib.nullcontext()
     lock = run_dir / EVAL_DIR / LOCK_FILE
-    return exclusive_lock(lock, f"another evaluation of {run_dir.name} is running ({lock} is held); wait for it to end or stop it, then rerun")
+    return exclusive_lock(
+        lock,
+        f"another evaluation of {run_dir.name} is running ({lock} is held); wait for it to end or stop it, then rerun",
+    )
 
 
 def _evaluate_run(
@@ -207,7 +230,9 @@ def _evaluate_run(
     dataset = writeback.load_dataset(options.dataset)
     sample_ids = writeback.sample_ids_for_split(dataset, options.split, {i: e.split for i, e in entries.items()})
     if not sample_ids:
-        raise UserError(f"dataset {options.dataset!r} has no sample in split {options.split!r}; choose another --split or tag samples with it")
+        raise UserError(
+            f"dataset {options.dataset!r} has no sample in split {options.split!r}; choose another --split or tag samples with it"
+        )
     for sample_id in sample_ids:  # a damaged ground-truth mask is refused before anything is written
         if prepared is not None and sample_id in entries:
             prepared.check_mask(entries[sample_id])
@@ -229,7 +254,17 @@ def _evaluate_run(
         sample = dataset[sample_id]
         mask_path = out_dir / "masks" / _mask_name(sample.filepath, sample_id, used_names)
         predicted, colonies, was_cached = _predict_or_reuse(
-            cache, forward, sample_id, sample.filepath, mask_path, len(classes), window, window_stride, options.batch_size, device, mask_palette
+            cache,
+            forward,
+            sample_id,
+            sample.filepath,
+            mask_path,
+            len(classes),
+            window,
+            window_stride,
+            options.batch_size,
+            device,
+            mask_palette,
         )
         reused += was_cached
         height, width = predicted.shape
@@ -239,7 +274,9 @@ def _evaluate_run(
         if entry is None or prepared is None:  # no ground truth (entries is empty without a prepared folder)
             writeback.write_sample(sample, fields, spec.taxonomy, mask_path, polylines)
         else:
-            result.matrix = confusion_matrix(_ground_truth(prepared, entry, (height, width), sample.filepath), predicted, len(classes))
+            result.matrix = confusion_matrix(
+                _ground_truth(prepared, entry, (height, width), sample.filepath), predicted, len(classes)
+            )
             scores = compute_metrics(result.matrix, classes, background)
             gt_polylines = sample[options.gt_field] if sample.has_field(options.gt_field) else None
             writeback.write_sample(
@@ -252,22 +289,39 @@ def _evaluate_run(
         images.append(result)
     cache.compact()
     if reused:
-        print(f"reused {reused} earlier predictions made with the same checkpoint and settings ({out_dir / CACHE_FILE})", file=out)
+        print(
+            f"reused {reused} earlier predictions made with the same checkpoint and settings ({out_dir / CACHE_FILE})",
+            file=out,
+        )
 
     settings_used: dict[str, Any] = {
         "prepared": str(prepared.root) if prepared else None, "checkpoint": options.which, "window": window,
         "window_stride": window_stride, "tta": options.tta, "device": str(device), "precision": runtime.precision,
     }  # fmt: skip
-    report = SplitReport(run_dir.name, options.split, classes, palette, background, images, settings=settings_used, dataset=options.dataset)
+    report = SplitReport(
+        run_dir.name,
+        options.split,
+        classes,
+        palette,
+        background,
+        images,
+        settings=settings_used,
+        dataset=options.dataset,
+    )
     scored_ids = [image.sample_id for image in report.scored]
     if scored_ids:
-        fiftyone_matrix, report.colonies = writeback.run_fiftyone_evaluations(dataset, scored_ids, fields, spec.taxonomy, classes, palette)
+        fiftyone_matrix, report.colonies = writeback.run_fiftyone_evaluations(
+            dataset, scored_ids, fields, spec.taxonomy, classes, palette
+        )
         settings_used["fiftyone_confusion_matrix_agrees"] = bool(np.array_equal(fiftyone_matrix, report.matrix))
         writeback.save_worst_first(dataset, scored_ids, fields)
     write_report(report, out_dir)
     print(format_per_class_table(report), file=out)
     print(f"report: {out_dir / 'report.md'}", file=out)
     if scored_ids:
-        print(f"worst images first: saved view {fields.worst_first!r}; colonies: filter {fields.colonies} by {fields.colony_eval_key} = fp / fn", file=out)
+        print(
+            f"worst images first: saved view {fields.worst_first!r}; colonies: filter {fields.colonies} by {fields.colony_eval_key} = fp / fn",
+            file=out,
+        )
     print(f"browse: python evaluate/app.py {options.dataset}", file=out)
     return report

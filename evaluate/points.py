@@ -1,7 +1,7 @@
 """Dense predictions read at annotated points, and points sampled from predictions (CoralNet-style).
 
-    scores = score_points(pairs, taxonomy_index, class_names)   # per-class point accuracy, point vs dense cover
-    sampled = sample_points(mask.shape, 25, "stratified")       # (row, column), one per cell of a 5 x 5 grid
+scores = score_points(pairs, taxonomy_index, class_names)   # per-class point accuracy, point vs dense cover
+sampled = sample_points(mask.shape, 25, "stratified")       # (row, column), one per cell of a 5 x 5 grid
 """
 
 from __future__ import annotations
@@ -50,8 +50,11 @@ class PointScores:
         return self.confusion.sum(axis=0) / total * 100 if total else np.zeros(len(self.class_names))
 
 
-def score_points(pairs: Iterable[tuple[np.ndarray, Sequence[PointAnnotation]]], class_index: Mapping[str, int],
-                 class_names: Sequence[str]) -> PointScores:
+def score_points(
+    pairs: Iterable[tuple[np.ndarray, Sequence[PointAnnotation]]],
+    class_index: Mapping[str, int],
+    class_names: Sequence[str],
+) -> PointScores:
     """Confusion of annotated labels against the predicted masks at the points (`pairs`: mask, its points)."""
     k = len(class_names)
     confusion = np.zeros((k, k), dtype=np.int64)

@@ -59,7 +59,9 @@ class PredictionCache:
         """The per-image figures stored with a sample's prediction (empty when there are none)."""
         return dict(self.entries.get(sample_id, {}).get("stats") or {})
 
-    def add(self, sample_id: str, image: str, mask_path: Path, colonies: list[Colony], stats: dict[str, float] | None = None) -> None:
+    def add(
+        self, sample_id: str, image: str, mask_path: Path, colonies: list[Colony], stats: dict[str, float] | None = None
+    ) -> None:
         entry = {
             "sample_id": sample_id, "settings": self.key, "image": image, "mask": mask_path.name, "stats": stats or {},
             "colonies": [
@@ -76,4 +78,6 @@ class PredictionCache:
 
     def compact(self) -> None:
         """Rewrite the file with the current settings' lines only (earlier settings' lines are dead)."""
-        write_text_atomic(self.path, "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in self.entries.values()))
+        write_text_atomic(
+            self.path, "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in self.entries.values())
+        )

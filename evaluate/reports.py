@@ -80,7 +80,9 @@ class SplitReport:
     @property
     def matrix(self) -> np.ndarray:
         k = len(self.class_names)
-        return sum((image.matrix for image in self.images if image.matrix is not None), np.zeros((k, k), dtype=np.int64))
+        return sum(
+            (image.matrix for image in self.images if image.matrix is not None), np.zeros((k, k), dtype=np.int64)
+        )
 
     def metrics(self) -> SegmentationMetrics:
         return compute_metrics(self.matrix, self.class_names, self.background_index)
@@ -144,7 +146,13 @@ def metrics_json(report: SplitReport) -> dict[str, Any]:
     colonies = None
     if report.colonies:
         total = ColonyCounts(*(sum(getattr(c, f) for c in report.colonies.values()) for f in ("tp", "fp", "fn")))
-        colonies = {"tp": total.tp, "fp": total.fp, "fn": total.fn, "recall": _num(total.recall), "precision": _num(total.precision)}
+        colonies = {
+            "tp": total.tp,
+            "fp": total.fp,
+            "fn": total.fn,
+            "recall": _num(total.recall),
+            "precision": _num(total.precision),
+        }
     return {
         "run": report.run_name,
         "dataset": report.dataset,
@@ -163,7 +171,11 @@ def metrics_json(report: SplitReport) -> dict[str, Any]:
 def per_image_rows(report: SplitReport) -> tuple[list[str], list[list[Any]]]:
     """One row per image: mIoU, pixel accuracy, then per-class IoU (empty without ground truth)."""
     names = list(report.class_names)
-    headers = ["image", "sample_id", "miou", "pixel_accuracy"] + [f"iou_{n}" for n in names] + [f"predicted_cover_{n}" for n in names]
+    headers = (
+        ["image", "sample_id", "miou", "pixel_accuracy"]
+        + [f"iou_{n}" for n in names]
+        + [f"predicted_cover_{n}" for n in names]
+    )
     rows: list[list[Any]] = []
     for image in report.images:
         scores: list[float | None]
@@ -201,7 +213,15 @@ def format_per_class_table(report: SplitReport) -> str:
 
     body = []
     for row in rows:
-        line = [row["class"], pct(row["iou"]), pct(row["accuracy"]), pct(row["precision"]), pct(row["dice"]), row["gt_cover"] or 0.0, row["predicted_cover"] or 0.0]
+        line = [
+            row["class"],
+            pct(row["iou"]),
+            pct(row["accuracy"]),
+            pct(row["precision"]),
+            pct(row["dice"]),
+            row["gt_cover"] or 0.0,
+            row["predicted_cover"] or 0.0,
+        ]
         if colonies:
             line += [pct(row["colony_recall"]), pct(row["colony_precision"])]
         body.append(line)
@@ -239,7 +259,15 @@ def _confusion_png(report: SplitReport, path: Path) -> None:
         for i in range(len(names)):
             for j in range(len(names)):
                 if matrix[i, j]:
-                    ax.text(j, i, f"{share[i, j]:.0%}\n{matrix[i, j]}", ha="center", va="center", fontsize=7, color="white" if share[i, j] > 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{share[i, j]:.0%}\n{matrix[i, j]}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if share[i, j] > 0.5 else "black",
+                    )
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
     save_figure(fig, path)
@@ -261,7 +289,13 @@ def _iou_png(report: SplitReport, path: Path) -> None:
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
     ax.set_ylim(0, 100)
     ax.set_ylabel("IoU %")
-    ax.axhline(100 * np.nan_to_num(metrics.miou), color="black", linestyle="--", linewidth=1, label=f"mIoU (coral) {100 * np.nan_to_num(metrics.miou):.1f}")
+    ax.axhline(
+        100 * np.nan_to_num(metrics.miou),
+        color="black",
+        linestyle="--",
+        linewidth=1,
+        label=f"mIoU (coral) {100 * np.nan_to_num(metrics.miou):.1f}",
+    )
     ax.legend(loc="upper right")
     ax.set_title(f"{report.run_name} / {report.split}: IoU per class")
     fig.tight_layout()
@@ -280,7 +314,11 @@ def save_figure(fig: Any, path: Path) -> None:
 def _markdown(report: SplitReport) -> str:
     s = metrics_json(report)
     lines = [f"# Evaluation of `{report.run_name}` on dataset `{report.dataset}`, split `{report.split}`", ""]
-    lines.append(f"{s['images']} images, {s['scored_images']} with ground truth. Settings: " + ", ".join(f"{k}={v}" for k, v in report.settings.items()) + ".")
+    lines.append(
+        f"{s['images']} images, {s['scored_images']} with ground truth. Settings: "
+        + ", ".join(f"{k}={v}" for k, v in report.settings.items())
+        + "."
+    )
     lines.append("")
     if not report.scored:
         lines.append("No image has ground truth: predictions were written, nothing was scored.")
@@ -288,7 +326,10 @@ def _markdown(report: SplitReport) -> str:
     lines += ["```", format_per_class_table(report), "```", ""]
     if s["colonies"]:
         c = s["colonies"]
-        lines += [f"Colonies: {c['tp']} found, {c['fn']} missed, {c['fp']} invented (recall {c['recall']}, precision {c['precision']}).", ""]
+        lines += [
+            f"Colonies: {c['tp']} found, {c['fn']} missed, {c['fp']} invented (recall {c['recall']}, precision {c['precision']}).",
+            "",
+        ]
     lines += [
         "Classes absent from both ground truth and prediction have no IoU and are left out of the means (docs/evaluation.md).",
         "",
@@ -308,15 +349,25 @@ def write_report(report: SplitReport, out_dir: str | Path) -> list[Path]:
     written = [out / "metrics.json", out / "per_image.csv", out / "cover.csv", out / "report.md"]
     write_json_atomic(out / "metrics.json", metrics_json(report))
     write_text_atomic(out / "per_image.csv", _csv(*per_image_rows(report)))
-    write_text_atomic(out / "cover.csv", _csv(["image", "class", "gt_cover", "predicted_cover", "error"], cover_rows(report)))
+    write_text_atomic(
+        out / "cover.csv", _csv(["image", "class", "gt_cover", "predicted_cover", "error"], cover_rows(report))
+    )
     if report.scored:
         rows = per_class_rows(report)
         write_text_atomic(out / "per_class.csv", _csv(list(rows[0]), [list(r.values()) for r in rows]))
         names = list(report.class_names)
-        write_text_atomic(out / "confusion_matrix.csv", _csv(["gt \\ predicted"] + names, [[n] + list(map(int, r)) for n, r in zip(names, report.matrix)]))
+        write_text_atomic(
+            out / "confusion_matrix.csv",
+            _csv(["gt \\ predicted"] + names, [[n] + list(map(int, r)) for n, r in zip(names, report.matrix)]),
+        )
         _confusion_png(report, out / "confusion_matrix.png")
         _iou_png(report, out / "iou_per_class.png")
-        written += [out / "per_class.csv", out / "confusion_matrix.csv", out / "confusion_matrix.png", out / "iou_per_class.png"]
+        written += [
+            out / "per_class.csv",
+            out / "confusion_matrix.csv",
+            out / "confusion_matrix.png",
+            out / "iou_per_class.png",
+        ]
     write_text_atomic(out / "report.md", _markdown(report))
     for stale in set(REPORT_FILES) - {p.name for p in written}:
         (out / stale).unlink(missing_ok=True)  # a rerun without ground truth leaves no scores of an earlier run

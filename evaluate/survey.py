@@ -163,8 +163,13 @@ def _as_is(item: Any) -> Any:
 
 def decoded(photos: Sequence[Photo], workers: int) -> Iterator[tuple[Photo, np.ndarray | None, str]]:
     """(photo, pixels or None, why not) in order, decoded ahead on `workers` processes while the model runs."""
-    loader = torch.utils.data.DataLoader(_Decoded(photos), batch_size=None, num_workers=workers,
-                                         prefetch_factor=2 if workers else None, collate_fn=_as_is)
+    loader = torch.utils.data.DataLoader(
+        _Decoded(photos),
+        batch_size=None,
+        num_workers=workers,
+        prefetch_factor=2 if workers else None,
+        collate_fn=_as_is,
+    )
     for index, image, problem in loader:
         yield photos[index], image, problem
 
@@ -185,8 +190,10 @@ def select_photos(dataset: Any, options: PredictOptions) -> list[Photo]:
     if options.tags:
         view = view.match_tags(list(options.tags))
     if not len(view):
-        raise UserError(f"nothing to predict in {dataset.name!r} with {'view ' + options.view if options.view else ''}"
-                        f"{' tags ' + ','.join(options.tags) if options.tags else ''}; check --view / --tags")
+        raise UserError(
+            f"nothing to predict in {dataset.name!r} with {'view ' + options.view if options.view else ''}"
+            f"{' tags ' + ','.join(options.tags) if options.tags else ''}; check --view / --tags"
+        )
     ids, paths = view.values("id"), view.values("filepath")
     sites = view.values(contract.SITE) if dataset.has_sample_field(contract.SITE) else [None] * len(ids)
     years = view.values(contract.YEAR) if dataset.has_sample_field(contract.YEAR) else [None] * len(ids)
@@ -222,14 +229,24 @@ def _timed_iter(items: Iterator[Any], summary: ShardSummary, part: str) -> Itera
         yield item
 
 
-def predict_shard(photos: Sequence[Photo], options: PredictOptions, runtime: Runtime, model: torch.nn.Module,
-                  spec: CheckpointSpec, palette: Sequence[Sequence[int]], out_dir: Path, shard: Shard,
-                  out: TextIO) -> ShardSummary:
+def predict_shard(
+    photos: Sequence[Photo],
+    options: PredictOptions,
+    runtime: Runtime,
+    model: torch.nn.Module,
+    spec: CheckpointSpec,
+    palette: Sequence[Sequence[int]],
+    out_dir: Path,
+    shard: Shard,
+    out: TextIO,
+) -> ShardSummary:
     """Predict this process's photos into its journal, skipping those its journal already holds unchanged."""
     from common.progress import progress
 
     window, window_stride = window_setting(spec, options.window, options.window_stride)
-    cache = PredictionCache(out_dir / JOURNAL.format(rank=shard.rank), depends_on(options, runtime, spec, window, window_stride))
+    cache = PredictionCache(
+        out_dir / JOURNAL.format(rank=shard.rank), depends_on(options, runtime, spec, window, window_stride)
+    )
     summary = ShardSummary()
     todo = []
     for photo in photos:
@@ -249,15 +266,22 @@ def predict_shard(photos: Sequence[Photo], options: PredictOptions, runtime: Run
             summary.unreadable.append(f"{photo.filepath}: {problem}")
             continue
         with summary.timing("model (sliding windows)"):
-            prediction = predict_image(forward, image, spec.num_classes, window, window_stride, options.batch_size, runtime.device)
+            prediction = predict_image(
+                forward, image, spec.num_classes, window, window_stride, options.batch_size, runtime.device
+            )
         path = mask_path(out_dir, photo)
         with summary.timing("mask PNG"):
             write_bytes_atomic(path, encode_mask_png(prediction.mask, mask_palette))
         with summary.timing("colonies"):
             colonies = find_colonies(prediction.mask, prediction.confidence)
         with summary.timing("doubt and journal"):
-            cache.add(photo.sample_id, image_key(photo.filepath), path, colonies,
-                      stats=image_stats(prediction.mask, prediction.confidence, options.uncertainty))
+            cache.add(
+                photo.sample_id,
+                image_key(photo.filepath),
+                path,
+                colonies,
+                stats=image_stats(prediction.mask, prediction.confidence, options.uncertainty),
+            )
         summary.predicted += 1
     summary.seconds = time.perf_counter() - start
     cache.compact()
@@ -269,12 +293,20 @@ def mask_path(out_dir: Path, photo: Photo) -> Path:
     return out_dir / "masks" / f"{photo.sample_id}.png"
 
 
-def depends_on(options: PredictOptions, runtime: Runtime, spec: CheckpointSpec, window: int, window_stride: int) -> dict[str, Any]:
+def depends_on(
+    options: PredictOptions, runtime: Runtime, spec: CheckpointSpec, window: int, window_stride: int
+) -> dict[str, Any]:
     """Everything a journal entry's prediction depended on besides the image file itself."""
     return {
         "head": sha256_file(checkpoint_stem(options.run_dir, options.which).with_suffix(".safetensors")),
-        "backbone": spec.weights_hash, "window": window, "window_stride": window_stride, "layout": WINDOW_LAYOUT,
-        "tta": options.tta, "precision": runtime.precision, "device": runtime.device.type, "uncertainty": options.uncertainty,
+        "backbone": spec.weights_hash,
+        "window": window,
+        "window_stride": window_stride,
+        "layout": WINDOW_LAYOUT,
+        "tta": options.tta,
+        "precision": runtime.precision,
+        "device": runtime.device.type,
+        "uncertainty": options.uncertainty,
     }
 
 
@@ -286,8 +318,9 @@ class PhotoResult:
     stats: dict[str, float]
 
 
-def gather(photos: Sequence[Photo], out_dir: Path, options: PredictOptions, runtime: Runtime, spec: CheckpointSpec,
-           world: int) -> list[PhotoResult]:
+def gather(
+    photos: Sequence[Photo], out_dir: Path, options: PredictOptions, runtime: Runtime, spec: CheckpointSpec, world: int
+) -> list[PhotoResult]:
     """Every process's journal read back, in the order of `photos` (photos without a prediction are left out)."""
     window, window_stride = window_setting(spec, options.window, options.window_stride)
     key = depends_on(options, runtime, spec, window, window_stride)
@@ -319,8 +352,9 @@ def write_back(dataset: Any, fields: RunFields, results: Sequence[PhotoResult], 
     view.set_values(fields.uncertain_share, [r.stats.get("uncertain_share") for r in results])
 
 
-def quadrat_summaries(results: Sequence[PhotoResult], num_classes: int, scale: QuadratScale,
-                      out: TextIO) -> list[QuadratSummary]:
+def quadrat_summaries(
+    results: Sequence[PhotoResult], num_classes: int, scale: QuadratScale, out: TextIO
+) -> list[QuadratSummary]:
     """Cover and colony sizes of each predicted photo; photos that are not square are warned about once."""
     summaries, odd = [], []
     for r in results:
@@ -329,11 +363,22 @@ def quadrat_summaries(results: Sequence[PhotoResult], num_classes: int, scale: Q
         if height != width:
             odd.append(Path(r.photo.filepath).name)
         sizes = colony_sizes([(c.class_index, c.polygon) for c in r.colonies], (height, width), scale)
-        summaries.append(QuadratSummary(Path(r.photo.filepath).name, r.photo.site, r.photo.year,
-                                        image_cover(mask, num_classes), sizes, scale.area_m2))
+        summaries.append(
+            QuadratSummary(
+                Path(r.photo.filepath).name,
+                r.photo.site,
+                r.photo.year,
+                image_cover(mask, num_classes),
+                sizes,
+                scale.area_m2,
+            )
+        )
     if odd:
-        print(f"warning: {len(odd)} photo(s) are not square ({', '.join(odd[:3])}...); their colony sizes assume each "
-              f"covers the whole {scale.width_m:g} m x {scale.height_m:g} m quadrat (--quadrat-size)", file=out)
+        print(
+            f"warning: {len(odd)} photo(s) are not square ({', '.join(odd[:3])}...); their colony sizes assume each "
+            f"covers the whole {scale.width_m:g} m x {scale.height_m:g} m quadrat (--quadrat-size)",
+            file=out,
+        )
     return summaries
 
 
@@ -341,24 +386,45 @@ def quadrats_csv(results: Sequence[PhotoResult], summaries: Sequence[QuadratSumm
     """One row per photo, the most doubtful first, so the quadrats worth annotating next are at the top."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["sample_id", "image", "site", "year", "uncertain_share", "mean_confidence", "colonies"]
-                    + [f"cover_{name}" for name in classes])
+    writer.writerow(
+        ["sample_id", "image", "site", "year", "uncertain_share", "mean_confidence", "colonies"]
+        + [f"cover_{name}" for name in classes]
+    )
     order = sorted(range(len(results)), key=lambda i: -results[i].stats.get("uncertain_share", 0.0))
     for i in order:
         r, s = results[i], summaries[i]
-        writer.writerow([r.photo.sample_id, s.image, s.site or "", s.year or "", round(r.stats.get("uncertain_share", 0.0), 4),
-                         round(r.stats.get("mean_confidence", 0.0), 4), len(r.colonies)] + [round(float(v), 3) for v in s.cover])
+        writer.writerow(
+            [
+                r.photo.sample_id,
+                s.image,
+                s.site or "",
+                s.year or "",
+                round(r.stats.get("uncertain_share", 0.0), 4),
+                round(r.stats.get("mean_confidence", 0.0), 4),
+                len(r.colonies),
+            ]
+            + [round(float(v), 3) for v in s.cover]
+        )
     return buffer.getvalue()
 
 
-def sampled_points(results: Sequence[PhotoResult], classes: Sequence[str], options: PredictOptions) -> list[PointAnnotation]:
+def sampled_points(
+    results: Sequence[PhotoResult], classes: Sequence[str], options: PredictOptions
+) -> list[PointAnnotation]:
     """`options.points` points per photo sampled from its predicted mask, labelled with the predicted class."""
     points = []
     for index, r in enumerate(results):
         mask = read_mask(r.mask_path)
         for row, column in sample_points(mask.shape, options.points, options.point_sampling, seed=options.seed + index):
             value = int(mask[row, column])
-            points.append(PointAnnotation(Path(r.photo.filepath).name, int(row), int(column), classes[value] if value < len(classes) else "ignore"))
+            points.append(
+                PointAnnotation(
+                    Path(r.photo.filepath).name,
+                    int(row),
+                    int(column),
+                    classes[value] if value < len(classes) else "ignore",
+                )
+            )
     return points
 
 
@@ -377,8 +443,15 @@ def predict_survey(settings: Settings, options: PredictOptions, out: TextIO = sy
         writeback.check_owner(dataset, fields, run_dir, spec.taxonomy)
     photos = select_photos(dataset, options)
     out_dir = predict_dir(run_dir, options.dataset)
-    lock = exclusive_lock(out_dir / ".lock", f"another prediction of {run_dir.name} on {options.dataset} is running; "
-                          "wait for it to end or stop it, then rerun") if shard.world == 1 else contextlib.nullcontext()
+    lock = (
+        exclusive_lock(
+            out_dir / ".lock",
+            f"another prediction of {run_dir.name} on {options.dataset} is running; "
+            "wait for it to end or stop it, then rerun",
+        )
+        if shard.world == 1
+        else contextlib.nullcontext()
+    )
     with lock:
         summary = predict_shard(shard_of(photos, shard), options, runtime, model, spec, palette, out_dir, shard, out)
         _barrier(shard)  # every shard's journal is complete before process 0 reads them
@@ -397,9 +470,18 @@ def predict_survey(settings: Settings, options: PredictOptions, out: TextIO = sy
             if options.points:
                 write_text_atomic(out_dir / "points.csv", write_point_csv(sampled_points(results, classes, options)))
     rate = summary.predicted / summary.seconds if summary.seconds else 0.0
-    report = {"photos": len(photos), "predicted": len(results), "predicted_now": summary.predicted, "reused": summary.reused,
-              "unreadable": summary.unreadable, "seconds": summary.seconds, "images_per_second": rate, "out_dir": str(out_dir),
-              "site_year_table": table, "parts": summary.parts}
+    report = {
+        "photos": len(photos),
+        "predicted": len(results),
+        "predicted_now": summary.predicted,
+        "reused": summary.reused,
+        "unreadable": summary.unreadable,
+        "seconds": summary.seconds,
+        "images_per_second": rate,
+        "out_dir": str(out_dir),
+        "site_year_table": table,
+        "parts": summary.parts,
+    }
     return report
 
 

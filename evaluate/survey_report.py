@@ -25,8 +25,15 @@ from evaluate.ecology import ALL_CORAL, QuadratSummary, SiteYearRow, log_bins, s
 from evaluate.reports import save_figure
 
 GROUND_TRUTH = "ground truth"  # the source drawn dashed, beside the prediction's solid lines
-SURVEY_FILES = ("cover.csv", "site_year.csv", "colonies.csv", "size_frequency.csv", "cover_by_year.png",
-                "size_frequency.png", "survey.md")
+SURVEY_FILES = (
+    "cover.csv",
+    "site_year.csv",
+    "colonies.csv",
+    "size_frequency.csv",
+    "cover_by_year.png",
+    "size_frequency.png",
+    "survey.md",
+)
 
 
 def _csv(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -47,17 +54,26 @@ def _genera(class_names: Sequence[str]) -> list[int]:
 
 
 def cover_rows(sources: Mapping[str, Sequence[QuadratSummary]], class_names: Sequence[str]) -> list[list[object]]:
-    return [[source, q.image, q.site, q.year, class_names[i], float(q.cover[i])]
-            for source, quadrats in sources.items() for q in quadrats for i in range(len(class_names))]
+    return [
+        [source, q.image, q.site, q.year, class_names[i], float(q.cover[i])]
+        for source, quadrats in sources.items()
+        for q in quadrats
+        for i in range(len(class_names))
+    ]
 
 
 def colony_rows(sources: Mapping[str, Sequence[QuadratSummary]], class_names: Sequence[str]) -> list[list[object]]:
-    return [[source, q.image, q.site, q.year, class_names[c.class_index], c.area_cm2, c.perimeter_cm]
-            for source, quadrats in sources.items() for q in quadrats for c in q.colonies]
+    return [
+        [source, q.image, q.site, q.year, class_names[c.class_index], c.area_cm2, c.perimeter_cm]
+        for source, quadrats in sources.items()
+        for q in quadrats
+        for c in q.colonies
+    ]
 
 
-def size_frequency_rows(sources: Mapping[str, Sequence[QuadratSummary]], class_names: Sequence[str],
-                        edges: np.ndarray) -> list[list[object]]:
+def size_frequency_rows(
+    sources: Mapping[str, Sequence[QuadratSummary]], class_names: Sequence[str], edges: np.ndarray
+) -> list[list[object]]:
     rows: list[list[object]] = []
     for source, quadrats in sources.items():
         for index in _genera(class_names):
@@ -67,8 +83,9 @@ def size_frequency_rows(sources: Mapping[str, Sequence[QuadratSummary]], class_n
     return rows
 
 
-def _cover_plot(summaries: Mapping[str, list[SiteYearRow]], class_names: Sequence[str],
-                palette: Sequence[Sequence[int]], path: Path) -> None:
+def _cover_plot(
+    summaries: Mapping[str, list[SiteYearRow]], class_names: Sequence[str], palette: Sequence[Sequence[int]], path: Path
+) -> None:
     """Mean cover per genus over the years, one panel per site, with the 95% interval as error bars."""
     import matplotlib
 
@@ -80,14 +97,25 @@ def _cover_plot(summaries: Mapping[str, list[SiteYearRow]], class_names: Sequenc
     for ax, site in zip(axes[0], sites):
         for source, rows in summaries.items():
             for index in _genera(class_names):
-                points = sorted((r.year, r.mean_cover, r.cover_ci_low, r.cover_ci_high) for r in rows
-                                if str(r.site) == site and r.class_name == class_names[index] and r.year is not None)
+                points = sorted(
+                    (r.year, r.mean_cover, r.cover_ci_low, r.cover_ci_high)
+                    for r in rows
+                    if str(r.site) == site and r.class_name == class_names[index] and r.year is not None
+                )
                 if not points or max(p[1] for p in points) <= 0:
                     continue
                 years, means, lows, highs = (np.array(v, dtype=float) for v in zip(*points))
                 colour = tuple(c / 255 for c in palette[index])
-                ax.errorbar(years, means, yerr=[means - lows, highs - means], fmt=_style(source), marker="o", capsize=3,
-                            color=colour, label=f"{class_names[index]} ({source})")
+                ax.errorbar(
+                    years,
+                    means,
+                    yerr=[means - lows, highs - means],
+                    fmt=_style(source),
+                    marker="o",
+                    capsize=3,
+                    color=colour,
+                    label=f"{class_names[index]} ({source})",
+                )
         ax.set_title(f"site {site}")
         ax.set_xlabel("year")
         ax.xaxis.get_major_locator().set_params(integer=True)
@@ -99,15 +127,24 @@ def _cover_plot(summaries: Mapping[str, list[SiteYearRow]], class_names: Sequenc
     save_figure(fig, path)
 
 
-def _size_plot(sources: Mapping[str, Sequence[QuadratSummary]], class_names: Sequence[str],
-               palette: Sequence[Sequence[int]], edges: np.ndarray, path: Path) -> None:
+def _size_plot(
+    sources: Mapping[str, Sequence[QuadratSummary]],
+    class_names: Sequence[str],
+    palette: Sequence[Sequence[int]],
+    edges: np.ndarray,
+    path: Path,
+) -> None:
     """Size-frequency per genus on log-spaced bins (colony counts against area in cm², log axis)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    genera = [i for i in _genera(class_names) if any(c.class_index == i for qs in sources.values() for q in qs for c in q.colonies)]
+    genera = [
+        i
+        for i in _genera(class_names)
+        if any(c.class_index == i for qs in sources.values() for q in qs for c in q.colonies)
+    ]
     columns = min(4, max(1, len(genera)))
     rows_n = max(1, math.ceil(len(genera) / columns))
     fig, axes = plt.subplots(rows_n, columns, figsize=(3.6 * columns, 2.8 * rows_n), squeeze=False)
@@ -123,26 +160,42 @@ def _size_plot(sources: Mapping[str, Sequence[QuadratSummary]], class_names: Seq
         ax.set_ylabel("colonies", fontsize=8)
         if len(sources) > 1:
             ax.legend(fontsize=7)
-    for ax in axes.ravel()[len(genera):]:
+    for ax in axes.ravel()[len(genera) :]:
         ax.axis("off")
     fig.tight_layout()
     save_figure(fig, path)
 
 
 def _markdown(summaries: Mapping[str, list[SiteYearRow]], class_names: Sequence[str]) -> str:
-    lines = ["# Survey report", "", "Mean cover per site, year and genus over quadrats, with the 95% bootstrap interval "
-             "over quadrats; colony density per m² of photographed quadrat.", ""]
+    lines = [
+        "# Survey report",
+        "",
+        "Mean cover per site, year and genus over quadrats, with the 95% bootstrap interval "
+        "over quadrats; colony density per m² of photographed quadrat.",
+        "",
+    ]
     for source, rows in summaries.items():
-        lines += [f"## {source}", "", "| site | year | genus | quadrats | mean cover % | 95% interval | colonies | per m² |",
-                  "|---|---|---|---:|---:|---|---:|---:|"]
+        lines += [
+            f"## {source}",
+            "",
+            "| site | year | genus | quadrats | mean cover % | 95% interval | colonies | per m² |",
+            "|---|---|---|---:|---:|---|---:|---:|",
+        ]
         for r in rows:
             if r.class_name == class_names[0]:
                 continue
-            lines.append(f"| {r.site} | {r.year} | {r.class_name} | {r.quadrats} | {r.mean_cover:.2f} | "
-                         f"{r.cover_ci_low:.2f}–{r.cover_ci_high:.2f} | {r.colonies} | {r.density_per_m2:.2f} |")
+            lines.append(
+                f"| {r.site} | {r.year} | {r.class_name} | {r.quadrats} | {r.mean_cover:.2f} | "
+                f"{r.cover_ci_low:.2f}–{r.cover_ci_high:.2f} | {r.colonies} | {r.density_per_m2:.2f} |"
+            )
         lines.append("")
-    lines += ["![Cover by year](cover_by_year.png)", "", "![Size-frequency](size_frequency.png)", "",
-              "Files: " + ", ".join(f"`{name}`" for name in SURVEY_FILES if not name.endswith((".png", ".md"))) + "."]
+    lines += [
+        "![Cover by year](cover_by_year.png)",
+        "",
+        "![Size-frequency](size_frequency.png)",
+        "",
+        "Files: " + ", ".join(f"`{name}`" for name in SURVEY_FILES if not name.endswith((".png", ".md"))) + ".",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -154,21 +207,37 @@ def format_site_year_table(rows: Sequence[SiteYearRow], genera: int = 3) -> str:
     lines = []
     for (site, year), members in groups.items():
         total = next(r for r in members if r.class_name == ALL_CORAL)
-        top = sorted((r for r in members[1:] if r.class_name != ALL_CORAL and r.mean_cover > 0), key=lambda r: -r.mean_cover)
-        lines.append([site or "-", year or "-", total.quadrats,
-                      f"{total.mean_cover:.1f} ({total.cover_ci_low:.1f}-{total.cover_ci_high:.1f})",
-                      ", ".join(f"{r.class_name} {r.mean_cover:.1f}" for r in top[:genera]) or "-"])
-    return format_table(["site", "year", "quadrats", "coral cover % (95% interval)", f"top {genera} genera, cover %"], lines)
+        top = sorted(
+            (r for r in members[1:] if r.class_name != ALL_CORAL and r.mean_cover > 0), key=lambda r: -r.mean_cover
+        )
+        lines.append(
+            [
+                site or "-",
+                year or "-",
+                total.quadrats,
+                f"{total.mean_cover:.1f} ({total.cover_ci_low:.1f}-{total.cover_ci_high:.1f})",
+                ", ".join(f"{r.class_name} {r.mean_cover:.1f}" for r in top[:genera]) or "-",
+            ]
+        )
+    return format_table(
+        ["site", "year", "quadrats", "coral cover % (95% interval)", f"top {genera} genera, cover %"], lines
+    )
 
 
-def site_year_table(sources: Mapping[str, Sequence[QuadratSummary]], class_names: Sequence[str],
-                    seed: int = 0) -> dict[str, list[SiteYearRow]]:
+def site_year_table(
+    sources: Mapping[str, Sequence[QuadratSummary]], class_names: Sequence[str], seed: int = 0
+) -> dict[str, list[SiteYearRow]]:
     """`site_year_summary` for each source."""
     return {source: site_year_summary(quadrats, class_names, seed=seed) for source, quadrats in sources.items()}
 
 
-def write_survey_report(sources: Mapping[str, Sequence[QuadratSummary]], class_names: Sequence[str],
-                        palette: Sequence[Sequence[int]], out_dir: str | Path, seed: int = 0) -> list[Path]:
+def write_survey_report(
+    sources: Mapping[str, Sequence[QuadratSummary]],
+    class_names: Sequence[str],
+    palette: Sequence[Sequence[int]],
+    out_dir: str | Path,
+    seed: int = 0,
+) -> list[Path]:
     """Write every survey file (SURVEY_FILES) into `out_dir`, each atomically; returns their paths."""
     out = Path(out_dir)
     edges = log_bins()
@@ -176,11 +245,20 @@ def write_survey_report(sources: Mapping[str, Sequence[QuadratSummary]], class_n
     place = ["source", "image", "site", "year"]
     write_text_atomic(out / "cover.csv", _csv(place + ["class", "cover"], cover_rows(sources, class_names)))
     columns = [f.name.replace("class_name", "class") for f in fields(SiteYearRow)]
-    write_text_atomic(out / "site_year.csv", _csv(["source"] + columns, [[source, *astuple(r)]
-                                                                        for source, rows in summaries.items() for r in rows]))
-    write_text_atomic(out / "colonies.csv", _csv(place + ["class", "area_cm2", "perimeter_cm"], colony_rows(sources, class_names)))
-    write_text_atomic(out / "size_frequency.csv", _csv(["source", "class", "area_cm2_from", "area_cm2_to", "colonies"],
-                                                       size_frequency_rows(sources, class_names, edges)))
+    write_text_atomic(
+        out / "site_year.csv",
+        _csv(["source"] + columns, [[source, *astuple(r)] for source, rows in summaries.items() for r in rows]),
+    )
+    write_text_atomic(
+        out / "colonies.csv", _csv(place + ["class", "area_cm2", "perimeter_cm"], colony_rows(sources, class_names))
+    )
+    write_text_atomic(
+        out / "size_frequency.csv",
+        _csv(
+            ["source", "class", "area_cm2_from", "area_cm2_to", "colonies"],
+            size_frequency_rows(sources, class_names, edges),
+        ),
+    )
     _cover_plot(summaries, class_names, palette, out / "cover_by_year.png")
     _size_plot(sources, class_names, palette, edges, out / "size_frequency.png")
     write_text_atomic(out / "survey.md", _markdown(summaries, class_names))

@@ -51,7 +51,9 @@ def rgb_mask_targets(classes: Sequence[str], palette: Sequence[Sequence[int]]) -
     for name, colour in zip(classes, palette):
         key = hex_colour(colour)
         if key in targets:
-            raise UserError(f"classes {targets[key]!r} and {name!r} share the colour {key}; give each class its own colour in the taxonomy file")
+            raise UserError(
+                f"classes {targets[key]!r} and {name!r} share the colour {key}; give each class its own colour in the taxonomy file"
+            )
         targets[key] = name
     return targets
 
@@ -75,7 +77,9 @@ def _run_field_names(dataset: fo.Dataset, fields: RunFields) -> list[str]:
 
 def _evaluation_field_names(dataset: fo.Dataset, fields: RunFields) -> list[str]:
     """Per-sample fields FiftyOne's own evaluations add under this run's eval keys, where the dataset has them."""
-    names = [f"{fields.eval_key}_{m}" for m in ("accuracy", "precision", "recall")] + [f"{fields.colony_eval_key}_{k}" for k in ("tp", "fp", "fn")]
+    names = [f"{fields.eval_key}_{m}" for m in ("accuracy", "precision", "recall")] + [
+        f"{fields.colony_eval_key}_{k}" for k in ("tp", "fp", "fn")
+    ]
     return [name for name in names if dataset.has_sample_field(name)]
 
 
@@ -115,10 +119,16 @@ def check_owner(dataset: fo.Dataset, fields: RunFields, run_dir: Path, taxonomy:
             f"rename this run's folder, or remove that one first with: python evaluate/evaluate.py --run {record['run']} --dataset {dataset.name} --delete"
         )
     if record is None:
-        taken = [key for key in (fields.eval_key, fields.colony_eval_key) if dataset.has_evaluation(key)] + _run_field_names(dataset, fields)
-        taken += _evaluation_field_names(dataset, fields) + ([f"saved view {fields.worst_first}"] if dataset.has_saved_view(fields.worst_first) else [])
+        taken = [
+            key for key in (fields.eval_key, fields.colony_eval_key) if dataset.has_evaluation(key)
+        ] + _run_field_names(dataset, fields)
+        taken += _evaluation_field_names(dataset, fields) + (
+            [f"saved view {fields.worst_first}"] if dataset.has_saved_view(fields.worst_first) else []
+        )
         if taken:
-            raise UserError(f"dataset {dataset.name!r} already has {', '.join(taken)}, not written by evaluate for run {run_dir}; rename this run's folder or remove them")
+            raise UserError(
+                f"dataset {dataset.name!r} already has {', '.join(taken)}, not written by evaluate for run {run_dir}; rename this run's folder or remove them"
+            )
     foreign = _foreign_fields(dataset, fields, taxonomy) if taxonomy is not None else []
     if foreign:
         raise UserError(
@@ -170,7 +180,9 @@ def begin_run(dataset: fo.Dataset, fields: RunFields, run_dir: Path, split: str,
     """Clear this run's earlier write-back (a rerun replaces it) and record the run as the owner of its names."""
     check_owner(dataset, fields, run_dir, taxonomy)
     delete_run(dataset, fields)
-    dataset.info[INFO_EVALUATIONS] = evaluations(dataset) | {fields.eval_key: {"run": str(run_dir), "split": split, "taxonomy": taxonomy}}
+    dataset.info[INFO_EVALUATIONS] = evaluations(dataset) | {
+        fields.eval_key: {"run": str(run_dir), "split": split, "taxonomy": taxonomy}
+    }
     dataset.save()
 
 
@@ -178,11 +190,15 @@ def record_prediction(dataset: fo.Dataset, fields: RunFields, run_dir: Path, tax
     """Record the run as the owner of its names after a prediction (predict.py), keeping an evaluation's record."""
     check_owner(dataset, fields, run_dir, taxonomy)
     if fields.eval_key not in evaluations(dataset):
-        dataset.info[INFO_EVALUATIONS] = evaluations(dataset) | {fields.eval_key: {"run": str(run_dir), "split": "predict", "taxonomy": taxonomy}}
+        dataset.info[INFO_EVALUATIONS] = evaluations(dataset) | {
+            fields.eval_key: {"run": str(run_dir), "split": "predict", "taxonomy": taxonomy}
+        }
         dataset.save()
 
 
-def configure_app(dataset: fo.Dataset, fields: RunFields, taxonomy: str, classes: Sequence[str], palette: Sequence[Sequence[int]]) -> None:
+def configure_app(
+    dataset: fo.Dataset, fields: RunFields, taxonomy: str, classes: Sequence[str], palette: Sequence[Sequence[int]]
+) -> None:
     """Mask targets and colours from the taxonomy palette; the run's fields shown by default."""
     targets = rgb_mask_targets(classes, palette)
     gt_mask, gt_colonies = gt_segmentation_field(taxonomy), gt_colonies_field(taxonomy)
@@ -191,7 +207,9 @@ def configure_app(dataset: fo.Dataset, fields: RunFields, taxonomy: str, classes
     ours = {fields.colonies, gt_colonies}
     scheme = dataset.app_config.color_scheme or fo.ColorScheme()
     kept = [f for f in (scheme.fields or []) if f.get("path") not in ours]
-    scheme.fields = kept + [{"path": path, "colorByAttribute": "label", "valueColors": label_colours} for path in sorted(ours)]
+    scheme.fields = kept + [
+        {"path": path, "colorByAttribute": "label", "valueColors": label_colours} for path in sorted(ours)
+    ]
     scheme.color_by = scheme.color_by or "value"
     dataset.app_config.color_scheme = scheme
     active = dataset.app_config.active_fields or fo.ActiveFields(paths=[])
@@ -236,7 +254,9 @@ def gt_colonies(polylines: fo.Polylines | None, taxonomy: Taxonomy, classes: Seq
 
 def image_scores_document(iou: np.ndarray, classes: Sequence[str]) -> fo.DynamicEmbeddedDocument:
     """Per-class IoU of one image as an embedded document (attributes named `class_key(class)`)."""
-    return fo.DynamicEmbeddedDocument(**{class_key(name): None if np.isnan(v) else float(v) for name, v in zip(classes, iou)})
+    return fo.DynamicEmbeddedDocument(
+        **{class_key(name): None if np.isnan(v) else float(v) for name, v in zip(classes, iou)}
+    )
 
 
 def write_sample(
@@ -258,7 +278,10 @@ def write_sample(
     sample[fields.prediction] = fo.Segmentation(mask_path=str(prediction_path))
     sample[fields.colonies] = colonies
     if gt_mask_path is not None:
-        for name, value in ((gt_segmentation_field(taxonomy_name), fo.Segmentation(mask_path=str(gt_mask_path))), (gt_colonies_field(taxonomy_name), gt_polylines)):
+        for name, value in (
+            (gt_segmentation_field(taxonomy_name), fo.Segmentation(mask_path=str(gt_mask_path))),
+            (gt_colonies_field(taxonomy_name), gt_polylines),
+        ):
             if not sample.has_field(name) or sample[name] is None:
                 sample[name] = value
         sample[fields.miou] = miou
@@ -267,7 +290,12 @@ def write_sample(
 
 
 def run_fiftyone_evaluations(
-    dataset: fo.Dataset, sample_ids: Sequence[str], fields: RunFields, taxonomy: str, classes: Sequence[str], palette: Sequence[Sequence[int]]
+    dataset: fo.Dataset,
+    sample_ids: Sequence[str],
+    fields: RunFields,
+    taxonomy: str,
+    classes: Sequence[str],
+    palette: Sequence[Sequence[int]],
 ) -> tuple[np.ndarray, dict[str, ColonyCounts]]:
     """FiftyOne's own pixel and colony evaluations of the scored samples, under this run's eval keys.
 
@@ -278,9 +306,13 @@ def run_fiftyone_evaluations(
     view = dataset.select(sample_ids)
     gt_mask = gt_segmentation_field(taxonomy)
     targets = rgb_mask_targets(classes, palette)
-    pixels = view.evaluate_segmentations(fields.prediction, gt_field=gt_mask, eval_key=fields.eval_key, mask_targets=targets, progress=False)
+    pixels = view.evaluate_segmentations(
+        fields.prediction, gt_field=gt_mask, eval_key=fields.eval_key, mask_targets=targets, progress=False
+    )
     colonies = evaluate_colonies(view, fields.colonies, gt_colonies_field(taxonomy), fields.colony_eval_key)
-    return pixels.confusion_matrix(classes=list(classes)), colony_counts(colonies.ytrue, colonies.ypred, colonies.missing, classes)
+    return pixels.confusion_matrix(classes=list(classes)), colony_counts(
+        colonies.ytrue, colonies.ypred, colonies.missing, classes
+    )
 
 
 def evaluate_colonies(view: fo.DatasetView, pred_field: str, gt_field: str, eval_key: str) -> Any:
@@ -299,7 +331,9 @@ def evaluate_colonies(view: fo.DatasetView, pred_field: str, gt_field: str, eval
     method.register_run(view, eval_key)
     method.register_samples(view, eval_key)
     keys = (eval_key, f"{eval_key}_id", f"{eval_key}_iou")
-    label_values: dict[str, list[dict[str, Any]]] = {f"{field}.polylines.{key}": [] for field in (pred_field, gt_field) for key in keys}
+    label_values: dict[str, list[dict[str, Any]]] = {
+        f"{field}.polylines.{key}": [] for field in (pred_field, gt_field) for key in keys
+    }
     sample_counts: dict[str, dict[str, int]] = {f"{eval_key}_{kind}": {} for kind in ("tp", "fp", "fn")}
     matches: list[Any] = []
     for sample in view.select_fields([gt_field, pred_field]).iter_samples(autosave=False):
@@ -309,7 +343,9 @@ def evaluate_colonies(view: fo.DatasetView, pred_field: str, gt_field: str, eval
             for label in sample[field].polylines if sample[field] is not None else []:
                 outcomes[field, label[eval_key]] += 1
                 for key in keys:
-                    label_values[f"{field}.polylines.{key}"].append({"sample_id": sample.id, "label_id": label.id, "value": label[key]})
+                    label_values[f"{field}.polylines.{key}"].append(
+                        {"sample_id": sample.id, "label_id": label.id, "value": label[key]}
+                    )
         for kind, field in (("tp", pred_field), ("fp", pred_field), ("fn", gt_field)):
             sample_counts[f"{eval_key}_{kind}"][sample.id] = outcomes[field, kind]
     for path, values in label_values.items():
@@ -323,7 +359,9 @@ def evaluate_colonies(view: fo.DatasetView, pred_field: str, gt_field: str, eval
     return results
 
 
-def colony_counts(ytrue: Sequence[str], ypred: Sequence[str], missing: str, classes: Sequence[str]) -> dict[str, ColonyCounts]:
+def colony_counts(
+    ytrue: Sequence[str], ypred: Sequence[str], missing: str, classes: Sequence[str]
+) -> dict[str, ColonyCounts]:
     """TP / FP / FN per class from FiftyOne's matched (ground truth, prediction) label pairs."""
     tp, fp, fn = Counter[str](), Counter[str](), Counter[str]()
     for truth, predicted in zip(ytrue, ypred):
@@ -339,7 +377,9 @@ def colony_counts(ytrue: Sequence[str], ypred: Sequence[str], missing: str, clas
 def save_worst_first(dataset: fo.Dataset, sample_ids: Sequence[str], fields: RunFields) -> None:
     """The scored samples sorted by this run's per-image mIoU, worst first, as a saved view."""
     view = dataset.select(sample_ids).match(F(fields.miou) != None).sort_by(fields.miou)  # noqa: E711 (a FiftyOne expression)
-    dataset.save_view(fields.worst_first, view, description="samples sorted by per-image mIoU, worst first", overwrite=True)
+    dataset.save_view(
+        fields.worst_first, view, description="samples sorted by per-image mIoU, worst first", overwrite=True
+    )
 
 
 def sample_ids_for_split(dataset: fo.Dataset, split: str, prepared_split: Mapping[str, str]) -> list[str]:
@@ -348,7 +388,11 @@ def sample_ids_for_split(dataset: fo.Dataset, split: str, prepared_split: Mappin
     if split == "all":
         return ids
     tags = dataset.values("tags")
-    return [i for i, t in zip(ids, tags) if prepared_split.get(i) == split or (i not in prepared_split and split in (t or []))]
+    return [
+        i
+        for i, t in zip(ids, tags)
+        if prepared_split.get(i) == split or (i not in prepared_split and split in (t or []))
+    ]
 
 
 def app_url(address: str, port: int, dataset: str, view: str | None = None) -> str:

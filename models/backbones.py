@@ -54,16 +54,44 @@ class BackboneSpec:
 
 def _dinov2(size: str, timm_size: str, embed_dim: int, depth: int, heads: int) -> list[BackboneSpec]:
     return [
-        BackboneSpec(f"dinov2_vit{size}14", "dinov2", f"vit_{timm_size}_patch14_dinov2", 14, embed_dim, depth, heads,
-                     pos_rule=DINOV2_RULE, hf_repo=f"facebook/dinov2-{timm_size}"),
-        BackboneSpec(f"dinov2_vit{size}14_reg", "dinov2", f"vit_{timm_size}_patch14_reg4_dinov2", 14, embed_dim, depth,
-                     heads, num_registers=4, pos_rule=DINOV2_REG_RULE, hf_repo=f"facebook/dinov2-with-registers-{timm_size}"),
+        BackboneSpec(
+            f"dinov2_vit{size}14",
+            "dinov2",
+            f"vit_{timm_size}_patch14_dinov2",
+            14,
+            embed_dim,
+            depth,
+            heads,
+            pos_rule=DINOV2_RULE,
+            hf_repo=f"facebook/dinov2-{timm_size}",
+        ),
+        BackboneSpec(
+            f"dinov2_vit{size}14_reg",
+            "dinov2",
+            f"vit_{timm_size}_patch14_reg4_dinov2",
+            14,
+            embed_dim,
+            depth,
+            heads,
+            num_registers=4,
+            pos_rule=DINOV2_REG_RULE,
+            hf_repo=f"facebook/dinov2-with-registers-{timm_size}",
+        ),
     ]
 
 
 def _dinov3(arch: str, timm_name: str, embed_dim: int, depth: int, heads: int) -> BackboneSpec:
-    return BackboneSpec(f"dinov3_vit{arch}", "dinov3", timm_name, 16, embed_dim, depth, heads, num_registers=4,
-                        hf_repo=f"facebook/dinov3-vit{arch}-pretrain-lvd1689m")
+    return BackboneSpec(
+        f"dinov3_vit{arch}",
+        "dinov3",
+        timm_name,
+        16,
+        embed_dim,
+        depth,
+        heads,
+        num_registers=4,
+        hf_repo=f"facebook/dinov3-vit{arch}-pretrain-lvd1689m",
+    )
 
 
 # The official DINOv3 S/S+/B/L/H+ models have q and v biases (k masked to zero): timm's `_qkvb`
@@ -89,13 +117,24 @@ BACKBONES: dict[str, BackboneSpec] = {
 def shrink(spec: BackboneSpec, name: str = "", embed_dim: int = 32, depth: int = 4, num_heads: int = 2) -> BackboneSpec:
     """`spec` at toy size, same token layout, position rule and timm architecture: fast random ViTs for tests."""
     size = {"embed_dim": embed_dim, "depth": depth, "num_heads": num_heads}
-    return replace(spec, name=name or f"{spec.name}_shrunk", hf_repo="", timm_overrides=size,
-                   embed_dim=embed_dim, depth=depth, num_heads=num_heads)
+    return replace(
+        spec,
+        name=name or f"{spec.name}_shrunk",
+        hf_repo="",
+        timm_overrides=size,
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=num_heads,
+    )
 
 
 # Tiny random ViTs (embed_dim 32, 4 blocks) registered by name, so that tests and quick demos of
 # every stage, and their checkpoints, can refer to them like any other backbone.
-for _tiny, _real in [("tiny_dinov2", "dinov2_vits14"), ("tiny_dinov2_reg", "dinov2_vits14_reg"), ("tiny_dinov3", "dinov3_vits16")]:
+for _tiny, _real in [
+    ("tiny_dinov2", "dinov2_vits14"),
+    ("tiny_dinov2_reg", "dinov2_vits14_reg"),
+    ("tiny_dinov3", "dinov3_vits16"),
+]:
     BACKBONES[_tiny] = shrink(BACKBONES[_real], _tiny)
 
 
@@ -134,7 +173,9 @@ class Backbone(nn.Module):
 
     rope_periods: torch.Tensor  # a buffer, registered for the DINOv3 (rotary position) family only
 
-    def __init__(self, spec: BackboneSpec, vit: ViT, layers: list[int], weights_hash: str, periods: torch.Tensor | None):
+    def __init__(
+        self, spec: BackboneSpec, vit: ViT, layers: list[int], weights_hash: str, periods: torch.Tensor | None
+    ):
         super().__init__()
         self.spec = spec
         self.vit = vit
@@ -169,7 +210,10 @@ class Backbone(nn.Module):
         if self.spec.family == "dinov2":
             tokens, block_kwargs = self._dinov2_tokens(patches, rows, cols), {}
         else:
-            tokens, block_kwargs = self._dinov3_tokens(patches), {"rope": torch.cat(rope_sin_cos(self.rope_periods, rows, cols), -1)}
+            tokens, block_kwargs = (
+                self._dinov3_tokens(patches),
+                {"rope": torch.cat(rope_sin_cos(self.rope_periods, rows, cols), -1)},
+            )
         prefix = 1 + self.spec.num_registers
         maps = []
         for index, block in enumerate(self.vit.blocks[: self.layers[-1] + 1]):
@@ -186,7 +230,9 @@ class Backbone(nn.Module):
         cls: torch.Tensor | None = vit.cls_token
         rule = self.spec.pos_rule
         if pos is None or cls is None or rule is None:
-            raise ValueError(f"backbone {self.spec.name}: DINOv2 tokens need a position grid, a cls token and a pos_rule")
+            raise ValueError(
+                f"backbone {self.spec.name}: DINOv2 tokens need a position grid, a cls token and a pos_rule"
+            )
         if not vit.no_embed_class:  # timm keeps the cls position inside pos_embed for the original models
             cls, pos = cls + pos[:, :1], pos[:, 1:]
         patches = patches + resample_pos_grid(pos, rows, cols, rule)
@@ -220,9 +266,11 @@ def _check_architecture(spec: BackboneSpec, weights: OfficialWeights) -> None:
         return
     fits = [s.name for s in BACKBONES.values() if (s.family, s.embed_dim, s.depth, s.num_registers) == found]
     advice = f"use {' or '.join(fits)}" if fits else "no known backbone has that shape"
-    raise UserError(f"{weights.source} does not fit backbone {spec.name}: the file holds {weights.describe()}, "
-                    f"{spec.name} has embed_dim {spec.embed_dim}, {spec.depth} blocks, {spec.num_registers} "
-                    f"registers; {advice}")
+    raise UserError(
+        f"{weights.source} does not fit backbone {spec.name}: the file holds {weights.describe()}, "
+        f"{spec.name} has embed_dim {spec.embed_dim}, {spec.depth} blocks, {spec.num_registers} "
+        f"registers; {advice}"
+    )
 
 
 def timm_state_dict(vit: ViT, spec: BackboneSpec, weights: OfficialWeights) -> dict[str, torch.Tensor]:
@@ -235,13 +283,20 @@ def timm_state_dict(vit: ViT, spec: BackboneSpec, weights: OfficialWeights) -> d
     expected = vit.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    wrong_shape = [f"{k} (file {tuple(state[k].shape)}, model {tuple(expected[k].shape)})"
-                   for k in expected if k in state and state[k].shape != expected[k].shape]
+    wrong_shape = [
+        f"{k} (file {tuple(state[k].shape)}, model {tuple(expected[k].shape)})"
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
+    ]
     if missing or unexpected or wrong_shape:
-        problems = [f"{label}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
-                    for label, keys in (("wrong shapes", wrong_shape), ("missing", missing), ("unexpected", unexpected)) if keys]
-        raise UserError(f"{weights.source} does not fit backbone {spec.name} ({weights.describe()}): "
-                        + "; ".join(problems))
+        problems = [
+            f"{label}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
+            for label, keys in (("wrong shapes", wrong_shape), ("missing", missing), ("unexpected", unexpected))
+            if keys
+        ]
+        raise UserError(
+            f"{weights.source} does not fit backbone {spec.name} ({weights.describe()}): " + "; ".join(problems)
+        )
     return state
 
 
@@ -276,8 +331,11 @@ def build_from_spec(
             periods = official.rope_periods
     else:
         weights_hash = "random"
-        warnings.warn(f"backbone {spec.name} has RANDOM weights: its features mean nothing; pass --weights or set "
-                      f"DINO_WEIGHTS to an official checkpoint file or a Hugging Face model folder",
-                      RandomBackboneWarning, stacklevel=3)
+        warnings.warn(
+            f"backbone {spec.name} has RANDOM weights: its features mean nothing; pass --weights or set "
+            f"DINO_WEIGHTS to an official checkpoint file or a Hugging Face model folder",
+            RandomBackboneWarning,
+            stacklevel=3,
+        )
     backbone = Backbone(spec, vit, _resolve_layers(layers, len(vit.blocks)), weights_hash, periods)
     return backbone.freeze() if frozen else backbone

@@ -64,15 +64,33 @@ class CheckpointSpec:
             raise ValueError(f"spec has {len(self.palette)} palette colours for {self.num_classes} classes")
 
     @classmethod
-    def of(cls, backbone: Backbone, head: SegHead, classes: Sequence[str], palette: Sequence[Sequence[int]],
-           taxonomy: str, window: int, window_stride: int, info: dict[str, Any] | None = None) -> CheckpointSpec:
+    def of(
+        cls,
+        backbone: Backbone,
+        head: SegHead,
+        classes: Sequence[str],
+        palette: Sequence[Sequence[int]],
+        taxonomy: str,
+        window: int,
+        window_stride: int,
+        info: dict[str, Any] | None = None,
+    ) -> CheckpointSpec:
         """The spec of a model made by `build_backbone` + `build_head`, with the data's classes and tiling."""
         return cls(
-            backbone=backbone.name, weights_hash=backbone.weights_hash, layers=[int(i) for i in backbone.layers],
-            head=head.name, head_config={k: v for k, v in head.config.items() if k not in LOSS_ONLY_OPTIONS}, num_classes=head.num_classes,
-            classes=list(classes), palette=[[int(c) for c in colour] for colour in palette], taxonomy=taxonomy,
-            mean=[float(m) for m in backbone.mean], std=[float(s) for s in backbone.std],
-            window=int(window), window_stride=int(window_stride), info=dict(info or {}),
+            backbone=backbone.name,
+            weights_hash=backbone.weights_hash,
+            layers=[int(i) for i in backbone.layers],
+            head=head.name,
+            head_config={k: v for k, v in head.config.items() if k not in LOSS_ONLY_OPTIONS},
+            num_classes=head.num_classes,
+            classes=list(classes),
+            palette=[[int(c) for c in colour] for colour in palette],
+            taxonomy=taxonomy,
+            mean=[float(m) for m in backbone.mean],
+            std=[float(s) for s in backbone.std],
+            window=int(window),
+            window_stride=int(window_stride),
+            info=dict(info or {}),
         )
 
 
@@ -99,10 +117,14 @@ def save_checkpoint(path_stem: str | Path, head: SegHead, spec: CheckpointSpec) 
     """
     stem = Path(path_stem)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in head.state_dict().items()}
-    data = safetensors_bytes(tensors, metadata={"format": FORMAT})  # in memory, so a full disk is common.fileio's one sentence
+    data = safetensors_bytes(
+        tensors, metadata={"format": FORMAT}
+    )  # in memory, so a full disk is common.fileio's one sentence
     write_bytes_atomic(stem.with_suffix(".safetensors"), data)
     digest = hashlib.sha256(data).hexdigest()
-    write_json_atomic(stem.with_suffix(".json"), {"format": FORMAT, "version": VERSION, "tensors_sha256": digest, **asdict(spec)})
+    write_json_atomic(
+        stem.with_suffix(".json"), {"format": FORMAT, "version": VERSION, "tensors_sha256": digest, **asdict(spec)}
+    )
 
 
 def save_run_checkpoint(run_dir: str | Path, head: SegHead, spec: CheckpointSpec, which: str = "best") -> Path:
@@ -129,7 +151,9 @@ def read_checkpoint(path: str | Path, which: str = "best") -> tuple[dict[str, to
     if not spec_file.is_file() or not tensor_file.is_file():
         present = sorted(p.name for p in stem.parent.glob("checkpoint_*.json"))
         hint = f"it has {', '.join(present)}" if present else "train a model there first"
-        raise UserError(f"{stem.parent} holds no {stem.name} checkpoint ({spec_file.name} + {tensor_file.name}); {hint}")
+        raise UserError(
+            f"{stem.parent} holds no {stem.name} checkpoint ({spec_file.name} + {tensor_file.name}); {hint}"
+        )
     damaged = "the checkpoint is damaged: use the other one (--checkpoint best or last) or retrain"
     try:
         raw = json.loads(spec_file.read_text(encoding="utf-8"))
@@ -139,11 +163,15 @@ def read_checkpoint(path: str | Path, which: str = "best") -> tuple[dict[str, to
         raise UserError(f"{spec_file} holds a JSON {type(raw).__name__}, not a checkpoint spec; {damaged}")
     if raw.get("format") != FORMAT or raw.get("version") not in READABLE_VERSIONS:
         readable = " or ".join(map(str, READABLE_VERSIONS))
-        raise UserError(f"{spec_file} is not a {FORMAT} version {readable} spec (format {raw.get('format')!r}, version {raw.get('version')!r})")
+        raise UserError(
+            f"{spec_file} is not a {FORMAT} version {readable} spec (format {raw.get('format')!r}, version {raw.get('version')!r})"
+        )
     if raw["version"] == 1:
         raw = {VERSION_1_NAMES.get(key, key): value for key, value in raw.items()}
     if sha256_file(tensor_file) != raw.get("tensors_sha256"):
-        raise UserError(f"{tensor_file.name} does not match {spec_file.name} (an interrupted save?); use the other checkpoint or retrain")
+        raise UserError(
+            f"{tensor_file.name} does not match {spec_file.name} (an interrupted save?); use the other checkpoint or retrain"
+        )
     names = {f.name for f in fields(CheckpointSpec)}
     missing = sorted(n for n in names if n not in raw and n != "info")
     if missing:
@@ -156,8 +184,13 @@ def read_checkpoint(path: str | Path, which: str = "best") -> tuple[dict[str, to
     return tensors, spec
 
 
-def load_checkpoint(run_dir: str | Path, which: str = "best", weights: str | None = None,
-                    allow_other_weights: bool = False, device: str | torch.device = "cpu") -> tuple[Segmenter, CheckpointSpec]:
+def load_checkpoint(
+    run_dir: str | Path,
+    which: str = "best",
+    weights: str | None = None,
+    allow_other_weights: bool = False,
+    device: str | torch.device = "cpu",
+) -> tuple[Segmenter, CheckpointSpec]:
     """The trained model (backbone rebuilt by name from `weights`, head from the checkpoint) and its spec.
 
     The backbone weights must hash to what the head was trained on; `allow_other_weights` turns
@@ -166,9 +199,15 @@ def load_checkpoint(run_dir: str | Path, which: str = "best", weights: str | Non
     tensors, spec = read_checkpoint(run_dir, which)
     backbone = build_backbone(spec.backbone, weights=weights, layers=spec.layers, frozen=True)
     if backbone.weights_hash != spec.weights_hash:
-        given = "no weights were given (random backbone)" if backbone.weights_hash == "random" else f"the weights given hash to {backbone.weights_hash[:12]}"
-        message = (f"{run_dir} was trained on backbone weights {spec.weights_hash[:12]} but {given}; "
-                   f"pass the training weights with --weights or DINO_WEIGHTS")
+        given = (
+            "no weights were given (random backbone)"
+            if backbone.weights_hash == "random"
+            else f"the weights given hash to {backbone.weights_hash[:12]}"
+        )
+        message = (
+            f"{run_dir} was trained on backbone weights {spec.weights_hash[:12]} but {given}; "
+            f"pass the training weights with --weights or DINO_WEIGHTS"
+        )
         if not allow_other_weights:
             raise UserError(message)
         warnings.warn(message, stacklevel=2)
@@ -176,15 +215,19 @@ def load_checkpoint(run_dir: str | Path, which: str = "best", weights: str | Non
     head = build_head(spec.head, backbone.embed_dim, len(spec.layers), spec.num_classes, **head_config)
     result = head.load_state_dict(tensors, strict=False)
     if result.missing_keys or result.unexpected_keys:
-        raise UserError(f"{run_dir}'s weights do not fit head {spec.head!r} with its spec's config "
-                        f"(missing: {', '.join(result.missing_keys[:5]) or 'none'}; unexpected: {', '.join(result.unexpected_keys[:5]) or 'none'})")
+        raise UserError(
+            f"{run_dir}'s weights do not fit head {spec.head!r} with its spec's config "
+            f"(missing: {', '.join(result.missing_keys[:5]) or 'none'}; unexpected: {', '.join(result.unexpected_keys[:5]) or 'none'})"
+        )
     return Segmenter(backbone, head).to(device).eval(), spec
 
 
 load_run_checkpoint = load_checkpoint  # the name docs/architecture.md uses
 
 
-def init_head_from(head: SegHead, run_dir: str | Path, which: str = "best", classes: Sequence[str] | None = None) -> WarmStart:
+def init_head_from(
+    head: SegHead, run_dir: str | Path, which: str = "best", classes: Sequence[str] | None = None
+) -> WarmStart:
     """Warm start `head` from another run's head: every tensor but the classifier when the classes differ.
 
     Classes differ when their count differs or, given `classes`, when the names do (same count,
@@ -205,6 +248,8 @@ def init_head_from(head: SegHead, run_dir: str | Path, which: str = "best", clas
         else:
             clashes.append(f"{key} {tuple(value.shape)} vs {tuple(tensors[key].shape) if key in tensors else 'absent'}")
     if clashes:
-        raise UserError(f"{run_dir}'s head does not fit this one (another backbone, layers or head config?): {'; '.join(clashes[:5])}")
+        raise UserError(
+            f"{run_dir}'s head does not fit this one (another backbone, layers or head config?): {'; '.join(clashes[:5])}"
+        )
     head.load_state_dict({k: tensors[k] for k in kept}, strict=False)
     return WarmStart(kept=kept, skipped=skipped)

@@ -23,7 +23,9 @@ from common.labels import IGNORE_INDEX
 ArrayLike = np.ndarray | torch.Tensor
 
 
-def confusion_matrix(target: ArrayLike, prediction: ArrayLike, num_classes: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+def confusion_matrix(
+    target: ArrayLike, prediction: ArrayLike, num_classes: int, ignore_index: int = IGNORE_INDEX
+) -> np.ndarray:
     """`[K, K]` int64 pixel counts, rows ground truth, columns prediction, ignored pixels dropped.
 
     Accepts numpy arrays or tensors of any (equal) shape; tensors are counted on their own device.
@@ -126,7 +128,9 @@ def _nanmean(values: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else float("nan")
 
 
-def compute_metrics(matrix: np.ndarray, class_names: Sequence[str], background_index: int | None = 0) -> SegmentationMetrics:
+def compute_metrics(
+    matrix: np.ndarray, class_names: Sequence[str], background_index: int | None = 0
+) -> SegmentationMetrics:
     """Every metric from one confusion matrix; `background_index` is left out of the coral means."""
     matrix = np.asarray(matrix, dtype=np.int64)
     if matrix.shape != (len(class_names), len(class_names)):

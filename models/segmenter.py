@@ -30,7 +30,9 @@ class Segmenter(nn.Module):
         self.backbone = backbone
         self.head = head
         self.patch_size = int(backbone.patch_size)
-        self.register_buffer("mean", torch.tensor(backbone.mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer(
+            "mean", torch.tensor(backbone.mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False
+        )
         self.register_buffer("std", torch.tensor(backbone.std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
     @property

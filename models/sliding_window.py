@@ -37,9 +37,11 @@ def blend_weights(height: int, width: int, blend: str, device: torch.device) -> 
     if blend == "average":
         return torch.ones(height, width, device=device)
     if blend == "smooth":
+
         def tent(n: int) -> Tensor:
             t = (torch.arange(n, device=device, dtype=torch.float32) + 0.5) / n
             return 1.0 - (2 * t - 1).abs() + 1e-3  # never 0, so every pixel is covered
+
         return tent(height)[:, None] * tent(width)[None, :]
     raise ValueError(f"blend must be 'average' or 'smooth', got {blend!r}")
 
@@ -67,7 +69,9 @@ def predict_logits(
     """
     (crop_h, crop_w), (stride_h, stride_w) = _pair(window), _pair(window_stride)
     if min(crop_h, crop_w, stride_h, stride_w, batch_size) < 1:
-        raise ValueError(f"window, window_stride and batch_size must be positive, got {window}, {window_stride}, {batch_size}")
+        raise ValueError(
+            f"window, window_stride and batch_size must be positive, got {window}, {window_stride}, {batch_size}"
+        )
     _, height, width = image.shape
     win_h, win_w = min(crop_h, height), min(crop_w, width)
     boxes = [(y, x) for y in window_starts(height, win_h, stride_h) for x in window_starts(width, win_w, stride_w)]
@@ -79,7 +83,9 @@ def predict_logits(
         windows = torch.stack([image[:, y : y + win_h, x : x + win_w] for y, x in chunk])
         logits = forward(windows)
         if logits.shape != (len(chunk), num_classes, win_h, win_w):
-            raise ValueError(f"forward returned {list(logits.shape)} for windows {list(windows.shape)}; expected {num_classes} classes at window size")
+            raise ValueError(
+                f"forward returned {list(logits.shape)} for windows {list(windows.shape)}; expected {num_classes} classes at window size"
+            )
         for (y, x), window_logits in zip(chunk, logits.float()):
             total[:, y : y + win_h, x : x + win_w] += window_logits * weight
             weight_sum[y : y + win_h, x : x + win_w] += weight

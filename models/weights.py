@@ -71,9 +71,11 @@ def download_from_hub(repo: str) -> Path:
     try:
         return Path(snapshot_download(repo, allow_patterns=["config.json", "*.safetensors"]))
     except Exception as error:  # network, authentication, offline mode: all fixable by the user
-        raise UserError(f"could not download {repo} from the Hugging Face hub ({type(error).__name__}); check the "
-                        f"connection, accept the model's licence and run `hf auth login` for gated DINOv3 models, "
-                        f"or pass a downloaded file or folder with --weights") from None
+        raise UserError(
+            f"could not download {repo} from the Hugging Face hub ({type(error).__name__}); check the "
+            f"connection, accept the model's licence and run `hf auth login` for gated DINOv3 models, "
+            f"or pass a downloaded file or folder with --weights"
+        ) from None
 
 
 def read_weights(weights: str | os.PathLike[str], hf_repo: str = "") -> OfficialWeights:
@@ -113,8 +115,10 @@ def _read_tensors(file: Path) -> dict[str, torch.Tensor]:
             return load_file(file, device="cpu")
         loaded = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise UserError(f"cannot read weights file {file} ({type(error).__name__}); it must be a PyTorch state dict "
-                        f"of plain tensors or a .safetensors file") from None
+        raise UserError(
+            f"cannot read weights file {file} ({type(error).__name__}); it must be a PyTorch state dict "
+            f"of plain tensors or a .safetensors file"
+        ) from None
     if not isinstance(loaded, dict):
         raise UserError(f"{file} holds a {type(loaded).__name__}, not a state dict of tensors")
     return loaded
@@ -127,7 +131,7 @@ def _unwrap(state: dict) -> dict[str, torch.Tensor]:
             state = state[key]
     for prefix in ("module.", "backbone."):  # training checkpoints also hold heads: keep the backbone's
         if any(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
@@ -165,15 +169,20 @@ def to_official(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor]
         return _fuse_qkv(_rename(state, _HF_DINOV2), ("query", "key", "value")), "dinov2"
     if "embeddings.patch_embeddings.weight" in state:
         gated = any(".mlp.gate_proj." in k for k in state)
-        renames = _HF_DINOV3 + ([(r"\.mlp\.up_proj\.", ".mlp.w2."), (r"\.mlp\.down_proj\.", ".mlp.w3.")] if gated
-                                else [(r"\.mlp\.up_proj\.", ".mlp.fc1."), (r"\.mlp\.down_proj\.", ".mlp.fc2.")])
+        renames = _HF_DINOV3 + (
+            [(r"\.mlp\.up_proj\.", ".mlp.w2."), (r"\.mlp\.down_proj\.", ".mlp.w3.")]
+            if gated
+            else [(r"\.mlp\.up_proj\.", ".mlp.fc1."), (r"\.mlp\.down_proj\.", ".mlp.fc2.")]
+        )
         official = _fuse_qkv(_rename(state, renames), ("q", "k", "v"))
         official["mask_token"] = official["mask_token"].reshape(1, -1)
         return official, "dinov3"
     if "patch_embed.proj.weight" in state and "cls_token" in state:
         return dict(state), "dinov3" if "storage_tokens" in state or "rope_embed.periods" in state else "dinov2"
-    raise UserError(f"unrecognised weights: expected an official DINOv2/DINOv3 checkpoint or a Hugging Face "
-                    f"Dinov2/DINOv3 model, found keys like {', '.join(list(state)[:4])}")
+    raise UserError(
+        f"unrecognised weights: expected an official DINOv2/DINOv3 checkpoint or a Hugging Face "
+        f"Dinov2/DINOv3 model, found keys like {', '.join(list(state)[:4])}"
+    )
 
 
 def _rename(state: dict[str, torch.Tensor], renames: list[tuple[str, str]]) -> dict[str, torch.Tensor]:

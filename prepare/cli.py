@@ -53,7 +53,9 @@ def prepare(
     dirs = taxonomy_dirs(settings.taxonomy_dirs)
     names = _taxonomy_names(settings.label_taxonomy, dirs)
     if output_dir and len(names) > 1:
-        raise UserError("--output-dir takes a single taxonomy; leave it out to write one folder per taxonomy under DATA_ROOT/prepared")
+        raise UserError(
+            "--output-dir takes a single taxonomy; leave it out to write one folder per taxonomy under DATA_ROOT/prepared"
+        )
     taxonomies = [load_taxonomy(name, dirs) for name in names]
 
     from prepare import fiftyone_source  # imports fiftyone: kept out of worker processes

@@ -30,13 +30,17 @@ def load_dataset(name: str) -> fo.Dataset:
     check_database()  # an unreachable or refusing FIFTYONE_DATABASE_URI: one sentence, not a 30 s hang and a traceback
     if not fo.dataset_exists(name):
         known = ", ".join(fo.list_datasets()) or "none"
-        raise UserError(f"FiftyOne dataset {name!r} not found (datasets: {known}); import one with data_engineering first")
+        raise UserError(
+            f"FiftyOne dataset {name!r} not found (datasets: {known}); import one with data_engineering first"
+        )
     return fo.load_dataset(name)
 
 
 def _check_gt_field(dataset: fo.Dataset, gt_field: str) -> None:
     if not dataset.has_field(gt_field):
-        raise UserError(f"dataset {dataset.name!r} has no field {gt_field!r}; set GT_FIELD_NAME to its ground-truth polylines field")
+        raise UserError(
+            f"dataset {dataset.name!r} has no field {gt_field!r}; set GT_FIELD_NAME to its ground-truth polylines field"
+        )
 
 
 def _values_or_none(dataset: fo.Dataset, paths: Sequence[str]) -> list[list[Any]]:
@@ -51,7 +55,16 @@ def read_records(dataset: fo.Dataset, gt_field: str) -> list[SampleRecord]:
     _check_gt_field(dataset, gt_field)
     ids, paths, widths, heights, tags, sites, quadrats, labels = _values_or_none(
         dataset,
-        ["id", "filepath", "metadata.width", "metadata.height", "tags", contract.SITE, contract.QUADRAT_ID, f"{gt_field}.polylines.label"],
+        [
+            "id",
+            "filepath",
+            "metadata.width",
+            "metadata.height",
+            "tags",
+            contract.SITE,
+            contract.QUADRAT_ID,
+            f"{gt_field}.polylines.label",
+        ],
     )
     return [
         SampleRecord(
@@ -63,7 +76,9 @@ def read_records(dataset: fo.Dataset, gt_field: str) -> list[SampleRecord]:
             group=(site, quadrat) if quadrat is not None else None,
             labels=tuple(label or "" for label in sample_labels or ()),
         )
-        for sample_id, path, width, height, sample_tags, site, quadrat, sample_labels in zip(ids, paths, widths, heights, tags, sites, quadrats, labels)
+        for sample_id, path, width, height, sample_tags, site, quadrat, sample_labels in zip(
+            ids, paths, widths, heights, tags, sites, quadrats, labels
+        )
     ]
 
 
@@ -82,10 +97,21 @@ def annotation_reader(dataset: fo.Dataset, gt_field: str, chunk_size: int = CHUN
             view = dataset.select(sample_ids[start : start + chunk_size], ordered=True)
             # _raw skips mongoengine's per-value conversion (same numbers, several times faster)
             for sample_id, labels, rings, z_orders in zip(*view.values(fields, _raw=True)):
-                yield str(sample_id), [
-                    Annotation(label=label or "", rings=tuple(np.asarray(ring, dtype=np.float64).reshape(-1, 2) for ring in polyline_rings or ()), z_order=int(z or 0))
-                    for label, polyline_rings, z in zip(labels or (), rings or (), z_orders or [None] * len(labels or ()))
-                ]
+                yield (
+                    str(sample_id),
+                    [
+                        Annotation(
+                            label=label or "",
+                            rings=tuple(
+                                np.asarray(ring, dtype=np.float64).reshape(-1, 2) for ring in polyline_rings or ()
+                            ),
+                            z_order=int(z or 0),
+                        )
+                        for label, polyline_rings, z in zip(
+                            labels or (), rings or (), z_orders or [None] * len(labels or ())
+                        )
+                    ],
+                )
 
     return read
 

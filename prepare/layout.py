@@ -164,7 +164,11 @@ class PreparedDataset:
         if problem:
             source = (self.info.get("source") or {}).get("dataset")
             taxonomy = (self.info.get("taxonomy") or {}).get("name")
-            command = f"prepare/prepare_data.py {source} --taxonomy {taxonomy}" if source and taxonomy else "prepare/prepare_data.py"
+            command = (
+                f"prepare/prepare_data.py {source} --taxonomy {taxonomy}"
+                if source and taxonomy
+                else "prepare/prepare_data.py"
+            )
             raise UserError(f"mask {self.mask_path(entry)} {problem}; rerun {command} to redraw it")
 
 
@@ -179,7 +183,11 @@ def mask_problem(path: Path, entry: ManifestEntry, num_classes: int, ignore_inde
         return f"cannot be read ({error.strerror})"
     if digest == entry.mask_sha256:  # the bytes prepare wrote; their values were counted then
         strangers = sorted(int(v) for v in entry.pixels if int(v) >= num_classes and int(v) != ignore_index)
-        return f"holds value {strangers[0]} according to {MANIFEST_FILE}, but masks of {num_classes} classes hold {valid}" if strangers else ""
+        return (
+            f"holds value {strangers[0]} according to {MANIFEST_FILE}, but masks of {num_classes} classes hold {valid}"
+            if strangers
+            else ""
+        )
     if path.stat().st_size == 0:
         return "is empty"
     try:
@@ -200,12 +208,18 @@ def load_prepared(folder: str | Path) -> PreparedDataset:
     root = Path(folder).expanduser().resolve()
     missing = [name for name in (CLASSES_FILE, PALETTE_FILE, INFO_FILE, MANIFEST_FILE) if not (root / name).is_file()]
     if missing:
-        raise UserError(f"{root} is not a prepared dataset (missing {', '.join(missing)}); run prepare/prepare_data.py first")
+        raise UserError(
+            f"{root} is not a prepared dataset (missing {', '.join(missing)}); run prepare/prepare_data.py first"
+        )
     classes = (root / CLASSES_FILE).read_text(encoding="utf-8").splitlines()
-    palette = [tuple(int(v) for v in line.split()) for line in (root / PALETTE_FILE).read_text(encoding="utf-8").splitlines()]
+    palette = [
+        tuple(int(v) for v in line.split()) for line in (root / PALETTE_FILE).read_text(encoding="utf-8").splitlines()
+    ]
     info = json.loads((root / INFO_FILE).read_text(encoding="utf-8"))
     if len(palette) != len(classes) or classes[:1] != [BACKGROUND_NAME]:
-        raise UserError(f"{root}: {CLASSES_FILE} and {PALETTE_FILE} disagree; rerun prepare/prepare_data.py with --overwrite")
+        raise UserError(
+            f"{root}: {CLASSES_FILE} and {PALETTE_FILE} disagree; rerun prepare/prepare_data.py with --overwrite"
+        )
     return PreparedDataset(
         root=root,
         classes=classes,

@@ -130,12 +130,18 @@ class MaskResult:
     problem: str = ""  # why the sample was left out, when entry is None
 
 
-def prepare_dataset(records: Sequence[SampleRecord], read_annotations: AnnotationReader, options: PrepareOptions) -> PrepareReport:
+def prepare_dataset(
+    records: Sequence[SampleRecord], read_annotations: AnnotationReader, options: PrepareOptions
+) -> PrepareReport:
     """Write (or bring up to date) the prepared folder for `records`; see docs/prepared_dataset.md."""
     if not records:
-        raise UserError(f"dataset {options.source.get('dataset')!r} has no samples; import annotations with data_engineering first")
+        raise UserError(
+            f"dataset {options.source.get('dataset')!r} has no samples; import annotations with data_engineering first"
+        )
     taxonomy = options.taxonomy
-    label_map = resolve_labels(taxonomy, Counter(label for r in records for label in r.labels), options.unknown, layout.IGNORE_INDEX)
+    label_map = resolve_labels(
+        taxonomy, Counter(label for r in records for label in r.labels), options.unknown, layout.IGNORE_INDEX
+    )
     report = PrepareReport(assignment={}, entries=[])
     report.assignment = _choose_splits(records, label_map, options, report)
 
@@ -154,7 +160,10 @@ def prepare_dataset(records: Sequence[SampleRecord], read_annotations: Annotatio
     names = _output_names(chosen)
     palette = layout.png_palette([layout.BACKGROUND_COLOR, *taxonomy.colors])
     entries: dict[str, layout.ManifestEntry] = {}
-    with open(root / layout.JOURNAL_FILE, "a", encoding="utf-8") as journal, progress_bar(total=len(chosen), desc="masks", unit="mask") as progress:
+    with (
+        open(root / layout.JOURNAL_FILE, "a", encoding="utf-8") as journal,
+        progress_bar(total=len(chosen), desc="masks", unit="mask") as progress,
+    ):
 
         def finish(entry: layout.ManifestEntry) -> None:
             entries[entry.sample_id] = entry
@@ -170,7 +179,12 @@ def prepare_dataset(records: Sequence[SampleRecord], read_annotations: Annotatio
                 old = previous.get(sample_id)
                 if job is None:
                     report.left_out.setdefault("image file missing", []).append(record.filepath)
-                elif old and old.source_key == job.source_key and _outputs_exist(root, old) and _mask_intact(root, old, report):
+                elif (
+                    old
+                    and old.source_key == job.source_key
+                    and _outputs_exist(root, old)
+                    and _mask_intact(root, old, report)
+                ):
                     if old.palette_key != job.palette_key:
                         old = _recolour(root, old, job)
                         report.recoloured += 1
@@ -208,14 +222,20 @@ def prepare_dataset(records: Sequence[SampleRecord], read_annotations: Annotatio
     return report
 
 
-def _choose_splits(records: Sequence[SampleRecord], label_map: dict[str, int | None], options: PrepareOptions, report: PrepareReport) -> dict[str, str]:
+def _choose_splits(
+    records: Sequence[SampleRecord], label_map: dict[str, int | None], options: PrepareOptions, report: PrepareReport
+) -> dict[str, str]:
     finest = options.taxonomy.finest_class
     samples = [
         SplitSample(
             sample_id=r.sample_id,
             tags=r.tags,
             group=("group", r.group) if r.group is not None else ("sample", r.sample_id),
-            classes=frozenset(finest.get(label, label) for label in r.labels if label_map[label] not in (None, layout.BACKGROUND_INDEX)),
+            classes=frozenset(
+                finest.get(label, label)
+                for label in r.labels
+                if label_map[label] not in (None, layout.BACKGROUND_INDEX)
+            ),
         )
         for r in records
     ]
@@ -230,7 +250,9 @@ def _choose_splits(records: Sequence[SampleRecord], label_map: dict[str, int | N
     if conflicting:
         report.left_out["several split tags"] = [by_id[i] for i in conflicting]
     if not chosen:
-        raise UserError("no sample has a train, val or test tag; tag them in FiftyOne or rerun with --split-policy grouped")
+        raise UserError(
+            "no sample has a train, val or test tag; tag them in FiftyOne or rerun with --split-policy grouped"
+        )
     return chosen
 
 
@@ -241,7 +263,9 @@ def _claim_folder(root: Path, dataset: str, overwrite: bool) -> None:
         owner_dataset = json.loads(owner.read_text(encoding="utf-8")).get("dataset") if owner.is_file() else None
         if owner_dataset != dataset and not overwrite:
             what = f"a dataset prepared from {owner_dataset!r}" if owner_dataset else "files this tool did not write"
-            raise UserError(f"{root} already holds {what}; choose another --output-dir, or pass --overwrite to empty it and start again")
+            raise UserError(
+                f"{root} already holds {what}; choose another --output-dir, or pass --overwrite to empty it and start again"
+            )
         if overwrite:
             if root in (Path(root.anchor), Path.home().resolve(), REPO_ROOT) or root in REPO_ROOT.parents:
                 raise UserError(f"refusing to empty {root}; choose a dedicated --output-dir")
@@ -262,7 +286,11 @@ def _output_names(records: Sequence[SampleRecord]) -> dict[str, tuple[str, str]]
         path = Path(r.filepath)
         stem = path.stem if seen[path.name] == 1 else f"{path.stem}__{r.sample_id}"
         for name in (stem + path.suffix, stem + layout.MASK_SUFFIX):
-            check_file_name(name, f"the prepared file name for image {r.filepath}", "rename the image (in CVAT or the export) to a shorter name")
+            check_file_name(
+                name,
+                f"the prepared file name for image {r.filepath}",
+                "rename the image (in CVAT or the export) to a shorter name",
+            )
         names[r.sample_id] = (stem + path.suffix, stem)
     return names
 
@@ -288,7 +316,9 @@ def _job(
     )
     recorded = (record.width, record.height) if record.width and record.height else None
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(json.dumps([RULES_VERSION, os.path.abspath(record.filepath), stat.st_size, stat.st_mtime_ns, recorded]).encode())
+    digest.update(
+        json.dumps([RULES_VERSION, os.path.abspath(record.filepath), stat.st_size, stat.st_mtime_ns, recorded]).encode()
+    )
     for value, z_order, rings in shapes:
         digest.update(f"|{value},{z_order},{len(rings)}".encode())
         for ring in rings:
@@ -312,8 +342,10 @@ def _refuse_non_finite(record: SampleRecord, annotations: Sequence[Annotation]) 
     """Stop at a polygon with NaN or infinite points (older imports stored them; GEOS would fail on them in a worker)."""
     for annotation in annotations:
         if not all(np.isfinite(ring).all() for ring in annotation.rings):
-            raise UserError(f"sample {record.sample_id} ({record.filepath}) has a {annotation.label!r} polygon with NaN or infinite "
-                            "coordinates, stored by an older version; re-import its CVAT task with data_engineering or delete that polyline")
+            raise UserError(
+                f"sample {record.sample_id} ({record.filepath}) has a {annotation.label!r} polygon with NaN or infinite "
+                "coordinates, stored by an older version; re-import its CVAT task with data_engineering or delete that polyline"
+            )
 
 
 def make_mask(job: MaskJob) -> MaskResult:
@@ -323,7 +355,11 @@ def make_mask(job: MaskJob) -> MaskResult:
     except ImageProblem as error:
         return MaskResult(job.source_image, None, problem=IMAGE_PROBLEMS[error.kind])
     if job.recorded_size and job.recorded_size != (width, height):
-        return MaskResult(job.source_image, None, problem="image size differs from the dataset's metadata (run compute_metadata(overwrite=True) if the image is right)")
+        return MaskResult(
+            job.source_image,
+            None,
+            problem="image size differs from the dataset's metadata (run compute_metadata(overwrite=True) if the image is right)",
+        )
     shapes, degenerate, instances = [], 0, Counter[str]()
     for value, z_order, rings in job.shapes:
         geometry = polygon_from_rings([to_pixels(ring, width, height) for ring in rings])
@@ -453,9 +489,13 @@ def _run_jobs(jobs: Iterator[MaskJob], workers: int) -> Iterator[MaskResult]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def class_statistics(entries: Iterable[layout.ManifestEntry], taxonomy: Taxonomy) -> dict[str, dict[str, dict[str, int]]]:
+def class_statistics(
+    entries: Iterable[layout.ManifestEntry], taxonomy: Taxonomy
+) -> dict[str, dict[str, dict[str, int]]]:
     """{split: {"pixels": {class: n}, "instances": {class: n}, "images": {class: n}}} with every class listed."""
-    names = {str(i): n for i, n in enumerate([layout.BACKGROUND_NAME, *taxonomy.classes])} | {str(layout.IGNORE_INDEX): "ignore"}
+    names = {str(i): n for i, n in enumerate([layout.BACKGROUND_NAME, *taxonomy.classes])} | {
+        str(layout.IGNORE_INDEX): "ignore"
+    }
     stats = {s: {k: dict.fromkeys(names.values(), 0) for k in ("pixels", "instances", "images")} for s in layout.SPLITS}
     for entry in entries:
         split = stats[entry.split]
@@ -479,7 +519,11 @@ def _info(taxonomy: Taxonomy, options: PrepareOptions, report: PrepareReport) ->
         "ignore_color": list(layout.IGNORE_COLOR),
         "unknown_labels": options.unknown,
         "split_policy": {"policy": options.split_policy}
-        | ({"ratios": list(parse_ratios(options.ratios)), "seed": options.seed} if options.split_policy == "grouped" else {}),
+        | (
+            {"ratios": list(parse_ratios(options.ratios)), "seed": options.seed}
+            if options.split_policy == "grouped"
+            else {}
+        ),
         "splits": {s: sizes.get(s, 0) for s in layout.SPLITS},
         "class_statistics": class_statistics(report.entries, taxonomy),
         "left_out": {reason: sorted(paths) for reason, paths in report.left_out.items()},
@@ -498,7 +542,11 @@ def print_summary(report: PrepareReport, taxonomy: Taxonomy, root: Path) -> None
             continue
         row: list[Any] = [name]
         for s in layout.SPLITS:
-            row += [stats[s]["instances"][name] if name != layout.BACKGROUND_NAME else "-", stats[s]["images"][name], 100 * stats[s]["pixels"][name] / totals[s]]
+            row += [
+                stats[s]["instances"][name] if name != layout.BACKGROUND_NAME else "-",
+                stats[s]["images"][name],
+                100 * stats[s]["pixels"][name] / totals[s],
+            ]
         rows.append(row)
     headers = ["class"] + [f"{s} {k}" for s in layout.SPLITS for k in ("polygons", "images", "px %")]
     print(format_table(headers, rows))
@@ -511,7 +559,9 @@ def print_summary(report: PrepareReport, taxonomy: Taxonomy, root: Path) -> None
     if report.degenerate:
         print(f"dropped {report.degenerate} degenerate polygon(s) with no area")
     if report.repaired:
-        print(f"redrew {report.repaired} mask(s) whose file no longer matched the manifest (damaged or edited since the last run)")
+        print(
+            f"redrew {report.repaired} mask(s) whose file no longer matched the manifest (damaged or edited since the last run)"
+        )
     if report.nothing_changed:
         print(f"nothing changed since the last run: {report.up_to_date} masks up to date, none written")
     else:

@@ -52,7 +52,9 @@ def _simplify(exact: Polygon, tolerance: float, min_iou: float) -> Polygon:
     window = Affine.translation(x0, y0)
 
     def pixels(polygon: Polygon) -> np.ndarray:
-        return rasterio.features.rasterize([(polygon, 1)], out_shape=(y1 - y0, x1 - x0), transform=window, dtype=np.uint8).astype(bool)
+        return rasterio.features.rasterize(
+            [(polygon, 1)], out_shape=(y1 - y0, x1 - x0), transform=window, dtype=np.uint8
+        ).astype(bool)
 
     region = pixels(exact)
     while tolerance >= 0.1:

@@ -37,7 +37,9 @@ def parse_ratios(ratios: str | Sequence[float]) -> tuple[float, float, float]:
     except (TypeError, ValueError):
         values = ()
     if len(values) != 3 or min(values) < 0 or abs(sum(values) - 1) > 1e-6:
-        raise UserError(f"--ratios must be three non-negative numbers for train,val,test that sum to 1, like 0.7,0.2,0.1; got {ratios!r}")
+        raise UserError(
+            f"--ratios must be three non-negative numbers for train,val,test that sum to 1, like 0.7,0.2,0.1; got {ratios!r}"
+        )
     return values  # three, as checked above
 
 
@@ -55,7 +57,9 @@ def split_by_tags(samples: Sequence[SplitSample], splits: Sequence[str]) -> tupl
     return chosen, untagged, conflicting
 
 
-def grouped_split(samples: Sequence[SplitSample], splits: Sequence[str], ratios: Sequence[float], seed: int) -> dict[str, str]:
+def grouped_split(
+    samples: Sequence[SplitSample], splits: Sequence[str], ratios: Sequence[float], seed: int
+) -> dict[str, str]:
     """Sample id -> split, whole groups at a time, deterministic for a given seed and set of samples."""
     members: dict[Hashable, list[SplitSample]] = {}
     for sample in samples:

@@ -39,7 +39,9 @@ class Taxonomy:
     chain: tuple[str, ...]  # names from the finest level to this one
     finest_path: Path  # the file that holds the raw labels and aliases
     finest_class: Mapping[str, str]  # raw CVAT label -> finest class name (the same at every level)
-    background: frozenset[str] = frozenset()  # raw labels ("not coral": Water, Sand) drawn as background (0) in stacking order
+    background: frozenset[str] = (
+        frozenset()
+    )  # raw labels ("not coral": Water, Sand) drawn as background (0) in stacking order
 
     def class_index(self, label: str) -> int | None:
         """Class index of a raw label: 0 for a background label, None when the label is dropped; KeyError when unknown."""
@@ -79,7 +81,9 @@ def _find(name: str, dirs: Sequence[Path]) -> Path:
         path = Path(folder) / f"{name}.yaml"
         if path.is_file():
             return path.resolve()
-    raise UserError(f"taxonomy {name!r} not found; available: {', '.join(available_taxonomies(dirs))} (folders searched: {', '.join(map(str, dirs))})")
+    raise UserError(
+        f"taxonomy {name!r} not found; available: {', '.join(available_taxonomies(dirs))} (folders searched: {', '.join(map(str, dirs))})"
+    )
 
 
 def _read(path: Path) -> dict:
@@ -88,12 +92,16 @@ def _read(path: Path) -> dict:
     except yaml.YAMLError as error:
         where = getattr(error, "problem_mark", None)
         at = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
-        raise UserError(f"taxonomy file {path} is not valid YAML{at}: {getattr(error, 'problem', None) or 'unreadable'}; fix or restore the file") from None
+        raise UserError(
+            f"taxonomy file {path} is not valid YAML{at}: {getattr(error, 'problem', None) or 'unreadable'}; fix or restore the file"
+        ) from None
     except UnicodeDecodeError:
         raise UserError(f"taxonomy file {path} is not UTF-8 text; fix or restore the file") from None
     if not isinstance(data, dict) or not isinstance(data.get("classes"), list) or not data["classes"]:
         raise UserError(f"taxonomy file {path} must be a mapping with a non-empty `classes` list")
-    data["name"] = check_name(data.get("name", path.stem), f"the taxonomy name in {path}", "rename it (it names the prepared folder)")
+    data["name"] = check_name(
+        data.get("name", path.stem), f"the taxonomy name in {path}", "rename it (it names the prepared folder)"
+    )
     return data
 
 
@@ -129,12 +137,16 @@ def _finest(data: dict, path: Path) -> Taxonomy:
     dropped = _label_list(data, "drop", path)
     background = _label_list(data, "background", path)
     if dropped & background:
-        raise UserError(f"raw label {sorted(dropped & background)[0]!r} is under both `drop` and `background` in {path}; keep one")
+        raise UserError(
+            f"raw label {sorted(dropped & background)[0]!r} is under both `drop` and `background` in {path}; keep one"
+        )
     label_to_class: dict[str, int] = {}
     for index, entry in enumerate(entries, start=1):
         for label in [entry["name"], *(entry.get("aliases") or [])]:
             if label in label_to_class or label in dropped or label in background:
-                raise UserError(f"raw label {label!r} is claimed twice in {path} (as a class, an alias, under `drop` or `background`); keep one")
+                raise UserError(
+                    f"raw label {label!r} is claimed twice in {path} (as a class, an alias, under `drop` or `background`); keep one"
+                )
             label_to_class[label] = index
     return Taxonomy(
         name=data.get("name", path.stem),
@@ -157,12 +169,16 @@ def merge_map(parent_classes: Sequence[str], entries: Sequence[dict], path: Path
     for entry in entries:
         for source in entry.get("from") or [entry["name"]]:
             if source not in landing:
-                raise UserError(f"class {entry['name']!r} in {path} merges {source!r}, which its parent level does not have; parent classes: {', '.join(parent_classes)}")
+                raise UserError(
+                    f"class {entry['name']!r} in {path} merges {source!r}, which its parent level does not have; parent classes: {', '.join(parent_classes)}"
+                )
             landing[source].append(entry["name"])
     missing = [name for name, homes in landing.items() if not homes]
     doubled = {name: homes for name, homes in landing.items() if len(homes) > 1}
     if missing or doubled:
-        problems = [f"{name} lands in no class" for name in missing] + [f"{name} lands in {' and '.join(homes)}" for name, homes in doubled.items()]
+        problems = [f"{name} lands in no class" for name in missing] + [
+            f"{name} lands in {' and '.join(homes)}" for name, homes in doubled.items()
+        ]
         raise UserError(f"every parent class must land in exactly one class of {path}: {'; '.join(problems)}")
     index = {entry["name"]: i for i, entry in enumerate(entries, start=1)}
     return {name: index[homes[0]] for name, homes in landing.items()}
@@ -181,8 +197,14 @@ def _load(name: str, dirs: Sequence[Path], seen: tuple[str, ...]) -> Taxonomy:
     data = _read(path)
     if "parent" not in data:
         return _finest(data, path)
-    if data.get("drop") or data.get("background") or any(isinstance(e, dict) and e.get("aliases") for e in data["classes"]):
-        raise UserError(f"{path} has a parent, so raw labels (`aliases`, `drop`, `background`) belong only in the finest level {data['parent']!r}")
+    if (
+        data.get("drop")
+        or data.get("background")
+        or any(isinstance(e, dict) and e.get("aliases") for e in data["classes"])
+    ):
+        raise UserError(
+            f"{path} has a parent, so raw labels (`aliases`, `drop`, `background`) belong only in the finest level {data['parent']!r}"
+        )
     parent = _load(str(data["parent"]), dirs, seen + (str(path),))
     entries = _class_entries(data, path)
     parent_to_child = merge_map(parent.classes, entries, path)
@@ -202,7 +224,9 @@ def _load(name: str, dirs: Sequence[Path], seen: tuple[str, ...]) -> Taxonomy:
     )
 
 
-def resolve_labels(taxonomy: Taxonomy, label_counts: Mapping[str, int], unknown: str, ignore_index: int) -> dict[str, int | None]:
+def resolve_labels(
+    taxonomy: Taxonomy, label_counts: Mapping[str, int], unknown: str, ignore_index: int
+) -> dict[str, int | None]:
     """Raw label -> class index (None = not drawn, 0 = drawn as background) for every label seen, applying the unknown-label policy."""
     if unknown not in UNKNOWN_POLICIES:
         raise UserError(f"--unknown must be one of {', '.join(UNKNOWN_POLICIES)}, not {unknown!r}")
@@ -216,13 +240,17 @@ def resolve_labels(taxonomy: Taxonomy, label_counts: Mapping[str, int], unknown:
     if not strangers:
         return resolved
     if unknown == "error":
-        listing = ", ".join(f"{label!r} ({count})" for label, count in sorted(strangers.items(), key=lambda kv: (-kv[1], kv[0])))
+        listing = ", ".join(
+            f"{label!r} ({count})" for label, count in sorted(strangers.items(), key=lambda kv: (-kv[1], kv[0]))
+        )
         raise UserError(
             f"taxonomy {taxonomy.name!r} does not know these labels (shape counts): {listing}; add them as classes or `aliases` "
             f"in {taxonomy.finest_path}, or rerun with --unknown=other or --unknown=ignore"
         )
     if unknown == "other":
         if taxonomy.other_index is None:
-            raise UserError(f"--unknown=other needs a class {OTHER_CLASS!r} in {taxonomy.finest_path}; add it or use --unknown=ignore")
+            raise UserError(
+                f"--unknown=other needs a class {OTHER_CLASS!r} in {taxonomy.finest_path}; add it or use --unknown=ignore"
+            )
         return resolved | {label: taxonomy.other_index for label in strangers}
     return resolved | {label: ignore_index for label in strangers}

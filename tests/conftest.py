@@ -30,7 +30,16 @@ if _MONGOD:
 os.environ["REEFSEG_ENV_FILE"] = str(_SESSION_TMP / "no.env")  # the developer's .env never leaks in
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
-for _key in ("CVAT_URL", "CVAT_USERNAME", "CVAT_PASSWORD", "CVAT_ACCESS_TOKEN", "DATA_ROOT", "MEDIA_DIR", "RUNS_DIR", "DINO_WEIGHTS"):
+for _key in (
+    "CVAT_URL",
+    "CVAT_USERNAME",
+    "CVAT_PASSWORD",
+    "CVAT_ACCESS_TOKEN",
+    "DATA_ROOT",
+    "MEDIA_DIR",
+    "RUNS_DIR",
+    "DINO_WEIGHTS",
+):
     os.environ.pop(_key, None)
 
 import uuid  # noqa: E402

@@ -126,39 +126,99 @@ def png_bytes(width: int, height: int, color: tuple[int, int, int] = (30, 120, 1
     return buffer.getvalue()
 
 
-def polygon(frame: int, label_id: int, points: list[float], z_order: int = 0, attributes: list[dict] | None = None,
-            shape_type: str = "polygon", occluded: bool = False, source: str = "manual", score: float = 1.0) -> dict[str, Any]:
+def polygon(
+    frame: int,
+    label_id: int,
+    points: list[float],
+    z_order: int = 0,
+    attributes: list[dict] | None = None,
+    shape_type: str = "polygon",
+    occluded: bool = False,
+    source: str = "manual",
+    score: float = 1.0,
+) -> dict[str, Any]:
     """A shape as CVAT 2.x returns it in `/annotations` (pixel coordinates, flat points)."""
     return {
-        "type": shape_type, "occluded": occluded, "outside": False, "z_order": z_order, "rotation": 0.0,
-        "points": list(points), "frame": frame, "label_id": label_id, "group": 0, "source": source, "score": score,
-        "attributes": attributes or [], "elements": [],
+        "type": shape_type,
+        "occluded": occluded,
+        "outside": False,
+        "z_order": z_order,
+        "rotation": 0.0,
+        "points": list(points),
+        "frame": frame,
+        "label_id": label_id,
+        "group": 0,
+        "source": source,
+        "score": score,
+        "attributes": attributes or [],
+        "elements": [],
     }
 
 
-def mask(frame: int, label_id: int, bitmap: np.ndarray, z_order: int = 0, attributes: list[dict] | None = None,
-         source: str = "semi-auto") -> dict[str, Any]:
+def mask(
+    frame: int,
+    label_id: int,
+    bitmap: np.ndarray,
+    z_order: int = 0,
+    attributes: list[dict] | None = None,
+    source: str = "semi-auto",
+) -> dict[str, Any]:
     """A `mask` shape (a brush or SAM drawing) over a full-image boolean bitmap, RLE-encoded by cvat-sdk's own encoder
     (the one CVAT's server and auto-annotation use): run lengths over the bitmap's bounding box, then left, top, right, bottom."""
-    return polygon(frame, label_id, encode_mask(np.asarray(bitmap, dtype=bool)), z_order, attributes, shape_type="mask", source=source)
+    return polygon(
+        frame,
+        label_id,
+        encode_mask(np.asarray(bitmap, dtype=bool)),
+        z_order,
+        attributes,
+        shape_type="mask",
+        source=source,
+    )
 
 
-def tracked(frame: int, points: list[float], outside: bool = False, z_order: int = 0, shape_type: str = "polygon",
-            attributes: list[dict] | None = None) -> dict[str, Any]:
+def tracked(
+    frame: int,
+    points: list[float],
+    outside: bool = False,
+    z_order: int = 0,
+    shape_type: str = "polygon",
+    attributes: list[dict] | None = None,
+) -> dict[str, Any]:
     """One keyframe of a track, as in `/annotations` `tracks[].shapes` (CVAT stores only keyframes there)."""
-    return {"type": shape_type, "occluded": False, "outside": outside, "z_order": z_order, "rotation": 0.0, "points": list(points),
-            "frame": frame, "attributes": attributes or []}
+    return {
+        "type": shape_type,
+        "occluded": False,
+        "outside": outside,
+        "z_order": z_order,
+        "rotation": 0.0,
+        "points": list(points),
+        "frame": frame,
+        "attributes": attributes or [],
+    }
 
 
 def track(label_id: int, shapes: list[dict[str, Any]], source: str = "manual") -> dict[str, Any]:
     """A track (CVAT's interpolated annotation across frames) starting at its first keyframe."""
-    return {"frame": min(s["frame"] for s in shapes), "label_id": label_id, "group": 0, "source": source,
-            "shapes": list(shapes), "attributes": [], "elements": []}
+    return {
+        "frame": min(s["frame"] for s in shapes),
+        "label_id": label_id,
+        "group": 0,
+        "source": source,
+        "shapes": list(shapes),
+        "attributes": [],
+        "elements": [],
+    }
 
 
 def confidence_spec() -> dict[str, Any]:
     """The `confidence` number attribute reef projects define on every label (CVAT stores numbers as strings)."""
-    return {"name": "confidence", "mutable": False, "input_type": "number", "default_value": "100", "values": ["0", "100", "1"]}
+    return {
+        "name": "confidence",
+        "mutable": False,
+        "input_type": "number",
+        "default_value": "100",
+        "values": ["0", "100", "1"],
+    }
 
 
 def _now() -> str:
@@ -205,23 +265,44 @@ class FakeCvat:
         with self._lock:
             pid = self._next_id("project")
             self.projects[pid] = {
-                "id": pid, "name": name, "owner": self._user(), "assignee": None, "bug_tracker": "",
-                "guide_id": None, "task_subsets": [], "dimension": "2d", "status": "annotation",
-                "organization": None, "created_date": _now(), "updated_date": _now(),
-                "source_storage": None, "target_storage": None, "assignee_updated_date": None,
+                "id": pid,
+                "name": name,
+                "owner": self._user(),
+                "assignee": None,
+                "bug_tracker": "",
+                "guide_id": None,
+                "task_subsets": [],
+                "dimension": "2d",
+                "status": "annotation",
+                "organization": None,
+                "created_date": _now(),
+                "updated_date": _now(),
+                "source_storage": None,
+                "target_storage": None,
+                "assignee_updated_date": None,
             }
             for label_name, specs in labels:
                 lid = self._next_id("label")
                 attributes = [{"id": self._next_id("attribute"), **spec} for spec in specs]
                 self.labels[lid] = {
-                    "id": lid, "name": label_name, "color": f"#{lid * 40 % 256:02x}8040", "attributes": attributes,
-                    "type": "any", "svg": "", "sublabels": [], "project_id": pid, "parent_id": None, "has_parent": False,
+                    "id": lid,
+                    "name": label_name,
+                    "color": f"#{lid * 40 % 256:02x}8040",
+                    "attributes": attributes,
+                    "type": "any",
+                    "svg": "",
+                    "sublabels": [],
+                    "project_id": pid,
+                    "parent_id": None,
+                    "has_parent": False,
                 }
             return pid
 
     def label_id(self, project_id: int, name: str) -> int:
         """The id of the project's label called `name`."""
-        return next(lid for lid, label in self.labels.items() if label["project_id"] == project_id and label["name"] == name)
+        return next(
+            lid for lid, label in self.labels.items() if label["project_id"] == project_id and label["name"] == name
+        )
 
     def attribute_id(self, label_id: int, name: str) -> int:
         """The spec id of a label's attribute, as shapes refer to it."""
@@ -231,19 +312,48 @@ class FakeCvat:
         """A skeleton label whose points are sublabels (nested in `/api/labels`, never listed at the top)."""
         with self._lock:
             lid = self._next_id("label")
-            sublabels = [{"id": self._next_id("label"), "name": point, "color": "#d12345", "attributes": [], "type": "points",
-                          "has_parent": True} for point in points]
+            sublabels = [
+                {
+                    "id": self._next_id("label"),
+                    "name": point,
+                    "color": "#d12345",
+                    "attributes": [],
+                    "type": "points",
+                    "has_parent": True,
+                }
+                for point in points
+            ]
             self.labels[lid] = {
-                "id": lid, "name": name, "color": "#33ddff", "attributes": [], "type": "skeleton", "sublabels": sublabels,
-                "svg": "".join(f'<circle r="1.5" cx="{10 * i}" cy="10" data-label-id="{sub["id"]}" data-label-name="{sub["name"]}"></circle>'
-                               for i, sub in enumerate(sublabels)),
-                "project_id": project_id, "parent_id": None, "has_parent": False,
+                "id": lid,
+                "name": name,
+                "color": "#33ddff",
+                "attributes": [],
+                "type": "skeleton",
+                "sublabels": sublabels,
+                "svg": "".join(
+                    f'<circle r="1.5" cx="{10 * i}" cy="10" data-label-id="{sub["id"]}" data-label-name="{sub["name"]}"></circle>'
+                    for i, sub in enumerate(sublabels)
+                ),
+                "project_id": project_id,
+                "parent_id": None,
+                "has_parent": False,
             }
             return lid
 
-    def add_task(self, project_id: int, name: str, frames: list[tuple[str, bytes]], shapes: list[dict[str, Any]] = (),
-                 subset: str = "", status: str = "annotation", tracks: list[dict[str, Any]] = (), segment_size: int | None = None,
-                 gt_frames: list[int] = (), gt_shapes: list[dict[str, Any]] = (), honeypots: dict[int, int] | None = None) -> int:
+    def add_task(
+        self,
+        project_id: int,
+        name: str,
+        frames: list[tuple[str, bytes]],
+        shapes: list[dict[str, Any]] = (),
+        subset: str = "",
+        status: str = "annotation",
+        tracks: list[dict[str, Any]] = (),
+        segment_size: int | None = None,
+        gt_frames: list[int] = (),
+        gt_shapes: list[dict[str, Any]] = (),
+        honeypots: dict[int, int] | None = None,
+    ) -> int:
         """A task holding `frames` as (file name, image bytes), `shapes` and `tracks`; returns its id.
 
         `status` is `annotation` as for any new CVAT task. `segment_size` frames per annotation job (default: one job).
@@ -265,20 +375,45 @@ class FakeCvat:
             regular = [n for n in range(len(frames)) if not (honeypots and n in gt_frames)]
             size = segment_size or max(len(regular), 1)
             self.tasks[tid] = {
-                "id": tid, "name": name, "project_id": project_id, "mode": "annotation", "owner": self._user(),
-                "assignee": None, "bug_tracker": "", "created_date": _now(), "updated_date": _now(), "overlap": 0,
-                "segment_size": size, "status": status, "data_chunk_size": 72,
-                "data_compressed_chunk_type": "imageset", "data_original_chunk_type": "imageset",
-                "data_cloud_storage_id": None, "guide_id": None, "size": len(frames), "image_quality": 70, "data": tid,
-                "dimension": "2d", "subset": subset, "organization": None, "target_storage": None,
-                "source_storage": None, "validation_mode": validation_mode, "assignee_updated_date": None, "initial_replicas": 0,
+                "id": tid,
+                "name": name,
+                "project_id": project_id,
+                "mode": "annotation",
+                "owner": self._user(),
+                "assignee": None,
+                "bug_tracker": "",
+                "created_date": _now(),
+                "updated_date": _now(),
+                "overlap": 0,
+                "segment_size": size,
+                "status": status,
+                "data_chunk_size": 72,
+                "data_compressed_chunk_type": "imageset",
+                "data_original_chunk_type": "imageset",
+                "data_cloud_storage_id": None,
+                "guide_id": None,
+                "size": len(frames),
+                "image_quality": 70,
+                "data": tid,
+                "dimension": "2d",
+                "subset": subset,
+                "organization": None,
+                "target_storage": None,
+                "source_storage": None,
+                "validation_mode": validation_mode,
+                "assignee_updated_date": None,
+                "initial_replicas": 0,
             }
             for start in range(0, len(regular), size):
-                self._add_job(tid, regular[start:start + size], "annotation")
+                self._add_job(tid, regular[start : start + size], "annotation")
             if gt_frames:
                 job = self._add_job(tid, list(gt_frames), "ground_truth")
-                self.gt_annotations[job] = {"version": 0, "tags": [], "shapes": [{**copy.deepcopy(s), "id": self._next_id("shapes")} for s in gt_shapes],
-                                            "tracks": []}
+                self.gt_annotations[job] = {
+                    "version": 0,
+                    "tags": [],
+                    "shapes": [{**copy.deepcopy(s), "id": self._next_id("shapes")} for s in gt_shapes],
+                    "tracks": [],
+                }
             self.annotations[tid] = {"version": 0, "tags": [], "shapes": [], "tracks": []}
             for shape in shapes:
                 self.annotations[tid]["shapes"].append({**copy.deepcopy(shape), "id": self._next_id("shapes")})
@@ -288,23 +423,48 @@ class FakeCvat:
                 self.projects[project_id]["task_subsets"].append(subset)
             return tid
 
-    def add_video_task(self, project_id: int, name: str, video_name: str, frames: list[bytes], tracks: list[dict[str, Any]] = (),
-                       shapes: list[dict[str, Any]] = (), status: str = "annotation") -> int:
+    def add_video_task(
+        self,
+        project_id: int,
+        name: str,
+        video_name: str,
+        frames: list[bytes],
+        tracks: list[dict[str, Any]] = (),
+        shapes: list[dict[str, Any]] = (),
+        status: str = "annotation",
+    ) -> int:
         """A task made from one video file: `data/meta` lists a single frame entry named after the video."""
-        tid = self.add_task(project_id, name, [(f"{video_name}#{i}", data) for i, data in enumerate(frames)], shapes=shapes,
-                            tracks=tracks, status=status)
+        tid = self.add_task(
+            project_id,
+            name,
+            [(f"{video_name}#{i}", data) for i, data in enumerate(frames)],
+            shapes=shapes,
+            tracks=tracks,
+            status=status,
+        )
         with self._lock:
             self.videos[tid] = video_name
-            self.tasks[tid].update(mode="interpolation", data_original_chunk_type="video", data_compressed_chunk_type="video", overlap=5)
+            self.tasks[tid].update(
+                mode="interpolation", data_original_chunk_type="video", data_compressed_chunk_type="video", overlap=5
+            )
             for job in self.jobs.values():
                 if job["task_id"] == tid:
-                    job.update(mode="interpolation", data_original_chunk_type="video", data_compressed_chunk_type="video")
+                    job.update(
+                        mode="interpolation", data_original_chunk_type="video", data_compressed_chunk_type="video"
+                    )
         return tid
 
     def _add_job(self, tid: int, frames: list[int], job_type: str) -> int:
         jid = self._next_id("job")
-        self.jobs[jid] = {"id": jid, "task_id": tid, "frames": list(frames), "type": job_type, "stage": "annotation", "state": "new",
-                          "updated_date": _now()}
+        self.jobs[jid] = {
+            "id": jid,
+            "task_id": tid,
+            "frames": list(frames),
+            "type": job_type,
+            "stage": "annotation",
+            "state": "new",
+            "updated_date": _now(),
+        }
         return jid
 
     def task_jobs(self, task_id: int, job_type: str | None = None) -> list[int]:
@@ -316,8 +476,16 @@ class FakeCvat:
         with self._lock:
             self.tasks[task_id].update(changes, updated_date=_now())
 
-    def fail(self, path: str, status: int = 500, method: str = "GET", skip: int = 0, times: int = 1,
-             body: bytes | None = None, content_type: str = "application/json") -> None:
+    def fail(
+        self,
+        path: str,
+        status: int = 500,
+        method: str = "GET",
+        skip: int = 0,
+        times: int = 1,
+        body: bytes | None = None,
+        content_type: str = "application/json",
+    ) -> None:
         """Make the next matching requests (after `skip` good ones) answer `status` (with `body` if given)."""
         with self._lock:
             self.failures.append(Failure(path, status, method, skip, times, body, content_type))
@@ -326,7 +494,9 @@ class FakeCvat:
         """How many frame downloads the server answered (for one task, or all)."""
         task = str(task_id) if task_id is not None else r"\d+"
         pattern = re.compile(rf"/api/tasks/{task}/data$")
-        return sum(1 for r in self.requests if r.method == "GET" and pattern.match(r.path) and r.query.get("type") == "frame")
+        return sum(
+            1 for r in self.requests if r.method == "GET" and pattern.match(r.path) and r.query.get("type") == "frame"
+        )
 
     @contextlib.contextmanager
     def serve(self) -> Iterator[str]:
@@ -352,10 +522,15 @@ class FakeCvat:
         tid = task["id"]
         jobs = [self.jobs[j] for j in self.task_jobs(tid)]
         payload = {
-            "url": f"{self.url}/api/tasks/{tid}", **copy.deepcopy(task),
+            "url": f"{self.url}/api/tasks/{tid}",
+            **copy.deepcopy(task),
             "project_name": self.projects[task["project_id"]]["name"],
-            "jobs": {"count": len(jobs), "completed": sum(self._job_state(j)[2] == "completed" for j in jobs),
-                     "validation": sum(self._job_state(j)[1] == "validation" for j in jobs), "url": f"{self.url}/api/jobs?task_id={tid}"},
+            "jobs": {
+                "count": len(jobs),
+                "completed": sum(self._job_state(j)[2] == "completed" for j in jobs),
+                "validation": sum(self._job_state(j)[1] == "validation" for j in jobs),
+                "url": f"{self.url}/api/jobs?task_id={tid}",
+            },
             "labels": {"url": f"{self.url}/api/labels?task_id={tid}"},
         }
         if self._is_older():
@@ -366,8 +541,12 @@ class FakeCvat:
     def _project_payload(self, project: dict[str, Any]) -> dict[str, Any]:
         pid = project["id"]
         return {
-            "url": f"{self.url}/api/projects/{pid}", **copy.deepcopy(project),
-            "tasks": {"count": sum(t["project_id"] == pid for t in self.tasks.values()), "url": f"{self.url}/api/tasks?project_id={pid}"},
+            "url": f"{self.url}/api/projects/{pid}",
+            **copy.deepcopy(project),
+            "tasks": {
+                "count": sum(t["project_id"] == pid for t in self.tasks.values()),
+                "url": f"{self.url}/api/tasks?project_id={pid}",
+            },
             "labels": {"url": f"{self.url}/api/labels?project_id={pid}"},
         }
 
@@ -382,14 +561,35 @@ class FakeCvat:
         status, stage, state = self._job_state(job)
         frames = job["frames"]
         return {
-            "url": f"{self.url}/api/jobs/{jid}", "id": jid, "task_id": task["id"], "project_id": task["project_id"],
-            "assignee": None, "guide_id": None, "dimension": "2d", "bug_tracker": None, "status": status, "stage": stage, "state": state,
-            "mode": task["mode"], "frame_count": len(frames), "start_frame": min(frames, default=0), "stop_frame": max(frames, default=0),
-            "data_chunk_size": 72, "data_compressed_chunk_type": task["data_compressed_chunk_type"],
+            "url": f"{self.url}/api/jobs/{jid}",
+            "id": jid,
+            "task_id": task["id"],
+            "project_id": task["project_id"],
+            "assignee": None,
+            "guide_id": None,
+            "dimension": "2d",
+            "bug_tracker": None,
+            "status": status,
+            "stage": stage,
+            "state": state,
+            "mode": task["mode"],
+            "frame_count": len(frames),
+            "start_frame": min(frames, default=0),
+            "stop_frame": max(frames, default=0),
+            "data_chunk_size": 72,
+            "data_compressed_chunk_type": task["data_compressed_chunk_type"],
             "data_original_chunk_type": task["data_original_chunk_type"],
-            "created_date": task["created_date"], "updated_date": job["updated_date"], "issues": {"count": 0, "url": f"{self.url}/api/issues?job_id={jid}"},
-            "labels": {"url": f"{self.url}/api/labels?job_id={jid}"}, "type": job["type"], "organization": None,
-            "target_storage": None, "source_storage": None, "assignee_updated_date": None, "parent_job_id": None, "consensus_replicas": 0,
+            "created_date": task["created_date"],
+            "updated_date": job["updated_date"],
+            "issues": {"count": 0, "url": f"{self.url}/api/issues?job_id={jid}"},
+            "labels": {"url": f"{self.url}/api/labels?job_id={jid}"},
+            "type": job["type"],
+            "organization": None,
+            "target_storage": None,
+            "source_storage": None,
+            "assignee_updated_date": None,
+            "parent_job_id": None,
+            "consensus_replicas": 0,
         }
 
     def _meta_payload(self, tid: int, job: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -397,16 +597,34 @@ class FakeCvat:
         numbers = job["frames"] if job else list(range(len(frames)))
         if tid in self.videos:  # CVAT lists a video once, with its size, however many frames it holds
             _, _, w, h = frames[0]
-            entries = [{"width": w, "height": h, "name": self.videos[tid], "related_files": 0, "has_related_context": False}]
+            entries = [
+                {"width": w, "height": h, "name": self.videos[tid], "related_files": 0, "has_related_context": False}
+            ]
         else:
-            entries = [{"width": frames[n][2], "height": frames[n][3], "name": frames[n][0], "related_files": 0, "has_related_context": False}
-                       for n in range(min(numbers, default=0), max(numbers, default=-1) + 1)]
+            entries = [
+                {
+                    "width": frames[n][2],
+                    "height": frames[n][3],
+                    "name": frames[n][0],
+                    "related_files": 0,
+                    "has_related_context": False,
+                }
+                for n in range(min(numbers, default=0), max(numbers, default=-1) + 1)
+            ]
         return {
-            "chunk_size": 72, "size": len(numbers), "image_quality": 70, "start_frame": min(numbers, default=0),
-            "stop_frame": max(numbers, default=0), "frame_filter": "", "frames": entries,
+            "chunk_size": 72,
+            "size": len(numbers),
+            "image_quality": 70,
+            "start_frame": min(numbers, default=0),
+            "stop_frame": max(numbers, default=0),
+            "frame_filter": "",
+            "frames": entries,
             "deleted_frames": [n for n in self.deleted_frames.get(tid, []) if n in numbers],
             "included_frames": numbers if job and job["type"] == "ground_truth" else None,
-            "chunks_updated_date": self.tasks[tid]["created_date"], "chapters": None, "storage": "local", "cloud_storage_id": None,
+            "chunks_updated_date": self.tasks[tid]["created_date"],
+            "chapters": None,
+            "storage": "local",
+            "cloud_storage_id": None,
         }
 
     def _validation_layout(self, tid: int) -> dict[str, Any]:
@@ -415,9 +633,15 @@ class FakeCvat:
             return {"mode": None}
         [gt_job] = self.task_jobs(tid, "ground_truth")
         pool = self.honeypots.get(tid, {})
-        return {"mode": task["validation_mode"], "frames_per_job_count": None, "validation_frames": self.jobs[gt_job]["frames"],
-                "disabled_frames": [], "honeypot_count": len(pool), "honeypot_frames": sorted(pool),
-                "honeypot_real_frames": [pool[n] for n in sorted(pool)]}
+        return {
+            "mode": task["validation_mode"],
+            "frames_per_job_count": None,
+            "validation_frames": self.jobs[gt_job]["frames"],
+            "disabled_frames": [],
+            "honeypot_count": len(pool),
+            "honeypot_frames": sorted(pool),
+            "honeypot_real_frames": [pool[n] for n in sorted(pool)],
+        }
 
     def _is_older(self, than: tuple[int, int] = (2, 30)) -> bool:
         major, minor = (int(part) for part in self.version.split(".")[:2])
@@ -425,7 +649,9 @@ class FakeCvat:
 
     # ---- request handling ------------------------------------------------------------------------
 
-    def _handle(self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def _handle(
+        self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
         with self._lock:
             self.requests.append(Request(method, path, query, headers, body))
             for failure in self.failures:
@@ -438,8 +664,16 @@ class FakeCvat:
                         return failure.status, {"Content-Type": failure.content_type}, failure.body
                     return _json(failure.status, {"detail": "Internal server error (injected by the test)."})
             if path == "/api/server/about" and method == "GET":
-                return _json(200, {"name": "Computer Vision Annotation Tool", "description": "CVAT", "version": self.version,
-                                   "logo_url": f"{self.url}/api/server/logo", "subtitle": "Open Data Annotation Platform"})
+                return _json(
+                    200,
+                    {
+                        "name": "Computer Vision Annotation Tool",
+                        "description": "CVAT",
+                        "version": self.version,
+                        "logo_url": f"{self.url}/api/server/logo",
+                        "subtitle": "Open Data Annotation Platform",
+                    },
+                )
             if path == "/api/auth/login" and method == "POST":
                 return self._login(body)
             refusal = self._refusal(method, headers)
@@ -457,13 +691,18 @@ class FakeCvat:
         session, csrf = secrets.token_hex(16), secrets.token_hex(16)
         self._sessions[session] = csrf
         status, headers, payload = _json(200, {"key": self._login_key})
-        headers["Set-Cookie"] = [f"sessionid={session}; HttpOnly; Path=/; SameSite=Lax", f"csrftoken={csrf}; Path=/; SameSite=Lax"]
+        headers["Set-Cookie"] = [
+            f"sessionid={session}; HttpOnly; Path=/; SameSite=Lax",
+            f"csrftoken={csrf}; Path=/; SameSite=Lax",
+        ]
         return status, headers, payload
 
     def _refusal(self, method: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes] | None:
         """None when the request is authenticated; else CVAT's 401 (no credentials) or 403 (CSRF) answer."""
         authorization = headers.get("authorization", "")
-        if authorization == f"Token {self._login_key}" or (authorization == f"Bearer {self.access_token}" and not self._is_older(ACCESS_TOKENS_SINCE)):
+        if authorization == f"Token {self._login_key}" or (
+            authorization == f"Bearer {self.access_token}" and not self._is_older(ACCESS_TOKENS_SINCE)
+        ):
             return None
         cookies = SimpleCookie(headers.get("cookie", ""))
         session = cookies["sessionid"].value if "sessionid" in cookies else None
@@ -477,23 +716,48 @@ class FakeCvat:
         if path == "/api/auth/logout" and method == "POST":
             return _json(200, {"detail": "Successfully logged out."})
         if path == "/api/users/self" and method == "GET":
-            return _json(200, {**self._user(), "email": "", "groups": ["user"], "is_staff": False, "is_superuser": False,
-                               "is_active": True, "last_login": _now(), "date_joined": _now(), "has_analytics_access": False})
+            return _json(
+                200,
+                {
+                    **self._user(),
+                    "email": "",
+                    "groups": ["user"],
+                    "is_staff": False,
+                    "is_superuser": False,
+                    "is_active": True,
+                    "last_login": _now(),
+                    "date_joined": _now(),
+                    "has_analytics_access": False,
+                },
+            )
         if path == "/api/projects" and method == "GET":
-            rows = [p for p in self.projects.values() if _matches(p, query, ("name", "id"))
-                    and query.get("search", "").lower() in p["name"].lower()]
+            rows = [
+                p
+                for p in self.projects.values()
+                if _matches(p, query, ("name", "id")) and query.get("search", "").lower() in p["name"].lower()
+            ]
             return self._page(path, query, [self._project_payload(p) for p in rows])
         if path == "/api/tasks" and method == "GET":
-            rows = [t for t in self.tasks.values() if _matches(t, query, ("project_id", "status", "subset", "name", "id"))]
+            rows = [
+                t for t in self.tasks.values() if _matches(t, query, ("project_id", "status", "subset", "name", "id"))
+            ]
             return self._page(path, query, [self._task_payload(t) for t in rows])
         if path == "/api/labels" and method == "GET":
-            task_id = query.get("task_id") or (str(self.jobs[int(query["job_id"])]["task_id"]) if int(query.get("job_id", 0)) in self.jobs else None)
-            project_id = query.get("project_id") or (self.tasks.get(int(task_id), {}).get("project_id") if task_id else None)
+            task_id = query.get("task_id") or (
+                str(self.jobs[int(query["job_id"])]["task_id"]) if int(query.get("job_id", 0)) in self.jobs else None
+            )
+            project_id = query.get("project_id") or (
+                self.tasks.get(int(task_id), {}).get("project_id") if task_id else None
+            )
             rows = [lb for lb in self.labels.values() if project_id is None or str(lb["project_id"]) == str(project_id)]
             return self._page(path, query, copy.deepcopy(rows))
         if path == "/api/jobs" and method == "GET":
-            rows = [job for job in self.jobs.values() if ("task_id" not in query or str(job["task_id"]) == query["task_id"])
-                    and query.get("type", job["type"]) == job["type"]]
+            rows = [
+                job
+                for job in self.jobs.values()
+                if ("task_id" not in query or str(job["task_id"]) == query["task_id"])
+                and query.get("type", job["type"]) == job["type"]
+            ]
             return self._page(path, query, [self._job_payload(job) for job in rows])
         match = re.fullmatch(r"/api/(projects|tasks|jobs)/(\d+)(/.*)?", path)
         if not match:
@@ -514,7 +778,12 @@ class FakeCvat:
             return _json(404, {"detail": "Not found."})
         if kind == "tasks" and rest == "/data/meta" and method == "GET":
             return _json(200, self._meta_payload(oid))
-        if kind == "tasks" and rest == "/validation_layout" and method == "GET" and not self._is_older(VALIDATION_LAYOUT_SINCE):
+        if (
+            kind == "tasks"
+            and rest == "/validation_layout"
+            and method == "GET"
+            and not self._is_older(VALIDATION_LAYOUT_SINCE)
+        ):
             return _json(200, self._validation_layout(oid))
         if kind == "tasks" and rest == "/data" and method == "GET":
             return self._frame(oid, query)
@@ -530,12 +799,15 @@ class FakeCvat:
         def link(number: int) -> str | None:
             return f"{self.url}{path}?{urlencode({**query, 'page': number})}"
 
-        return _json(200, {
-            "count": len(rows),
-            "next": link(page + 1) if page * size < len(rows) else None,
-            "previous": link(page - 1) if page > 1 else None,
-            "results": rows[(page - 1) * size: page * size],
-        })
+        return _json(
+            200,
+            {
+                "count": len(rows),
+                "next": link(page + 1) if page * size < len(rows) else None,
+                "previous": link(page - 1) if page > 1 else None,
+                "results": rows[(page - 1) * size : page * size],
+            },
+        )
 
     def _frame(self, tid: int, query: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         if query.get("type") == "chunk":
@@ -556,20 +828,26 @@ class FakeCvat:
         """An "imageset" chunk as CVAT serves it: a zip of `data_chunk_size` frames' files, in frame order (deleted ones too)."""
         size = self.tasks[tid]["data_chunk_size"]
         number = int(query.get("number", -1))
-        frames = self.frames[tid][number * size: (number + 1) * size] if number >= 0 else []
+        frames = self.frames[tid][number * size : (number + 1) * size] if number >= 0 else []
         if not frames:
-            return _json(400, {"detail": f"The chunk number should be in the [0, {(len(self.frames[tid]) - 1) // size}] range"})
+            return _json(
+                400, {"detail": f"The chunk number should be in the [0, {(len(self.frames[tid]) - 1) // size}] range"}
+            )
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w") as archive:
             for index, (name, data, _, _) in enumerate(frames, start=number * size):
                 archive.writestr(f"{index:06d}{PurePosixPath(name).suffix}", data)
         return 200, {"Content-Type": "application/zip"}, buffer.getvalue()
 
-    def _annotations(self, tid: int, method: str, query: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def _annotations(
+        self, tid: int, method: str, query: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
         current = self.annotations[tid]
         if method == "GET":
             answer = copy.deepcopy(current)
-            if self.tasks[tid]["validation_mode"] == "gt_pool":  # the pool's ground truth is the task's own annotation there
+            if (
+                self.tasks[tid]["validation_mode"] == "gt_pool"
+            ):  # the pool's ground truth is the task's own annotation there
                 for job in self.task_jobs(tid, "ground_truth"):
                     answer["shapes"] += copy.deepcopy(self.gt_annotations[job]["shapes"])
             return _json(200, answer)
@@ -601,7 +879,9 @@ class FakeCvat:
         self.tasks[tid]["updated_date"] = _now()
         return _json(200, {"version": current["version"], **incoming})
 
-    def _job_annotations(self, job: dict[str, Any], method: str, query: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def _job_annotations(
+        self, job: dict[str, Any], method: str, query: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
         """A job's annotations: a ground-truth job keeps its own; an annotation job reads and writes the task's on its frames."""
         frames = set(job["frames"])
         if job["type"] == "ground_truth" and method == "GET":
@@ -620,7 +900,10 @@ class FakeCvat:
         if method == "GET":
             return _json(200, _only_frames(self.annotations[tid], frames))
         if method in ("PUT", "DELETE"):  # replaces this job's frames only
-            kept = {kind: [item for item in self.annotations[tid][kind] if item["frame"] not in frames] for kind in ("tags", "shapes", "tracks")}
+            kept = {
+                kind: [item for item in self.annotations[tid][kind] if item["frame"] not in frames]
+                for kind in ("tags", "shapes", "tracks")
+            }
             status, headers, payload = self._annotations(tid, method, query, body)
             for kind, items in kept.items():
                 self.annotations[tid][kind] = items + self.annotations[tid][kind]
@@ -631,9 +914,12 @@ class FakeCvat:
 
 
 def _only_frames(annotations: dict[str, Any], frames: set[int]) -> dict[str, Any]:
-    return {"version": annotations["version"], "tags": [t for t in annotations["tags"] if t["frame"] in frames],
-            "shapes": [s for s in annotations["shapes"] if s["frame"] in frames],
-            "tracks": [t for t in annotations["tracks"] if t["frame"] in frames]}
+    return {
+        "version": annotations["version"],
+        "tags": [t for t in annotations["tags"] if t["frame"] in frames],
+        "shapes": [s for s in annotations["shapes"] if s["frame"] in frames],
+        "tracks": [t for t in annotations["tracks"] if t["frame"] in frames],
+    }
 
 
 def _matches(row: dict[str, Any], query: dict[str, str], keys: tuple[str, ...]) -> bool:
@@ -655,8 +941,12 @@ def _handler_for(cvat: FakeCvat) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(length) if length else b""
             headers = {k.lower(): v for k, v in self.headers.items()}
             try:
-                status, out_headers, payload = cvat._handle(self.command, parts.path.rstrip("/") or "/", query, headers, body)
-            except Exception as error:  # a bug here answers 500, as a crashing server would, rather than hanging the client
+                status, out_headers, payload = cvat._handle(
+                    self.command, parts.path.rstrip("/") or "/", query, headers, body
+                )
+            except (
+                Exception
+            ) as error:  # a bug here answers 500, as a crashing server would, rather than hanging the client
                 status, out_headers, payload = _json(500, {"detail": f"{type(error).__name__}: {error}"})
             self.send_response(status)
             for key, value in out_headers.items():
@@ -706,35 +996,87 @@ def add_reef_project(cvat: FakeCvat, name: str = "Reef 2021") -> ReefProject:
       and `annotation`: 12 tasks in all, so task lists take two pages of CVAT's 10.
     - labels Acropora, Porites, Pocillopora and a skeleton "Colony axis" whose two points are nested sublabels.
     """
-    growth = {"name": "growth_form", "mutable": False, "input_type": "select", "default_value": "branching", "values": ["branching", "massive"]}
-    project = cvat.add_project(name, labels=[("Acropora", [confidence_spec(), growth]), ("Porites", [confidence_spec()]), ("Pocillopora", [])])
+    growth = {
+        "name": "growth_form",
+        "mutable": False,
+        "input_type": "select",
+        "default_value": "branching",
+        "values": ["branching", "massive"],
+    }
+    project = cvat.add_project(
+        name, labels=[("Acropora", [confidence_spec(), growth]), ("Porites", [confidence_spec()]), ("Pocillopora", [])]
+    )
     skeleton = cvat.add_skeleton_label(project, "Colony axis", ["base", "tip"])
     other = cvat.add_project("Seagrass survey", labels=[("Posidonia", [])])
     acropora, porites = cvat.label_id(project, "Acropora"), cvat.label_id(project, "Porites")
     confidence, growth_id = cvat.attribute_id(acropora, "confidence"), cvat.attribute_id(acropora, "growth_form")
-    train = cvat.add_task(project, "Moorea transect A", subset="Train", status="completed", segment_size=1, frames=[
-        ("Moorea_2021_03.jpg", png_bytes(64, 48, (200, 90, 40), fmt="JPEG")),
-        ("Moorea_2021_04.jpg", png_bytes(40, 30, (90, 200, 40), fmt="JPEG")),
-    ], shapes=[
-        polygon(0, acropora, [1.5, 2.25, 30.5, 2.25, 30.5, 20.75], z_order=2, attributes=[{"spec_id": confidence, "value": "80"}]),
-        polygon(0, acropora, [40, 10, 60, 10, 60, 40, 40, 40, 40.5, 10.5], z_order=1, shape_type="polyline",
-                attributes=[{"spec_id": growth_id, "value": "massive"}]),
-        polygon(0, porites, [5, 5, 10, 10], shape_type="rectangle"),
-        polygon(0, porites, [5, 5, 10, 10]),
-        polygon(1, porites, [-4, 2, 20, 2, 20, 25], occluded=True),
-    ])
-    val = cvat.add_task(project, "Moorea transect B", subset="Validation", status="completed", frames=[
-        ("Moorea_2021_03.jpg", png_bytes(64, 48, (10, 10, 220))),
-        ("photos/IMG_0001.png", png_bytes(32, 32)),
-    ], shapes=[polygon(0, porites, [10, 10, 50, 10, 30, 40]), polygon(1, acropora, [1, 1, 31, 1, 16, 31])],
-        gt_frames=[1], gt_shapes=[polygon(1, porites, [2, 2, 30, 2, 16, 30])])
-    test = cvat.add_task(project, "Tahiti", subset="Test", status="completed", frames=[("Tahiti_2020_11.jpg", png_bytes(48, 48, fmt="JPEG"))],
-                         shapes=[polygon(0, acropora, [2, 2, 40, 2, 20, 40])])
-    open_task = cvat.add_task(project, "Tahiti (in progress)", status="annotation", frames=[("Tahiti_2020_12.jpg", png_bytes(48, 48))],
-                              shapes=[polygon(0, porites, [2, 2, 40, 2, 20, 40])])
+    train = cvat.add_task(
+        project,
+        "Moorea transect A",
+        subset="Train",
+        status="completed",
+        segment_size=1,
+        frames=[
+            ("Moorea_2021_03.jpg", png_bytes(64, 48, (200, 90, 40), fmt="JPEG")),
+            ("Moorea_2021_04.jpg", png_bytes(40, 30, (90, 200, 40), fmt="JPEG")),
+        ],
+        shapes=[
+            polygon(
+                0,
+                acropora,
+                [1.5, 2.25, 30.5, 2.25, 30.5, 20.75],
+                z_order=2,
+                attributes=[{"spec_id": confidence, "value": "80"}],
+            ),
+            polygon(
+                0,
+                acropora,
+                [40, 10, 60, 10, 60, 40, 40, 40, 40.5, 10.5],
+                z_order=1,
+                shape_type="polyline",
+                attributes=[{"spec_id": growth_id, "value": "massive"}],
+            ),
+            polygon(0, porites, [5, 5, 10, 10], shape_type="rectangle"),
+            polygon(0, porites, [5, 5, 10, 10]),
+            polygon(1, porites, [-4, 2, 20, 2, 20, 25], occluded=True),
+        ],
+    )
+    val = cvat.add_task(
+        project,
+        "Moorea transect B",
+        subset="Validation",
+        status="completed",
+        frames=[
+            ("Moorea_2021_03.jpg", png_bytes(64, 48, (10, 10, 220))),
+            ("photos/IMG_0001.png", png_bytes(32, 32)),
+        ],
+        shapes=[polygon(0, porites, [10, 10, 50, 10, 30, 40]), polygon(1, acropora, [1, 1, 31, 1, 16, 31])],
+        gt_frames=[1],
+        gt_shapes=[polygon(1, porites, [2, 2, 30, 2, 16, 30])],
+    )
+    test = cvat.add_task(
+        project,
+        "Tahiti",
+        subset="Test",
+        status="completed",
+        frames=[("Tahiti_2020_11.jpg", png_bytes(48, 48, fmt="JPEG"))],
+        shapes=[polygon(0, acropora, [2, 2, 40, 2, 20, 40])],
+    )
+    open_task = cvat.add_task(
+        project,
+        "Tahiti (in progress)",
+        status="annotation",
+        frames=[("Tahiti_2020_12.jpg", png_bytes(48, 48))],
+        shapes=[polygon(0, porites, [2, 2, 40, 2, 20, 40])],
+    )
     unfinished = tuple(
-        cvat.add_task(project, f"Rangiroa transect {i}", status="validation" if i % 2 else "annotation",
-                      frames=[(f"Rangiroa_2022_{i:02d}.jpg", png_bytes(16, 16))], shapes=[polygon(0, porites, [1, 1, 14, 1, 8, 14])])
+        cvat.add_task(
+            project,
+            f"Rangiroa transect {i}",
+            status="validation" if i % 2 else "annotation",
+            frames=[(f"Rangiroa_2022_{i:02d}.jpg", png_bytes(16, 16))],
+            shapes=[polygon(0, porites, [1, 1, 14, 1, 8, 14])],
+        )
         for i in range(1, 9)
     )
     return ReefProject(project, other, train, val, test, open_task, acropora, porites, unfinished, skeleton)

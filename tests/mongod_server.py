@@ -31,8 +31,19 @@ def start_mongod(binary: str, folder: Path, timeout: float = 30) -> tuple[subpro
     port = free_port()
     (folder / "db").mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        [binary, "--dbpath", str(folder / "db"), "--port", str(port), "--bind_ip", "127.0.0.1", "--logpath", str(folder / "mongod.log")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            binary,
+            "--dbpath",
+            str(folder / "db"),
+            "--port",
+            str(port),
+            "--bind_ip",
+            "127.0.0.1",
+            "--logpath",
+            str(folder / "mongod.log"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + timeout
     while True:

@@ -51,6 +51,9 @@ def test_below_the_command_line_nothing_loads_settings():
             if path.name == "cli.py" or path.relative_to(ROOT).as_posix() in OTHER_ENTRY_POINTS:
                 continue
             for node in ast.walk(ast.parse(path.read_text(), str(path))):
-                if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "load_settings":
+                if (
+                    isinstance(node, ast.Call)
+                    and getattr(node.func, "id", getattr(node.func, "attr", None)) == "load_settings"
+                ):
                     callers.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert callers == []

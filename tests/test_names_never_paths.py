@@ -90,12 +90,34 @@ def test_prepare_refuses_a_taxonomy_file_whose_name_is_a_path(world):
     assert listing(root, allowed) == before
 
 
-@pytest.mark.parametrize("key, name", [("name", "../../escape"), ("name", "ROOT/abs_run"), ("name", ".."), ("dataset", ".."), ("dataset", "../../x"), ("taxonomy", "../x")])
+@pytest.mark.parametrize(
+    "key, name",
+    [
+        ("name", "../../escape"),
+        ("name", "ROOT/abs_run"),
+        ("name", ".."),
+        ("dataset", ".."),
+        ("dataset", "../../x"),
+        ("taxonomy", "../x"),
+    ],
+)
 def test_train_refuses_hostile_run_dataset_and_taxonomy_names(world, key, name):
     root, allowed, dataset, _, _ = world
     before = listing(root, allowed)
-    overrides = {"backbone": "tiny_dinov2", "dataset": dataset, "taxonomy": "agnostic", "crop": 56, "window": 56, "views_per_image": 1,
-                 "batch_size": 2, "steps": 1, "warmup_steps": 1, "eval_every": 1, "device": "cpu", "workers": 0}
+    overrides = {
+        "backbone": "tiny_dinov2",
+        "dataset": dataset,
+        "taxonomy": "agnostic",
+        "crop": 56,
+        "window": 56,
+        "views_per_image": 1,
+        "batch_size": 2,
+        "steps": 1,
+        "warmup_steps": 1,
+        "eval_every": 1,
+        "device": "cpu",
+        "workers": 0,
+    }
     torch.set_num_threads(1)
     with pytest.raises(UserError, match=f"--{key}"):
         train_command(**(overrides | {key: hostile(name, root)}))
@@ -121,6 +143,13 @@ def test_evaluate_refuses_hostile_dataset_names(world, name):
 
 def test_a_hostile_name_is_one_line_and_exit_status_2():
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    done = subprocess.run([sys.executable, "prepare/prepare_data.py", ".."], cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    done = subprocess.run(
+        [sys.executable, "prepare/prepare_data.py", ".."],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.startswith("error: dataset name '..' contains '..'") and done.stderr.count("\n") == 1

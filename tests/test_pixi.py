@@ -72,7 +72,9 @@ def test_pixi_pins_match_pyproject_in_every_environment_and_platform():
     for env in PIXI["environments"]:
         for platform in _platforms(env):
             expected = {k: v for k, v in wanted.items() if platform == "linux-64" or k not in LINUX_X86_ONLY}
-            assert _env_pins(env, platform) == expected, f"pixi environment {env} on {platform} differs from pyproject.toml"
+            assert _env_pins(env, platform) == expected, (
+                f"pixi environment {env} on {platform} differs from pyproject.toml"
+            )
 
 
 def test_pixi_has_conda_forge_python_mongodb_and_both_environments():
@@ -102,7 +104,9 @@ def test_linux_only_wheels_sit_under_the_linux_target():
 
 
 def test_every_task_has_a_description_and_db_keeps_its_files_under_data_root(tmp_path, monkeypatch):
-    assert [name for name, task in PIXI["tasks"].items() if not (isinstance(task, dict) and task.get("description"))] == []
+    assert [
+        name for name, task in PIXI["tasks"].items() if not (isinstance(task, dict) and task.get("description"))
+    ] == []
     assert PIXI["tasks"]["db"]["cmd"] == "python data_engineering/start_database.py"
     from common.settings import load_settings
     from data_engineering.shared_database import mongod_command
@@ -134,10 +138,14 @@ def test_every_task_names_something_that_exists():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,args", [t for t in _script_tasks() if t[1][0] != "-m"], ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    "name,args", [t for t in _script_tasks() if t[1][0] != "-m"], ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_task_help_runs_offline(name, args):
     env = {**os.environ, "PAGER": "cat"}
-    out = subprocess.run([sys.executable, *args, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=180, env=env)
+    out = subprocess.run(
+        [sys.executable, *args, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=180, env=env
+    )
     assert out.returncode == 0, f"pixi task {name}: {out.stderr[-2000:]}"
     assert "Traceback" not in out.stderr
     assert out.stdout.strip() or out.stderr.strip()

@@ -33,7 +33,9 @@ def _pins(requirements: list[str]) -> dict[str, str]:
 
 def test_dev_extras_pin_ruff_and_mypy_as_the_lock_does():
     dev = _pins(PYPROJECT["project"]["optional-dependencies"]["dev"])
-    lock = _pins([line for line in (ROOT / "requirements.lock").read_text().splitlines() if not line.startswith(("#", " "))])
+    lock = _pins(
+        [line for line in (ROOT / "requirements.lock").read_text().splitlines() if not line.startswith(("#", " "))]
+    )
     for tool in STATIC_TOOLS:
         assert tool in dev, f"{tool} is not pinned in pyproject's dev extras"
         assert lock.get(tool) == dev[tool], f"requirements.lock has {tool} {lock.get(tool)}, pyproject {dev[tool]}"
@@ -52,7 +54,7 @@ def test_pixi_test_task_lints_first():
     pixi = tomllib.loads((ROOT / "pixi.toml").read_text())["tasks"]
     assert "lint" in pixi["test"]["depends-on"]
     lint = pixi["lint"] if isinstance(pixi["lint"], str) else pixi["lint"]["cmd"]  # tasks may carry a description
-    assert all(tool in lint for tool in STATIC_TOOLS)
+    assert all(tool in lint for tool in STATIC_TOOLS) and "ruff format --check ." in lint
 
 
 def _fake_checkout(tmp_path: Path, failing: str | None) -> tuple[Path, Path]:
@@ -67,7 +69,9 @@ def _fake_checkout(tmp_path: Path, failing: str | None) -> tuple[Path, Path]:
         script = bin_dir / tool
         script.write_text(f'#!/usr/bin/env bash\necho "{tool} $*" >> "{log}"\nexit {status}\n')
         script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    stamp = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + (ROOT / "requirements.lock").read_bytes()).hexdigest()
+    stamp = hashlib.sha256(
+        (ROOT / "pyproject.toml").read_bytes() + (ROOT / "requirements.lock").read_bytes()
+    ).hexdigest()
     (tmp_path / ".venv" / ".reefseg-installed").write_text(stamp + "\n")
     return tmp_path / "run.sh", log
 
@@ -81,7 +85,12 @@ def test_run_sh_test_runs_ruff_and_mypy_before_pytest(tmp_path):
     run_sh, log = _fake_checkout(tmp_path, failing=None)
     result = _run(run_sh, "test", "-k", "something")
     assert result.returncode == 0, result.stderr
-    assert log.read_text().splitlines() == ["ruff check .", "mypy ", "python -m pytest -k something"]
+    assert log.read_text().splitlines() == [
+        "ruff check .",
+        "ruff format --check .",
+        "mypy ",
+        "python -m pytest -k something",
+    ]
 
 
 @pytest.mark.parametrize("failing", STATIC_TOOLS)
@@ -89,7 +98,7 @@ def test_run_sh_test_stops_when_a_static_check_fails(tmp_path, failing):
     run_sh, log = _fake_checkout(tmp_path, failing=failing)
     result = _run(run_sh, "test")
     assert result.returncode == 1
-    calls = [line.split()[0] for line in log.read_text().splitlines()]
+    calls = list(dict.fromkeys(line.split()[0] for line in log.read_text().splitlines()))  # ruff runs twice
     assert calls == list(STATIC_TOOLS[: STATIC_TOOLS.index(failing) + 1]), "pytest (or mypy) ran after a failed check"
 
 

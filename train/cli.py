@@ -34,9 +34,32 @@ def train_command(config: str | None = None, **overrides: Any) -> None:
         print(interrupted_advice(run_dir, (run_dir / STATE_FILE).is_file(), sys.argv), file=sys.stderr)
         sys.exit(130)
     if summary.get("main", True):
-        print(format_table(["run", "steps", "best val mIoU", "at step", "stopped early", "caching s", "training s", "validation s"],
-                           [[summary["run"], summary["steps"], summary["best_miou"], summary["best_step"], summary["stopped_early"],
-                             f"{summary['cache_seconds']:.0f}", f"{summary['train_seconds']:.0f}", f"{summary['validation_seconds']:.0f}"]]))
+        print(
+            format_table(
+                [
+                    "run",
+                    "steps",
+                    "best val mIoU",
+                    "at step",
+                    "stopped early",
+                    "caching s",
+                    "training s",
+                    "validation s",
+                ],
+                [
+                    [
+                        summary["run"],
+                        summary["steps"],
+                        summary["best_miou"],
+                        summary["best_step"],
+                        summary["stopped_early"],
+                        f"{summary['cache_seconds']:.0f}",
+                        f"{summary['train_seconds']:.0f}",
+                        f"{summary['validation_seconds']:.0f}",
+                    ]
+                ],
+            )
+        )
 
 
 def interrupted_advice(run_dir: Path, saved: bool, argv: list[str]) -> str:

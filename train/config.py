@@ -34,25 +34,60 @@ DEFAULT_WINDOW_PATCHES = 28
 class TrainConfig:
     """A training run, as run: written to `runs/<name>/config.yaml`."""
 
-    head: str = field(default="linear", metadata={"help": "segmentation head: linear, segformer, upernet, mask2former, pmt"})
-    head_config: dict[str, Any] = field(default_factory=dict, metadata={"help": "extra keyword arguments of the head, e.g. '{dropout: 0.1}'"})
+    head: str = field(
+        default="linear", metadata={"help": "segmentation head: linear, segformer, upernet, mask2former, pmt"}
+    )
+    head_config: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "extra keyword arguments of the head, e.g. '{dropout: 0.1}'"}
+    )
     backbone: str = field(default="dinov2_vits14", metadata={"help": "backbone name (models.backbones.BACKBONES)"})
-    weights: str = field(default="", metadata={"help": "DINO weights file or folder; empty: DINO_WEIGHTS from settings, else random"})
-    layers: int | list[int] | None = field(default=None, metadata={"help": "backbone blocks to read: indices, or a count of evenly spaced ones; empty: last for linear, 4 for the others"})
-    data_dir: str = field(default="", metadata={"help": "prepared folder; empty: the demo dataset prepared with LABEL_TAXONOMY under DATA_ROOT"})
-    dataset: str = field(default="", metadata={"help": "dataset name used for the default data_dir; empty: DEMO_DATASET"})
-    taxonomy: str = field(default="", metadata={"help": "taxonomy used for the default data_dir; empty: LABEL_TAXONOMY"})
+    weights: str = field(
+        default="", metadata={"help": "DINO weights file or folder; empty: DINO_WEIGHTS from settings, else random"}
+    )
+    layers: int | list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "backbone blocks to read: indices, or a count of evenly spaced ones; empty: last for linear, 4 for the others"
+        },
+    )
+    data_dir: str = field(
+        default="",
+        metadata={"help": "prepared folder; empty: the demo dataset prepared with LABEL_TAXONOMY under DATA_ROOT"},
+    )
+    dataset: str = field(
+        default="", metadata={"help": "dataset name used for the default data_dir; empty: DEMO_DATASET"}
+    )
+    taxonomy: str = field(
+        default="", metadata={"help": "taxonomy used for the default data_dir; empty: LABEL_TAXONOMY"}
+    )
     runs_dir: str = field(default="", metadata={"help": "where run folders go; empty: RUNS_DIR"})
-    name: str = field(default="", metadata={"help": "run folder name under runs_dir; empty: <head>_<prepared folder name>"})
+    name: str = field(
+        default="", metadata={"help": "run folder name under runs_dir; empty: <head>_<prepared folder name>"}
+    )
     resume: bool = field(default=False, metadata={"help": "continue the run in runs_dir/name exactly where it stopped"})
-    init_from: str = field(default="", metadata={"help": "warm start the head from another run folder (its classifier is kept only if the classes match)"})
+    init_from: str = field(
+        default="",
+        metadata={
+            "help": "warm start the head from another run folder (its classifier is kept only if the classes match)"
+        },
+    )
     crop: int = field(default=448, metadata={"help": "training crop in pixels (a multiple of the patch size)"})
-    views_per_image: int = field(default=8, metadata={"help": "K: fixed random views per training image (scale, crop, flip, 90-degree rotation)"})
-    scale_range: list[float] = field(default_factory=lambda: [0.5, 1.0], metadata={"help": "[min, max] resize factor of the image before cropping"})
-    fresh_views: bool = field(default=False, metadata={"help": "with --no-cache: draw new random views every epoch instead of the fixed bank"})
-    cache: bool = field(default=True, metadata={"help": "train on cached frozen-backbone features (--no-cache: run the backbone live)"})
+    views_per_image: int = field(
+        default=8, metadata={"help": "K: fixed random views per training image (scale, crop, flip, 90-degree rotation)"}
+    )
+    scale_range: list[float] = field(
+        default_factory=lambda: [0.5, 1.0], metadata={"help": "[min, max] resize factor of the image before cropping"}
+    )
+    fresh_views: bool = field(
+        default=False, metadata={"help": "with --no-cache: draw new random views every epoch instead of the fixed bank"}
+    )
+    cache: bool = field(
+        default=True, metadata={"help": "train on cached frozen-backbone features (--no-cache: run the backbone live)"}
+    )
     cache_dir: str = field(default="", metadata={"help": "feature cache folder; empty: DATA_ROOT/cache"})
-    extract_batch_size: int = field(default=8, metadata={"help": "views per backbone forward pass when filling the cache"})
+    extract_batch_size: int = field(
+        default=8, metadata={"help": "views per backbone forward pass when filling the cache"}
+    )
     batch_size: int = field(default=8, metadata={"help": "training views per step (over all processes)"})
     steps: int = field(default=500, metadata={"help": "optimizer steps in the whole run"})
     lr: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW)"})
@@ -62,18 +97,36 @@ class TrainConfig:
     poly_power: float = field(default=0.9, metadata={"help": "exponent of the poly decay"})
     min_lr_ratio: float = field(default=0.0, metadata={"help": "final lr as a fraction of lr"})
     grad_clip: float = field(default=1.0, metadata={"help": "clip the gradient norm to this (0: off)"})
-    class_weights: bool = field(default=False, metadata={"help": "weight the loss by inverse square-root class frequency of the training masks"})
+    class_weights: bool = field(
+        default=False, metadata={"help": "weight the loss by inverse square-root class frequency of the training masks"}
+    )
     precision: str = field(default="auto", metadata={"help": PRECISION_HELP})
-    eval_every: int = field(default=100, metadata={"help": "validate on the full val images every N steps (and at the end)"})
-    window: int = field(default=0, metadata={"help": f"sliding-window size of validation and evaluation in pixels, a multiple of the patch size; 0: {DEFAULT_WINDOW_PATCHES} patches (392 px on /14 backbones, 448 on /16)"})
-    window_stride: int = field(default=0, metadata={"help": "largest step between sliding windows of validation and evaluation; 0: the window (the fewest windows that cover the image, spread evenly)"})
+    eval_every: int = field(
+        default=100, metadata={"help": "validate on the full val images every N steps (and at the end)"}
+    )
+    window: int = field(
+        default=0,
+        metadata={
+            "help": f"sliding-window size of validation and evaluation in pixels, a multiple of the patch size; 0: {DEFAULT_WINDOW_PATCHES} patches (392 px on /14 backbones, 448 on /16)"
+        },
+    )
+    window_stride: int = field(
+        default=0,
+        metadata={
+            "help": "largest step between sliding windows of validation and evaluation; 0: the window (the fewest windows that cover the image, spread evenly)"
+        },
+    )
     val_batch_size: int = field(default=4, metadata={"help": "windows per forward pass in validation"})
     max_val_images: int = field(default=0, metadata={"help": "validate on the first N val images only (0: all)"})
-    patience: int = field(default=5, metadata={"help": "stop after this many validations without a better mIoU (0: never)"})
+    patience: int = field(
+        default=5, metadata={"help": "stop after this many validations without a better mIoU (0: never)"}
+    )
     log_every: int = field(default=20, metadata={"help": "log the training loss and lr every N steps"})
     device: str = field(default="", metadata={"help": "cpu, cuda, cuda:1 ...; empty: DEVICE from settings"})
     workers: int = field(default=-1, metadata={"help": "data-loading worker processes; -1: WORKERS from settings"})
-    seed: int = field(default=-1, metadata={"help": "random seed of views, sampling and initialisation; -1: SEED from settings"})
+    seed: int = field(
+        default=-1, metadata={"help": "random seed of views, sampling and initialisation; -1: SEED from settings"}
+    )
 
 
 KEYS = {f.name: f for f in fields(TrainConfig)}
@@ -88,7 +141,11 @@ def _parse(text: str) -> Any:
     if text.strip().lower().lstrip("+-").lstrip(".") in _NON_FINITE:
         return float(text.strip().replace(".", ""))
     try:
-        return float(text) if any(c in text.lower() for c in ".e") and text.lower() not in ("true", "false", "yes", "no") else int(text)
+        return (
+            float(text)
+            if any(c in text.lower() for c in ".e") and text.lower() not in ("true", "false", "yes", "no")
+            else int(text)
+        )
     except ValueError:
         pass
     try:
@@ -146,13 +203,18 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
     if not path.is_file() and (CONFIG_DIR / path).is_file():
         path = CONFIG_DIR / path
     if not path.is_file():
-        raise UserError(f"config file {path} not found; choose one of {', '.join(sorted(p.name for p in CONFIG_DIR.glob('*.yaml')))}")
+        raise UserError(
+            f"config file {path} not found; choose one of {', '.join(sorted(p.name for p in CONFIG_DIR.glob('*.yaml')))}"
+        )
     values = read_yaml(path, "config file") or {}
     if not isinstance(values, dict):
         raise UserError(f"config file {path} must hold a mapping of keys to values")
     overrides = {k.replace("-", "_"): v for k, v in overrides.items()}
     for old in sorted(set(overrides) & set(RENAMED_KEYS)):
-        print(f"note: --{old.replace('_', '-')} is deprecated; use --{RENAMED_KEYS[old].replace('_', '-')}", file=sys.stderr)
+        print(
+            f"note: --{old.replace('_', '-')} is deprecated; use --{RENAMED_KEYS[old].replace('_', '-')}",
+            file=sys.stderr,
+        )
     values = {RENAMED_KEYS.get(k, k): v for k, v in {**values, **overrides}.items()}
     unknown = sorted(set(values) - set(KEYS))
     if unknown:
@@ -169,7 +231,9 @@ def read_yaml(path: Path, what: str) -> Any:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise UserError(f"{what} {path} is not valid YAML{at} ({getattr(error, 'problem', None) or 'unreadable'}); fix or restore it") from None
+        raise UserError(
+            f"{what} {path} is not valid YAML{at} ({getattr(error, 'problem', None) or 'unreadable'}); fix or restore it"
+        ) from None
     except UnicodeDecodeError:
         raise UserError(f"{what} {path} is not UTF-8 text; fix or restore it") from None
 
@@ -188,7 +252,9 @@ def check_config(config: TrainConfig) -> None:
         value = getattr(config, f.name)
         numbers = value if isinstance(value, list) else [value]
         if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
-            raise UserError(f"{f.name} must be a finite number, got {value}; set it in the config file or with --{f.name}")
+            raise UserError(
+                f"{f.name} must be a finite number, got {value}; set it in the config file or with --{f.name}"
+            )
     for key, low, inclusive in _RANGES:
         value = getattr(config, key)
         if value < low or (value == low and not inclusive):
@@ -201,13 +267,32 @@ def check_config(config: TrainConfig) -> None:
     if len(config.scale_range) != 2 or not 0 < config.scale_range[0] <= config.scale_range[1]:
         raise UserError(f"scale_range must be [min, max] with 0 < min <= max, got {config.scale_range}")
     if config.window < 0 or config.window_stride < 0:
-        raise UserError(f"window and window_stride must be positive (or 0 for the default), got {config.window} and {config.window_stride}")
-    for key in ("crop", "views_per_image", "batch_size", "steps", "eval_every", "extract_batch_size", "val_batch_size", "log_every"):
+        raise UserError(
+            f"window and window_stride must be positive (or 0 for the default), got {config.window} and {config.window_stride}"
+        )
+    for key in (
+        "crop",
+        "views_per_image",
+        "batch_size",
+        "steps",
+        "eval_every",
+        "extract_batch_size",
+        "val_batch_size",
+        "log_every",
+    ):
         if getattr(config, key) < 1:
             raise UserError(f"{key} must be at least 1, got {getattr(config, key)}")
-    for key, names in (("name", "the run folder under runs_dir"), ("dataset", "a FiftyOne dataset"), ("taxonomy", "a taxonomy")):
+    for key, names in (
+        ("name", "the run folder under runs_dir"),
+        ("dataset", "a FiftyOne dataset"),
+        ("taxonomy", "a taxonomy"),
+    ):
         if getattr(config, key):
-            check_name(getattr(config, key), f"--{key}", f"it names {names}; pass a plain name (a folder goes in --runs_dir or --data_dir)")
+            check_name(
+                getattr(config, key),
+                f"--{key}",
+                f"it names {names}; pass a plain name (a folder goes in --runs_dir or --data_dir)",
+            )
     if config.resume and config.init_from:
         raise UserError("--resume continues a run and --init-from starts a new one; pass only one of them")
 
@@ -235,17 +320,19 @@ def resolve_config(config: TrainConfig, settings: Settings) -> TrainConfig:
 
     dataset, taxonomy = config.dataset or settings.demo_dataset, config.taxonomy or settings.label_taxonomy
     data_dir = Path(path(config.data_dir, default_output_dir(settings.data_root, dataset, taxonomy)))
-    return with_default_window(replace(
-        config,
-        data_dir=str(data_dir),
-        runs_dir=path(config.runs_dir, settings.runs_dir),
-        name=config.name or f"{config.head}_{data_dir.name}",
-        cache_dir=path(config.cache_dir, settings.data_root / "cache"),
-        weights=config.weights or settings.dino_weights,
-        device=config.device or settings.device,
-        workers=config.workers if config.workers >= 0 else settings.workers,
-        seed=config.seed if config.seed >= 0 else settings.seed,
-    ))
+    return with_default_window(
+        replace(
+            config,
+            data_dir=str(data_dir),
+            runs_dir=path(config.runs_dir, settings.runs_dir),
+            name=config.name or f"{config.head}_{data_dir.name}",
+            cache_dir=path(config.cache_dir, settings.data_root / "cache"),
+            weights=config.weights or settings.dino_weights,
+            device=config.device or settings.device,
+            workers=config.workers if config.workers >= 0 else settings.workers,
+            seed=config.seed if config.seed >= 0 else settings.seed,
+        )
+    )
 
 
 def check_resolved(config: TrainConfig) -> None:

@@ -41,7 +41,9 @@ def _size(path: Path) -> tuple[int, int]:
         return image.height, image.width
 
 
-def load_samples(folder: str | Path, splits: tuple[str, ...] = ("train", "val")) -> tuple[PreparedDataset, dict[str, list[Sample]]]:
+def load_samples(
+    folder: str | Path, splits: tuple[str, ...] = ("train", "val")
+) -> tuple[PreparedDataset, dict[str, list[Sample]]]:
     """The prepared folder and its samples per split, every file checked to exist and masks to fit."""
     dataset = load_prepared(folder)
     out: dict[str, list[Sample]] = {}
@@ -50,8 +52,12 @@ def load_samples(folder: str | Path, splits: tuple[str, ...] = ("train", "val"))
         for entry in dataset.split(split):
             image_path, mask_path = dataset.image_path(entry), dataset.mask_path(entry)
             if not image_path.is_file():
-                raise UserError(f"{image_path} is listed in {dataset.root / 'manifest.jsonl'} but missing; rerun prepare/prepare_data.py")
-            dataset.check_mask(entry)  # empty, unreadable, another size, values outside the classes: refused before any work
+                raise UserError(
+                    f"{image_path} is listed in {dataset.root / 'manifest.jsonl'} but missing; rerun prepare/prepare_data.py"
+                )
+            dataset.check_mask(
+                entry
+            )  # empty, unreadable, another size, values outside the classes: refused before any work
             image_size, mask_size = _size(image_path), _size(mask_path)
             if image_size != mask_size:
                 raise UserError(
@@ -59,7 +65,9 @@ def load_samples(folder: str | Path, splits: tuple[str, ...] = ("train", "val"))
                 )
             samples.append(Sample(Path(entry.image).stem, image_path, mask_path, image_size[0], image_size[1]))
         if not samples:
-            raise UserError(f"{dataset.root} has no {split} images; prepare it with a {split} split (see --split-policy)")
+            raise UserError(
+                f"{dataset.root} has no {split} images; prepare it with a {split} split (see --split-policy)"
+            )
         out[split] = samples
     return dataset, out
 
@@ -99,8 +107,17 @@ class LiveViews(torch.utils.data.Dataset):
     drawn for every epoch (augmentation the cache cannot hold).
     """
 
-    def __init__(self, samples: list[Sample], k: int, crop: int, scale_range: tuple[float, float], seed: int, fresh: bool = False) -> None:
-        self.samples, self.k, self.crop, self.scale_range, self.seed, self.fresh = samples, k, crop, scale_range, seed, fresh
+    def __init__(
+        self, samples: list[Sample], k: int, crop: int, scale_range: tuple[float, float], seed: int, fresh: bool = False
+    ) -> None:
+        self.samples, self.k, self.crop, self.scale_range, self.seed, self.fresh = (
+            samples,
+            k,
+            crop,
+            scale_range,
+            seed,
+            fresh,
+        )
 
     def __len__(self) -> int:
         return len(self.samples) * self.k

@@ -69,7 +69,9 @@ def backbone_dir(cache_dir: Path, backbone: torch.nn.Module, precision: str) -> 
     return Path(cache_dir) / f"{backbone.name}-{backbone_fingerprint(backbone)}-{precision}"
 
 
-def cache_entry(root: Path, labels_root: Path, image_hash: str, mask_hash: str, views: Sequence[View], layers: Sequence[int]) -> CacheEntry:
+def cache_entry(
+    root: Path, labels_root: Path, image_hash: str, mask_hash: str, views: Sequence[View], layers: Sequence[int]
+) -> CacheEntry:
     key = views_key(list(views))
     folder = root / f"{image_hash[:24]}-{key}"
     return CacheEntry(tuple(folder / f"layer_{i}.npy" for i in layers), labels_root / f"{mask_hash[:24]}-{key}.npy")
@@ -143,7 +145,9 @@ def fill_cache(
             start = stop
         pending.clear()
 
-    for item in progress_bar(loader, total=len(missing), desc="caching features", unit="image", disable=not progress, dynamic_ncols=True):
+    for item in progress_bar(
+        loader, total=len(missing), desc="caching features", unit="image", disable=not progress, dynamic_ncols=True
+    ):
         pending.append(item)
         if sum(len(images) for _, images, _ in pending) >= batch_size:
             flush()
@@ -152,7 +156,9 @@ def fill_cache(
     return len(missing)
 
 
-def make_extractor(forward_features: Callable[[Tensor], list[Tensor]], runtime: Runtime) -> Callable[[Tensor], list[Tensor]]:
+def make_extractor(
+    forward_features: Callable[[Tensor], list[Tensor]], runtime: Runtime
+) -> Callable[[Tensor], list[Tensor]]:
     """What `fill_cache` calls: uint8 images to float16 CPU maps via `Segmenter.forward_features`, on the runtime's device and precision."""
 
     @torch.no_grad()

@@ -106,11 +106,15 @@ def lr_factor(step: int, config: TrainConfig) -> float:
     if step < config.warmup_steps:
         return (step + 1) / config.warmup_steps
     progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
-    decay = (1 - progress) ** config.poly_power if config.schedule == "poly" else 0.5 * (1 + math.cos(math.pi * progress))
+    decay = (
+        (1 - progress) ** config.poly_power if config.schedule == "poly" else 0.5 * (1 + math.cos(math.pi * progress))
+    )
     return config.min_lr_ratio + (1 - config.min_lr_ratio) * decay
 
 
-def step_batches(num_items: int, batch_size: int, seed: int, start_step: int, steps: int, dist_info: Distributed) -> Iterator[list[tuple[int, int]]]:
+def step_batches(
+    num_items: int, batch_size: int, seed: int, start_step: int, steps: int, dist_info: Distributed
+) -> Iterator[list[tuple[int, int]]]:
     """This process's share of each step's batch, as (epoch, item) pairs, a pure function of the step.
 
     Each epoch is a seeded permutation of the items; step s takes the s-th slice of its epoch. A
@@ -132,8 +136,15 @@ def step_batches(num_items: int, batch_size: int, seed: int, start_step: int, st
 
 
 @torch.no_grad()
-def validate(segmenter: Segmenter, images: FullImages, classes: list[str], config: TrainConfig, runtime: Runtime,
-             dist_info: Distributed, window_dirs: list[Path] | None = None) -> SegmentationMetrics:
+def validate(
+    segmenter: Segmenter,
+    images: FullImages,
+    classes: list[str],
+    config: TrainConfig,
+    runtime: Runtime,
+    dist_info: Distributed,
+    window_dirs: list[Path] | None = None,
+) -> SegmentationMetrics:
     """mIoU over whole val images, predicted window by window exactly as `evaluate` does.
 
     With `window_dirs` (one per image) the backbone maps of the windows come from the feature
@@ -144,7 +155,9 @@ def validate(segmenter: Segmenter, images: FullImages, classes: list[str], confi
     segmenter.eval()
     accumulator = ConfusionAccumulator(len(classes))
     mine = range(dist_info.rank, len(images), dist_info.world_size)
-    for index in progress_bar(mine, desc="validating", unit="image", leave=False, dynamic_ncols=True, disable=not dist_info.main):
+    for index in progress_bar(
+        mine, desc="validating", unit="image", leave=False, dynamic_ncols=True, disable=not dist_info.main
+    ):
         image, mask = images[index]
         windows = feature_cache.WindowCache(window_dirs[index], segmenter.backbone.layers) if window_dirs else None
 
@@ -152,9 +165,13 @@ def validate(segmenter: Segmenter, images: FullImages, classes: list[str], confi
             with runtime.autocast():
                 if windows is None:
                     return segmenter(crops).float()
-                return segmenter.head_logits(windows.features(crops, segmenter.forward_features), crops.shape[-2:]).float()
+                return segmenter.head_logits(
+                    windows.features(crops, segmenter.forward_features), crops.shape[-2:]
+                ).float()
 
-        logits = predict_logits(forward, image.to(runtime.device), len(classes), config.window, config.window_stride, config.val_batch_size)
+        logits = predict_logits(
+            forward, image.to(runtime.device), len(classes), config.window, config.window_stride, config.val_batch_size
+        )
         if windows is not None:
             windows.save()
         accumulator.update(mask, logits.argmax(0).cpu())
@@ -432,8 +449,10 @@ def open_run(config: TrainConfig, runtime: Runtime, dist_info: Distributed) -> t
     _barrier(dist_info)
     setup_logging(folder, dist_info.main)
     sizes = f"{len(samples['train'])} train, {len(samples['val'])} val images, {len(dataset.classes)} classes"
-    log.info(f"run {folder} on {dataset.root} ({sizes}), device {runtime.device} ({runtime.precision}), "
-             f"{dist_info.world_size} process(es)")
+    log.info(
+        f"run {folder} on {dataset.root} ({sizes}), device {runtime.device} ({runtime.precision}), "
+        f"{dist_info.world_size} process(es)"
+    )
     return Run(config, folder, dataset, samples, runtime, dist_info), saved
 
 
@@ -445,7 +464,9 @@ def build_segmenter(run: Run) -> Segmenter:
     layers = config.layers if config.layers is not None else (None if config.head == "linear" else 4)
     backbone = build_backbone(config.backbone, weights=weights, layers=layers)
     if weights is None:
-        log.warning(f"WARNING: backbone {backbone.name} has RANDOM weights; pass --weights or set DINO_WEIGHTS for meaningful features")
+        log.warning(
+            f"WARNING: backbone {backbone.name} has RANDOM weights; pass --weights or set DINO_WEIGHTS for meaningful features"
+        )
     for key in ("crop", "window"):
         pixels = getattr(config, key)
         if pixels % backbone.patch_size:
@@ -459,11 +480,15 @@ def build_segmenter(run: Run) -> Segmenter:
         weights_text = ", ".join(f"{c} {w:.3f}" for c, w in zip(run.classes, head_options["class_weights"]))
         log.info(f"class weights (1/sqrt of training pixel frequency): {weights_text}")
     head = build_head(config.head, backbone.embed_dim, len(backbone.layers), len(run.classes), **head_options)
-    head.to(memory_format=torch.channels_last)  # oneDNN and cuDNN convolutions run faster on NHWC (measured 10-40% on CPU)
+    head.to(
+        memory_format=torch.channels_last
+    )  # oneDNN and cuDNN convolutions run faster on NHWC (measured 10-40% on CPU)
     segmenter = Segmenter(backbone, head).to(run.runtime.device)
     if config.init_from:
         warm = run_checkpoint.init_head_from(head, Path(config.init_from).expanduser(), classes=run.classes)
-        log.info(f"warm start from {config.init_from}: kept {len(warm.kept)} tensors, fresh {', '.join(warm.skipped) or 'none'}")
+        log.info(
+            f"warm start from {config.init_from}: kept {len(warm.kept)} tensors, fresh {', '.join(warm.skipped) or 'none'}"
+        )
     return segmenter
 
 
@@ -495,7 +520,9 @@ def prepare_training_data(run: Run, segmenter: Segmenter) -> TrainingData:
     _barrier(dist_info)
     seconds = time.perf_counter() - started
     reused = len(entries) - len(missing)
-    log.info(f"feature cache {root}: {len(entries)} images, {len(missing)} computed in {seconds:.1f} s, {reused} reused")
+    log.info(
+        f"feature cache {root}: {len(entries)} images, {len(missing)} computed in {seconds:.1f} s, {reused} reused"
+    )
     window_dirs = [
         feature_cache.window_cache_dir(root, image_hash, config.window, config.window_stride)
         for image_hash, _ in file_hashes(val_samples)
@@ -512,7 +539,9 @@ def make_optimization(run: Run, segmenter: Segmenter) -> Optimization:
     if run.dist_info.world_size > 1:
         if device.type == "cuda":  # batch statistics over every GPU's share of the batch (CPUs have no SyncBatchNorm)
             segmenter.head = nn.SyncBatchNorm.convert_sync_batchnorm(segmenter.head)
-        model = nn.parallel.DistributedDataParallel(step_module, device_ids=[device.index] if device.type == "cuda" else None)
+        model = nn.parallel.DistributedDataParallel(
+            step_module, device_ids=[device.index] if device.type == "cuda" else None
+        )
     params = [p for p in segmenter.head.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
@@ -539,7 +568,9 @@ def make_loader(run: Run, data: TrainingData, start_step: int) -> torch.utils.da
     config, dist_info = run.config, run.dist_info
     per_process = len(next(iter(step_batches(len(data.train), config.batch_size, config.seed, 0, 1, dist_info))))
     if per_process == 0:
-        raise UserError(f"batch_size {config.batch_size} is smaller than the {dist_info.world_size} processes; raise it")
+        raise UserError(
+            f"batch_size {config.batch_size} is smaller than the {dist_info.world_size} processes; raise it"
+        )
     return torch.utils.data.DataLoader(
         data.train,
         batch_sampler=_StepBatches(
@@ -554,13 +585,25 @@ def make_loader(run: Run, data: TrainingData, start_step: int) -> torch.utils.da
 # ----------------------------------------------------------------------------- the loop
 
 
-def train_loop(run: Run, segmenter: Segmenter, data: TrainingData, optimization: Optimization, state: RunState,
-               batches: Iterator[Any]) -> None:
+def train_loop(
+    run: Run,
+    segmenter: Segmenter,
+    data: TrainingData,
+    optimization: Optimization,
+    state: RunState,
+    batches: Iterator[Any],
+) -> None:
     """Step until `config.steps`, logging every `log_every` and validating (and saving) every `eval_every` steps."""
     config = run.config
     writer = open_writer(run, state.step)
-    bar = progress_bar(total=config.steps, initial=state.step, desc=f"training {config.head}", unit="step",
-               disable=not run.dist_info.main, dynamic_ncols=True)
+    bar = progress_bar(
+        total=config.steps,
+        initial=state.step,
+        desc=f"training {config.head}",
+        unit="step",
+        disable=not run.dist_info.main,
+        dynamic_ncols=True,
+    )
     start_step, started = state.step, time.perf_counter()
     segmenter.train()
     try:
@@ -583,8 +626,9 @@ def train_loop(run: Run, segmenter: Segmenter, data: TrainingData, optimization:
             writer.close()
 
 
-def train_step(run: Run, optimization: Optimization, inputs: Tensor | list[Tensor], target: Tensor,
-               state: RunState) -> tuple[dict[str, float], float]:
+def train_step(
+    run: Run, optimization: Optimization, inputs: Tensor | list[Tensor], target: Tensor, state: RunState
+) -> tuple[dict[str, float], float]:
     """One optimizer step on one batch; returns the losses (averaged over processes) and the lr it used."""
     device = run.runtime.device
     if isinstance(inputs, list):  # cached feature maps
@@ -600,7 +644,11 @@ def train_step(run: Run, optimization: Optimization, inputs: Tensor | list[Tenso
         reported /= run.dist_info.world_size
     if not torch.isfinite(reported).all():
         last = run.folder / "checkpoint_last"
-        kept = f"the last good checkpoint is {last} (step {state.saved_step})" if state.saved_step else "no checkpoint was saved yet"
+        kept = (
+            f"the last good checkpoint is {last} (step {state.saved_step})"
+            if state.saved_step
+            else "no checkpoint was saved yet"
+        )
         loss = reported[list(losses).index("loss")].item()
         raise NonFiniteLoss(f"the loss became {loss} at step {state.step + 1} and training stopped; {kept}")
     if run.config.grad_clip > 0:
@@ -612,8 +660,15 @@ def train_step(run: Run, optimization: Optimization, inputs: Tensor | list[Tenso
     return dict(zip(losses, reported.tolist())), lr
 
 
-def validate_and_save(run: Run, segmenter: Segmenter, data: TrainingData, optimization: Optimization, state: RunState,
-                      writer: Any, train_loss: float) -> bool:
+def validate_and_save(
+    run: Run,
+    segmenter: Segmenter,
+    data: TrainingData,
+    optimization: Optimization,
+    state: RunState,
+    writer: Any,
+    train_loss: float,
+) -> bool:
     """Validate, log, save best/last checkpoints and the training state; True (in every process) to stop early."""
     with advice_on_out_of_memory(run.config, "validating"):
         started = time.perf_counter()
@@ -633,8 +688,14 @@ def validate_and_save(run: Run, segmenter: Segmenter, data: TrainingData, optimi
     return bool(stop[0])
 
 
-def save_run(run: Run, segmenter: Segmenter, optimization: Optimization, state: RunState, metrics: SegmentationMetrics,
-             improved: bool) -> None:
+def save_run(
+    run: Run,
+    segmenter: Segmenter,
+    optimization: Optimization,
+    state: RunState,
+    metrics: SegmentationMetrics,
+    improved: bool,
+) -> None:
     """The last (and, when it improved, the best) checkpoint, then the state `--resume` restarts from."""
     config, head = run.config, segmenter.head
     info = {"step": state.step, "val_miou": metrics.miou, "config": config_dict(config)}
@@ -665,22 +726,30 @@ def open_writer(run: Run, start_step: int) -> Any:
     return SummaryWriter(str(run.folder / "tensorboard"), purge_step=start_step + 1 if start_step else None)
 
 
-def log_step(writer: Any, config: TrainConfig, step: int, losses: dict[str, float], lr: float, seconds_per_step: float) -> None:
+def log_step(
+    writer: Any, config: TrainConfig, step: int, losses: dict[str, float], lr: float, seconds_per_step: float
+) -> None:
     for key, value in losses.items():
         writer.add_scalar(f"train/{key}", value, step)
     writer.add_scalar("train/lr", lr, step)
     log.info(f"step {step}/{config.steps}: loss {losses['loss']:.4f}, lr {lr:.2e}, {seconds_per_step:.3f} s/step")
 
 
-def log_validation(run: Run, writer: Any, state: RunState, metrics: SegmentationMetrics, lr: float, train_loss: float) -> None:
+def log_validation(
+    run: Run, writer: Any, state: RunState, metrics: SegmentationMetrics, lr: float, train_loss: float
+) -> None:
     """One line of metrics.jsonl, the TensorBoard scalars and a log line for one validation."""
     per_class = {name: r["iou"] for name, r in zip(run.classes, metrics.per_class())}
-    append_metrics(run.folder, {"step": state.step, "train_loss": train_loss, "lr": lr, **metrics.summary(), "iou": per_class})
+    append_metrics(
+        run.folder, {"step": state.step, "train_loss": train_loss, "lr": lr, **metrics.summary(), "iou": per_class}
+    )
     writer.add_scalar("val/miou", metrics.miou, state.step)
     writer.add_scalar("val/pixel_accuracy", metrics.pixel_accuracy, state.step)
     for name, iou in per_class.items():
         if iou is not None:
             writer.add_scalar(f"val_iou/{name}", iou, state.step)
     writer.flush()
-    log.info(f"step {state.step}: val mIoU {metrics.miou:.4f} (best {state.best_miou:.4f} at step {state.best_step}), "
-             f"pixel accuracy {metrics.pixel_accuracy:.4f}")
+    log.info(
+        f"step {state.step}: val mIoU {metrics.miou:.4f} (best {state.best_miou:.4f} at step {state.best_step}), "
+        f"pixel accuracy {metrics.pixel_accuracy:.4f}"
+    )

@@ -38,7 +38,9 @@ class View:
     rot90: int
 
 
-def view_bank(name: str, height: int, width: int, k: int, crop: int, scale_range: tuple[float, float], seed: int) -> list[View]:
+def view_bank(
+    name: str, height: int, width: int, k: int, crop: int, scale_range: tuple[float, float], seed: int
+) -> list[View]:
     """K reproducible views of one image, drawn from `seed` and the image's name only.
 
     A window is never larger than the image's shorter side (a small image is seen whole, not
@@ -51,7 +53,9 @@ def view_bank(name: str, height: int, width: int, k: int, crop: int, scale_range
         size = max(1, min(round(crop / scale), height, width))
         top = int(rng.integers(0, max(height - size, 0) + 1))
         left = int(rng.integers(0, max(width - size, 0) + 1))
-        views.append(View(top=top, left=left, size=size, crop=crop, flip=bool(rng.integers(2)), rot90=int(rng.integers(4))))
+        views.append(
+            View(top=top, left=left, size=size, crop=crop, flip=bool(rng.integers(2)), rot90=int(rng.integers(4)))
+        )
     return views
 
 
@@ -94,5 +98,7 @@ def apply_view(image: np.ndarray, mask: np.ndarray | None, view: View) -> tuple[
     crop_image = _dihedral(crop_image, view)
     if mask is None:
         return crop_image, None
-    crop_mask = cv2.resize(_window(mask, view, IGNORE_INDEX), (view.crop, view.crop), interpolation=cv2.INTER_NEAREST_EXACT)
+    crop_mask = cv2.resize(
+        _window(mask, view, IGNORE_INDEX), (view.crop, view.crop), interpolation=cv2.INTER_NEAREST_EXACT
+    )
     return crop_image, _dihedral(crop_mask, view)

@@ -55,7 +55,9 @@ class SegHead(nn.Module):
     ) -> None:
         super().__init__()
         if num_classes < 1 or num_inputs < 1 or in_channels < 1:
-            raise ValueError(f"a head needs positive sizes, got in_channels={in_channels}, num_inputs={num_inputs}, num_classes={num_classes}")
+            raise ValueError(
+                f"a head needs positive sizes, got in_channels={in_channels}, num_inputs={num_inputs}, num_classes={num_classes}"
+            )
         if class_weights is not None and len(class_weights) != num_classes:
             raise ValueError(f"class_weights has {len(class_weights)} entries for {num_classes} classes")
         if loss_points < 0 or not 0 < loss_scale <= 1 or oversample_ratio < 1 or not 0 <= importance_ratio <= 1:
@@ -64,7 +66,9 @@ class SegHead(nn.Module):
                 f"0 <= importance_ratio <= 1; got {loss_points}, {loss_scale}, {oversample_ratio}, {importance_ratio}"
             )
         if loss_points and loss_scale < 1:
-            raise ValueError(f"loss_scale {loss_scale} applies to the loss on every pixel; set loss_points: 0 with it (now {loss_points})")
+            raise ValueError(
+                f"loss_scale {loss_scale} applies to the loss on every pixel; set loss_points: 0 with it (now {loss_points})"
+            )
         self.in_channels = in_channels
         self.num_inputs = num_inputs
         self.num_classes = num_classes
@@ -90,8 +94,9 @@ class SegHead(nn.Module):
         """Cross-entropy (plus dice when `dice_weight` > 0) at sampled points, or of the logits upsampled to the target."""
         logits = self(features).float()
         if self.loss_points:
-            logits, target = sampled_logits_and_labels(logits, target, self.loss_points, self.oversample_ratio,
-                                                       self.importance_ratio, IGNORE_INDEX)
+            logits, target = sampled_logits_and_labels(
+                logits, target, self.loss_points, self.oversample_ratio, self.importance_ratio, IGNORE_INDEX
+            )
             logits, target = logits.unsqueeze(-1), target.unsqueeze(-1)  # [B,K,P,1]: points as a one-pixel-wide image
         elif self.loss_scale < 1:
             target = scaled_target(target, self.loss_scale)
@@ -105,7 +110,9 @@ def upsample_to(logits: Tensor, size: Sequence[int]) -> Tensor:
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
 
 
-def pixel_losses(logits: Tensor, target: Tensor, class_weights: Tensor | None = None, dice_weight: float = 0.0) -> dict[str, Tensor]:
+def pixel_losses(
+    logits: Tensor, target: Tensor, class_weights: Tensor | None = None, dice_weight: float = 0.0
+) -> dict[str, Tensor]:
     """Per-pixel losses at the target's resolution; pixels labelled 255 count for nothing."""
     logits = upsample_to(logits, target.shape[-2:]).float()
     ce = F.cross_entropy(logits, target, weight=class_weights, ignore_index=IGNORE_INDEX)
@@ -125,7 +132,10 @@ def soft_dice_loss(logits: Tensor, target: Tensor) -> Tensor:
     num_classes = logits.shape[1]
     valid = (target != IGNORE_INDEX).unsqueeze(1).float()
     probs = logits.softmax(dim=1) * valid
-    onehot = F.one_hot(target.clamp(max=num_classes - 1) * (target != IGNORE_INDEX), num_classes).permute(0, 3, 1, 2).float() * valid
+    onehot = (
+        F.one_hot(target.clamp(max=num_classes - 1) * (target != IGNORE_INDEX), num_classes).permute(0, 3, 1, 2).float()
+        * valid
+    )
     inter = (probs * onehot).sum(dim=(0, 2, 3))
     denom = probs.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
     present = denom > 0

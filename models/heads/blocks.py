@@ -39,7 +39,7 @@ def _resampler(in_channels: int, channels: int, scale: float) -> nn.Sequential:
         for _ in range(steps - 1):
             layers += [group_norm(channels), nn.GELU(), nn.ConvTranspose2d(channels, channels, 2, stride=2)]
     else:
-        layers = [nn.MaxPool2d(2 ** -steps, ceil_mode=True)] if steps < 0 else []
+        layers = [nn.MaxPool2d(2**-steps, ceil_mode=True)] if steps < 0 else []
         layers.append(nn.Conv2d(in_channels, channels, 1))
     return nn.Sequential(*layers, group_norm(channels))
 
@@ -51,7 +51,9 @@ class ViTPyramid(nn.Module):
     fewer inputs, levels share them evenly (one input: ViTDet's simple pyramid from the last layer).
     """
 
-    def __init__(self, in_channels: int, num_inputs: int, channels: int, scales: Sequence[float] = (4, 2, 1, 0.5)) -> None:
+    def __init__(
+        self, in_channels: int, num_inputs: int, channels: int, scales: Sequence[float] = (4, 2, 1, 0.5)
+    ) -> None:
         super().__init__()
         self.scales = tuple(scales)
         last = len(self.scales) - 1

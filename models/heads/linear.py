@@ -12,7 +12,9 @@ from models.heads.base import SegHead
 
 
 class LinearHead(SegHead):
-    def __init__(self, in_channels: int, num_inputs: int, num_classes: int, dropout: float = 0.1, **loss_options) -> None:
+    def __init__(
+        self, in_channels: int, num_inputs: int, num_classes: int, dropout: float = 0.1, **loss_options
+    ) -> None:
         super().__init__(in_channels, num_inputs, num_classes, **loss_options)
         self.norm = nn.BatchNorm2d(in_channels * num_inputs)
         self.dropout = nn.Dropout2d(dropout)

@@ -31,9 +31,13 @@ class DecoderLayer(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.ReLU(inplace=True), nn.Linear(ffn_dim, dim))
         self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(3))
 
-    def forward(self, queries: Tensor, query_pos: Tensor, memory: Tensor, memory_pos: Tensor, blocked: Tensor) -> Tensor:
+    def forward(
+        self, queries: Tensor, query_pos: Tensor, memory: Tensor, memory_pos: Tensor, blocked: Tensor
+    ) -> Tensor:
         mask = blocked.repeat_interleave(self.num_heads, dim=0)
-        attended = self.cross_attn(queries + query_pos, memory + memory_pos, memory, attn_mask=mask, need_weights=False)[0]
+        attended = self.cross_attn(
+            queries + query_pos, memory + memory_pos, memory, attn_mask=mask, need_weights=False
+        )[0]
         queries = self.norms[0](queries + attended)
         q = queries + query_pos
         queries = self.norms[1](queries + self.self_attn(q, q, queries, need_weights=False)[0])
@@ -41,7 +45,6 @@ class DecoderLayer(nn.Module):
 
 
 class Mask2FormerHead(MaskClassificationHead):
-
     def __init__(
         self,
         in_channels: int,
@@ -64,14 +67,25 @@ class Mask2FormerHead(MaskClassificationHead):
         loss_scale: float = 1.0,
     ) -> None:
         super().__init__(
-            in_channels, num_inputs, num_classes, loss_points=loss_points, oversample_ratio=oversample_ratio,
-            importance_ratio=importance_ratio, class_loss_weight=class_loss_weight, mask_loss_weight=mask_loss_weight,
-            dice_weight=dice_weight, no_object_weight=no_object_weight, class_weights=class_weights, loss_scale=loss_scale,
+            in_channels,
+            num_inputs,
+            num_classes,
+            loss_points=loss_points,
+            oversample_ratio=oversample_ratio,
+            importance_ratio=importance_ratio,
+            class_loss_weight=class_loss_weight,
+            mask_loss_weight=mask_loss_weight,
+            dice_weight=dice_weight,
+            no_object_weight=no_object_weight,
+            class_weights=class_weights,
+            loss_scale=loss_scale,
         )
         if hidden_dim % 4 or hidden_dim % num_heads:
             raise ValueError(f"hidden_dim ({hidden_dim}) must be a multiple of 4 and of num_heads ({num_heads})")
         if len(scales) < 2:
-            raise ValueError("mask2former needs at least two pyramid scales: the finest for masks, the others for attention")
+            raise ValueError(
+                "mask2former needs at least two pyramid scales: the finest for masks, the others for attention"
+            )
         self.output_scale = int(max(scales))
         # Pixel decoder: FPN from the coarsest level down to the finest, which carries the masks.
         self.pyramid = ViTPyramid(in_channels, num_inputs, hidden_dim, scales)
@@ -87,8 +101,10 @@ class Mask2FormerHead(MaskClassificationHead):
         self.decoder_norm = nn.LayerNorm(hidden_dim)
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)  # the last class is "no object"
         self.mask_embed = nn.Sequential(
-            nn.Linear(hidden_dim, hidden_dim), nn.ReLU(inplace=True),
-            nn.Linear(hidden_dim, hidden_dim), nn.ReLU(inplace=True),
+            nn.Linear(hidden_dim, hidden_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden_dim, hidden_dim),
+            nn.ReLU(inplace=True),
             nn.Linear(hidden_dim, hidden_dim),
         )
 
@@ -102,7 +118,9 @@ class Mask2FormerHead(MaskClassificationHead):
             outs.append(y)
         return outs[: self.num_levels], self.mask_features(outs[-1])
 
-    def _predict(self, queries: Tensor, mask_features: Tensor, attention_size: Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
+    def _predict(
+        self, queries: Tensor, mask_features: Tensor, attention_size: Sequence[int]
+    ) -> tuple[Tensor, Tensor, Tensor]:
         x = self.decoder_norm(queries)
         class_logits = self.class_embed(x)
         mask_logits = torch.einsum("bqc,bchw->bqhw", self.mask_embed(x), mask_features)
@@ -117,7 +135,10 @@ class Mask2FormerHead(MaskClassificationHead):
         memory, mask_features = self.pixel_decoder(features)
         batch = mask_features.shape[0]
         sizes = [m.shape[-2:] for m in memory]
-        positions = [sine_positions(h, w, self.level_embed.embedding_dim, m.device).to(m.dtype) for (h, w), m in zip(sizes, memory)]
+        positions = [
+            sine_positions(h, w, self.level_embed.embedding_dim, m.device).to(m.dtype)
+            for (h, w), m in zip(sizes, memory)
+        ]
         memory = [m.flatten(2).transpose(1, 2) + self.level_embed.weight[i] for i, m in enumerate(memory)]
         queries = self.query_feat.weight.unsqueeze(0).expand(batch, -1, -1)
         query_pos = self.query_pos.weight.unsqueeze(0).expand(batch, -1, -1)

@@ -44,8 +44,17 @@ class MaskClassificationHead(SegHead):
         class_weights: Sequence[float] | None,
         loss_scale: float,
     ) -> None:
-        super().__init__(in_channels, num_inputs, num_classes, class_weights=class_weights, dice_weight=dice_weight, loss_points=loss_points,
-                         loss_scale=loss_scale, oversample_ratio=oversample_ratio, importance_ratio=importance_ratio)
+        super().__init__(
+            in_channels,
+            num_inputs,
+            num_classes,
+            class_weights=class_weights,
+            dice_weight=dice_weight,
+            loss_points=loss_points,
+            loss_scale=loss_scale,
+            oversample_ratio=oversample_ratio,
+            importance_ratio=importance_ratio,
+        )
         self.class_loss_weight, self.mask_loss_weight = class_loss_weight, mask_loss_weight
         empty = torch.ones(num_classes + 1)  # the last class is "no object"
         if self.class_weights is not None:
@@ -79,13 +88,23 @@ class MaskClassificationHead(SegHead):
         total = target.new_zeros((), dtype=torch.float32)
         for class_logits, mask_logits in outputs:
             class_logits, mask_logits = class_logits.float(), mask_logits.float()
-            matches = [self._match(c, m, lab, tm, v) for c, m, lab, tm, v in zip(class_logits, mask_logits, labels, masks, valid)]
+            matches = [
+                self._match(c, m, lab, tm, v)
+                for c, m, lab, tm, v in zip(class_logits, mask_logits, labels, masks, valid)
+            ]
             parts = self._losses(class_logits, mask_logits, labels, masks, valid, matches, num_masks)
-            total = total + self.class_loss_weight * parts["class"] + self.mask_loss_weight * parts["mask"] + self.dice_weight * parts["dice"]
+            total = (
+                total
+                + self.class_loss_weight * parts["class"]
+                + self.mask_loss_weight * parts["mask"]
+                + self.dice_weight * parts["dice"]
+            )
         return {"loss": total, **parts}
 
     @torch.no_grad()
-    def _match(self, class_logits: Tensor, mask_logits: Tensor, labels: Tensor, masks: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    def _match(
+        self, class_logits: Tensor, mask_logits: Tensor, labels: Tensor, masks: Tensor, valid: Tensor
+    ) -> tuple[Tensor, Tensor]:
         """(query indices, target indices) minimising class + mask + dice cost, on shared random points."""
         if len(labels) == 0:
             empty = torch.zeros(0, dtype=torch.long)
@@ -105,9 +124,19 @@ class MaskClassificationHead(SegHead):
         rows, cols = linear_sum_assignment(cost.cpu().numpy())
         return torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)
 
-    def _losses(self, class_logits: Tensor, mask_logits: Tensor, labels: list[Tensor], masks: list[Tensor], valid: Tensor,
-                matches: list[tuple[Tensor, Tensor]], num_masks: int) -> dict[str, Tensor]:
-        target_classes = torch.full(class_logits.shape[:2], self.num_classes, dtype=torch.long, device=class_logits.device)
+    def _losses(
+        self,
+        class_logits: Tensor,
+        mask_logits: Tensor,
+        labels: list[Tensor],
+        masks: list[Tensor],
+        valid: Tensor,
+        matches: list[tuple[Tensor, Tensor]],
+        num_masks: int,
+    ) -> dict[str, Tensor]:
+        target_classes = torch.full(
+            class_logits.shape[:2], self.num_classes, dtype=torch.long, device=class_logits.device
+        )
         for b, (rows, cols) in enumerate(matches):
             target_classes[b, rows.to(class_logits.device)] = labels[b][cols.to(labels[b].device)]
         loss_class = F.cross_entropy(class_logits.transpose(1, 2), target_classes, weight=self.empty_weight)
@@ -129,6 +158,16 @@ class MaskClassificationHead(SegHead):
         if not self.loss_points:
             pred = upsample_to(pred[:, None], tgt.shape[-2:])[:, 0]
             return pred.flatten(1), tgt.flatten(1), valid.flatten(1)
-        coords = importance_points(lambda c: -point_sample(pred.detach(), c).abs(), len(pred), self.loss_points,
-                                   self.oversample_ratio, self.importance_ratio, pred.device)
-        return point_sample(pred, coords), point_sample(tgt, coords, mode="nearest"), point_sample(valid, coords, mode="nearest")
+        coords = importance_points(
+            lambda c: -point_sample(pred.detach(), c).abs(),
+            len(pred),
+            self.loss_points,
+            self.oversample_ratio,
+            self.importance_ratio,
+            pred.device,
+        )
+        return (
+            point_sample(pred, coords),
+            point_sample(tgt, coords, mode="nearest"),
+            point_sample(valid, coords, mode="nearest"),
+        )

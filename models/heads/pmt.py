@@ -48,31 +48,58 @@ class PMTHead(MaskClassificationHead):
         loss_scale: float = 1.0,
     ) -> None:
         super().__init__(
-            in_channels, num_inputs, num_classes, loss_points=loss_points, oversample_ratio=oversample_ratio,
-            importance_ratio=importance_ratio, class_loss_weight=class_loss_weight, mask_loss_weight=mask_loss_weight,
-            dice_weight=dice_weight, no_object_weight=no_object_weight, class_weights=class_weights, loss_scale=loss_scale,
+            in_channels,
+            num_inputs,
+            num_classes,
+            loss_points=loss_points,
+            oversample_ratio=oversample_ratio,
+            importance_ratio=importance_ratio,
+            class_loss_weight=class_loss_weight,
+            mask_loss_weight=mask_loss_weight,
+            dice_weight=dice_weight,
+            no_object_weight=no_object_weight,
+            class_weights=class_weights,
+            loss_scale=loss_scale,
         )
         if hidden_dim % 4 or hidden_dim % num_heads:
             raise ValueError(f"hidden_dim ({hidden_dim}) must be a multiple of 4 and of num_heads ({num_heads})")
         if num_layers < 1 or num_queries < 1:
-            raise ValueError(f"pmt needs at least one layer and one query, got num_layers={num_layers}, num_queries={num_queries}")
+            raise ValueError(
+                f"pmt needs at least one layer and one query, got num_layers={num_layers}, num_queries={num_queries}"
+            )
         steps = math.log2(mask_scale) if mask_scale >= 1 else -1.0
         if steps != round(steps) or steps < 0:
             raise ValueError(f"mask_scale must be 1, 2, 4, 8 ..., got {mask_scale}")
         self.output_scale = mask_scale
         # Block i adds the projection of backbone map sources[i]: the first block starts from the shallowest, the last adds the deepest.
-        self.sources = [round(i * (num_inputs - 1) / (num_layers - 1)) if num_layers > 1 else num_inputs - 1 for i in range(num_layers)]
-        self.laterals = nn.ModuleList(nn.Sequential(nn.LayerNorm(in_channels), nn.Linear(in_channels, hidden_dim)) for _ in range(num_layers))
+        self.sources = [
+            round(i * (num_inputs - 1) / (num_layers - 1)) if num_layers > 1 else num_inputs - 1
+            for i in range(num_layers)
+        ]
+        self.laterals = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(in_channels), nn.Linear(in_channels, hidden_dim)) for _ in range(num_layers)
+        )
         self.query_embed = nn.Embedding(num_queries, hidden_dim)
         self.blocks = nn.ModuleList(
-            nn.TransformerEncoderLayer(hidden_dim, num_heads, int(hidden_dim * ffn_ratio), dropout, activation="gelu",
-                                       batch_first=True, norm_first=True)
+            nn.TransformerEncoderLayer(
+                hidden_dim,
+                num_heads,
+                int(hidden_dim * ffn_ratio),
+                dropout,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
+            )
             for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(hidden_dim)
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)  # the last class is "no object"
         self.mask_embed = nn.Sequential(
-            nn.Linear(hidden_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, hidden_dim),
+            nn.Linear(hidden_dim, hidden_dim),
+            nn.GELU(),
+            nn.Linear(hidden_dim, hidden_dim),
+            nn.GELU(),
+            nn.Linear(hidden_dim, hidden_dim),
         )
         upscale: list[nn.Module] = []
         for _ in range(int(steps)):
@@ -89,7 +116,11 @@ class PMTHead(MaskClassificationHead):
         x = None
         for lateral, block, source in zip(self.laterals, self.blocks, self.sources):
             patches = lateral(features[source].flatten(2).transpose(1, 2))
-            x = torch.cat([queries, tokens + patches], dim=1) if x is None else x + torch.cat([torch.zeros_like(queries), patches], dim=1)
+            x = (
+                torch.cat([queries, tokens + patches], dim=1)
+                if x is None
+                else x + torch.cat([torch.zeros_like(queries), patches], dim=1)
+            )
             x = block(x)
         assert x is not None
         x = self.norm(x)

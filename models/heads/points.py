@@ -26,7 +26,9 @@ def point_sample(maps: Tensor, coords: Tensor, mode: str = "bilinear") -> Tensor
     """
     single = maps.ndim == 3
     grid = (2 * coords - 1).unsqueeze(2).to(maps.dtype)
-    values = F.grid_sample(maps.unsqueeze(1) if single else maps, grid, mode=mode, padding_mode="border", align_corners=False)[..., 0]
+    values = F.grid_sample(
+        maps.unsqueeze(1) if single else maps, grid, mode=mode, padding_mode="border", align_corners=False
+    )[..., 0]
     return values[:, 0] if single else values
 
 
@@ -39,8 +41,14 @@ def pixel_at(target: Tensor, coords: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def importance_points(uncertainty: Callable[[Tensor], Tensor], batch: int, points: int, oversample_ratio: float,
-                      importance_ratio: float, device: torch.device) -> Tensor:
+def importance_points(
+    uncertainty: Callable[[Tensor], Tensor],
+    batch: int,
+    points: int,
+    oversample_ratio: float,
+    importance_ratio: float,
+    device: torch.device,
+) -> Tensor:
     """[batch, points, 2] positions: the most uncertain of the oversampled candidates, then uniform ones.
 
     `uncertainty(coords [batch, M, 2]) -> [batch, M]`, higher for less certain predictions (and
@@ -63,8 +71,9 @@ def class_uncertainty(logits: Tensor) -> Tensor:
     return top2[:, 1] - top2[:, 0]
 
 
-def sampled_logits_and_labels(logits: Tensor, target: Tensor, points: int, oversample_ratio: float,
-                              importance_ratio: float, ignore_index: int) -> tuple[Tensor, Tensor]:
+def sampled_logits_and_labels(
+    logits: Tensor, target: Tensor, points: int, oversample_ratio: float, importance_ratio: float, ignore_index: int
+) -> tuple[Tensor, Tensor]:
     """Logits [B,K,P] interpolated at `points` positions per image, and the target's labels there [B,P].
 
     Ignored pixels are never chosen as uncertain points; uniform points may land on them and then

@@ -14,7 +14,15 @@ from models.heads.blocks import conv_norm_act
 
 
 class SegFormerHead(SegHead):
-    def __init__(self, in_channels: int, num_inputs: int, num_classes: int, channels: int = 256, dropout: float = 0.1, **loss_options) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        num_inputs: int,
+        num_classes: int,
+        channels: int = 256,
+        dropout: float = 0.1,
+        **loss_options,
+    ) -> None:
         super().__init__(in_channels, num_inputs, num_classes, **loss_options)
         self.projections = nn.ModuleList(nn.Conv2d(in_channels, channels, 1) for _ in range(num_inputs))
         self.fuse = conv_norm_act(channels * num_inputs, channels)

@@ -31,7 +31,9 @@ class UperNetHead(SegHead):
         super().__init__(in_channels, num_inputs, num_classes, **loss_options)
         self.output_scale = int(max(scales))
         self.pyramid = ViTPyramid(in_channels, num_inputs, channels, scales)
-        self.ppm = nn.ModuleList(nn.Sequential(nn.AdaptiveAvgPool2d(s), conv_norm_act(channels, channels)) for s in pool_scales)
+        self.ppm = nn.ModuleList(
+            nn.Sequential(nn.AdaptiveAvgPool2d(s), conv_norm_act(channels, channels)) for s in pool_scales
+        )
         self.ppm_bottleneck = conv_norm_act(channels * (len(pool_scales) + 1), channels, 3)
         self.laterals = nn.ModuleList(conv_norm_act(channels, channels) for _ in scales[:-1])
         self.fpn_convs = nn.ModuleList(conv_norm_act(channels, channels, 3) for _ in scales[:-1])

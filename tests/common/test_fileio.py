@@ -31,7 +31,10 @@ def read_only(tmp_path):
         folder.chmod(0o755)
         return
     staging = _listing(folder)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True).returncode == 0
+    mounted = (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True).returncode
+        == 0
+    )
     if not mounted:
         pytest.skip("running as root without permission to mount a read-only tmpfs")
     for name, data in staging.items():
@@ -115,4 +118,8 @@ def test_a_full_disk_outside_the_atomic_writes_is_one_sentence_at_the_command_li
     with pytest.raises(SystemExit) as exit_:
         run(command, argv=[])
     err = capsys.readouterr().err
-    assert exit_.value.code == 2 and err == "error: cannot write /data/prepared/x/.manifest.journal.jsonl: No space left on device; free some space or choose another output folder\n"
+    assert (
+        exit_.value.code == 2
+        and err
+        == "error: cannot write /data/prepared/x/.manifest.journal.jsonl: No space left on device; free some space or choose another output folder\n"
+    )

@@ -32,7 +32,17 @@ def test_in_a_log_a_plain_line_every_ten_percent_with_counts_and_rate():
     _clean(log.getvalue())
     lines = log.getvalue().splitlines()
     assert [re.match(r"demo images: (\d+)/37 img \((\d+)%\)", line).group(2) for line in lines] == [
-        "11", "22", "32", "41", "51", "62", "70", "81", "92", "100"]
+        "11",
+        "22",
+        "32",
+        "41",
+        "51",
+        "62",
+        "70",
+        "81",
+        "92",
+        "100",
+    ]
     assert "img/s" in lines[0] and "elapsed" in lines[-1] and lines[-1].startswith("demo images: 37/37 img (100%)")
 
 
@@ -43,7 +53,14 @@ def test_a_resumed_bar_counts_from_where_it_was_and_shows_its_postfix():
             bar.update()
             bar.set_postfix(loss="0.5000")
     lines = log.getvalue().splitlines()
-    assert [line.split(":")[1].split()[0] for line in lines] == ["50/100", "60/100", "70/100", "80/100", "90/100", "100/100"]
+    assert [line.split(":")[1].split()[0] for line in lines] == [
+        "50/100",
+        "60/100",
+        "70/100",
+        "80/100",
+        "90/100",
+        "100/100",
+    ]
     assert lines[-1].endswith("loss=0.5000")
     _clean(log.getvalue())
 
@@ -61,7 +78,11 @@ def test_inner_passes_print_only_when_slow_and_messages_keep_their_own_lines(mon
         write("step 10 loss 0.3", file=log)
         bar.update()
     lines = log.getvalue().splitlines()
-    assert lines[0].startswith("validating: 1/4 it (25%)") and lines[1] == "step 10 loss 0.3" and lines[2].startswith("validating: 2/4")
+    assert (
+        lines[0].startswith("validating: 1/4 it (25%)")
+        and lines[1] == "step 10 loss 0.3"
+        and lines[2].startswith("validating: 2/4")
+    )
     _clean(log.getvalue())
 
 
@@ -93,9 +114,21 @@ def test_stage_commands_write_readable_logs(tmp_path, dataset_name):
     env.update(DATA_ROOT=str(tmp_path / "data"), MEDIA_DIR=str(tmp_path / "media"))
     log_path = tmp_path / "stage.log"
     with open(log_path, "w") as log:
-        for command in (["data_engineering/make_demo_data.py", "--output", str(tmp_path / "export"), "--num-images", "10", "--size", "64"],
-                        ["data_engineering/import_cvat_export.py", str(tmp_path / "export"), "--dataset-name", dataset_name]):
-            done = subprocess.run([sys.executable, *command], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=300)
+        for command in (
+            [
+                "data_engineering/make_demo_data.py",
+                "--output",
+                str(tmp_path / "export"),
+                "--num-images",
+                "10",
+                "--size",
+                "64",
+            ],
+            ["data_engineering/import_cvat_export.py", str(tmp_path / "export"), "--dataset-name", dataset_name],
+        ):
+            done = subprocess.run(
+                [sys.executable, *command], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=300
+            )
             assert done.returncode == 0, log_path.read_text()[-2000:]
     text = log_path.read_bytes().decode()  # not read_text: universal newlines would turn each \r into \n
     _clean(text)
@@ -120,4 +153,8 @@ def test_slow_work_shows_seconds_per_item():
     bar.start_t -= 50  # the first image took 50 s
     bar.update()
     bar.close()
-    assert log.getvalue().splitlines()[0].startswith("caching features: 1/2 image (50%), 00:50 elapsed, 50 s/image, ~00:50 left")
+    assert (
+        log.getvalue()
+        .splitlines()[0]
+        .startswith("caching features: 1/2 image (50%), 00:50 elapsed, 50 s/image, ~00:50 left")
+    )

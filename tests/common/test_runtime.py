@@ -28,7 +28,9 @@ def test_precision_follows_the_native_probe_only(monkeypatch: pytest.MonkeyPatch
     _cpu_probes(monkeypatch, native)
     assert bf16_native(torch.device("cpu")) is native
     auto = resolve_runtime("cpu", "auto")
-    assert auto.device == torch.device("cpu") and auto.bf16 is native and auto.precision == ("bf16" if native else "fp32")
+    assert (
+        auto.device == torch.device("cpu") and auto.bf16 is native and auto.precision == ("bf16" if native else "fp32")
+    )
     assert resolve_runtime("cpu", "fp32").dtype is None
     if native:
         assert resolve_runtime("cpu", "bf16").dtype == torch.bfloat16

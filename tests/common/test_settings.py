@@ -100,8 +100,14 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
 def test_settings_module_reads_env_file_from_any_cwd(env_file, tmp_path):
     env_file.write_text("GT_FIELD_NAME=my_polys\n")
     code = "from common.settings import load_settings; print(load_settings().gt_field_name)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        check=True,
+    )
     assert out.stdout.strip() == "my_polys"
 
 

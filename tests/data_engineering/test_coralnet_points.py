@@ -52,8 +52,11 @@ def test_malformed_csvs_are_named():
 def test_check_points_lists_unknown_images_and_outside_points():
     sizes = {"a.jpg": (100, 200)}
     check_points([PointAnnotation("a.jpg", 99, 199, "Acropora")], sizes)
-    bad = [PointAnnotation("b.jpg", 1, 1, "Acropora"), PointAnnotation("a.jpg", 100, 5, "Turf"),
-           PointAnnotation("a.jpg", 5, -1, "Acropora")]
+    bad = [
+        PointAnnotation("b.jpg", 1, 1, "Acropora"),
+        PointAnnotation("a.jpg", 100, 5, "Turf"),
+        PointAnnotation("a.jpg", 5, -1, "Acropora"),
+    ]
     with pytest.raises(UserError) as error:
         check_points(bad, sizes)
     assert "1 image(s) not in the dataset (b.jpg)" in str(error.value) and "2 point(s) outside" in str(error.value)
@@ -98,13 +101,21 @@ def test_command_line_refuses_unknown_images(photos_dataset, tmp_path):
     csv_file = tmp_path / "points.csv"
     csv_file.write_text(CORALNET_CSV + "Missing_2020_01.jpg,,,,1,1,Acropora,Acro\n")
     script = REPO_ROOT / "data_engineering" / "import_points.py"
-    done = subprocess.run([sys.executable, str(script), str(csv_file), "--dataset-name", photos_dataset.name],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(script), str(csv_file), "--dataset-name", photos_dataset.name],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2 and "Missing_2020_01.jpg" in done.stderr and "Traceback" not in done.stderr
     photos_dataset.reload()
     assert not photos_dataset.has_sample_field("gt_points")  # refused before anything was written
     csv_file.write_text(CORALNET_CSV)
-    done = subprocess.run([sys.executable, str(script), str(csv_file), "--dataset-name", photos_dataset.name],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(script), str(csv_file), "--dataset-name", photos_dataset.name],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert "3 points on 2 images" in done.stdout

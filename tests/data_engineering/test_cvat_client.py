@@ -41,9 +41,17 @@ def test_reads_project_tasks_labels_frames_and_shapes(served):
     assert all(t.updated_date.endswith("+00:00") for t in tasks)
     assert labels[reef.acropora].name == "Acropora"
     assert sorted(labels[reef.acropora].attributes.values()) == ["confidence", "growth_form"]
-    assert [(f.name, f.width, f.height) for f in frames] == [("Moorea_2021_03.jpg", 64, 48), ("Moorea_2021_04.jpg", 40, 30)]
+    assert [(f.name, f.width, f.height) for f in frames] == [
+        ("Moorea_2021_03.jpg", 64, 48),
+        ("Moorea_2021_04.jpg", 40, 30),
+    ]
     first = shapes[0][0]
-    assert (first.type, first.label, first.z_order, first.attributes) == ("polygon", "Acropora", 2, {"confidence": "80"})
+    assert (first.type, first.label, first.z_order, first.attributes) == (
+        "polygon",
+        "Acropora",
+        2,
+        {"confidence": "80"},
+    )
     assert list(first.points) == [1.5, 2.25, 30.5, 2.25, 30.5, 20.75]
     assert shapes[0][1].attributes == {"growth_form": "massive"} and shapes[1][0].occluded
     assert not tracked
@@ -68,7 +76,10 @@ def test_access_token_is_sent_as_bearer_without_a_login(served):
     cvat, _ = served
     settings = load_settings(cvat_url=cvat.url, cvat_access_token=cvat.access_token)
     if cvat.version == "2.29.0":
-        with pytest.raises(UserError, match=r"CVAT 2\.29\.0 at .* has no personal access tokens .* set CVAT_USERNAME and CVAT_PASSWORD$"):
+        with pytest.raises(
+            UserError,
+            match=r"CVAT 2\.29\.0 at .* has no personal access tokens .* set CVAT_USERNAME and CVAT_PASSWORD$",
+        ):
             with connect(settings):
                 pass
         assert [r.path for r in cvat.requests] == ["/api/server/about"]  # refused before sending the token anywhere
@@ -101,7 +112,9 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.parametrize("case", ["wrong password", "wrong token", "no credentials", "closed port", "server error", "not a URL"])
+@pytest.mark.parametrize(
+    "case", ["wrong password", "wrong token", "no credentials", "closed port", "server error", "not a URL"]
+)
 def test_failures_are_one_sentence_without_secrets(case):
     cvat = FakeCvat()
     add_reef_project(cvat)
@@ -110,9 +123,13 @@ def test_failures_are_one_sentence_without_secrets(case):
             "wrong password": dict(cvat_url=url, cvat_username=cvat.username, cvat_password="Wrong-Passw0rd!"),
             "wrong token": dict(cvat_url=url, cvat_access_token="pat-not-the-right-one"),
             "no credentials": dict(cvat_url=url),
-            "closed port": dict(cvat_url=f"http://127.0.0.1:{closed_port()}", cvat_username="u", cvat_password=cvat.password),
+            "closed port": dict(
+                cvat_url=f"http://127.0.0.1:{closed_port()}", cvat_username="u", cvat_password=cvat.password
+            ),
             "server error": dict(cvat_url=url, cvat_username=cvat.username, cvat_password=cvat.password),
-            "not a URL": dict(cvat_url="ftp://user:Secret-In-Url@cvat.example", cvat_username="u", cvat_password=cvat.password),
+            "not a URL": dict(
+                cvat_url="ftp://user:Secret-In-Url@cvat.example", cvat_username="u", cvat_password=cvat.password
+            ),
         }[case]
         if case == "server error":
             cvat.fail("/api/auth/login", status=500, method="POST")
@@ -120,9 +137,14 @@ def test_failures_are_one_sentence_without_secrets(case):
             with connect(load_settings(**settings)):
                 pass
     message = str(error.value)
-    expected = {"wrong password": "refused the login with user 'annotator'", "wrong token": "refused the login with the access token",
-                "no credentials": "no CVAT credentials", "closed port": "cannot reach CVAT", "server error": "answered HTTP 500 while logging in",
-                "not a URL": "is not an http:// or https:// address"}[case]
+    expected = {
+        "wrong password": "refused the login with user 'annotator'",
+        "wrong token": "refused the login with the access token",
+        "no credentials": "no CVAT credentials",
+        "closed port": "cannot reach CVAT",
+        "server error": "answered HTTP 500 while logging in",
+        "not a URL": "is not an http:// or https:// address",
+    }[case]
     assert expected in message
     assert "\n" not in message
     for secret in (cvat.password, "Wrong-Passw0rd!", "pat-not-the-right-one", "Secret-In-Url"):

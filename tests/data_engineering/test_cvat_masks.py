@@ -72,7 +72,14 @@ def _rasterized_back(shape: CvatShape, width: int, height: int) -> np.ndarray:
 @pytest.mark.parametrize("name", list(_bitmaps()))
 def test_a_mask_round_trips_through_the_pull_and_prepare_pixel_for_pixel(name: str):
     bitmap = _bitmaps()[name]
-    shape = CvatShape(type="mask", label="Acropora", points=encode_mask(bitmap), z_order=3, attributes={"confidence": "90"}, shape_id=4)
+    shape = CvatShape(
+        type="mask",
+        label="Acropora",
+        points=encode_mask(bitmap),
+        z_order=3,
+        attributes={"confidence": "90"},
+        shape_id=4,
+    )
     drawn = _rasterized_back(shape, bitmap.shape[1], bitmap.shape[0])
     assert (drawn == bitmap).all(), f"{(drawn != bitmap).sum()} pixels differ"
 
@@ -82,7 +89,12 @@ def test_holes_are_rings_of_their_own():
     [record], _ = shapes_to_polygons([CvatShape(type="mask", label="Porites", points=encode_mask(bitmap))], 32, 24)
     assert len(record.other_rings) == 1 and not record.clipped
     xs, ys = zip(*record.points)
-    assert (min(xs), max(xs), min(ys), max(ys)) == (20 / 32, 1.0, 15 / 24, 1.0)  # on the image's right and bottom border
+    assert (min(xs), max(xs), min(ys), max(ys)) == (
+        20 / 32,
+        1.0,
+        15 / 24,
+        1.0,
+    )  # on the image's right and bottom border
     hole_xs, hole_ys = zip(*record.other_rings[0])
     assert (min(hole_xs), max(hole_xs), min(hole_ys), max(hole_ys)) == (24 / 32, 27 / 32, 18 / 24, 21 / 24)
 
@@ -90,7 +102,9 @@ def test_holes_are_rings_of_their_own():
 def test_empty_invalid_and_out_of_image_masks():
     empty = encode_mask(np.zeros((4, 4), dtype=bool), bbox=[0, 0, 2, 2])
     polygons, skipped = shapes_to_polygons(
-        [CvatShape(type="mask", label="A", points=empty), CvatShape(type="mask", label="A", points=[2, 1, 0, 0, 1, 1])], 4, 4
+        [CvatShape(type="mask", label="A", points=empty), CvatShape(type="mask", label="A", points=[2, 1, 0, 0, 1, 1])],
+        4,
+        4,
     )
     assert not polygons and skipped == {EMPTY_MASK: 1, INVALID_MASK: 1}
     box = np.ones((3, 3), dtype=bool)

@@ -22,16 +22,22 @@ def test_annotation_writes_are_kept_and_read_back():
     reef = add_reef_project(cvat)
     with cvat.serve() as url, make_client(url, credentials=(cvat.username, cvat.password)) as client:
         task = client.tasks.retrieve(reef.test_task)
-        task.update_annotations(models.PatchedLabeledDataRequest(shapes=[shape(reef.porites, [1, 1, 9, 1, 5, 8], z_order=3)]),
-                                action=AnnotationUpdateAction.CREATE)
+        task.update_annotations(
+            models.PatchedLabeledDataRequest(shapes=[shape(reef.porites, [1, 1, 9, 1, 5, 8], z_order=3)]),
+            action=AnnotationUpdateAction.CREATE,
+        )
         created = cvat.annotations[reef.test_task]["shapes"][-1]
         assert (created["label_id"], created["z_order"], created["points"]) == (reef.porites, 3, [1, 1, 9, 1, 5, 8])
 
-        task.update_annotations(models.PatchedLabeledDataRequest(shapes=[shape(reef.acropora, [2, 2, 9, 2, 5, 8], id=created["id"])]),
-                                action=AnnotationUpdateAction.UPDATE)
+        task.update_annotations(
+            models.PatchedLabeledDataRequest(shapes=[shape(reef.acropora, [2, 2, 9, 2, 5, 8], id=created["id"])]),
+            action=AnnotationUpdateAction.UPDATE,
+        )
         assert cvat.annotations[reef.test_task]["shapes"][-1]["label_id"] == reef.acropora
         task.remove_annotations(ids=[created["id"]])
-        assert [s["id"] for s in task.get_annotations().shapes] == [s["id"] for s in cvat.annotations[reef.test_task]["shapes"]]
+        assert [s["id"] for s in task.get_annotations().shapes] == [
+            s["id"] for s in cvat.annotations[reef.test_task]["shapes"]
+        ]
         assert len(cvat.annotations[reef.test_task]["shapes"]) == 1
 
         task.set_annotations(models.LabeledDataRequest(shapes=[shape(reef.porites, [0, 0, 4, 0, 4, 4])]))
@@ -70,10 +76,17 @@ def test_answers_like_a_real_cvat_through_the_sdk():
         assert sorted(str(j.type) for j in val_jobs) == ["annotation", "ground_truth"]
         [gt_job] = [j for j in val_jobs if str(j.type) == "ground_truth"]
         assert [s.points for s in gt_job.get_annotations().shapes] == [[2, 2, 30, 2, 16, 30]]
-        assert len(client.tasks.retrieve(reef.val_task).get_annotations().shapes) == 2  # gt mode: the GT job's shape left out
+        assert (
+            len(client.tasks.retrieve(reef.val_task).get_annotations().shapes) == 2
+        )  # gt mode: the GT job's shape left out
 
         labels = project.get_labels()
-        assert [lb.name for lb in labels] == ["Acropora", "Porites", "Pocillopora", "Colony axis"]  # no sublabel at the top
+        assert [lb.name for lb in labels] == [
+            "Acropora",
+            "Porites",
+            "Pocillopora",
+            "Colony axis",
+        ]  # no sublabel at the top
         assert [sub.name for sub in labels[-1].sublabels] == ["base", "tip"] and str(labels[-1].type) == "skeleton"
 
         shape = train.get_annotations().shapes[0]
@@ -111,7 +124,16 @@ def test_mask_shapes_are_encoded_as_cvat_encodes_them():
     bitmap[1:4, 2:5] = True
     bitmap[2, 3] = False  # a hole
     points = mask(0, 1, bitmap)["points"]
-    assert points == [0, 4, 1, 4, 2, 1, 4, 3]  # runs start with 0s (none here), then left, top, right, bottom (inclusive)
+    assert points == [
+        0,
+        4,
+        1,
+        4,
+        2,
+        1,
+        4,
+        3,
+    ]  # runs start with 0s (none here), then left, top, right, bottom (inclusive)
     assert (decode_mask(points, image_width=8, image_height=6) == bitmap).all()
 
 
@@ -121,6 +143,14 @@ def test_job_annotation_writes_land_in_the_task():
     with cvat.serve() as url, make_client(url, credentials=(cvat.username, cvat.password)) as client:
         second_job = client.tasks.retrieve(reef.train_task).get_jobs()[1]
         assert [s.frame for s in second_job.get_annotations().shapes] == [1]
-        second_job.update_annotations(models.PatchedLabeledDataRequest(shapes=[shape(reef.acropora, [1, 1, 9, 1, 5, 8])]),
-                                      action=AnnotationUpdateAction.CREATE)
-    assert sum(s["label_id"] == reef.acropora and s["points"] == [1, 1, 9, 1, 5, 8] for s in cvat.annotations[reef.train_task]["shapes"]) == 1
+        second_job.update_annotations(
+            models.PatchedLabeledDataRequest(shapes=[shape(reef.acropora, [1, 1, 9, 1, 5, 8])]),
+            action=AnnotationUpdateAction.CREATE,
+        )
+    assert (
+        sum(
+            s["label_id"] == reef.acropora and s["points"] == [1, 1, 9, 1, 5, 8]
+            for s in cvat.annotations[reef.train_task]["shapes"]
+        )
+        == 1
+    )

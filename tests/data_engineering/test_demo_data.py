@@ -18,8 +18,24 @@ from common.settings import REPO_ROOT
 from data_engineering.demo_data import LABELS, make_demo_export
 from data_engineering.filenames import parse_quadrat_name
 
-GENERA = ("Acanthastrea", "Acropora", "Astreopora", "Atrea", "Fungia", "Goniastrea", "Leptastrea", "Merulinidae", "Millepora",
-          "Montastrea", "Montipora", "Other", "Pavona/Leptoseris", "Pocillopora", "Porites", "Psammocora")
+GENERA = (
+    "Acanthastrea",
+    "Acropora",
+    "Astreopora",
+    "Atrea",
+    "Fungia",
+    "Goniastrea",
+    "Leptastrea",
+    "Merulinidae",
+    "Millepora",
+    "Montastrea",
+    "Montipora",
+    "Other",
+    "Pavona/Leptoseris",
+    "Pocillopora",
+    "Porites",
+    "Psammocora",
+)
 
 
 def files(folder: Path) -> dict[str, bytes]:
@@ -73,7 +89,9 @@ def test_export_is_a_cvat_project_with_labels_subsets_and_z_order(tmp_path):
         polygons = image.findall("polygon")
         assert sorted(int(p.get("z_order")) for p in polygons) == list(range(len(polygons)))
         assert all(0 <= int(p.find("attribute").text) <= 100 for p in polygons)
-        coords = np.array([[float(v) for v in pair.split(",")] for p in polygons for pair in p.get("points").split(";")])
+        coords = np.array(
+            [[float(v) for v in pair.split(",")] for p in polygons for pair in p.get("points").split(";")]
+        )
         assert coords.min() >= 0 and coords.max() <= 96
     assert all(len(subsets) == 1 for subsets in subsets_of_quadrat.values())  # the years of a quadrat share a split
     assert {s for subsets in subsets_of_quadrat.values() for s in subsets} == {"Train", "Validation", "Test"}
@@ -94,7 +112,9 @@ def region_features(export: Path) -> dict[str, list[tuple[str, np.ndarray]]]:
         for index, polygon in enumerate(polygons):
             inside = owner == index
             if inside.sum() >= 50:
-                vector = np.concatenate([pixels[inside].mean(0) / 255, pixels[inside].std(0) / 64, [detail[inside].mean() / 16]])
+                vector = np.concatenate(
+                    [pixels[inside].mean(0) / 255, pixels[inside].std(0) / 64, [detail[inside].mean() / 16]]
+                )
                 features.setdefault(image.get("subset"), []).append((polygon.get("label"), vector))
     return features
 
@@ -113,8 +133,20 @@ def test_genera_can_be_told_apart_from_their_pixels(tmp_path):
 
 def test_cli_writes_under_data_root_by_default(tmp_path):
     env = os.environ | {"DATA_ROOT": str(tmp_path / "data")}
-    done = subprocess.run([sys.executable, str(REPO_ROOT / "data_engineering" / "make_demo_data.py"), "--num-images", "2", "--size", "64"],
-                          capture_output=True, text=True, env=env, cwd=tmp_path)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "data_engineering" / "make_demo_data.py"),
+            "--num-images",
+            "2",
+            "--size",
+            "64",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert len(list((tmp_path / "data" / "demo" / "cvat_export" / "images").rglob("*.jpg"))) == 2
     assert "import_cvat_export.py" in done.stdout

@@ -24,7 +24,14 @@ from data_engineering.shapes import CvatShape, shapes_to_polygons
 
 def image(tmp_path, name: str, labels=("Acropora", "Porites")) -> ImageRecord:
     shapes = [
-        CvatShape("polygon", label, [10.37 + i, 10, 60, 10, 60, 60], z_order=i, attributes={"confidence": "0.9", "health": "ok"}, shape_id=i)
+        CvatShape(
+            "polygon",
+            label,
+            [10.37 + i, 10, 60, 10, 60, 60],
+            z_order=i,
+            attributes={"confidence": "0.9", "health": "ok"},
+            shape_id=i,
+        )
         for i, label in enumerate(labels)
     ] + [CvatShape("rectangle", "Porites", [0, 0, 5, 5])]
     polygons, skipped = shapes_to_polygons(shapes, width=100, height=80)
@@ -35,17 +42,30 @@ def test_samples_follow_the_contract(tmp_path, dataset_name):
     dataset = open_dataset(dataset_name)
     task = TaskRecord(7, "quadrats A", "Reef", subset="Training", updated_date="2024-01-01T00:00:00Z")
     summary = ImportSummary()
-    write_task(dataset, task, [image(tmp_path, "Moorea_2021_03.jpg"), image(tmp_path, "IMG_1.jpg")], SampleOptions(), summary)
+    write_task(
+        dataset, task, [image(tmp_path, "Moorea_2021_03.jpg"), image(tmp_path, "IMG_1.jpg")], SampleOptions(), summary
+    )
     assert dataset.persistent and len(dataset) == 2
     sample = dataset.match(fo.ViewField(contract.SITE) == "Moorea").first()
     assert sample.tags == ["train"]
     assert (sample.site, sample.year, sample.quadrat_id) == ("Moorea", 2021, "03")
-    assert (sample.cvat_project_name, sample.cvat_task_id, sample.cvat_task_name, sample.cvat_subset) == ("Reef", 7, "quadrats A", "Training")
+    assert (sample.cvat_project_name, sample.cvat_task_id, sample.cvat_task_name, sample.cvat_subset) == (
+        "Reef",
+        7,
+        "quadrats A",
+        "Training",
+    )
     assert (sample.metadata.width, sample.metadata.height) == (100, 80)
     first = sample[contract.GT_FIELD].polylines[0]
     assert first.closed and first.filled and first.label == "Acropora"
     assert first.points[0][0] == pytest.approx([0.1037, 0.125])
-    assert (first.confidence, first.z_order, first.occluded, first.cvat_shape_id, first.health) == (0.9, 0, False, 0, "ok")
+    assert (first.confidence, first.z_order, first.occluded, first.cvat_shape_id, first.health) == (
+        0.9,
+        0,
+        False,
+        0,
+        "ok",
+    )
     other = dataset.match(fo.ViewField(contract.SITE) == None).first()  # noqa: E711
     assert other.site is None and other.year is None
     assert summary.polygons == Counter({"Acropora": 2, "Porites": 2}) and summary.skipped == {"rectangle": 2}
@@ -59,7 +79,12 @@ def test_reimporting_a_task_replaces_its_samples_and_records_updated_date(tmp_pa
     options = SampleOptions(gt_field="ground_truth")
     old = TaskRecord(1, "t1", "Reef", subset="val", updated_date="2024-01-01")
     write_task(dataset, old, [image(tmp_path, "a.jpg"), image(tmp_path, "b.jpg")], options)
-    write_task(dataset, TaskRecord(2, "t2", "Reef", subset=None, updated_date="2024-01-01"), [image(tmp_path, "c.jpg")], options)
+    write_task(
+        dataset,
+        TaskRecord(2, "t2", "Reef", subset=None, updated_date="2024-01-01"),
+        [image(tmp_path, "c.jpg")],
+        options,
+    )
     new = TaskRecord(1, "t1", "Reef", subset="val", updated_date="2024-02-01")
     assert task_is_current(dataset, old) and not task_is_current(dataset, new)
     write_task(dataset, new, [image(tmp_path, "a.jpg", labels=("Fungia",))], options)
@@ -84,7 +109,9 @@ def test_a_dataset_made_by_something_else_is_refused_unless_overwrite(dataset_na
 def test_a_media_folder_in_dataset_info_that_is_not_ours_is_refused(dataset_name):
     dataset = open_dataset(dataset_name)
     folder = dataset.info[contract.INFO_MEDIA_FOLDER]
-    assert folder.startswith(f"{dataset_name}-") and open_dataset(dataset_name).info[contract.INFO_MEDIA_FOLDER] == folder
+    assert (
+        folder.startswith(f"{dataset_name}-") and open_dataset(dataset_name).info[contract.INFO_MEDIA_FOLDER] == folder
+    )
     dataset.info[contract.INFO_MEDIA_FOLDER] = "../../elsewhere"
     dataset.save()
     with pytest.raises(UserError, match="not a folder name reefseg made"):

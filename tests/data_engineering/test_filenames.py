@@ -29,14 +29,24 @@ def test_non_matching_name_leaves_fields_empty():
 
 def test_custom_pattern():
     assert parse_quadrat_name("2020-Q7-Rangiroa.png", "{year}-Q{quadrat}-{site}") == QuadratName("Rangiroa", 2020, "7")
-    assert parse_quadrat_name("T3_Moorea_2020_05.jpg", "{transect}_{site}_{year}_{quadrat}") == QuadratName("Moorea", 2020, "05")
+    assert parse_quadrat_name("T3_Moorea_2020_05.jpg", "{transect}_{site}_{year}_{quadrat}") == QuadratName(
+        "Moorea", 2020, "05"
+    )
     with pytest.raises(UserError):
         parse_quadrat_name("a_b.jpg", "{site}_{site}")
 
 
 def test_split_mapping_default_and_configured():
     assert [split_from_subset(s) for s in ("train", "Training", "VAL", "validation", "test", "", None, "extra")] == [
-        "train", "train", "val", "val", "test", None, None, None]
+        "train",
+        "train",
+        "val",
+        "val",
+        "test",
+        None,
+        None,
+        None,
+    ]
     mapping = parse_split_mapping("dev=val, holdout=test")
     assert split_from_subset("Dev", mapping) == "val" and split_from_subset("train", mapping) is None
     with pytest.raises(UserError):

@@ -62,18 +62,30 @@ def settings(tmp_path):
 def test_task_export_keeps_sub_pixel_points_z_order_and_attributes(tmp_path, settings, dataset_name):
     export = tmp_path / "task_export"
     jpeg(export / "images" / "Moorea_2021_03.jpg", 90)
-    shapes = polygon("Porites", "10.37,5.25;30.5,5.25;20.01,25.99", z_order=3, confidence="87") + polygon("Acropora", "-3,-3;50,0;20,40", z_order=1)
+    shapes = polygon("Porites", "10.37,5.25;30.5,5.25;20.01,25.99", z_order=3, confidence="87") + polygon(
+        "Acropora", "-3,-3;50,0;20,40", z_order=1
+    )
     shapes += '<box label="Porites" occluded="0" xtl="1" ytl="1" xbr="5" ybr="5" z_order="0"></box>'
     (export / "annotations.xml").write_text(task_xml(shapes))
     summary = import_cvat_export(export, dataset_name, settings)
     sample = fo.load_dataset(dataset_name).first()
     porites, acropora = sample[contract.GT_FIELD].polylines
-    assert np.allclose(porites.points[0], [[10.37 / 40, 5.25 / 30], [30.5 / 40, 5.25 / 30], [20.01 / 40, 25.99 / 30]], atol=1e-12)
+    assert np.allclose(
+        porites.points[0], [[10.37 / 40, 5.25 / 30], [30.5 / 40, 5.25 / 30], [20.01 / 40, 25.99 / 30]], atol=1e-12
+    )
     assert (porites.z_order, porites.confidence, acropora.z_order, acropora.confidence) == (3, 87.0, 1, None)
     assert acropora.points[0] == [[0.0, 0.0], [1.0, 0.0], [0.5, 1.0]]  # clipped to the image
-    assert sample.tags == ["val"] and (sample.cvat_task_id, sample.cvat_task_name, sample.site, sample.year) == (9, "quadrats", "Moorea", 2021)
+    assert sample.tags == ["val"] and (sample.cvat_task_id, sample.cvat_task_name, sample.site, sample.year) == (
+        9,
+        "quadrats",
+        "Moorea",
+        2021,
+    )
     folder = fo.load_dataset(dataset_name).info[contract.INFO_MEDIA_FOLDER]
-    assert folder.startswith(f"{dataset_name}-") and Path(sample.filepath) == settings.media_dir / folder / "task_9" / "Moorea_2021_03.jpg"
+    assert (
+        folder.startswith(f"{dataset_name}-")
+        and Path(sample.filepath) == settings.media_dir / folder / "task_9" / "Moorea_2021_03.jpg"
+    )
     assert summary.skipped == {"rectangle": 1} and summary.clipped == 1
 
 
@@ -91,7 +103,11 @@ def test_demo_project_zip_imports_every_task_and_reimport_duplicates_nothing(tmp
     before = copied.stat().st_mtime_ns
     import_cvat_export(archive, dataset_name, settings)
     assert len(fo.load_dataset(dataset_name)) == 6 and copied.stat().st_mtime_ns == before  # copies kept, not redone
-    assert fo.load_dataset(dataset_name).info[contract.INFO_CVAT_TASKS].keys() == {"1", "2", "3"}  # Test is listed, empty
+    assert fo.load_dataset(dataset_name).info[contract.INFO_CVAT_TASKS].keys() == {
+        "1",
+        "2",
+        "3",
+    }  # Test is listed, empty
 
 
 def test_two_tasks_with_the_same_file_name_are_kept_apart(tmp_path, settings, dataset_name):
@@ -165,9 +181,18 @@ def test_cli_refuses_a_dataset_made_by_something_else_unless_overwrite(tmp_path,
     jpeg(export / "images" / "Moorea_2021_03.jpg", 50)
     (export / "annotations.xml").write_text(task_xml(polygon("Porites", "1,1;20,1;20,20")))
     fo.Dataset(dataset_name, persistent=True).add_sample(fo.Sample(filepath="/elsewhere/x.jpg"))
-    command = [sys.executable, str(REPO_ROOT / "data_engineering" / "import_cvat_export.py"), str(export), "--dataset-name", dataset_name,
-               "--media-dir", str(tmp_path / "media")]
-    refused = subprocess.run(command, capture_output=True, text=True, env=os.environ | {"FIFTYONE_SHOW_PROGRESS_BARS": "false"})
+    command = [
+        sys.executable,
+        str(REPO_ROOT / "data_engineering" / "import_cvat_export.py"),
+        str(export),
+        "--dataset-name",
+        dataset_name,
+        "--media-dir",
+        str(tmp_path / "media"),
+    ]
+    refused = subprocess.run(
+        command, capture_output=True, text=True, env=os.environ | {"FIFTYONE_SHOW_PROGRESS_BARS": "false"}
+    )
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "not made by reefseg" in refused.stderr.strip().splitlines()[-1]
     done = subprocess.run(command + ["--overwrite"], capture_output=True, text=True, cwd=REPO_ROOT / "data_engineering")
@@ -178,25 +203,38 @@ def test_cli_refuses_a_dataset_made_by_something_else_unless_overwrite(tmp_path,
     assert len(dataset) == 1 and dataset.first().cvat_task_id == 9
 
 
-@pytest.mark.parametrize(("xml", "message"), [
-    ("<annotations><meta><task><id>1</id></task></meta><image id='0' name='a.jpg'", "not a valid"),
-    ("<annotations><meta><task><id>1</id></task></meta><track id='0' label='Porites'></track></annotations>", "CVAT for video"),
-])
+@pytest.mark.parametrize(
+    ("xml", "message"),
+    [
+        ("<annotations><meta><task><id>1</id></task></meta><image id='0' name='a.jpg'", "not a valid"),
+        (
+            "<annotations><meta><task><id>1</id></task></meta><track id='0' label='Porites'></track></annotations>",
+            "CVAT for video",
+        ),
+    ],
+)
 def test_broken_or_video_annotations_are_a_clear_error(tmp_path, settings, dataset_name, xml, message):
     (tmp_path / "annotations.xml").write_text(xml)
     with pytest.raises(UserError, match=message):
         import_cvat_export(tmp_path / "annotations.xml", dataset_name, settings)
 
 
-def test_reimporting_an_unchanged_export_keeps_its_samples_and_a_changed_task_is_replaced(tmp_path, settings, dataset_name):
+def test_reimporting_an_unchanged_export_keeps_its_samples_and_a_changed_task_is_replaced(
+    tmp_path, settings, dataset_name
+):
     export = tmp_path / "export"
     jpeg(export / "images" / "Moorea_2021_03.jpg", 50)
     jpeg(export / "images" / "Moorea_2021_04.jpg", 60)
-    shapes = {"Moorea_2021_03.jpg": polygon("Porites", "1,1;20,1;20,20"), "Moorea_2021_04.jpg": polygon("Acropora", "2,2;30,2;30,25")}
+    shapes = {
+        "Moorea_2021_03.jpg": polygon("Porites", "1,1;20,1;20,20"),
+        "Moorea_2021_04.jpg": polygon("Acropora", "2,2;30,2;30,25"),
+    }
 
     def write(changed: str = "") -> None:
-        images = [(name, "Train", task, shape.replace("20,20", changed) if changed and task == 1 else shape)
-                  for task, (name, shape) in enumerate(shapes.items(), start=1)]
+        images = [
+            (name, "Train", task, shape.replace("20,20", changed) if changed and task == 1 else shape)
+            for task, (name, shape) in enumerate(shapes.items(), start=1)
+        ]
         (export / "annotations.xml").write_text(project_xml(images))
 
     write()
@@ -229,7 +267,9 @@ def test_two_datasets_from_same_named_projects_never_share_media(tmp_path, setti
     for name, value in zip(names, (10, 200)):
         export = tmp_path / name
         jpeg(export / "images" / "Train" / "a.jpg", value)
-        (export / "annotations.xml").write_text(project_xml([("a.jpg", "Train", 1, polygon("Fungia", "1,1;20,1;20,20"))]))
+        (export / "annotations.xml").write_text(
+            project_xml([("a.jpg", "Train", 1, polygon("Fungia", "1,1;20,1;20,20"))])
+        )
         import_cvat_export(export, name, settings)  # both exports are of a project called "Reef", task 1, a.jpg
     first, second = (fo.load_dataset(name).first() for name in names)
     assert first.filepath != second.filepath
@@ -252,7 +292,9 @@ def test_a_changed_photo_of_the_same_size_is_copied_and_never_replaces_the_old_f
     assert first_path.read_bytes() == old  # whoever still points at it keeps the photo they had
     assert second_path != first_path and second_path.read_bytes() == new and second_path.name == "a.bmp"
     import_cvat_export(export, dataset_name, settings)
-    assert Path(fo.load_dataset(dataset_name).first().filepath) == second_path  # found again by its content: nothing re-copied
+    assert (
+        Path(fo.load_dataset(dataset_name).first().filepath) == second_path
+    )  # found again by its content: nothing re-copied
 
 
 def _png_with_flipped_pixel_byte(path: Path) -> None:
@@ -284,8 +326,12 @@ def _import_one(tmp_path, settings, dataset_name, write_image, xml_size=(40, 30)
     write_image(export / "images" / "Train" / name)
     square = polygon("Fungia", "1,1;20,1;20,20")
     xml = project_xml([("good.jpg", "Train", 1, square), (name, "Train", 1, square)])
-    (export / "annotations.xml").write_text(xml.replace(f'name="{name}" subset="Train" task_id="1" width="40" height="30"',
-                                                        f'name="{name}" subset="Train" task_id="1" width="{xml_size[0]}" height="{xml_size[1]}"'))
+    (export / "annotations.xml").write_text(
+        xml.replace(
+            f'name="{name}" subset="Train" task_id="1" width="40" height="30"',
+            f'name="{name}" subset="Train" task_id="1" width="{xml_size[0]}" height="{xml_size[1]}"',
+        )
+    )
     summary = import_cvat_export(export, dataset_name, settings)
     assert len(fo.load_dataset(dataset_name)) == 1 and summary.images == 1
     [line] = summary.images_skipped
@@ -310,19 +356,31 @@ def _png_bomb(path: Path) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     header = struct.pack(">IIBBBBB", 40000, 40000, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+    )
 
 
-@pytest.mark.parametrize(("case", "expected"), [
-    ("truncated", "unreadable: it does not decode completely"),
-    ("empty", "unreadable: it is empty or not an image file"),
-    ("bomb", "more than the 200 megapixels an image may have"),
-    ("size", "annotations.xml gives 80x60 but the file is 40x30"),
-])
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("truncated", "unreadable: it does not decode completely"),
+        ("empty", "unreadable: it is empty or not an image file"),
+        ("bomb", "more than the 200 megapixels an image may have"),
+        ("size", "annotations.xml gives 80x60 but the file is 40x30"),
+    ],
+)
 def test_images_that_cannot_be_used_are_skipped_with_the_reason(tmp_path, settings, dataset_name, case, expected):
-    write = {"truncated": _truncated_jpeg, "empty": lambda p: p.write_bytes(b""), "bomb": _png_bomb, "size": lambda p: jpeg(p, 90)}[case]
+    write = {
+        "truncated": _truncated_jpeg,
+        "empty": lambda p: p.write_bytes(b""),
+        "bomb": _png_bomb,
+        "size": lambda p: jpeg(p, 90),
+    }[case]
     name = "b.png" if case == "bomb" else "b.jpg"
-    line = _import_one(tmp_path, settings, dataset_name, write, xml_size=(80, 60) if case == "size" else (40, 30), name=name)
+    line = _import_one(
+        tmp_path, settings, dataset_name, write, xml_size=(80, 60) if case == "size" else (40, 30), name=name
+    )
     assert expected in line
 
 
@@ -331,10 +389,14 @@ def test_a_file_name_longer_than_the_file_system_allows_is_skipped(tmp_path, set
     export = tmp_path / "export"
     jpeg(export / "images" / "Train" / "good.jpg", 50)
     square = polygon("Fungia", "1,1;20,1;20,20")
-    (export / "annotations.xml").write_text(project_xml([("good.jpg", "Train", 1, square), (long_name, "Train", 1, square)]))
+    (export / "annotations.xml").write_text(
+        project_xml([("good.jpg", "Train", 1, square), (long_name, "Train", 1, square)])
+    )
     summary = import_cvat_export(export, dataset_name, settings)
     assert len(fo.load_dataset(dataset_name)) == 1
-    assert summary.images_skipped == [f"task 1/{long_name}: its file name has a part of 256 bytes, longer than the 255 a file system allows; rename it in CVAT"]
+    assert summary.images_skipped == [
+        f"task 1/{long_name}: its file name has a part of 256 bytes, longer than the 255 a file system allows; rename it in CVAT"
+    ]
     fits = "é" * 125 + ".jpg"  # 254 bytes: the longest names still import (the temporary copy's name is shortened)
     jpeg(export / "images" / "Train" / fits, 60)
     (export / "annotations.xml").write_text(project_xml([("good.jpg", "Train", 1, square), (fits, "Train", 1, square)]))
@@ -356,8 +418,10 @@ def test_symlinks_in_an_export_folder_are_never_followed(tmp_path, settings, dat
     (export / "annotations.xml").write_text(project_xml([(n, "Train", 1, square) for n in names]))
     summary = import_cvat_export(export, dataset_name, settings)
     assert len(fo.load_dataset(dataset_name)) == 1
-    assert sorted(summary.images_skipped) == sorted(f"task 1/{n}: a symbolic link in the export, never followed; put the image file itself in the export"
-                                                    for n in names[1:])
+    assert sorted(summary.images_skipped) == sorted(
+        f"task 1/{n}: a symbolic link in the export, never followed; put the image file itself in the export"
+        for n in names[1:]
+    )
     assert [p.name for p in settings.media_dir.rglob("*") if p.is_file()] == ["good.jpg"]
 
 
@@ -367,26 +431,49 @@ def test_symlink_entries_in_an_export_zip_are_never_followed(tmp_path, settings,
     jpeg(tmp_path / "good.jpg", 50)
     square = polygon("Fungia", "1,1;20,1;20,20")
     with zipfile.ZipFile(tmp_path / "export.zip", "w") as archive:
-        archive.writestr("annotations.xml", project_xml([("good.jpg", "Train", 1, square), ("passwd.jpg", "Train", 1, square)]))
+        archive.writestr(
+            "annotations.xml", project_xml([("good.jpg", "Train", 1, square), ("passwd.jpg", "Train", 1, square)])
+        )
         archive.write(tmp_path / "good.jpg", "images/Train/good.jpg")
         link = zipfile.ZipInfo("images/Train/passwd.jpg")
         link.external_attr = (stat.S_IFLNK | 0o777) << 16
         archive.writestr(link, "/etc/passwd")
     summary = import_cvat_export(tmp_path / "export.zip", dataset_name, settings)
-    assert summary.images_skipped == ["task 1/passwd.jpg: a symbolic link in the export, never followed; put the image file itself in the export"]
+    assert summary.images_skipped == [
+        "task 1/passwd.jpg: a symbolic link in the export, never followed; put the image file itself in the export"
+    ]
     assert [p.name for p in settings.media_dir.rglob("*") if p.is_file()] == ["good.jpg"]
 
 
-@pytest.mark.parametrize(("points", "problem"), [
-    ("1,1;20,1;nan,20", "polygon number 2 (label 'Porites') of task 9, Moorea_2021_03.jpg has coordinates that are not finite numbers"),
-    ("1,1;20,1;20,inf", "polygon number 2 (label 'Porites') of task 9, Moorea_2021_03.jpg has coordinates that are not finite numbers"),
-    ("1,1;20,1;20,20;5", "in image 'Moorea_2021_03.jpg', a polygon with label 'Porites' has the point '5', which is not one x,y pair"),
-    ("1,1,20;1,20,20", "in image 'Moorea_2021_03.jpg', a polygon with label 'Porites' has the point '1,1,20', which is not one x,y pair"),
-])
-def test_polygons_with_nan_or_unpaired_coordinates_are_refused_naming_the_shape(tmp_path, settings, dataset_name, points, problem):
+@pytest.mark.parametrize(
+    ("points", "problem"),
+    [
+        (
+            "1,1;20,1;nan,20",
+            "polygon number 2 (label 'Porites') of task 9, Moorea_2021_03.jpg has coordinates that are not finite numbers",
+        ),
+        (
+            "1,1;20,1;20,inf",
+            "polygon number 2 (label 'Porites') of task 9, Moorea_2021_03.jpg has coordinates that are not finite numbers",
+        ),
+        (
+            "1,1;20,1;20,20;5",
+            "in image 'Moorea_2021_03.jpg', a polygon with label 'Porites' has the point '5', which is not one x,y pair",
+        ),
+        (
+            "1,1,20;1,20,20",
+            "in image 'Moorea_2021_03.jpg', a polygon with label 'Porites' has the point '1,1,20', which is not one x,y pair",
+        ),
+    ],
+)
+def test_polygons_with_nan_or_unpaired_coordinates_are_refused_naming_the_shape(
+    tmp_path, settings, dataset_name, points, problem
+):
     export = tmp_path / "export"
     jpeg(export / "images" / "Moorea_2021_03.jpg", 50)
-    (export / "annotations.xml").write_text(task_xml(polygon("Acropora", "1,1;20,1;20,20") + polygon("Porites", points)))
+    (export / "annotations.xml").write_text(
+        task_xml(polygon("Acropora", "1,1;20,1;20,20") + polygon("Porites", points))
+    )
     with pytest.raises(UserError) as error:
         import_cvat_export(export, dataset_name, settings)
     assert problem in str(error.value)
@@ -402,8 +489,14 @@ def test_a_dataset_made_before_media_folders_gets_its_own_and_keeps_its_samples(
     old_folder = dataset.info.pop(contract.INFO_MEDIA_FOLDER)  # as an older version left it
     dataset.save()
     jpeg(export / "images" / "Train" / "b.jpg", 60)
-    (export / "annotations.xml").write_text(project_xml([("a.jpg", "Train", 1, polygon("Fungia", "1,1;20,1;20,20")),
-                                                         ("b.jpg", "Train", 2, polygon("Fungia", "1,1;20,1;20,20"))]))
+    (export / "annotations.xml").write_text(
+        project_xml(
+            [
+                ("a.jpg", "Train", 1, polygon("Fungia", "1,1;20,1;20,20")),
+                ("b.jpg", "Train", 2, polygon("Fungia", "1,1;20,1;20,20")),
+            ]
+        )
+    )
     import_cvat_export(export, dataset_name, settings)
     dataset = fo.load_dataset(dataset_name)
     new_folder = dataset.info[contract.INFO_MEDIA_FOLDER]
@@ -418,8 +511,10 @@ def cvat_mask_element(label: str, bitmap: np.ndarray, z_order: int = 0) -> str:
     points = encode_mask(bitmap)
     runs, (left, top, right, bottom) = points[:-4], points[-4:]
     rle = ", ".join(str(int(v)) for v in runs)
-    return (f'<mask label="{label}" source="manual" occluded="0" rle="{rle}" left="{left}" top="{top}" '
-            f'width="{right - left + 1}" height="{bottom - top + 1}" z_order="{z_order}"></mask>')
+    return (
+        f'<mask label="{label}" source="manual" occluded="0" rle="{rle}" left="{left}" top="{top}" '
+        f'width="{right - left + 1}" height="{bottom - top + 1}" z_order="{z_order}"></mask>'
+    )
 
 
 def test_mask_elements_import_with_their_holes_pixel_for_pixel(tmp_path, settings, dataset_name):
@@ -440,15 +535,25 @@ def test_image_subsets_count_when_the_task_has_none_and_optional_fields_exist(tm
     export = tmp_path / "export"
     for name, subset in (("IMG_1.jpg", "Train"), ("IMG_2.jpg", "Test")):
         jpeg(export / "images" / subset / name, 50)
-    xml = ('<annotations><version>1.1</version><meta><project><name>Reef</name><tasks><task><id>4</id><name>t</name>'
-           '<updated>2024-01-01</updated><subset></subset></task></tasks></project></meta>'
-           '<image id="0" name="IMG_1.jpg" subset="Train" task_id="4" width="40" height="30"></image>'
-           '<image id="1" name="IMG_2.jpg" subset="Test" task_id="4" width="40" height="30"></image></annotations>')
+    xml = (
+        "<annotations><version>1.1</version><meta><project><name>Reef</name><tasks><task><id>4</id><name>t</name>"
+        "<updated>2024-01-01</updated><subset></subset></task></tasks></project></meta>"
+        '<image id="0" name="IMG_1.jpg" subset="Train" task_id="4" width="40" height="30"></image>'
+        '<image id="1" name="IMG_2.jpg" subset="Test" task_id="4" width="40" height="30"></image></annotations>'
+    )
     (export / "annotations.xml").write_text(xml)
     summary = import_cvat_export(export, dataset_name, settings)
     dataset = fo.load_dataset(dataset_name)
-    assert sorted(dataset.values("tags"), key=str) == [["test"], ["train"]] and summary.splits == {"train": 1, "test": 1}
+    assert sorted(dataset.values("tags"), key=str) == [["test"], ["train"]] and summary.splits == {
+        "train": 1,
+        "test": 1,
+    }
     assert sorted(dataset.values(contract.CVAT_SUBSET)) == ["Test", "Train"]
-    for name in (contract.SITE, contract.YEAR, contract.QUADRAT_ID, contract.CVAT_SUBSET):  # no name matches the pattern
+    for name in (
+        contract.SITE,
+        contract.YEAR,
+        contract.QUADRAT_ID,
+        contract.CVAT_SUBSET,
+    ):  # no name matches the pattern
         assert dataset.has_sample_field(name), name
     assert dataset.values(contract.SITE) == [None, None] and dataset.match(F(contract.YEAR) == None).count() == 2  # noqa: E711

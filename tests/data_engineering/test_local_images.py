@@ -50,8 +50,12 @@ def survey(tmp_path: Path) -> Path:
 
 
 def test_find_images_folder_glob_and_nothing(survey: Path, tmp_path: Path):
-    assert [p.name for p in find_images(survey)] == ["IMG_0003.png", "MooreaE2B_2024_01.jpg", "MooreaE2B_2024_04.jpg",
-                                                    "MooreaE2B_2024_02.jpg"]
+    assert [p.name for p in find_images(survey)] == [
+        "IMG_0003.png",
+        "MooreaE2B_2024_01.jpg",
+        "MooreaE2B_2024_04.jpg",
+        "MooreaE2B_2024_02.jpg",
+    ]
     assert [p.name for p in find_images(str(survey / "*.jpg"))] == ["MooreaE2B_2024_01.jpg", "MooreaE2B_2024_04.jpg"]
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no image files"):
@@ -87,7 +91,11 @@ def test_import_then_rerun_adds_only_new_and_changed(survey: Path, dataset_name:
     assert (again.added, again.refreshed, again.unchanged) == (1, 1, 2)
     dataset = fo.load_dataset(dataset_name)
     assert len(dataset) == 4
-    assert all(ids[path] == sample_id for path, sample_id in zip(dataset.values("filepath"), dataset.values("id")) if path in ids)
+    assert all(
+        ids[path] == sample_id
+        for path, sample_id in zip(dataset.values("filepath"), dataset.values("id"))
+        if path in ids
+    )
     changed = dataset.match(fo.ViewField("filepath").ends_with("MooreaE2B_2024_01.jpg")).first()
     from common.fileio import sha256_file
 
@@ -96,12 +104,20 @@ def test_import_then_rerun_adds_only_new_and_changed(survey: Path, dataset_name:
 
 def test_command_line(survey: Path, dataset_name: str, tmp_path: Path):
     script = REPO_ROOT / "data_engineering" / "import_images.py"
-    done = subprocess.run([sys.executable, str(script), str(survey), "--dataset-name", dataset_name],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(script), str(survey), "--dataset-name", dataset_name],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert "photos added" in done.stdout and "truncated or damaged" in done.stdout
     assert len(fo.load_dataset(dataset_name)) == 3
     (tmp_path / "nothing").mkdir()
-    refused = subprocess.run([sys.executable, str(script), str(tmp_path / "nothing"), "--dataset-name", dataset_name],
-                             capture_output=True, text=True, timeout=300)
+    refused = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "nothing"), "--dataset-name", dataset_name],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert refused.returncode == 2 and "no image files" in refused.stderr and "Traceback" not in refused.stderr

@@ -23,8 +23,13 @@ def polygon(points, **kwargs) -> CvatShape:
 
 
 def test_polygon_is_normalized_and_keeps_sub_pixel_points_and_attributes():
-    shape = polygon([10.37, 20.5, 90.25, 20.5, 50.0, 80.75], z_order=3, occluded=True,
-                    attributes={"confidence": "87", "health": "bleached"}, shape_id=42)
+    shape = polygon(
+        [10.37, 20.5, 90.25, 20.5, 50.0, 80.75],
+        z_order=3,
+        occluded=True,
+        attributes={"confidence": "87", "health": "bleached"},
+        shape_id=42,
+    )
     [record], skipped = shapes_to_polygons([shape], width=100, height=200)
     assert not skipped
     flat = [c for point in record.points for c in point]
@@ -83,25 +88,36 @@ def test_confidence_and_attribute_names():
     assert attribute_field_name("2nd.look") == "cvat_2nd_look"
 
 
-@pytest.mark.parametrize(("points", "problem"), [
-    ([1, 1, 20, 1, float("nan"), 20], "not finite numbers"),
-    ([1, 1, 20, 1, 20, float("inf")], "not finite numbers"),
-    ([1, 1, 20, 1, 20, "x"], "not finite numbers"),
-    ([1, 1, 20, 1, 20, 20, 5], "an odd number of coordinates (7)"),
-])
+@pytest.mark.parametrize(
+    ("points", "problem"),
+    [
+        ([1, 1, 20, 1, float("nan"), 20], "not finite numbers"),
+        ([1, 1, 20, 1, 20, float("inf")], "not finite numbers"),
+        ([1, 1, 20, 1, 20, "x"], "not finite numbers"),
+        ([1, 1, 20, 1, 20, 20, 5], "an odd number of coordinates (7)"),
+    ],
+)
 @pytest.mark.parametrize("shape_type", ["polygon", "polyline"])
 def test_points_that_are_not_finite_pairs_are_refused_naming_the_shape(points, problem, shape_type):
     good = polygon([1, 1, 20, 1, 20, 20])
     with pytest.raises(UserError, match=r"polygon|polyline") as error:
         shapes_to_polygons([good, polygon(points, type=shape_type, label="Porites")], 40, 30, where="task 3, a.jpg")
-    assert f"{shape_type} number 2 (label 'Porites') of task 3, a.jpg has " in str(error.value) and problem in str(error.value)
+    assert f"{shape_type} number 2 (label 'Porites') of task 3, a.jpg has " in str(error.value) and problem in str(
+        error.value
+    )
     with pytest.raises(UserError, match=r"#17 \(label 'Porites'\)"):
         shapes_to_polygons([polygon(points, type=shape_type, label="Porites", shape_id=17)], 40, 30)
 
 
 def test_other_shape_types_keep_their_own_point_counts():
-    mask = CvatShape(type="mask", label="Porites", points=[3, 2, 4, 0, 0, 2, 2])  # RLE + box: any count (a 3x3 box here)
+    mask = CvatShape(
+        type="mask", label="Porites", points=[3, 2, 4, 0, 0, 2, 2]
+    )  # RLE + box: any count (a 3x3 box here)
     [colony], skipped = shapes_to_polygons([mask], 40, 30)
-    assert not skipped and sorted(colony.points) == sorted([(0.0, 1 / 30), (0.0, 2 / 30), (2 / 40, 2 / 30), (2 / 40, 1 / 30)])
-    broken = CvatShape(type="mask", label="Porites", points=[3, 2, 4, 0, 0, 5, 5])  # runs cover 9 of the box's 36 pixels
+    assert not skipped and sorted(colony.points) == sorted(
+        [(0.0, 1 / 30), (0.0, 2 / 30), (2 / 40, 2 / 30), (2 / 40, 1 / 30)]
+    )
+    broken = CvatShape(
+        type="mask", label="Porites", points=[3, 2, 4, 0, 0, 5, 5]
+    )  # runs cover 9 of the box's 36 pixels
     assert shapes_to_polygons([broken], 40, 30) == ([], {INVALID_MASK: 1})

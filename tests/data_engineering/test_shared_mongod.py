@@ -35,19 +35,37 @@ def mongod_uri(tmp_path: Path) -> Iterator[str]:
 def test_pull_into_a_shared_mongod(mongod_uri: str, tmp_path: Path, dataset_name: str):
     cvat = FakeCvat()
     add_reef_project(cvat)
-    env = {**os.environ, "FIFTYONE_DATABASE_URI": mongod_uri, "CVAT_USERNAME": cvat.username, "CVAT_PASSWORD": cvat.password,
-           "MEDIA_DIR": str(tmp_path / "media")}
+    env = {
+        **os.environ,
+        "FIFTYONE_DATABASE_URI": mongod_uri,
+        "CVAT_USERNAME": cvat.username,
+        "CVAT_PASSWORD": cvat.password,
+        "MEDIA_DIR": str(tmp_path / "media"),
+    }
     env.pop("FIFTYONE_DATABASE_DIR", None)
     with cvat.serve() as url:
         env["CVAT_URL"] = url
-        pulled = subprocess.run([sys.executable, "data_engineering/pull_from_cvat.py", "Reef 2021", "--dataset-name", dataset_name],
-                                cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180)
+        pulled = subprocess.run(
+            [sys.executable, "data_engineering/pull_from_cvat.py", "Reef 2021", "--dataset-name", dataset_name],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
     assert pulled.returncode == 0, pulled.stderr
     assert f"dataset '{dataset_name}': 5 samples" in pulled.stdout
 
     read_back = subprocess.run(
-        [sys.executable, "-c", f"import fiftyone as fo; d = fo.load_dataset({dataset_name!r}); print(len(d), sorted(d.count_sample_tags().items()))"],
-        env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            f"import fiftyone as fo; d = fo.load_dataset({dataset_name!r}); print(len(d), sorted(d.count_sample_tags().items()))",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert read_back.returncode == 0, read_back.stderr
     assert read_back.stdout.strip().splitlines()[-1] == "5 [('test', 1), ('train', 2), ('val', 2)]"

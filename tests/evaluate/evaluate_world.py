@@ -67,7 +67,12 @@ def predict_fp32(run_dir: Path, images: list[np.ndarray]) -> list[np.ndarray]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomBackboneWarning)
         model, spec = load_checkpoint(run_dir)
-    return [p.mask for p in predict_images(model, iter(images), len(spec.classes), spec.window, spec.window_stride, device="cpu", precision="fp32")]
+    return [
+        p.mask
+        for p in predict_images(
+            model, iter(images), len(spec.classes), spec.window, spec.window_stride, device="cpu", precision="fp32"
+        )
+    ]
 
 
 def _image(height: int, width: int, seed: int) -> np.ndarray:
@@ -91,7 +96,9 @@ def _polylines(mask: np.ndarray, drop_class: int | None):
     raw = {1: "acro", 2: "Porites"}  # an alias, so relabelling to the taxonomy is exercised
     return fo.Polylines(
         polylines=[
-            fo.Polyline(label=raw[c], points=polygon_to_fiftyone_points(p, width, height), closed=True, filled=True, z_order=0)
+            fo.Polyline(
+                label=raw[c], points=polygon_to_fiftyone_points(p, width, height), closed=True, filled=True, z_order=0
+            )
             for c, p in polygons
         ]
     )
@@ -124,14 +131,22 @@ def build_world(root: Path) -> World:
     dataset.info = {contract.INFO_CREATED_BY: contract.CREATED_BY}
     samples = []
     for i, (path, mask) in enumerate(zip(paths, masks)):
-        sample = fo.Sample(filepath=str(path), tags=["val"], metadata=fo.ImageMetadata(width=mask.shape[1], height=mask.shape[0]))
+        sample = fo.Sample(
+            filepath=str(path), tags=["val"], metadata=fo.ImageMetadata(width=mask.shape[1], height=mask.shape[0])
+        )
         sample[contract.GT_FIELD] = _polylines(mask, drop_class if i == 0 else None)
         sample["note"] = f"kept {i}"  # a field evaluate must never touch
         samples.append(sample)
     ids = dataset.add_samples(samples)
     dataset.save()
 
-    env = {"DATA_ROOT": str(root / "data"), "TAXONOMY_DIRS": str(root / "taxonomies"), "RUNS_DIR": str(root / "runs"), "DEVICE": "cpu", "WORKERS": "1"}
+    env = {
+        "DATA_ROOT": str(root / "data"),
+        "TAXONOMY_DIRS": str(root / "taxonomies"),
+        "RUNS_DIR": str(root / "runs"),
+        "DEVICE": "cpu",
+        "WORKERS": "1",
+    }
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
             patch.setenv(key, value)
@@ -148,6 +163,9 @@ def evaluate_world(world: World, run_dir: Path | None = None, dataset: str | Non
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomBackboneWarning)
         report = evaluate_run(
-            EvaluateOptions.from_settings(world.settings, run_dir or world.run_dir, dataset=dataset or world.dataset, precision="fp32", **options), out
+            EvaluateOptions.from_settings(
+                world.settings, run_dir or world.run_dir, dataset=dataset or world.dataset, precision="fp32", **options
+            ),
+            out,
         )
     return report, out.getvalue()

@@ -42,9 +42,17 @@ def test_app_serves_the_run_in_a_browser(world: World) -> None:
     host, db_port = fod.get_db_client().address
     # FiftyOne attaches a new process to ANY running database service of this user, whatever its
     # FIFTYONE_DATABASE_DIR; naming this process's database makes the App serve the test's own one.
-    env = os.environ | {"APP_ADDRESS": "127.0.0.1", "APP_PORT": str(port), "FIFTYONE_DATABASE_URI": f"mongodb://{host}:{db_port}"}
+    env = os.environ | {
+        "APP_ADDRESS": "127.0.0.1",
+        "APP_PORT": str(port),
+        "FIFTYONE_DATABASE_URI": f"mongodb://{host}:{db_port}",
+    }
     process = subprocess.Popen(
-        [sys.executable, str(REPO / "evaluate" / "app.py"), world.dataset], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [sys.executable, str(REPO / "evaluate" / "app.py"), world.dataset],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     url = f"http://127.0.0.1:{port}/datasets/{world.dataset}"
     screenshot = world.run_dir / "eval" / world.dataset / "val" / "app_screenshot.png"

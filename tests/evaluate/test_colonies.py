@@ -25,7 +25,9 @@ def test_one_colony_per_region_with_its_own_confidence() -> None:
     assert abs(colonies[2].confidence - 0.5) < 1e-6  # mean of the ramp over its own pixels only
     assert colonies[2].polygon.bounds == (30.0, 20.0, 45.0, 35.0)
     assert colonies[0].box == (5, 5, 25, 15) and colonies[0].pixels.shape == (10, 20)
-    assert colonies[0].pixels.sum() == 184 and not colonies[0].pixels[3:7, 5:9].any()  # its own pixels: the hole stays out
+    assert (
+        colonies[0].pixels.sum() == 184 and not colonies[0].pixels[3:7, 5:9].any()
+    )  # its own pixels: the hole stays out
 
 
 def _reference_colonies(mask, confidence, tolerance=1.0, min_area=16.0):
@@ -41,7 +43,9 @@ def _reference_colonies(mask, confidence, tolerance=1.0, min_area=16.0):
         point = exact.representative_point()
         region = labels[int(point.y), int(point.x)] == labels
         outline = Polygon(exact.exterior).simplify(tolerance, preserve_topology=True)
-        found.append((class_index, outline, float(confidence[region].astype(np.float64).mean()), float(exact.area), region))
+        found.append(
+            (class_index, outline, float(confidence[region].astype(np.float64).mean()), float(exact.area), region)
+        )
     return found
 
 

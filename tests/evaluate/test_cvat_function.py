@@ -35,7 +35,9 @@ def _frames(world: World) -> list[tuple[str, bytes]]:
     return [(path.name, path.read_bytes()) for path in sorted((world.root / "media").glob("Reef_*.png"))]
 
 
-def _server(world: World, labels=("Acropora", "Porites"), version: str = "2.80.0") -> tuple[FakeCvat, int, dict[str, int]]:
+def _server(
+    world: World, labels=("Acropora", "Porites"), version: str = "2.80.0"
+) -> tuple[FakeCvat, int, dict[str, int]]:
     cvat = FakeCvat(version=version)
     names = (*labels, "Pocillopora")
     project = cvat.add_project("Reef", labels=[(name, [confidence_spec()]) for name in names])
@@ -44,11 +46,15 @@ def _server(world: World, labels=("Acropora", "Porites"), version: str = "2.80.0
     return cvat, cvat.add_task(project, "Moorea to annotate", frames=_frames(world), shapes=[manual]), ids
 
 
-def _annotate(cvat: FakeCvat, task: int, function, tmp_path: Path, logger: logging.Logger | None = None, **options) -> list[dict]:
+def _annotate(
+    cvat: FakeCvat, task: int, function, tmp_path: Path, logger: logging.Logger | None = None, **options
+) -> list[dict]:
     import cvat_sdk.auto_annotation as cvataa
     from cvat_sdk import Client, Config
 
-    with Client(cvat.url, config=Config(cache_dir=tmp_path / "cache"), check_server_version=False, logger=logger) as client:
+    with Client(
+        cvat.url, config=Config(cache_dir=tmp_path / "cache"), check_server_version=False, logger=logger
+    ) as client:
         client.login((cvat.username, cvat.password))
         cvataa.annotate_task(client, task, function, **options)
     return cvat.annotations[task]["shapes"]
@@ -59,13 +65,17 @@ def _images(world: World) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("version", ["2.80.0", "2.29.0"])
-def test_annotate_task_adds_each_colony_as_a_mask_with_its_exact_pixels(world: World, function: ReefFunction, tmp_path: Path, version: str) -> None:
+def test_annotate_task_adds_each_colony_as_a_mask_with_its_exact_pixels(
+    world: World, function: ReefFunction, tmp_path: Path, version: str
+) -> None:
     from cvat_sdk.masks import decode_mask
 
     cvat, task, ids = _server(world, version=version)
     with cvat.serve():
         shapes = _annotate(cvat, task, function, tmp_path)
-    assert [s for s in shapes if s["source"] == "manual"] == [{**polygon(0, ids["Pocillopora"], [1, 1, 20, 1, 10, 15]), "id": 1}]
+    assert [s for s in shapes if s["source"] == "manual"] == [
+        {**polygon(0, ids["Pocillopora"], [1, 1, 20, 1, 10, 15]), "id": 1}
+    ]
     auto = [s for s in shapes if s["source"] == "auto"]
     assert auto and {s["type"] for s in auto} == {"mask"}
     for frame, mask in enumerate(world.model_masks):
@@ -79,7 +89,9 @@ def test_annotate_task_adds_each_colony_as_a_mask_with_its_exact_pixels(world: W
                 pixels = decode_mask(shape["points"], image_width=width, image_height=height)
                 assert not (painted & pixels).any()  # colonies never overlap
                 painted |= pixels
-            kept = np.zeros(mask.shape, dtype=bool)  # the class's pixels in regions of at least 16 (smaller ones are noise)
+            kept = np.zeros(
+                mask.shape, dtype=bool
+            )  # the class's pixels in regions of at least 16 (smaller ones are noise)
             for colony in (c for c in expected if c.class_index == class_index):
                 left, top, right, bottom = colony.box
                 kept[top:bottom, left:right] |= colony.pixels
@@ -92,13 +104,18 @@ def test_polygons_when_the_caller_converts_masks(world: World, function: ReefFun
     with cvat.serve():
         shapes = _annotate(cvat, task, function, tmp_path, conv_mask_to_poly=True)
     auto = [s for s in shapes if s["source"] == "auto"]
-    expected = [(frame, ids[["", "Acropora", "Porites"][c.class_index]], polygon_to_cvat_points(c.polygon))
-                for frame, mask in enumerate(world.model_masks) for c in find_colonies(mask, np.ones(mask.shape, dtype=np.float32))]
+    expected = [
+        (frame, ids[["", "Acropora", "Porites"][c.class_index]], polygon_to_cvat_points(c.polygon))
+        for frame, mask in enumerate(world.model_masks)
+        for c in find_colonies(mask, np.ones(mask.shape, dtype=np.float32))
+    ]
     assert {s["type"] for s in auto} == {"polygon"}
     assert sorted((s["frame"], s["label_id"], s["points"]) for s in auto) == sorted(expected)
 
 
-def test_conf_threshold_keeps_colonies_whose_mean_confidence_reaches_it(world: World, function: ReefFunction, tmp_path: Path) -> None:
+def test_conf_threshold_keeps_colonies_whose_mean_confidence_reaches_it(
+    world: World, function: ReefFunction, tmp_path: Path
+) -> None:
     confidences = sorted(c.confidence for image in _images(world) for c in function.detector.colonies(image))
     threshold = confidences[len(confidences) // 2]
     assert confidences[0] < threshold  # the threshold drops some colonies and keeps others
@@ -109,7 +126,9 @@ def test_conf_threshold_keeps_colonies_whose_mean_confidence_reaches_it(world: W
     assert sorted(s["score"] for s in auto) == pytest.approx([c for c in confidences if c >= threshold])
 
 
-def test_a_class_the_task_lacks_is_named_and_can_be_skipped(world: World, function: ReefFunction, tmp_path: Path, caplog) -> None:
+def test_a_class_the_task_lacks_is_named_and_can_be_skipped(
+    world: World, function: ReefFunction, tmp_path: Path, caplog
+) -> None:
     from cvat_sdk.auto_annotation import BadFunctionError
 
     cvat, task, ids = _server(world, labels=("Acropora",))
@@ -121,7 +140,9 @@ def test_a_class_the_task_lacks_is_named_and_can_be_skipped(world: World, functi
             shapes = _annotate(cvat, task, function, tmp_path, logger=logger, allow_unmatched_labels=True)
     assert "label 'Porites' is not in dataset; any annotations using it will be ignored" in caplog.text
     auto = [s for s in shapes if s["source"] == "auto"]
-    acropora = sum(int(c.class_index == 1) for m in world.model_masks for c in find_colonies(m, np.ones(m.shape, dtype=np.float32)))
+    acropora = sum(
+        int(c.class_index == 1) for m in world.model_masks for c in find_colonies(m, np.ones(m.shape, dtype=np.float32))
+    )
     assert len(auto) == acropora and {s["label_id"] for s in auto} == {ids["Acropora"]}
 
 
@@ -129,12 +150,17 @@ def test_a_class_the_task_lacks_is_named_and_can_be_skipped(world: World, functi
 def test_labels_rename_classes_to_the_task_s_labels_and_confidence_attribute(world: World, tmp_path: Path) -> None:
     renamed = load_function(str(world.run_dir), precision="fp32", settings=world.settings, labels="Acropora=acro, Porites=Porites massive",
                             shape="polygon", confidence_attribute=True)  # fmt: skip
-    assert [(lb.name, lb.id, lb.type) for lb in renamed.spec.labels] == [("acro", 1, "polygon"), ("Porites massive", 2, "polygon")]
+    assert [(lb.name, lb.id, lb.type) for lb in renamed.spec.labels] == [
+        ("acro", 1, "polygon"),
+        ("Porites massive", 2, "polygon"),
+    ]
     cvat, task, ids = _server(world, labels=("acro", "Porites massive"))
     with cvat.serve():
         shapes = _annotate(cvat, task, renamed, tmp_path)
     auto = [s for s in shapes if s["source"] == "auto"]
-    assert {s["label_id"] for s in auto} == {ids["acro"], ids["Porites massive"]} and {s["type"] for s in auto} == {"polygon"}
+    assert {s["label_id"] for s in auto} == {ids["acro"], ids["Porites massive"]} and {s["type"] for s in auto} == {
+        "polygon"
+    }
     spec_ids = {cvat.attribute_id(ids[name], "confidence") for name in ("acro", "Porites massive")}
     assert all(len(s["attributes"]) == 1 and s["attributes"][0]["spec_id"] in spec_ids for s in auto)
     assert all(round(100 * s["score"]) == int(s["attributes"][0]["value"]) for s in auto)

@@ -24,9 +24,19 @@ def test_mask_shapes_decode_to_the_colony_s_own_pixels_holes_and_borders_include
         shape = colony_shape(colony, 40, 30, as_mask=True)
         assert shape.type == "mask"
         assert (decode_mask(shape.points, image_width=40, image_height=30) == (mask == colony.class_index)).all()
-    assert colony_shape(colonies[0], 40, 30, as_mask=True).points[-4:] == [0, 0, 19, 11]  # inclusive box, as CVAT writes it
+    assert colony_shape(colonies[0], 40, 30, as_mask=True).points[-4:] == [
+        0,
+        0,
+        19,
+        11,
+    ]  # inclusive box, as CVAT writes it
     polygon = colony_shape(colonies[1], 40, 30)
-    assert polygon.type == "polygon" and sorted(zip(polygon.points[::2], polygon.points[1::2])) == [(28, 18), (28, 30), (40, 18), (40, 30)]
+    assert polygon.type == "polygon" and sorted(zip(polygon.points[::2], polygon.points[1::2])) == [
+        (28, 18),
+        (28, 30),
+        (40, 18),
+        (40, 30),
+    ]
     assert confidence_value(colonies[0]) == "80"
 
 

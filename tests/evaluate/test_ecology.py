@@ -75,7 +75,9 @@ def test_bootstrap_interval():
 
 def test_site_year_summary_groups_and_densities():
     def quadrat(site, year, cover, areas):
-        return QuadratSummary(f"{site}_{year}", site, year, np.array(cover, float), [ColonySize(1, a, 1.0) for a in areas])
+        return QuadratSummary(
+            f"{site}_{year}", site, year, np.array(cover, float), [ColonySize(1, a, 1.0) for a in areas]
+        )
 
     rows = site_year_summary(
         [quadrat("A", 2020, [90, 10], [5, 15]), quadrat("A", 2020, [70, 30], [10]), quadrat("B", 2021, [100, 0], [])],

@@ -41,7 +41,9 @@ def test_scores_equal_an_independent_count(world: World, evaluated) -> None:
     first = confusion_matrix(gt[world.sample_ids[image]], world.model_masks[image], 3)
     # in the image that lost a colony only that colony differs: background in the ground truth, the class in the prediction
     assert first[0, dropped_class] == first.sum() - first.trace() > 0
-    assert expected.trace() > 0.95 * expected.sum()  # elsewhere the ground truth traces the predictions (regions under 16 px aside)
+    assert (
+        expected.trace() > 0.95 * expected.sum()
+    )  # elsewhere the ground truth traces the predictions (regions under 16 px aside)
     metrics = json.loads((evaluation_dir(world.run_dir, world.dataset, "val") / "metrics.json").read_text())
     assert metrics["summary"]["miou"] == pytest.approx(compute_metrics(expected, CLASSES).miou, abs=1e-6)
     assert metrics["settings"]["fiftyone_confusion_matrix_agrees"] is True
@@ -72,7 +74,9 @@ def test_colonies_matched_class_by_class(world: World, evaluated) -> None:
     assert sum(c.tp for c in report.colonies.values()) > 3
     dataset = fo.load_dataset(world.dataset)
     fields = RunFields.for_run(world.run_dir.name)
-    invented = dataset.filter_labels(fields.colonies, (F(fields.colony_eval_key) == "fp") & (F("label") == dropped_name))
+    invented = dataset.filter_labels(
+        fields.colonies, (F(fields.colony_eval_key) == "fp") & (F("label") == dropped_name)
+    )
     assert invented.count(f"{fields.colonies}.polylines") == 1
     confidences = dataset.values(f"{fields.colonies}.polylines.confidence", unwind=True)
     assert confidences and all(0.3 < c <= 1 for c in confidences)
@@ -87,13 +91,19 @@ def test_fiftyone_fields_views_and_colours(world: World, evaluated) -> None:
     sample = dataset[world.sample_ids[2]]
     assert Path(sample[fields.prediction].mask_path).is_file() and sample[fields.prediction].mask is None
     assert Path(sample[gt_segmentation_field("tinytax")].mask_path).is_file()
-    assert sample[fields.miou] == pytest.approx(1.0)  # image 2 has no region under 16 px, so its trace is exact: perfect
+    assert sample[fields.miou] == pytest.approx(
+        1.0
+    )  # image 2 has no region under 16 px, so its trace is exact: perfect
     assert dataset[world.sample_ids[0]][fields.miou] < 1.0
     assert dataset[world.sample_ids[0]][fields.iou]["acropora"] == pytest.approx(1.0)
     assert dataset.has_evaluation(fields.eval_key) and dataset.has_evaluation(fields.colony_eval_key)
     worst = dataset.load_saved_view(fields.worst_first)
     assert worst.first().id == world.sample_ids[0] and len(worst) == 3
-    assert dataset.mask_targets[fields.prediction] == {"#000000": "background", "#3cb44b": "Acropora", "#800000": "Porites"}
+    assert dataset.mask_targets[fields.prediction] == {
+        "#000000": "background",
+        "#3cb44b": "Acropora",
+        "#800000": "Porites",
+    }
     assert fields.prediction in dataset.app_config.active_fields.paths
     assert dataset.values("note") == ["kept 0", "kept 1", "kept 2"]
 
@@ -151,7 +161,10 @@ def test_run_of_another_taxonomy_is_refused(world: World, tmp_path: Path) -> Non
         evaluate_world(world, run_dir=other)
     agnostic = tmp_path / "agnostic-run"
     make_run(agnostic, classes=["background", "coral"], palette=[[0, 0, 0], [255, 127, 80]], taxonomy="agnostic")
-    with pytest.raises(UserError, match=f"predicts taxonomy 'agnostic' but dataset '{world.dataset}' was prepared only as {world.dataset}_tinytax"):
+    with pytest.raises(
+        UserError,
+        match=f"predicts taxonomy 'agnostic' but dataset '{world.dataset}' was prepared only as {world.dataset}_tinytax",
+    ):
         evaluate_world(world, run_dir=agnostic)
 
 
@@ -225,14 +238,18 @@ def test_colony_evaluation_equals_fiftyones_evaluate_detections(world: World, ev
     dataset = fo.load_dataset(world.dataset)
     fields = RunFields.for_run(world.run_dir.name)
     pred, gt, key = fields.colonies, gt_colonies_field("tinytax"), fields.colony_eval_key
-    reference = dataset.evaluate_detections(pred, gt_field=gt, eval_key="reference", iou=COLONY_IOU, classwise=True, progress=False)
+    reference = dataset.evaluate_detections(
+        pred, gt_field=gt, eval_key="reference", iou=COLONY_IOU, classwise=True, progress=False
+    )
     try:
         ours = dataset.load_evaluation_results(key)
         assert list(ours.ytrue) == list(reference.ytrue) and list(ours.ypred) == list(reference.ypred)
         assert len(ours.ytrue) > 5
         for field in (pred, gt):
             for suffix in ("", "_id", "_iou"):
-                assert dataset.values(f"{field}.polylines.{key}{suffix}") == dataset.values(f"{field}.polylines.reference{suffix}")
+                assert dataset.values(f"{field}.polylines.{key}{suffix}") == dataset.values(
+                    f"{field}.polylines.reference{suffix}"
+                )
         for kind in ("tp", "fp", "fn"):
             assert dataset.values(f"{key}_{kind}") == dataset.values(f"reference_{kind}")
         assert dataset.get_evaluation_info(key).config.iou == COLONY_IOU
@@ -267,7 +284,9 @@ def test_a_second_dataset_never_replaces_the_first_datasets_evaluation(world: Wo
         assert {p: p.read_bytes() for p in first.rglob("*") if p.is_file()} == files_before
         assert json.loads((first / "metrics.json").read_text())["dataset"] == world.dataset
         fields = RunFields.for_run(world.run_dir.name)
-        for sample_id, mask in zip(world.sample_ids, world.model_masks):  # the first dataset's fields still show its own masks
+        for sample_id, mask in zip(
+            world.sample_ids, world.model_masks
+        ):  # the first dataset's fields still show its own masks
             path = Path(fo.load_dataset(world.dataset)[sample_id][fields.prediction].mask_path)
             assert path.parent == first / "masks" and np.array_equal(read_mask(path), mask)
         mirrored = [Path(s[fields.prediction].mask_path) for s in other]
@@ -287,7 +306,11 @@ def clean_clone(world: World):
 
     clone = fo.load_dataset(world.dataset).clone(f"{world.dataset}_user")
     with pytest.MonkeyPatch.context() as patch:
-        for key, value in (("DATA_ROOT", world.settings.data_root), ("TAXONOMY_DIRS", world.root / "taxonomies"), ("RUNS_DIR", world.root / "runs")):
+        for key, value in (
+            ("DATA_ROOT", world.settings.data_root),
+            ("TAXONOMY_DIRS", world.root / "taxonomies"),
+            ("RUNS_DIR", world.root / "runs"),
+        ):
             patch.setenv(key, str(value))
         evaluate(run=str(world.run_dir), dataset=clone.name, delete=True)
         prepare(clone.name, taxonomy="tinytax", workers=1)
@@ -296,25 +319,42 @@ def clean_clone(world: World):
     clone.delete()
 
 
-@pytest.mark.parametrize("made_by_user", ["gt_mask_tinytax as text", "gt_colonies_tinytax as detections", "pred field as a number", "saved view"])
-def test_a_field_the_user_made_under_evaluates_name_is_refused_before_anything_is_written(world: World, clean_clone, made_by_user) -> None:
+@pytest.mark.parametrize(
+    "made_by_user",
+    ["gt_mask_tinytax as text", "gt_colonies_tinytax as detections", "pred field as a number", "saved view"],
+)
+def test_a_field_the_user_made_under_evaluates_name_is_refused_before_anything_is_written(
+    world: World, clean_clone, made_by_user
+) -> None:
     import fiftyone as fo
 
     fields = RunFields.for_run(world.run_dir.name)
     if made_by_user == "gt_mask_tinytax as text":
         clean_clone.set_values("gt_mask_tinytax", [f"my note {i}" for i in range(len(clean_clone))])
     elif made_by_user == "gt_colonies_tinytax as detections":
-        clean_clone.set_values("gt_colonies_tinytax", [fo.Detections(detections=[fo.Detection(label="x", bounding_box=[0, 0, 1, 1])])] * len(clean_clone))
+        clean_clone.set_values(
+            "gt_colonies_tinytax",
+            [fo.Detections(detections=[fo.Detection(label="x", bounding_box=[0, 0, 1, 1])])] * len(clean_clone),
+        )
     elif made_by_user == "pred field as a number":
         clean_clone.set_values(fields.prediction, [1.5] * len(clean_clone))
     else:
         clean_clone.save_view(fields.worst_first, clean_clone.limit(1))
-    schema, values = clean_clone.get_field_schema(), {n: clean_clone.values(n) for n in clean_clone.get_field_schema() if n != "id"}
+    schema, values = (
+        clean_clone.get_field_schema(),
+        {n: clean_clone.values(n) for n in clean_clone.get_field_schema() if n != "id"},
+    )
     info, views = dict(clean_clone.info), clean_clone.list_saved_views()
-    with pytest.raises(UserError, match="already has .*(gt_mask_tinytax|gt_colonies_tinytax|pred_tiny_linear|saved view worst_first)"):
+    with pytest.raises(
+        UserError, match="already has .*(gt_mask_tinytax|gt_colonies_tinytax|pred_tiny_linear|saved view worst_first)"
+    ):
         evaluate_world(world, dataset=clean_clone.name)
     clean_clone.reload()
-    assert clean_clone.get_field_schema().keys() == schema.keys() and clean_clone.info == info and clean_clone.list_saved_views() == views
+    assert (
+        clean_clone.get_field_schema().keys() == schema.keys()
+        and clean_clone.info == info
+        and clean_clone.list_saved_views() == views
+    )
     assert {n: clean_clone.values(n) for n in schema if n != "id"} == values and clean_clone.list_evaluations() == []
     assert not evaluation_dir(world.run_dir, clean_clone.name, "val").exists()
 
@@ -324,7 +364,9 @@ def test_a_damaged_ground_truth_mask_is_refused_before_anything_is_written(world
     damaged = prepared.mask_path(prepared.entries[1])
     damaged.write_bytes(b"")
     schema, info = clean_clone.get_field_schema().keys(), dict(clean_clone.info)
-    with pytest.raises(UserError, match=f"mask {damaged} is empty; rerun prepare/prepare_data.py {clean_clone.name} --taxonomy tinytax"):
+    with pytest.raises(
+        UserError, match=f"mask {damaged} is empty; rerun prepare/prepare_data.py {clean_clone.name} --taxonomy tinytax"
+    ):
         evaluate_world(world, dataset=clean_clone.name)
     clean_clone.reload()
     assert clean_clone.get_field_schema().keys() == schema and clean_clone.info == info

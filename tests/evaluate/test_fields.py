@@ -16,6 +16,9 @@ def test_names_from_run_folders_and_classes() -> None:
     assert fields.worst_first == "worst_first_linear_reef_2024"
     assert RunFields.for_run("2024-run").key == "run_2024_run"
     assert class_key("Pavona/Leptoseris") == "pavona_leptoseris" and class_key("1 other") == "class_1_other"
-    assert gt_segmentation_field("main_families") == "gt_mask_main_families" and gt_colonies_field("extended") == "gt_colonies_extended"
+    assert (
+        gt_segmentation_field("main_families") == "gt_mask_main_families"
+        and gt_colonies_field("extended") == "gt_colonies_extended"
+    )
     with pytest.raises(ValueError, match="no letter or digit"):
         field_key("--")

@@ -55,7 +55,10 @@ def test_crop_and_stride_are_deprecated_names_of_window_and_window_stride(monkey
     cli.evaluate(str(tmp_path), dataset="reef", window=392)
     assert capsys.readouterr().err == ""
     cli.evaluate(str(tmp_path), dataset="reef", crop=448, stride=298)
-    assert capsys.readouterr().err.strip() == "note: --crop and --stride are deprecated names of --window and --window-stride; use those"
+    assert (
+        capsys.readouterr().err.strip()
+        == "note: --crop and --stride are deprecated names of --window and --window-stride; use those"
+    )
     assert [(o.window, o.window_stride) for o in seen] == [(392, None), (448, 298)]
     with pytest.raises(UserError, match="--window/--window-stride only"):
         cli.evaluate(str(tmp_path), dataset="reef", window=392, crop=448)
@@ -66,11 +69,29 @@ def test_evaluate_options_take_every_default_from_the_settings_once(tmp_path) ->
     from evaluate.pipeline import EvaluateOptions
     from prepare.taxonomy import BUILTIN_DIR
 
-    settings = Settings(data_root=tmp_path, demo_dataset="reef", device="cpu", dino_weights="/w.pth", taxonomy_dirs=str(tmp_path / "tax"),
-                        gt_field_name="annotations")
-    options = EvaluateOptions.from_settings(settings, tmp_path / "run", dataset=None, device=None, weights=None, window=392)
-    assert (options.dataset, options.device, options.weights, options.gt_field, options.data_root) == ("reef", "cpu", "/w.pth", "annotations", tmp_path)
+    settings = Settings(
+        data_root=tmp_path,
+        demo_dataset="reef",
+        device="cpu",
+        dino_weights="/w.pth",
+        taxonomy_dirs=str(tmp_path / "tax"),
+        gt_field_name="annotations",
+    )
+    options = EvaluateOptions.from_settings(
+        settings, tmp_path / "run", dataset=None, device=None, weights=None, window=392
+    )
+    assert (options.dataset, options.device, options.weights, options.gt_field, options.data_root) == (
+        "reef",
+        "cpu",
+        "/w.pth",
+        "annotations",
+        tmp_path,
+    )
     assert options.taxonomy_dirs == (tmp_path / "tax", BUILTIN_DIR) and options.window == 392
-    given = EvaluateOptions.from_settings(Settings(), tmp_path / "run", dataset="other", device="cuda", weights="/x.pth")
+    given = EvaluateOptions.from_settings(
+        Settings(), tmp_path / "run", dataset="other", device="cuda", weights="/x.pth"
+    )
     assert (given.dataset, given.device, given.weights) == ("other", "cuda", "/x.pth")
-    assert EvaluateOptions.from_settings(Settings(dino_weights=""), tmp_path).weights is None  # no weights: a random backbone
+    assert (
+        EvaluateOptions.from_settings(Settings(dino_weights=""), tmp_path).weights is None
+    )  # no weights: a random backbone

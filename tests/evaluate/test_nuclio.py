@@ -41,14 +41,19 @@ class _Response:
 def _context() -> SimpleNamespace:
     """What Nuclio hands a python handler: user_data, a logger (with `warn`) and the Response class."""
     logger = logging.getLogger("nuclio-test")
-    return SimpleNamespace(user_data=SimpleNamespace(), logger=SimpleNamespace(info=logger.info, warn=logger.warning), Response=_Response)
+    return SimpleNamespace(
+        user_data=SimpleNamespace(), logger=SimpleNamespace(info=logger.info, warn=logger.warning), Response=_Response
+    )
 
 
 def test_function_yaml_is_what_cvat_reads(folder: Path, world: World) -> None:
     document = yaml.safe_load((folder / "function.yaml").read_text())
     annotations = document["metadata"]["annotations"]
     assert (annotations["type"], annotations["framework"]) == ("detector", "pytorch")
-    assert json.loads(annotations["spec"]) == [{"id": 1, "name": "Acropora", "type": "mask"}, {"id": 2, "name": "Porites", "type": "mask"}]
+    assert json.loads(annotations["spec"]) == [
+        {"id": 1, "name": "Acropora", "type": "mask"},
+        {"id": 2, "name": "Porites", "type": "mask"},
+    ]
     assert document["metadata"]["name"] == "reefseg-tiny-linear" and annotations["name"] == "reefseg tiny-linear"
     spec = document["spec"]
     assert (spec["handler"], spec["runtime"], spec["eventTimeout"]) == ("main:handler", "python:3.11", "120s")
@@ -60,7 +65,10 @@ def test_function_yaml_is_what_cvat_reads(folder: Path, world: World) -> None:
     assert "torch==2.14.1" in required and set(required) <= set(pins)
     assert sorted(p.name for p in (folder / "run").iterdir()) == ["checkpoint_best.json", "checkpoint_best.safetensors"]
     assert not (folder / "weights").exists()  # a random backbone needs no weights file
-    assert all((folder / "reefseg" / package / "__init__.py").is_file() for package in ("common", "models", "prepare", "evaluate"))
+    assert all(
+        (folder / "reefseg" / package / "__init__.py").is_file()
+        for package in ("common", "models", "prepare", "evaluate")
+    )
 
 
 def test_main_py_answers_a_cvat_request_from_the_copied_code(folder: Path, world: World) -> None:
@@ -82,7 +90,9 @@ def test_main_py_answers_a_cvat_request_from_the_copied_code(folder: Path, world
     image = sorted((world.root / "media").glob("Reef_*.png"))[0]
     body = json.dumps({"image": base64.b64encode(image.read_bytes()).decode(), "threshold": 0.0}).encode()
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"} | {"DEVICE": "cpu"}
-    done = subprocess.run([sys.executable, "-c", script], input=body, cwd=folder, env=env, capture_output=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", script], input=body, cwd=folder, env=env, capture_output=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     answer = json.loads(done.stdout.decode().strip().splitlines()[-1])
     assert answer["status"] == 200 and Path(answer["code"]).is_relative_to(folder / "reefseg")
@@ -95,7 +105,9 @@ def test_main_py_answers_a_cvat_request_from_the_copied_code(folder: Path, world
         for result in (r for r in answer["body"] if r["label"] == name):
             assert result["type"] == "mask" and 0 < float(result["confidence"]) <= 1 and len(result["points"]) >= 6
             left, top, right, bottom = result["mask"][-4:]
-            painted[top : bottom + 1, left : right + 1] |= np.array(result["mask"][:-4], dtype=bool).reshape(bottom - top + 1, right - left + 1)
+            painted[top : bottom + 1, left : right + 1] |= np.array(result["mask"][:-4], dtype=bool).reshape(
+                bottom - top + 1, right - left + 1
+            )
         kept = np.zeros(mask.shape, dtype=bool)
         for colony in (c for c in expected if c.class_index == class_index):
             left, top, right, bottom = colony.box
@@ -117,13 +129,20 @@ def test_handler_honours_the_threshold_and_refuses_a_bad_body(folder: Path, worl
     threshold = confidences[len(confidences) // 2]
     kept = json.loads(main.handler(context, SimpleNamespace(body={"image": image, "threshold": threshold})).body)
     assert 0 < len(kept) < len(every) and all(float(r["confidence"]) >= threshold - 1e-4 for r in kept)
-    for body in (b"not json", json.dumps({"threshold": 0.5}), json.dumps({"image": "aGVsbG8=", "threshold": 0.5}), json.dumps({"image": image, "threshold": 3})):
+    for body in (
+        b"not json",
+        json.dumps({"threshold": 0.5}),
+        json.dumps({"image": "aGVsbG8=", "threshold": 0.5}),
+        json.dumps({"image": image, "threshold": 3}),
+    ):
         answer = main.handler(context, SimpleNamespace(body=body))
         assert answer.status_code == 400 and "the request must be JSON" in json.loads(answer.body)["error"]
     sys.modules.pop("main", None)
 
 
-def test_an_existing_folder_is_only_replaced_when_asked_and_made_by_us(folder: Path, world: World, tmp_path: Path) -> None:
+def test_an_existing_folder_is_only_replaced_when_asked_and_made_by_us(
+    folder: Path, world: World, tmp_path: Path
+) -> None:
     with pytest.raises(UserError, match="pass --replace to regenerate it"):
         deploy_nuclio(str(world.run_dir), str(folder), precision="fp32")
     other = tmp_path / "notes"
@@ -133,7 +152,10 @@ def test_an_existing_folder_is_only_replaced_when_asked_and_made_by_us(folder: P
         deploy_nuclio(str(world.run_dir), str(other), replace=True)
     assert (other / "mine.txt").read_text() == "keep me"
     deploy_nuclio(str(world.run_dir), str(folder), precision="fp32", shape="polygon", replace=True)
-    assert json.loads(yaml.safe_load((folder / "function.yaml").read_text())["metadata"]["annotations"]["spec"])[0]["type"] == "polygon"
+    assert (
+        json.loads(yaml.safe_load((folder / "function.yaml").read_text())["metadata"]["annotations"]["spec"])[0]["type"]
+        == "polygon"
+    )
     assert not list(folder.parent.glob(".reef-function*"))  # no staging or old folder left behind
     deploy_nuclio(str(world.run_dir), str(folder), precision="fp32", replace=True)  # back to masks for the other tests
 

@@ -14,8 +14,12 @@ def test_score_points_against_a_mask():
     mask = np.zeros((10, 10), dtype=np.uint8)
     mask[:, 5:] = 1
     mask[9, 9] = 255
-    points = [PointAnnotation("a", 0, 0, "bg"), PointAnnotation("a", 0, 6, "acro"), PointAnnotation("a", 5, 1, "acro"),
-              PointAnnotation("a", 9, 9, "acro")]
+    points = [
+        PointAnnotation("a", 0, 0, "bg"),
+        PointAnnotation("a", 0, 6, "acro"),
+        PointAnnotation("a", 5, 1, "acro"),
+        PointAnnotation("a", 9, 9, "acro"),
+    ]
     scores = score_points([(mask, points)], {"bg": 0, "acro": 1}, ["bg", "acro"])
     assert scores.confusion.tolist() == [[1, 0], [1, 1]]  # the ignored pixel is not counted
     assert scores.accuracy == pytest.approx(2 / 3)

@@ -25,9 +25,13 @@ def _png(path) -> bytes:
     return buffer.getvalue()
 
 
-def _server(world: World, labels=("Acropora", "Porites"), version: str = "2.80.0") -> tuple[FakeCvat, int, dict[str, int]]:
+def _server(
+    world: World, labels=("Acropora", "Porites"), version: str = "2.80.0"
+) -> tuple[FakeCvat, int, dict[str, int]]:
     cvat = FakeCvat(version=version)
-    project = cvat.add_project("Reef", labels=[(name, [confidence_spec()] if name != "Porites" else []) for name in (*labels, "Pocillopora")])
+    project = cvat.add_project(
+        "Reef", labels=[(name, [confidence_spec()] if name != "Porites" else []) for name in (*labels, "Pocillopora")]
+    )
     ids = {name: cvat.label_id(project, name) for name in (*labels, "Pocillopora")}
     frames = [(path.name, _png(path)) for path in sorted((world.root / "media").glob("Reef_*.png"))]
     manual = polygon(0, ids["Pocillopora"], [1, 1, 20, 1, 10, 15])
@@ -42,7 +46,11 @@ def _push(world: World, cvat: FakeCvat, task: int, **options) -> tuple[dict[str,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomBackboneWarning)
         dirs = tuple(taxonomy_dirs(settings.taxonomy_dirs))
-        counts = push_predictions(settings, PushOptions(run_dir=world.run_dir, task_id=task, precision="fp32", taxonomy_dirs=dirs, **options), out)
+        counts = push_predictions(
+            settings,
+            PushOptions(run_dir=world.run_dir, task_id=task, precision="fp32", taxonomy_dirs=dirs, **options),
+            out,
+        )
     return counts, out.getvalue()
 
 
@@ -61,18 +69,26 @@ def test_push_adds_automatic_polygons_and_keeps_people_s_shapes(world: World, ve
     auto = [s for s in shapes if s["source"] == "auto"]
     assert len(auto) == 1 + sum(len(c) for c in expected)  # the earlier automatic shape stays without --replace
     assert sum(counts.values()) == len(auto) - 1
-    assert [s for s in shapes if s["source"] == "manual"] == [{**polygon(0, ids["Pocillopora"], [1, 1, 20, 1, 10, 15]), "id": 1}]
+    assert [s for s in shapes if s["source"] == "manual"] == [
+        {**polygon(0, ids["Pocillopora"], [1, 1, 20, 1, 10, 15]), "id": 1}
+    ]
     new = auto[1:]
     for frame, colonies in enumerate(expected):
         sent = [s for s in new if s["frame"] == frame]
-        assert sorted(s["label_id"] for s in sent) == sorted(ids[["", "Acropora", "Porites"][c.class_index]] for c in colonies)
+        assert sorted(s["label_id"] for s in sent) == sorted(
+            ids[["", "Acropora", "Porites"][c.class_index]] for c in colonies
+        )
         height, width = world.model_masks[frame].shape
-        assert all(0 <= x <= width and 0 <= y <= height for s in sent for x, y in zip(s["points"][::2], s["points"][1::2]))
+        assert all(
+            0 <= x <= width and 0 <= y <= height for s in sent for x, y in zip(s["points"][::2], s["points"][1::2])
+        )
     acropora = [s for s in new if s["label_id"] == ids["Acropora"]]
     spec = cvat.attribute_id(ids["Acropora"], "confidence")
     assert acropora and all(len(s["attributes"]) == 1 and s["attributes"][0]["spec_id"] == spec for s in acropora)
     assert all(s["attributes"][0]["value"].isdigit() and 0 <= int(s["attributes"][0]["value"]) <= 100 for s in acropora)
-    assert all(s["attributes"] == [] for s in new if s["label_id"] == ids["Porites"])  # Porites has no confidence attribute
+    assert all(
+        s["attributes"] == [] for s in new if s["label_id"] == ids["Porites"]
+    )  # Porites has no confidence attribute
     assert "Porites" in printed and "already had 1 automatic shapes" in printed
 
 
@@ -98,7 +114,10 @@ def test_dry_run_sends_nothing(world: World) -> None:
 
 def test_task_without_a_class_label_is_refused_by_name(world: World) -> None:
     cvat, task, _ = _server(world, labels=("Acropora",))
-    with cvat.serve(), pytest.raises(UserError, match=r"no label for the run's classes Porites \(its labels: Acropora, Pocillopora\)"):
+    with (
+        cvat.serve(),
+        pytest.raises(UserError, match=r"no label for the run's classes Porites \(its labels: Acropora, Pocillopora\)"),
+    ):
         _push(world, cvat, task)
 
 
@@ -106,5 +125,10 @@ def test_frame_of_another_size_than_cvat_records_is_refused(world: World) -> Non
     cvat, task, _ = _server(world)
     name, data, width, height = cvat.frames[task][0]
     cvat.frames[task][0] = (name, data, width + 8, height)
-    with cvat.serve(), pytest.raises(UserError, match=f"CVAT frame {name} decodes to {width}x{height} but the task records {width + 8}x{height}"):
+    with (
+        cvat.serve(),
+        pytest.raises(
+            UserError, match=f"CVAT frame {name} decodes to {width}x{height} but the task records {width + 8}x{height}"
+        ),
+    ):
         _push(world, cvat, task, dry_run=True)

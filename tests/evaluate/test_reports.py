@@ -26,7 +26,9 @@ def _report(with_gt: bool = True) -> SplitReport:
         ImageResult("a.jpg", "id_a", cover_percent(pred_a, 3), confusion_matrix(gt_a, pred_a, 3) if with_gt else None),
         ImageResult("b.jpg", "id_b", cover_percent(pred_b, 3), confusion_matrix(gt_b, pred_b, 3) if with_gt else None),
     ]
-    colonies = {"acropora": ColonyCounts(tp=2, fp=1, fn=1), "porites": ColonyCounts(tp=0, fp=0, fn=2)} if with_gt else None
+    colonies = (
+        {"acropora": ColonyCounts(tp=2, fp=1, fn=1), "porites": ColonyCounts(tp=0, fp=0, fn=2)} if with_gt else None
+    )
     return SplitReport("run1", "val", NAMES, PALETTE, 0, images, colonies, {"window": 448, "window_stride": 298})
 
 
@@ -37,7 +39,13 @@ def test_report_files_hold_the_split_numbers(tmp_path: Path) -> None:
     # matrix over both images: bg [1,0,0], acropora [0,5,1], porites [1,0,2]
     assert metrics["summary"]["miou"] == pytest.approx((5 / 6 + 2 / 4) / 2, abs=1e-6)
     assert metrics["summary"]["pixel_accuracy"] == pytest.approx(8 / 10, abs=1e-6)
-    assert metrics["colonies"] == {"tp": 2, "fp": 1, "fn": 3, "recall": 0.4, "precision": pytest.approx(2 / 3, abs=1e-6)}
+    assert metrics["colonies"] == {
+        "tp": 2,
+        "fp": 1,
+        "fn": 3,
+        "recall": 0.4,
+        "precision": pytest.approx(2 / 3, abs=1e-6),
+    }
     per_class = list(csv.DictReader((tmp_path / "per_class.csv").open()))
     assert [r["class"] for r in per_class] == NAMES
     assert float(per_class[1]["iou"]) == pytest.approx(5 / 6, abs=1e-6)

@@ -31,8 +31,13 @@ PLACES = [("Reef", 2023), ("Reef", 2024), ("Lagoon", 2024), ("Reef", 2024)]
 def survey(tmp_path, monkeypatch):
     (tmp_path / "taxonomies").mkdir()
     (tmp_path / "taxonomies" / "tinytax.yaml").write_text(TAXONOMY)
-    for key, value in {"DATA_ROOT": tmp_path / "data", "TAXONOMY_DIRS": tmp_path / "taxonomies", "RUNS_DIR": tmp_path / "runs",
-                       "DEVICE": "cpu", "WORKERS": "0"}.items():
+    for key, value in {
+        "DATA_ROOT": tmp_path / "data",
+        "TAXONOMY_DIRS": tmp_path / "taxonomies",
+        "RUNS_DIR": tmp_path / "runs",
+        "DEVICE": "cpu",
+        "WORKERS": "0",
+    }.items():
         monkeypatch.setenv(key, str(value))
     images = [_image(h, w, seed=10 + i) for i, (h, w) in enumerate(SIZES)]
     name = f"test_survey_{uuid.uuid4().hex[:8]}"
@@ -41,7 +46,9 @@ def survey(tmp_path, monkeypatch):
         path = tmp_path / "photos" / f"{site}_{year}_{i:02d}.png"
         path.parent.mkdir(exist_ok=True)
         Image.fromarray(image).save(path)
-        dataset.add_sample(fo.Sample(filepath=str(path), tags=["new"] if i else [], **{contract.SITE: site, contract.YEAR: year}))
+        dataset.add_sample(
+            fo.Sample(filepath=str(path), tags=["new"] if i else [], **{contract.SITE: site, contract.YEAR: year})
+        )
     run_dir = tmp_path / "runs" / "tiny-linear"
     make_run(run_dir)
     return tmp_path, dataset, run_dir, images
@@ -53,7 +60,11 @@ def predict(run_dir: Path, dataset: str, **options):
     out = io.StringIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomBackboneWarning)
-        report = predict_survey(load_settings(), PredictOptions(run_dir=run_dir, dataset=dataset, precision="fp32", workers=0, **options), out)
+        report = predict_survey(
+            load_settings(),
+            PredictOptions(run_dir=run_dir, dataset=dataset, precision="fp32", workers=0, **options),
+            out,
+        )
     return report, out.getvalue()
 
 
@@ -83,7 +94,9 @@ def test_survey_prediction_files_fields_and_reruns(survey):
     site_year = {(r["site"], r["year"], r["class"]): r for r in read_rows(out_dir / "site_year.csv")}
     covers = [np.bincount(m.ravel(), minlength=3) / m.size * 100 for m in expected]
     reef_2024 = site_year[("Reef", "2024", "Acropora")]
-    assert reef_2024["quadrats"] == "2" and float(reef_2024["mean_cover"]) == pytest.approx((covers[1][1] + covers[3][1]) / 2, abs=1e-3)
+    assert reef_2024["quadrats"] == "2" and float(reef_2024["mean_cover"]) == pytest.approx(
+        (covers[1][1] + covers[3][1]) / 2, abs=1e-3
+    )
     points = read_rows(out_dir / "points.csv")
     assert len(points) == 16
     by_name = {Path(s.filepath).name: read_mask(s[field].mask_path) for s in dataset}
@@ -143,9 +156,24 @@ def test_two_torchrun_processes_give_the_single_process_output(survey):
     # the run is given first, positionally: torchrun's own --run-path flag would swallow an abbreviated --run
     env.pop("PYTHONPATH", None)
     done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(REPO_ROOT / "evaluate" / "predict.py"), str(run_dir), "--dataset", twin.name, "--precision", "fp32"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(REPO_ROOT / "evaluate" / "predict.py"),
+            str(run_dir),
+            "--dataset",
+            twin.name,
+            "--precision",
+            "fp32",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "photos selected" in done.stdout
@@ -155,7 +183,9 @@ def test_two_torchrun_processes_give_the_single_process_output(survey):
     twin.reload()
     for a, b in zip(dataset.sort_by("filepath"), twin.sort_by("filepath")):
         assert Path(a["pred_tiny_linear"].mask_path).read_bytes() == Path(b["pred_tiny_linear"].mask_path).read_bytes()
-        assert [p.points for p in a["pred_tiny_linear_colonies"].polylines] == [p.points for p in b["pred_tiny_linear_colonies"].polylines]
+        assert [p.points for p in a["pred_tiny_linear_colonies"].polylines] == [
+            p.points for p in b["pred_tiny_linear_colonies"].polylines
+        ]
         assert a["pred_tiny_linear_uncertain"] == b["pred_tiny_linear_uncertain"]
     for name in ("site_year.csv", "cover.csv", "colonies.csv", "size_frequency.csv"):
         assert (single_dir / name).read_text() == (shard_dir / name).read_text(), name

@@ -37,8 +37,11 @@ def test_prediction_and_ground_truth_side_by_side(tmp_path):
     assert [p.name for p in written] == list(SURVEY_FILES) and all(p.is_file() for p in written)
     site_year = read_csv(tmp_path / "site_year.csv")
     assert len(site_year) == 2 * 2 * 3 * 4  # sources x sites x years x (classes + all coral)
-    row = next(r for r in site_year if r["source"] == "prediction" and r["site"] == "B" and r["year"] == "2021"
-               and r["class"] == "Acropora")
+    row = next(
+        r
+        for r in site_year
+        if r["source"] == "prediction" and r["site"] == "B" and r["year"] == "2021" and r["class"] == "Acropora"
+    )
     assert float(row["mean_cover"]) == pytest.approx(20 + 3 + 5 + 1)  # mean of 28, 29, 30
     assert float(row["cover_ci_low"]) >= 28 and float(row["cover_ci_high"]) <= 30
     assert row["quadrats"] == "3" and row["colonies"] == "3" and float(row["density_per_m2"]) == pytest.approx(1.0)
@@ -48,7 +51,11 @@ def test_prediction_and_ground_truth_side_by_side(tmp_path):
     assert len(read_csv(tmp_path / "cover.csv")) == 2 * 18 * 3
     assert len(read_csv(tmp_path / "colonies.csv")) == 2 * 18 * 2
     markdown = (tmp_path / "survey.md").read_text()
-    assert "## ground truth" in markdown and "## prediction" in markdown and "| B | 2021 | Acropora | 3 | 29.00 |" in markdown
+    assert (
+        "## ground truth" in markdown
+        and "## prediction" in markdown
+        and "| B | 2021 | Acropora | 3 | 29.00 |" in markdown
+    )
     for plot in ("cover_by_year.png", "size_frequency.png"):
         image = np.asarray(Image.open(tmp_path / plot).convert("RGB"))
         assert image.shape[0] > 200 and (image == PALETTE[1]).all(axis=-1).sum() > 50  # the genus drawn in its colour

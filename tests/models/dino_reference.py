@@ -17,9 +17,19 @@ import torch.nn.functional as F
 Tensor = torch.Tensor
 
 
-def random_official_state_dict(family: str, embed_dim: int, depth: int, heads: int, registers: int,
-                               swiglu: bool = False, seed: int = 0, ffn_ratio: float | None = None,
-                               align: int = 8, qkv_bias: bool = True, device: str = "cpu") -> dict[str, Tensor]:
+def random_official_state_dict(
+    family: str,
+    embed_dim: int,
+    depth: int,
+    heads: int,
+    registers: int,
+    swiglu: bool = False,
+    seed: int = 0,
+    ffn_ratio: float | None = None,
+    align: int = 8,
+    qkv_bias: bool = True,
+    device: str = "cpu",
+) -> dict[str, Tensor]:
     """Random tensors under the official torch.hub key names and shapes (DINOv2 or DINOv3).
 
     Shapes follow the official constructors: DINOv2's fused SwiGLU (ViT-g) and DINOv3's SwiGLUFFN
@@ -36,7 +46,7 @@ def random_official_state_dict(family: str, embed_dim: int, depth: int, heads: i
         return mean + scale * torch.randn(*shape, generator=g)
 
     def linear(name: str, out_f: int, in_f: int, bias: bool = True) -> None:
-        sd[f"{name}.weight"] = rand(out_f, in_f, scale=in_f ** -0.5)
+        sd[f"{name}.weight"] = rand(out_f, in_f, scale=in_f**-0.5)
         if bias:
             sd[f"{name}.bias"] = rand(out_f, scale=0.1)
 
@@ -58,7 +68,7 @@ def random_official_state_dict(family: str, embed_dim: int, depth: int, heads: i
         linear(f"{b}.attn.qkv", 3 * d, d, bias=qkv_bias)
         if family == "dinov3" and qkv_bias:
             mask = torch.ones(3 * d)
-            mask[d:2 * d] = 0
+            mask[d : 2 * d] = 0
             sd[f"{b}.attn.qkv.bias_mask"] = mask
         linear(f"{b}.attn.proj", d, d)
         sd[f"{b}.ls1.gamma"] = rand(d, scale=0.1, mean=0.5)
@@ -97,8 +107,9 @@ def _dinov2_pos_embed(pos_embed: Tensor, h0: int, w0: int, antialias: bool, offs
         kwargs["scale_factor"] = (float(h0 + offset) / M, float(w0 + offset) / M)
     else:
         kwargs["size"] = (h0, w0)
-    patch_pos_embed = F.interpolate(patch_pos_embed.reshape(1, M, M, dim).permute(0, 3, 1, 2), mode="bicubic",
-                                    antialias=antialias, **kwargs)
+    patch_pos_embed = F.interpolate(
+        patch_pos_embed.reshape(1, M, M, dim).permute(0, 3, 1, 2), mode="bicubic", antialias=antialias, **kwargs
+    )
     assert (h0, w0) == patch_pos_embed.shape[-2:]
     patch_pos_embed = patch_pos_embed.permute(0, 2, 3, 1).view(1, -1, dim)
     return torch.cat((class_pos_embed.unsqueeze(0), patch_pos_embed), dim=1)
@@ -155,8 +166,15 @@ def _layer_norm(sd: dict[str, Tensor], name: str, x: Tensor, eps: float) -> Tens
 
 
 @torch.no_grad()
-def official_features(sd: dict[str, Tensor], images: Tensor, layers: list[int], heads: int,
-                      family: str, antialias: bool = False, offset: float = 0.1) -> list[Tensor]:
+def official_features(
+    sd: dict[str, Tensor],
+    images: Tensor,
+    layers: list[int],
+    heads: int,
+    family: str,
+    antialias: bool = False,
+    offset: float = 0.1,
+) -> list[Tensor]:
     """`get_intermediate_layers(images, n=layers, reshape=True, norm=True)` of the official model.
 
     DINOv2: `antialias=False, offset=0.1` for the original models, `True, 0.0` for the register ones.

@@ -32,9 +32,12 @@ def saved(tmp_path: Path, state: dict[str, torch.Tensor], name: str = "official.
     return str(path)
 
 
-@pytest.mark.parametrize(("name", "registers", "antialias", "offset"),
-                         [("tiny_dinov2", 0, False, 0.1), ("tiny_dinov2_reg", 4, True, 0.0)])
-def test_dinov2_equals_official_at_every_size(tmp_path: Path, name: str, registers: int, antialias: bool, offset: float) -> None:
+@pytest.mark.parametrize(
+    ("name", "registers", "antialias", "offset"), [("tiny_dinov2", 0, False, 0.1), ("tiny_dinov2_reg", 4, True, 0.0)]
+)
+def test_dinov2_equals_official_at_every_size(
+    tmp_path: Path, name: str, registers: int, antialias: bool, offset: float
+) -> None:
     state = random_official_state_dict("dinov2", 32, 4, 2, registers)
     backbone = build_backbone(name, weights=saved(tmp_path, state), layers=4)
     for height, width in SIZES:
@@ -46,8 +49,15 @@ def test_dinov2_equals_official_at_every_size(tmp_path: Path, name: str, registe
 def test_timm_position_resampling_is_not_the_official_dinov2_rule(tmp_path: Path) -> None:
     """timm resamples the 37x37 grid by size with antialiasing: right for register models only."""
     state = random_official_state_dict("dinov2", 32, 4, 2, 0)
-    vit = timm.create_model("vit_small_patch14_dinov2", pretrained=False, num_classes=0, dynamic_img_size=True,
-                            embed_dim=32, depth=4, num_heads=2).eval()
+    vit = timm.create_model(
+        "vit_small_patch14_dinov2",
+        pretrained=False,
+        num_classes=0,
+        dynamic_img_size=True,
+        embed_dim=32,
+        depth=4,
+        num_heads=2,
+    ).eval()
     vit.load_state_dict(checkpoint_filter_fn(dict(state), vit))
     images = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
@@ -68,9 +78,13 @@ def test_dinov2_giant_swiglu_layout_equals_official(tmp_path: Path, name: str) -
     """ViT-g's packed SwiGLU (w12, w3) maps onto timm's GluMlp with the gate first."""
     registers = BACKBONES[name].num_registers
     state = random_official_state_dict("dinov2", 48, 2, 2, registers, swiglu=True)
-    backbone = build_from_spec(shrink(BACKBONES[name], embed_dim=48, depth=2), weights=saved(tmp_path, state), layers=[0, 1])
+    backbone = build_from_spec(
+        shrink(BACKBONES[name], embed_dim=48, depth=2), weights=saved(tmp_path, state), layers=[0, 1]
+    )
     images = torch.randn(1, 3, 112, 140)
-    reference = official_features(state, images, [0, 1], 2, "dinov2", antialias=registers > 0, offset=0.0 if registers else 0.1)
+    reference = official_features(
+        state, images, [0, 1], 2, "dinov2", antialias=registers > 0, offset=0.0 if registers else 0.1
+    )
     assert max_diff(backbone(images), reference) < 1e-4
 
 
@@ -78,7 +92,9 @@ def test_dinov2_giant_swiglu_layout_equals_official(tmp_path: Path, name: str) -
 def test_dinov3_swiglu_layout_equals_official(tmp_path: Path, name: str) -> None:
     """S+ and H+ use separate SwiGLU w1 (gate), w2, w3, hidden aligned to 8."""
     state = random_official_state_dict("dinov3", 48, 2, 2, 4, swiglu=True)
-    backbone = build_from_spec(shrink(BACKBONES[name], embed_dim=48, depth=2), weights=saved(tmp_path, state), layers=[0, 1])
+    backbone = build_from_spec(
+        shrink(BACKBONES[name], embed_dim=48, depth=2), weights=saved(tmp_path, state), layers=[0, 1]
+    )
     images = torch.randn(1, 3, 128, 176)
     assert max_diff(backbone(images), official_features(state, images, [0, 1], 2, "dinov3")) < 1e-4
 

@@ -41,8 +41,14 @@ def perturbed(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
-def hf_maps(model: torch.nn.Module, norm: torch.nn.Module, images: torch.Tensor, prefix: int, patch: int,
-            layers: list[int] = LAYERS) -> list[torch.Tensor]:
+def hf_maps(
+    model: torch.nn.Module,
+    norm: torch.nn.Module,
+    images: torch.Tensor,
+    prefix: int,
+    patch: int,
+    layers: list[int] = LAYERS,
+) -> list[torch.Tensor]:
     """The HF model's per-layer patch tokens after the final norm, as maps (get_intermediate_layers style)."""
     with torch.no_grad():
         hidden = model(pixel_values=images, output_hidden_states=True).hidden_states
@@ -71,13 +77,16 @@ def test_hf_dinov2_folder(tmp_path: Path) -> None:
 
 def test_hf_dinov2_giant_swiglu_folder(tmp_path: Path) -> None:
     """ViT-g on the hub: `mlp.weights_in` / `weights_out` become the official `w12` / `w3`."""
-    config = Dinov2Config(hidden_size=48, num_hidden_layers=2, num_attention_heads=2, image_size=518, patch_size=14,
-                          use_swiglu_ffn=True)
+    config = Dinov2Config(
+        hidden_size=48, num_hidden_layers=2, num_attention_heads=2, image_size=518, patch_size=14, use_swiglu_ffn=True
+    )
     model = perturbed(Dinov2Model(config))
     model.save_pretrained(tmp_path / "hf")
     official = read_weights(str(tmp_path / "hf")).state_dict
     assert official["blocks.0.mlp.w12.weight"].shape == (256, 48) and "blocks.0.mlp.w3.bias" in official
-    backbone = build_from_spec(shrink(BACKBONES["dinov2_vitg14"], embed_dim=48, depth=2), weights=tmp_path / "hf", layers=2)
+    backbone = build_from_spec(
+        shrink(BACKBONES["dinov2_vitg14"], embed_dim=48, depth=2), weights=tmp_path / "hf", layers=2
+    )
     native = torch.randn(1, 3, 518, 518)
     expected = hf_maps(model, model.layernorm, native, 1, 14, layers=[0, 1])
     assert max_diff(backbone(native), expected) < 1e-4
@@ -85,7 +94,11 @@ def test_hf_dinov2_giant_swiglu_folder(tmp_path: Path) -> None:
 
 
 def test_hf_dinov2_with_registers_folder_at_every_size(tmp_path: Path) -> None:
-    model = perturbed(Dinov2WithRegistersModel(Dinov2WithRegistersConfig(**TINY, image_size=518, patch_size=14, num_register_tokens=4)))
+    model = perturbed(
+        Dinov2WithRegistersModel(
+            Dinov2WithRegistersConfig(**TINY, image_size=518, patch_size=14, num_register_tokens=4)
+        )
+    )
     model.save_pretrained(tmp_path / "hf")
     backbone = build_backbone("tiny_dinov2_reg", weights=str(tmp_path / "hf"), layers=4)
     for height, width in [(224, 224), (448, 448), (518, 518), (224, 336)]:
@@ -96,8 +109,14 @@ def test_hf_dinov2_with_registers_folder_at_every_size(tmp_path: Path) -> None:
 @pytest.mark.parametrize("gated", [False, True])
 def test_hf_dinov3_folder_at_every_size(tmp_path: Path, gated: bool) -> None:
     """transformers' DINOv3ViTModel follows the official algorithm (reference), and we equal it."""
-    config = DINOv3ViTConfig(**TINY, intermediate_size=128, num_register_tokens=4, patch_size=16, use_gated_mlp=gated,
-                             hidden_act="silu" if gated else "gelu")
+    config = DINOv3ViTConfig(
+        **TINY,
+        intermediate_size=128,
+        num_register_tokens=4,
+        patch_size=16,
+        use_gated_mlp=gated,
+        hidden_act="silu" if gated else "gelu",
+    )
     model = perturbed(DINOv3ViTModel(config))
     model.save_pretrained(tmp_path / "hf")
     official = read_weights(str(tmp_path / "hf"))
@@ -126,11 +145,15 @@ def test_official_file_hash_and_lone_safetensors(tmp_path: Path) -> None:
 def test_training_checkpoint_wrapper_is_unwrapped(tmp_path: Path) -> None:
     state = random_official_state_dict("dinov2", 32, 4, 2, 0)
     heads = {"dino_head.mlp.0.weight": torch.zeros(8, 32), "ibot_head.last_layer.weight": torch.zeros(8, 8)}
-    torch.save({"teacher": {**heads, **{f"backbone.{k}": v for k, v in state.items()}}, "iteration": 7}, tmp_path / "train.pth")
+    torch.save(
+        {"teacher": {**heads, **{f"backbone.{k}": v for k, v in state.items()}}, "iteration": 7}, tmp_path / "train.pth"
+    )
     torch.save(state, tmp_path / "plain.pth")
     images = torch.randn(1, 3, 56, 56)
     wrapped = build_backbone("tiny_dinov2", weights=str(tmp_path / "train.pth"))
-    torch.testing.assert_close(wrapped(images), build_backbone("tiny_dinov2", weights=str(tmp_path / "plain.pth"))(images))
+    torch.testing.assert_close(
+        wrapped(images), build_backbone("tiny_dinov2", weights=str(tmp_path / "plain.pth"))(images)
+    )
 
 
 def test_file_of_another_architecture_names_the_mismatch_and_the_fitting_backbone(tmp_path: Path) -> None:

@@ -23,14 +23,24 @@ from models.checkpoint import (
 from models.heads import HEADS, build_head
 from models.segmenter import Segmenter
 
-pytestmark = [pytest.mark.filterwarnings("ignore::models.backbones.RandomBackboneWarning"), pytest.mark.usefixtures("one_thread")]
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::models.backbones.RandomBackboneWarning"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 
 TINY = {
     "linear": {},
     "segformer": {"channels": 16},
     "upernet": {"channels": 16, "scales": [2, 1, 0.5]},
-    "mask2former": {"hidden_dim": 16, "num_queries": 4, "num_layers": 2, "num_heads": 2, "ffn_dim": 32, "loss_points": 64},
+    "mask2former": {
+        "hidden_dim": 16,
+        "num_queries": 4,
+        "num_layers": 2,
+        "num_heads": 2,
+        "ffn_dim": 32,
+        "loss_points": 64,
+    },
     "pmt": {"hidden_dim": 16, "num_queries": 4, "num_layers": 2, "num_heads": 2, "loss_points": 64},
 }
 COARSE = ["sand", "hard_coral", "algae"]
@@ -41,7 +51,9 @@ def trained_model(head_name: str, classes: list[str], weights: str | None = None
     """A tiny backbone + head after a few optimizer steps (so no weight is at its initial value)."""
     torch.manual_seed(0)
     backbone = build_backbone("tiny_dinov2", weights=weights, layers=4)
-    head = build_head(head_name, backbone.embed_dim, 4, len(classes), **TINY[head_name], class_weights=[1.0] * len(classes))
+    head = build_head(
+        head_name, backbone.embed_dim, 4, len(classes), **TINY[head_name], class_weights=[1.0] * len(classes)
+    )
     model = Segmenter(backbone, head).train()
     optimizer = torch.optim.AdamW(head.parameters(), lr=1e-2)
     images, target = torch.rand(2, 3, 28, 28), torch.randint(0, len(classes), (2, 28, 28))
@@ -50,7 +62,9 @@ def trained_model(head_name: str, classes: list[str], weights: str | None = None
         model.loss(images, target)["loss"].backward()
         optimizer.step()
     palette = [[i * 40, 255 - i * 40, 7] for i in range(len(classes))]
-    spec = CheckpointSpec.of(backbone, head, classes, palette, "main_families", window=28, window_stride=14, info={"step": 3})
+    spec = CheckpointSpec.of(
+        backbone, head, classes, palette, "main_families", window=28, window_stride=14, info={"step": 3}
+    )
     return model.eval(), spec
 
 
@@ -80,7 +94,9 @@ def test_loss_options_stay_out_of_the_spec_and_older_specs_with_them_still_load(
         assert torch.equal(loaded(image), model(image))
 
 
-def test_files_are_safetensors_and_json_and_loading_never_unpickles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_files_are_safetensors_and_json_and_loading_never_unpickles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     model, spec = trained_model("linear", COARSE)
     save_run_checkpoint(tmp_path, model.head, spec, "last")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_last.json", "checkpoint_last.safetensors"]
@@ -91,7 +107,12 @@ def test_files_are_safetensors_and_json_and_loading_never_unpickles(tmp_path: Pa
     document = json.loads((tmp_path / "checkpoint_last.json").read_text())
     assert document["backbone"] == "tiny_dinov2" and document["weights_hash"] == "random"
     assert document["layers"] == [0, 1, 2, 3] and document["classes"] == COARSE and document["num_classes"] == 3
-    assert document["mean"] == [0.485, 0.456, 0.406] and document["window"] == 28 and document["window_stride"] == 14 and document["version"] == 2
+    assert (
+        document["mean"] == [0.485, 0.456, 0.406]
+        and document["window"] == 28
+        and document["window_stride"] == 14
+        and document["version"] == 2
+    )
     assert document["head"] == "linear" and document["head_config"] == {}  # class weights are loss-only
 
     def refuse(*args, **kwargs):
@@ -116,7 +137,9 @@ def test_missing_or_damaged_checkpoints_are_user_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="choose one of best, last"):
         load_checkpoint(tmp_path, "final")
     other, _ = trained_model("linear", ["a", "b"])
-    save_run_checkpoint(tmp_path / "other", other.head, dataclasses.replace(spec, num_classes=2, classes=["a", "b"], palette=[]), "last")
+    save_run_checkpoint(
+        tmp_path / "other", other.head, dataclasses.replace(spec, num_classes=2, classes=["a", "b"], palette=[]), "last"
+    )
     (tmp_path / "other" / "checkpoint_last.json").replace(tmp_path / "checkpoint_last.json")
     with pytest.raises(UserError, match="does not match checkpoint_last.json"):
         read_checkpoint(tmp_path, "last")
@@ -161,7 +184,10 @@ def test_warm_start_keeps_the_classifier_only_for_the_same_classes(tmp_path: Pat
     same = build_head("segformer", 32, 4, 3, **TINY["segformer"])
     assert init_head_from(same, tmp_path, classes=COARSE).skipped == []
     renamed = build_head("segformer", 32, 4, 3, **TINY["segformer"])
-    assert init_head_from(renamed, tmp_path, classes=["a", "b", "c"]).skipped == ["classifier.weight", "classifier.bias"]
+    assert init_head_from(renamed, tmp_path, classes=["a", "b", "c"]).skipped == [
+        "classifier.weight",
+        "classifier.bias",
+    ]
     with pytest.raises(UserError, match="another backbone"):
         init_head_from(build_head("segformer", 48, 4, 3, **TINY["segformer"]), tmp_path)
     with pytest.raises(UserError, match="trained a 'segformer' head"):
@@ -183,10 +209,15 @@ def test_version_1_specs_with_crop_and_stride_still_load(tmp_path: Path) -> None
         read_checkpoint(tmp_path, "best")
 
 
-@pytest.mark.parametrize("damage, problem", [
-    ("json list", "holds a JSON list, not a checkpoint spec"), ("json binary", "is not valid JSON"), ("json truncated", "is not valid JSON"),
-    ("tensors garbage with its hash", "cannot be read"),
-])
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        ("json list", "holds a JSON list, not a checkpoint spec"),
+        ("json binary", "is not valid JSON"),
+        ("json truncated", "is not valid JSON"),
+        ("tensors garbage with its hash", "cannot be read"),
+    ],
+)
 def test_a_damaged_checkpoint_file_is_one_sentence_naming_it(tmp_path: Path, damage: str, problem: str) -> None:
     import hashlib
 
@@ -201,14 +232,20 @@ def test_a_damaged_checkpoint_file_is_one_sentence_naming_it(tmp_path: Path, dam
         spec_file.write_text(spec_file.read_text()[:40])
     else:  # damaged tensors whose hash was written into the spec too: the hash check alone cannot tell
         tensor_file.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
-        raw = json.loads(spec_file.read_text()) | {"tensors_sha256": hashlib.sha256(tensor_file.read_bytes()).hexdigest()}
+        raw = json.loads(spec_file.read_text()) | {
+            "tensors_sha256": hashlib.sha256(tensor_file.read_bytes()).hexdigest()
+        }
         spec_file.write_text(json.dumps(raw))
     with pytest.raises(UserError) as error:
         read_checkpoint(tmp_path)
-    assert problem in str(error.value) and "the checkpoint is damaged" in str(error.value) and "\n" not in str(error.value)
+    assert (
+        problem in str(error.value) and "the checkpoint is damaged" in str(error.value) and "\n" not in str(error.value)
+    )
 
 
-def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import errno
     import os
 

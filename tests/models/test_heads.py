@@ -24,7 +24,14 @@ TINY = {
     "linear": {},
     "segformer": {"channels": 32},
     "upernet": {"channels": 32},
-    "mask2former": {"hidden_dim": 32, "num_queries": 8, "num_layers": 3, "num_heads": 4, "ffn_dim": 64, "loss_points": 256},
+    "mask2former": {
+        "hidden_dim": 32,
+        "num_queries": 8,
+        "num_layers": 3,
+        "num_heads": 4,
+        "ffn_dim": 64,
+        "loss_points": 256,
+    },
     "pmt": {"hidden_dim": 32, "num_queries": 8, "num_layers": 2, "num_heads": 4, "loss_points": 256},
 }
 
@@ -33,9 +40,13 @@ def tiny_head(name: str, num_inputs: int = 4, **extra):
     return build_head(name, CHANNELS, num_inputs, CLASSES, **{**TINY[name], **extra})
 
 
-def toy_batch(n: int, generator: torch.Generator, embeddings: torch.Tensor, size: int = 8) -> tuple[list[torch.Tensor], torch.Tensor]:
+def toy_batch(
+    n: int, generator: torch.Generator, embeddings: torch.Tensor, size: int = 8
+) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Blobs of classes; each patch's features are its class embedding plus noise; target at pixel resolution."""
-    blobs = torch.nn.functional.interpolate(torch.randn(n, CLASSES, 3, 3, generator=generator), size=(size, size), mode="bilinear")
+    blobs = torch.nn.functional.interpolate(
+        torch.randn(n, CLASSES, 3, 3, generator=generator), size=(size, size), mode="bilinear"
+    )
     classes = blobs.argmax(dim=1)
     base = embeddings[classes].permute(0, 3, 1, 2)
     features = [base + 0.3 * torch.randn(base.shape, generator=generator) for _ in range(4)]
@@ -77,7 +88,9 @@ def test_unknown_head_lists_the_known_ones() -> None:
 
 
 def test_bad_option_is_a_user_error() -> None:
-    with pytest.raises(UserError, match="unknown option.* widht for head 'linear'; its options: dropout, class_weights, dice_weight"):
+    with pytest.raises(
+        UserError, match="unknown option.* widht for head 'linear'; its options: dropout, class_weights, dice_weight"
+    ):
         build_head("linear", 8, 1, 2, widht=3)
     assert "num_queries" in head_options("mask2former") and "class_weights" in head_options("mask2former")
     with pytest.raises(UserError, match="hidden_dim \\(30\\) must be a multiple of 4"):
@@ -93,7 +106,8 @@ def test_ignored_pixels_do_not_count_and_an_all_ignored_batch_is_not_nan() -> No
     head.eval()
     logits = head(features).detach()
     expected = torch.nn.functional.cross_entropy(
-        torch.nn.functional.interpolate(logits, size=(16, 16), mode="bilinear")[..., 8:, :], target[:, 8:])
+        torch.nn.functional.interpolate(logits, size=(16, 16), mode="bilinear")[..., 8:, :], target[:, 8:]
+    )
     assert torch.allclose(head.loss(features, partly)["ce"], expected, atol=1e-5)
     for name in HEADS:
         for extra in ({}, {"loss_points": 0}):
@@ -142,7 +156,9 @@ def test_importance_sampling_puts_most_points_where_the_prediction_is_uncertain(
     logits[:, 0, :, 6:8] = 0.0  # ... but in a band an eighth of the image wide
     target = torch.zeros(1, 64, 64, dtype=torch.long)
     _, labels = sampled_logits_and_labels(logits, target, 1000, 3.0, 0.75, IGNORE_INDEX)
-    coords = importance_points(lambda c: class_uncertainty(point_sample(logits, c)), 1, 1000, 3.0, 0.75, torch.device("cpu"))
+    coords = importance_points(
+        lambda c: class_uncertainty(point_sample(logits, c)), 1, 1000, 3.0, 0.75, torch.device("cpu")
+    )
     in_band = ((coords[0, :, 0] > 5 / 16) & (coords[0, :, 0] < 9 / 16)).float().mean()
     assert in_band > 0.6, in_band  # uniform points would put 25% there
     assert labels.shape == (1, 1000)
@@ -154,7 +170,10 @@ def test_loss_at_reduced_resolution() -> None:
     small = scaled_target(target, 0.25)
     assert small.shape == (1, 8, 8) and torch.equal(small, target[:, 2::4, 2::4])
     features = [torch.randn(1, CHANNELS, 8, 8)]
-    full, quarter = tiny_head("linear", 1, loss_points=0).eval(), tiny_head("linear", 1, loss_points=0, loss_scale=0.25).eval()
+    full, quarter = (
+        tiny_head("linear", 1, loss_points=0).eval(),
+        tiny_head("linear", 1, loss_points=0, loss_scale=0.25).eval(),
+    )
     quarter.load_state_dict(full.state_dict())
     expected = torch.nn.functional.cross_entropy(full(features), small)  # logits at 8x8 are the 8x8 target's resolution
     assert torch.allclose(quarter.loss(features, target)["ce"], expected, atol=1e-5)
@@ -162,7 +181,13 @@ def test_loss_at_reduced_resolution() -> None:
 
 
 def test_loss_options_out_of_range_are_user_errors() -> None:
-    for bad in ({"loss_points": -1}, {"loss_scale": 0.0}, {"oversample_ratio": 0.5}, {"importance_ratio": 2.0}, {"loss_scale": 0.5}):
+    for bad in (
+        {"loss_points": -1},
+        {"loss_scale": 0.0},
+        {"oversample_ratio": 0.5},
+        {"importance_ratio": 2.0},
+        {"loss_scale": 0.5},
+    ):
         with pytest.raises(UserError, match="loss"):
             build_head("linear", 8, 1, 2, **bad)
 
@@ -181,12 +206,16 @@ def test_class_weights_and_dice_change_the_loss() -> None:
     assert "class_weights" not in weighted.state_dict()  # a training choice, not a model weight
 
 
-@pytest.mark.parametrize("name,extra", [pytest.param(n, {}, id=n) for n in HEADS] + [
-    pytest.param("mask2former", {"loss_points": 0}, id="mask2former-full-masks"),
-    pytest.param("pmt", {"loss_points": 0, "mask_scale": 1}, id="pmt-full-masks-at-patch-resolution"),
-    pytest.param("linear", {"loss_points": 0}, id="linear-every-pixel"),
-    pytest.param("segformer", {"loss_points": 0, "loss_scale": 0.5}, id="segformer-half-resolution"),
-])
+@pytest.mark.parametrize(
+    "name,extra",
+    [pytest.param(n, {}, id=n) for n in HEADS]
+    + [
+        pytest.param("mask2former", {"loss_points": 0}, id="mask2former-full-masks"),
+        pytest.param("pmt", {"loss_points": 0, "mask_scale": 1}, id="pmt-full-masks-at-patch-resolution"),
+        pytest.param("linear", {"loss_points": 0}, id="linear-every-pixel"),
+        pytest.param("segformer", {"loss_points": 0, "loss_scale": 0.5}, id="segformer-half-resolution"),
+    ],
+)
 def test_head_learns_a_toy_task(name: str, extra: dict) -> None:
     """Loss falls a lot and held-out mIoU ends far above chance (~0.25 for 4 classes)."""
     torch.manual_seed(0)
@@ -238,12 +267,12 @@ def test_pmt_runs_queries_and_patch_tokens_jointly_and_shares_the_mask_classific
     head = tiny_head("pmt").eval()
     assert head.sources == [0, 3] and head.output_scale == 4
     features = [torch.randn(1, CHANNELS, 5, 6) for _ in range(4)]
-    (class_logits, mask_logits), = head.decode(features)
+    ((class_logits, mask_logits),) = head.decode(features)
     assert class_logits.shape == (1, 8, CLASSES + 1) and mask_logits.shape == (1, 8, 20, 24)
     # one patch changed: every query's class changes too (joint attention), not only masks at that patch
     changed = [f.clone() for f in features]
     changed[0][..., 2, 3] = torch.randn(CHANNELS)
-    (other_classes, _), = head.decode(changed)
+    ((other_classes, _),) = head.decode(changed)
     assert (other_classes - class_logits).abs().amax(dim=-1).min() > 1e-4
     with pytest.raises(UserError, match="mask_scale must be 1, 2, 4, 8"):
         tiny_head("pmt", mask_scale=3)

@@ -135,7 +135,9 @@ def test_cover_per_image_and_errors_over_split() -> None:
     gt_cover, predicted_cover = cover_from_matrix(matrix)
     assert gt_cover.tolist() == pytest.approx([100 / 6, 200 / 6, 300 / 6])
     assert predicted_cover.tolist() == pytest.approx([100 / 6, 300 / 6, 200 / 6])
-    errors = cover_errors(np.array([[10.0, 90.0], [50.0, 50.0], [np.nan, np.nan]]), np.array([[20.0, 80.0], [30.0, 70.0], [1.0, 99.0]]))
+    errors = cover_errors(
+        np.array([[10.0, 90.0], [50.0, 50.0], [np.nan, np.nan]]), np.array([[20.0, 80.0], [30.0, 70.0], [1.0, 99.0]])
+    )
     assert errors.mae.tolist() == pytest.approx([15.0, 15.0])
     assert errors.bias.tolist() == pytest.approx([-5.0, 5.0])
     assert errors.images == 2

@@ -82,7 +82,10 @@ def test_loss_pads_the_target_with_the_ignore_index() -> None:
     padded[:, :14, :15] = target
     expected = model.head.loss(model.forward_features(image), padded)["loss"]
     assert torch.equal(model.loss(image, target)["loss"], expected)
-    assert model.loss(image, target)["loss"] != model.head.loss(model.forward_features(image), torch.nn.functional.pad(target, (0, 1, 0, 2)))["loss"]
+    assert (
+        model.loss(image, target)["loss"]
+        != model.head.loss(model.forward_features(image), torch.nn.functional.pad(target, (0, 1, 0, 2)))["loss"]
+    )
 
 
 def test_sliding_window_over_a_segmenter_is_batch_independent() -> None:

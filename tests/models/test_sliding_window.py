@@ -57,6 +57,7 @@ def test_fewest_windows_no_gap_wider_than_stride(length: int, crop: int, stride:
 
 def test_overlaps_are_averaged() -> None:
     """Logits = the column inside the window: where two windows overlap, the mean of both columns."""
+
     def local_column(windows: torch.Tensor) -> torch.Tensor:
         b, _, h, w = windows.shape
         return torch.arange(w, dtype=torch.float32).expand(b, 1, h, w).clone()

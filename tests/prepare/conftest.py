@@ -16,4 +16,6 @@ def source(tmp_path) -> Source:
 
 @pytest.fixture
 def options(tmp_path) -> PrepareOptions:
-    return PrepareOptions(taxonomy=load_taxonomy("finegrained"), output_dir=tmp_path / "out", source={"dataset": "reef"})
+    return PrepareOptions(
+        taxonomy=load_taxonomy("finegrained"), output_dir=tmp_path / "out", source={"dataset": "reef"}
+    )

@@ -34,14 +34,28 @@ class Source:
         splits = ["train", "train", "val", "test", "train", "val"]
         for i in range(n):
             path = write_image(folder / "media" / f"img_{i}.jpg", width, height, seed=i)
-            annotations = [square(0.1, 0.1, 0.6, 0.6, "Acropora"), square(0.3, 0.3, 0.5, 0.5, "Pavona" if i % 2 else "Porites")]
-            self.add(SampleRecord(f"id{i}", str(path), width, height, (splits[i % len(splits)],), ("A", f"q{i}")), annotations)
+            annotations = [
+                square(0.1, 0.1, 0.6, 0.6, "Acropora"),
+                square(0.3, 0.3, 0.5, 0.5, "Pavona" if i % 2 else "Porites"),
+            ]
+            self.add(
+                SampleRecord(f"id{i}", str(path), width, height, (splits[i % len(splits)],), ("A", f"q{i}")),
+                annotations,
+            )
 
     def add(self, record: SampleRecord, annotations: list[Annotation]) -> None:
         self.records = [r for r in self.records if r.sample_id != record.sample_id] + [record]
         self.annotations[record.sample_id] = annotations
         self.records = [
-            SampleRecord(r.sample_id, r.filepath, r.width, r.height, r.tags, r.group, tuple(a.label for a in self.annotations[r.sample_id]))
+            SampleRecord(
+                r.sample_id,
+                r.filepath,
+                r.width,
+                r.height,
+                r.tags,
+                r.group,
+                tuple(a.label for a in self.annotations[r.sample_id]),
+            )
             for r in self.records
         ]
 

@@ -19,9 +19,17 @@ def dataset(dataset_name, tmp_path):
     dataset = fo.Dataset(dataset_name)
     samples = []
     for i in range(5):
-        sample = fo.Sample(filepath=str(write_image(tmp_path / f"im{i}.jpg", 20, 10)), tags=["train"] if i else [], site="S", quadrat_id=f"Q{i % 2}", year=2020 + i)
+        sample = fo.Sample(
+            filepath=str(write_image(tmp_path / f"im{i}.jpg", 20, 10)),
+            tags=["train"] if i else [],
+            site="S",
+            quadrat_id=f"Q{i % 2}",
+            year=2020 + i,
+        )
         if i != 4:
-            sample["gt_polylines"] = fo.Polylines(polylines=[_polyline("Acropora", 0.1, z_order=i), _polyline("Porites", 0.5)])
+            sample["gt_polylines"] = fo.Polylines(
+                polylines=[_polyline("Acropora", 0.1, z_order=i), _polyline("Porites", 0.5)]
+            )
         samples.append(sample)
     dataset.add_samples(samples)
     yield dataset
@@ -74,7 +82,9 @@ def test_describe(dataset):
 def test_several_rings_and_integer_points_survive_flattening(dataset, tmp_path):
     rings = [[(0, 0), (0.5, 0), (0.5, 0.5)], [(0.6, 0.6), (1, 0.6), (1, 1), (0.6, 1)]]
     sample = fo.Sample(filepath=str(write_image(tmp_path / "two.jpg", 20, 10)))
-    sample["gt_polylines"] = fo.Polylines(polylines=[fo.Polyline(label="Acropora", points=rings, closed=True, filled=True)])
+    sample["gt_polylines"] = fo.Polylines(
+        polylines=[fo.Polyline(label="Acropora", points=rings, closed=True, filled=True)]
+    )
     dataset.add_sample(sample)
     ((_, (annotation,)),) = list(annotation_reader(dataset, "gt_polylines")([sample.id]))
     assert [ring.tolist() for ring in annotation.rings] == [[list(p) for p in ring] for ring in rings]

@@ -23,8 +23,14 @@ def dataset(dataset_name, tmp_path, monkeypatch):
     samples = []
     for i in range(12):
         ring = [(0.25, 0.25), (0.75, 0.25), (0.75, 0.75), (0.25, 0.75)]
-        sample = fo.Sample(filepath=str(write_image(tmp_path / f"q{i}.jpg", 16, 8)), tags=["train"], site="S", quadrat_id=f"Q{i // 2}")
-        sample["gt_polylines"] = fo.Polylines(polylines=[fo.Polyline(label=["Acropora", "Pavona", "Porites"][i % 3], points=[ring], closed=True, filled=True)])
+        sample = fo.Sample(
+            filepath=str(write_image(tmp_path / f"q{i}.jpg", 16, 8)), tags=["train"], site="S", quadrat_id=f"Q{i // 2}"
+        )
+        sample["gt_polylines"] = fo.Polylines(
+            polylines=[
+                fo.Polyline(label=["Acropora", "Pavona", "Porites"][i % 3], points=[ring], closed=True, filled=True)
+            ]
+        )
         samples.append(sample)
     dataset.add_samples(samples)
     yield dataset
@@ -44,7 +50,15 @@ def test_default_folder_tags_policy(dataset, tmp_path, capsys):
 
 
 def test_grouped_split_written_back_with_write_tags(dataset, tmp_path):
-    prepare(dataset.name, taxonomy="finegrained", output_dir=str(tmp_path / "out"), split_policy="grouped", ratios="0.34,0.33,0.33", seed=1, write_tags=True)
+    prepare(
+        dataset.name,
+        taxonomy="finegrained",
+        output_dir=str(tmp_path / "out"),
+        split_policy="grouped",
+        ratios="0.34,0.33,0.33",
+        seed=1,
+        write_tags=True,
+    )
     tags = dict(zip(*dataset.values(["quadrat_id", "tags"])))
     assert all(len(t) == 1 for t in dataset.values("tags"))
     assert {t[0] for t in tags.values()} == set(layout.SPLITS)
@@ -62,10 +76,22 @@ def test_all_taxonomies(dataset, tmp_path):
 
 
 def test_runs_from_its_own_folder_and_errors_are_one_line(dataset):
-    helped = subprocess.run([sys.executable, "prepare_data.py", "--help"], cwd=REPO / "prepare", capture_output=True, text=True, timeout=60)
+    helped = subprocess.run(
+        [sys.executable, "prepare_data.py", "--help"], cwd=REPO / "prepare", capture_output=True, text=True, timeout=60
+    )
     assert helped.returncode == 0 and "--split-policy" in helped.stdout
-    failed = subprocess.run([sys.executable, "prepare/prepare_data.py", "no_such_dataset", "--taxonomy", "nope"], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert failed.returncode == 2 and failed.stderr.startswith("error: taxonomy 'nope' not found") and "Traceback" not in failed.stderr
+    failed = subprocess.run(
+        [sys.executable, "prepare/prepare_data.py", "no_such_dataset", "--taxonomy", "nope"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (
+        failed.returncode == 2
+        and failed.stderr.startswith("error: taxonomy 'nope' not found")
+        and "Traceback" not in failed.stderr
+    )
 
 
 def test_rerun_redraws_a_damaged_mask_instead_of_calling_it_up_to_date(dataset, tmp_path, capsys):
@@ -80,7 +106,9 @@ def test_rerun_redraws_a_damaged_mask_instead_of_calling_it_up_to_date(dataset, 
     capsys.readouterr()
     prepare(dataset.name, taxonomy="extended")
     out = capsys.readouterr().out
-    assert "redrew 2 mask(s) whose file no longer matched the manifest" in out and "masks drawn: 2, up to date: 10" in out
+    assert (
+        "redrew 2 mask(s) whose file no longer matched the manifest" in out and "masks drawn: 2, up to date: 10" in out
+    )
     assert [sha256_file(root / e.mask) for e in entries] == [e.mask_sha256 for e in entries]
     prepare(dataset.name, taxonomy="extended")
     assert "nothing changed since the last run: 12 masks up to date" in capsys.readouterr().out
@@ -88,6 +116,8 @@ def test_rerun_redraws_a_damaged_mask_instead_of_calling_it_up_to_date(dataset, 
 
 def test_an_output_folder_that_cannot_be_made_is_one_sentence(dataset, tmp_path):
     (tmp_path / "taken").write_text("a file, not a folder")
-    with pytest.raises(UserError, match=f"cannot write {tmp_path / 'taken' / 'out'}: a file is where a folder should be"):
+    with pytest.raises(
+        UserError, match=f"cannot write {tmp_path / 'taken' / 'out'}: a file is where a folder should be"
+    ):
         prepare(dataset.name, taxonomy="extended", output_dir=str(tmp_path / "taken" / "out"))
     assert (tmp_path / "taken").read_text() == "a file, not a folder"

@@ -23,7 +23,9 @@ def test_folder_contents(source, options, capsys):
     root = options.output_dir
     assert report.written == 6 and report.info["splits"] == {"train": 3, "val": 2, "test": 1}
     prepared = layout.load_prepared(root)
-    assert prepared.classes[0] == "background" and prepared.classes[ACROPORA] == "Acropora" and prepared.num_classes == 17
+    assert (
+        prepared.classes[0] == "background" and prepared.classes[ACROPORA] == "Acropora" and prepared.num_classes == 17
+    )
     assert prepared.palette[ACROPORA] == (60, 180, 75) and len(prepared.palette) == 17
     assert (root / "classes.txt").read_text().splitlines()[PAVONA] == "Pavona/Leptoseris"
     for split in layout.SPLITS:
@@ -80,7 +82,9 @@ def test_taxonomy_edit_redraws_only_samples_it_touches(source, options, tmp_path
     prepare_dataset(source.records, source.read, options)
     assert (read_mask(options.output_dir / "train/labels/img_0.png") == 255).sum() == 300
     (folder / "finegrained.yaml").write_text(fine.replace("aliases: [Corail mou]", "aliases: [Corail mou, Tubastrea]"))
-    report = prepare_dataset(source.records, source.read, replace(options, taxonomy=load_taxonomy("finegrained", [folder])))
+    report = prepare_dataset(
+        source.records, source.read, replace(options, taxonomy=load_taxonomy("finegrained", [folder]))
+    )
     assert (report.written, report.up_to_date) == (1, 5)
     assert (read_mask(options.output_dir / "train/labels/img_0.png") == 12).sum() == 300
 
@@ -97,8 +101,12 @@ def test_new_colours_repaint_without_redrawing(source, options, tmp_path):
     prepare_dataset(source.records, source.read, options)
     folder = tmp_path / "taxonomies"
     folder.mkdir()
-    (folder / "finegrained.yaml").write_text(load_taxonomy("finegrained").path.read_text().replace("[60, 180, 75]", "[1, 2, 3]"))
-    report = prepare_dataset(source.records, source.read, replace(options, taxonomy=load_taxonomy("finegrained", [folder])))
+    (folder / "finegrained.yaml").write_text(
+        load_taxonomy("finegrained").path.read_text().replace("[60, 180, 75]", "[1, 2, 3]")
+    )
+    report = prepare_dataset(
+        source.records, source.read, replace(options, taxonomy=load_taxonomy("finegrained", [folder]))
+    )
     assert (report.written, report.recoloured) == (0, 6)
     with Image.open(options.output_dir / "train/labels/img_1.png") as mask:
         assert mask.getpalette()[3 * ACROPORA : 3 * ACROPORA + 3] == [1, 2, 3]
@@ -245,7 +253,9 @@ def test_untagged_samples_are_listed(source, options):
 
 
 def test_grouped_policy(source, options):
-    report = prepare_dataset(source.records, source.read, replace(options, split_policy="grouped", ratios=(0.5, 0.25, 0.25)))
+    report = prepare_dataset(
+        source.records, source.read, replace(options, split_policy="grouped", ratios=(0.5, 0.25, 0.25))
+    )
     assert set(report.assignment.values()) == set(layout.SPLITS) and sum(report.info["splits"].values()) == 6
     assert report.info["splits"]["train"] >= 2
     assert report.info["split_policy"] == {"policy": "grouped", "ratios": [0.5, 0.25, 0.25], "seed": 0}
@@ -272,7 +282,12 @@ def test_same_file_name_in_two_folders(source, options, tmp_path):
     source.add(SampleRecord("twin", str(twin), 40, 30, ("train",)), source.annotations["id0"])
     report = prepare_dataset(source.records, source.read, options)
     images = sorted(e.image for e in report.entries if e.split == "train")
-    assert images == ["train/data/img_0__id0.jpg", "train/data/img_0__twin.jpg", "train/data/img_1.jpg", "train/data/img_4.jpg"]
+    assert images == [
+        "train/data/img_0__id0.jpg",
+        "train/data/img_0__twin.jpg",
+        "train/data/img_1.jpg",
+        "train/data/img_4.jpg",
+    ]
 
 
 def test_images_copied_when_they_cannot_be_linked(source, options, monkeypatch):
@@ -289,7 +304,9 @@ def test_images_copied_when_they_cannot_be_linked(source, options, monkeypatch):
 
 def test_truncated_and_bomb_images_are_left_out_and_listed(source, options):
     truncated = layout.Path(source.records[1].filepath)
-    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])  # PIL's size from the header is still 40x30
+    truncated.write_bytes(
+        truncated.read_bytes()[: truncated.stat().st_size // 2]
+    )  # PIL's size from the header is still 40x30
     bomb = layout.Path(source.records[4].filepath)
     import struct
     import zlib
@@ -298,7 +315,9 @@ def test_truncated_and_bomb_images_are_left_out_and_listed(source, options):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", 40000, 40000, 8, 2, 0, 0, 0)
-    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
+    bomb.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+    )
     report = prepare_dataset(source.records, source.read, options)
     assert report.left_out == {
         "image file truncated or damaged (it does not decode completely); export or copy it again": [str(truncated)],
@@ -312,7 +331,9 @@ def test_a_polygon_with_nan_points_stored_by_an_older_version_is_refused(source,
     source.add(source.records[1], [*source.annotations["id1"], bad])
     with pytest.raises(UserError) as error:
         prepare_dataset(source.records, source.read, options)
-    assert str(error.value).startswith(f"sample id1 ({source.records[-1].filepath}) has a 'Porites' polygon with NaN or infinite coordinates")
+    assert str(error.value).startswith(
+        f"sample id1 ({source.records[-1].filepath}) has a 'Porites' polygon with NaN or infinite coordinates"
+    )
 
 
 def test_a_name_too_long_for_the_file_system_once_made_unique_is_one_sentence():
@@ -321,7 +342,9 @@ def test_a_name_too_long_for_the_file_system_once_made_unique_is_one_sentence():
 
     long = "q" * 240 + ".jpg"  # fits on disk, but not with `__<sample id>` added to tell two such images apart
     records = [SampleRecord(f"{i:024x}", f"/media/task_{i}/{long}", 8, 8) for i in range(2)]
-    with pytest.raises(UserError, match="prepared file name for image /media/task_0/q+\\.jpg.* bytes long.*rename the image"):
+    with pytest.raises(
+        UserError, match="prepared file name for image /media/task_0/q+\\.jpg.* bytes long.*rename the image"
+    ):
         _output_names(records)
     assert _output_names(records[:1])[records[0].sample_id] == (long, "q" * 240)
 
@@ -330,8 +353,14 @@ def test_a_name_too_long_for_the_file_system_once_made_unique_is_one_sentence():
 def test_a_water_polygon_on_a_colony_stays_background_only_when_the_taxonomy_says_so(tmp_path, listed_as):
     folder = tmp_path / "taxonomies"
     folder.mkdir()
-    text = (load_taxonomy("finegrained").path.read_text(encoding="utf-8")
-            .replace("drop: [Empty]", f"drop: [Empty{', Water' if listed_as == 'drop' else ''}]\nbackground: [Sand{', Water' if listed_as == 'background' else ''}]"))
+    text = (
+        load_taxonomy("finegrained")
+        .path.read_text(encoding="utf-8")
+        .replace(
+            "drop: [Empty]",
+            f"drop: [Empty{', Water' if listed_as == 'drop' else ''}]\nbackground: [Sand{', Water' if listed_as == 'background' else ''}]",
+        )
+    )
     (folder / "finegrained.yaml").write_text(text, encoding="utf-8")
     taxonomy = load_taxonomy("finegrained", [folder])
     path = write_image(tmp_path / "media" / "hole.jpg", 40, 30)

@@ -42,7 +42,9 @@ def test_degenerate_polygons_have_no_area():
 
 
 def test_several_rings_make_one_annotation():
-    geometry = polygon_from_rings([np.array([(0, 0), (2, 0), (2, 2), (0, 2)], float), np.array([(4, 4), (6, 4), (6, 6), (4, 6)], float)])
+    geometry = polygon_from_rings(
+        [np.array([(0, 0), (2, 0), (2, 2), (0, 2)], float), np.array([(4, 4), (6, 4), (6, 6), (4, 6)], float)]
+    )
     assert (rasterize_shapes([Shape(geometry, 1)], 8, 8) == 1).sum() == 8
 
 
@@ -83,7 +85,11 @@ def test_agrees_with_independent_opencv_fill_off_polygon_edges():
     rng = np.random.default_rng(7)
     width, height = 241, 173
     shapes = [
-        Shape(polygon_from_rings([_star(rng, *rng.uniform(10, 230, 2) * (1, 0.7), rng.uniform(8, 50))]), value=i + 1, z_order=int(rng.integers(0, 2)))
+        Shape(
+            polygon_from_rings([_star(rng, *rng.uniform(10, 230, 2) * (1, 0.7), rng.uniform(8, 50))]),
+            value=i + 1,
+            z_order=int(rng.integers(0, 2)),
+        )
         for i in range(25)
     ]
     ours = rasterize_shapes(shapes, width, height)

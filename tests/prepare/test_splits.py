@@ -33,7 +33,9 @@ def test_whole_quadrats_stay_together_and_ratios_hold():
 
 def test_deterministic_for_a_seed():
     samples = _samples()
-    assert grouped_split(samples, SPLITS, (0.7, 0.2, 0.1), 5) == grouped_split(list(reversed(samples)), SPLITS, (0.7, 0.2, 0.1), 5)
+    assert grouped_split(samples, SPLITS, (0.7, 0.2, 0.1), 5) == grouped_split(
+        list(reversed(samples)), SPLITS, (0.7, 0.2, 0.1), 5
+    )
     assert grouped_split(samples, SPLITS, (0.7, 0.2, 0.1), 5) != grouped_split(samples, SPLITS, (0.7, 0.2, 0.1), 6)
 
 

@@ -32,7 +32,10 @@ def test_aliases_and_dropped_labels():
 @pytest.mark.parametrize("level", ["extended", "main_families", "agnostic"])
 def test_every_finegrained_class_lands_in_exactly_one_class(level):
     taxonomy = load_taxonomy(level)
-    homes = {fine: [i for i in range(1, len(taxonomy.classes) + 1) if taxonomy.finest_to_class[fine] == i] for fine in FINEGRAINED}
+    homes = {
+        fine: [i for i in range(1, len(taxonomy.classes) + 1) if taxonomy.finest_to_class[fine] == i]
+        for fine in FINEGRAINED
+    }
     assert all(len(h) == 1 for h in homes.values())
     assert set(taxonomy.finest_to_class) == set(FINEGRAINED)
     # raw labels follow their finegrained class
@@ -65,9 +68,15 @@ BASE = "name: base\ndrop: [Empty]\nclasses:\n  - {name: A, color: [1, 2, 3], ali
     "child, problem",
     [
         ("classes:\n  - {name: AB, color: [1, 1, 1], from: [A, B]}\n", "C lands in no class"),
-        ("classes:\n  - {name: AB, color: [1, 1, 1], from: [A, B]}\n  - {name: BC, color: [2, 2, 2], from: [B, C]}\n", "B lands in AB and BC"),
+        (
+            "classes:\n  - {name: AB, color: [1, 1, 1], from: [A, B]}\n  - {name: BC, color: [2, 2, 2], from: [B, C]}\n",
+            "B lands in AB and BC",
+        ),
         ("classes:\n  - {name: X, color: [1, 1, 1], from: [A, B, C, D]}\n", "merges 'D'"),
-        ("classes:\n  - {name: X, color: [1, 1, 1], from: [A, B, C], aliases: [x]}\n", "belong only in the finest level"),
+        (
+            "classes:\n  - {name: X, color: [1, 1, 1], from: [A, B, C], aliases: [x]}\n",
+            "belong only in the finest level",
+        ),
         ("classes:\n  - {name: X, color: [1, 1], from: [A, B, C]}\n", "color"),
     ],
 )
@@ -98,13 +107,21 @@ def test_unknown_labels_stop_with_counts_and_the_file_to_edit():
     with pytest.raises(UserError) as error:
         resolve_labels(fine, counts, "error", 255)
     message = str(error.value)
-    assert "'Tubastrea' (5), 'Dendrophyllia' (3)" in message and str(fine.finest_path) in message and "--unknown" in message
+    assert (
+        "'Tubastrea' (5), 'Dendrophyllia' (3)" in message
+        and str(fine.finest_path) in message
+        and "--unknown" in message
+    )
 
 
 def test_unknown_labels_other_or_ignore():
     extended = load_taxonomy("extended")
     counts = {"Acropora": 1, "Dendrophyllia": 1, "Empty": 1}
-    assert resolve_labels(extended, counts, "other", 255) == {"Acropora": 1, "Dendrophyllia": extended.classes.index("Other") + 1, "Empty": None}
+    assert resolve_labels(extended, counts, "other", 255) == {
+        "Acropora": 1,
+        "Dendrophyllia": extended.classes.index("Other") + 1,
+        "Empty": None,
+    }
     assert resolve_labels(extended, counts, "ignore", 255)["Dendrophyllia"] == 255
     assert resolve_labels(load_taxonomy("agnostic"), counts, "other", 255)["Dendrophyllia"] == 1
     with pytest.raises(UserError, match="--unknown must be one of"):
@@ -138,18 +155,30 @@ def test_a_malformed_taxonomy_file_is_one_sentence(tmp_path, content, problem):
 
 def test_background_labels_paint_zero_and_are_checked(tmp_path):
     _write(tmp_path, "base", BASE.replace("drop: [Empty]", "drop: [Empty]\nbackground: [Water, Sand]"))
-    _write(tmp_path, "child", "name: child\nparent: base\nclasses:\n  - {name: ABC, color: [1, 1, 1], from: [A, B, C]}\n")
+    _write(
+        tmp_path, "child", "name: child\nparent: base\nclasses:\n  - {name: ABC, color: [1, 1, 1], from: [A, B, C]}\n"
+    )
     for name in ("base", "child"):
         taxonomy = load_taxonomy(name, taxonomy_dirs(str(tmp_path)))
-        assert (taxonomy.class_index("Water"), taxonomy.class_index("Sand"), taxonomy.class_index("Empty")) == (0, 0, None)
+        assert (taxonomy.class_index("Water"), taxonomy.class_index("Sand"), taxonomy.class_index("Empty")) == (
+            0,
+            0,
+            None,
+        )
         assert "Water" not in taxonomy.label_to_class  # never a class, so never a colony in evaluation either
-    for broken, problem in ((BASE.replace("drop: [Empty]", "drop: [Empty]\nbackground: [Empty]"), "both `drop` and `background`"),
-                            (BASE.replace("drop: [Empty]", "background: [a]"), "claimed twice"),
-                            (BASE.replace("drop: [Empty]", "background: Water"), "must be a list")):
+    for broken, problem in (
+        (BASE.replace("drop: [Empty]", "drop: [Empty]\nbackground: [Empty]"), "both `drop` and `background`"),
+        (BASE.replace("drop: [Empty]", "background: [a]"), "claimed twice"),
+        (BASE.replace("drop: [Empty]", "background: Water"), "must be a list"),
+    ):
         _write(tmp_path, "base", broken)
         with pytest.raises(UserError, match=problem):
             load_taxonomy("base", taxonomy_dirs(str(tmp_path)))
     _write(tmp_path, "base", BASE)
-    _write(tmp_path, "child", "name: child\nparent: base\nbackground: [Water]\nclasses:\n  - {name: ABC, color: [1, 1, 1], from: [A, B, C]}\n")
+    _write(
+        tmp_path,
+        "child",
+        "name: child\nparent: base\nbackground: [Water]\nclasses:\n  - {name: ABC, color: [1, 1, 1], from: [A, B, C]}\n",
+    )
     with pytest.raises(UserError, match="belong only in the finest level"):
         load_taxonomy("child", taxonomy_dirs(str(tmp_path)))

@@ -51,9 +51,18 @@ def write_sample(root: Path, split: str, stem: str, image: np.ndarray, mask: np.
     (root / mask_rel).write_bytes(encode_mask_png(mask, palette_bytes([(0, 0, 0), *PALETTE])))
     counts = np.bincount(mask.ravel(), minlength=3)
     return ManifestEntry(
-        sample_id=stem, split=split, image=image_rel, mask=mask_rel, width=image.shape[1], height=image.shape[0],
-        source_image=stem, image_sha256=sha256_file(root / image_rel), mask_sha256=sha256_file(root / mask_rel),
-        source_key=stem, palette_key="toy", pixels={str(i): int(c) for i, c in enumerate(counts) if c},
+        sample_id=stem,
+        split=split,
+        image=image_rel,
+        mask=mask_rel,
+        width=image.shape[1],
+        height=image.shape[0],
+        source_image=stem,
+        image_sha256=sha256_file(root / image_rel),
+        mask_sha256=sha256_file(root / mask_rel),
+        source_key=stem,
+        palette_key="toy",
+        pixels={str(i): int(c) for i, c in enumerate(counts) if c},
     )
 
 
@@ -81,9 +90,24 @@ def prepared(tmp_path: Path) -> Path:
 def tiny_overrides(tmp_path: Path, data_dir: Path, **more: object) -> dict[str, object]:
     """Config overrides for a run that takes seconds: tiny ViT, 56-pixel crops, a few steps."""
     base = {
-        "backbone": "tiny_dinov2", "data_dir": str(data_dir), "runs_dir": str(tmp_path / "runs"),
-        "cache_dir": str(tmp_path / "cache"), "crop": 56, "window": 56, "views_per_image": 4, "scale_range": [1.0, 1.0],
-        "batch_size": 8, "steps": 30, "warmup_steps": 3, "eval_every": 15, "log_every": 5, "lr": 3e-3,
-        "val_batch_size": 8, "device": "cpu", "workers": 0, "seed": 0, "patience": 0,
+        "backbone": "tiny_dinov2",
+        "data_dir": str(data_dir),
+        "runs_dir": str(tmp_path / "runs"),
+        "cache_dir": str(tmp_path / "cache"),
+        "crop": 56,
+        "window": 56,
+        "views_per_image": 4,
+        "scale_range": [1.0, 1.0],
+        "batch_size": 8,
+        "steps": 30,
+        "warmup_steps": 3,
+        "eval_every": 15,
+        "log_every": 5,
+        "lr": 3e-3,
+        "val_batch_size": 8,
+        "device": "cpu",
+        "workers": 0,
+        "seed": 0,
+        "patience": 0,
     }
     return base | more

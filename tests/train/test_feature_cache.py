@@ -35,8 +35,10 @@ def _entries(folder, segmenter, cache_dir):
     train = samples["train"]
     banks = [bank_for(s, K, CROP, (0.7, 1.3), seed=0) for s in train]
     root = feature_cache.backbone_dir(cache_dir, segmenter.backbone, "fp32")
-    entries = [feature_cache.cache_entry(root, cache_dir / "labels", ih, mh, bank, segmenter.backbone.layers)
-               for (ih, mh), bank in zip(file_hashes(train), banks)]
+    entries = [
+        feature_cache.cache_entry(root, cache_dir / "labels", ih, mh, bank, segmenter.backbone.layers)
+        for (ih, mh), bank in zip(file_hashes(train), banks)
+    ]
     jobs = [(s.image_path, s.mask_path, bank) for s, bank in zip(train, banks)]
     return train, banks, entries, jobs
 
@@ -101,10 +103,14 @@ def test_backbones_with_other_weights_never_share_entries(tmp_path, segmenter):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         other = build_backbone("tiny_dinov2", layers=2)
-    assert feature_cache.backbone_dir(tmp_path, other, "fp32") == feature_cache.backbone_dir(tmp_path, segmenter.backbone, "fp32")
+    assert feature_cache.backbone_dir(tmp_path, other, "fp32") == feature_cache.backbone_dir(
+        tmp_path, segmenter.backbone, "fp32"
+    )
     with torch.no_grad():
         other.vit.cls_token += 1  # "random" weights that differ: the hash of the parameters tells them apart
-    assert feature_cache.backbone_dir(tmp_path, other, "fp32") != feature_cache.backbone_dir(tmp_path, segmenter.backbone, "fp32")
+    assert feature_cache.backbone_dir(tmp_path, other, "fp32") != feature_cache.backbone_dir(
+        tmp_path, segmenter.backbone, "fp32"
+    )
     assert feature_cache.backbone_dir(tmp_path, other, "fp32") != feature_cache.backbone_dir(tmp_path, other, "bf16")
 
 
@@ -116,13 +122,20 @@ def test_validation_reads_window_maps_back_and_scores_the_same(tmp_path, segment
     folder = write_prepared(tmp_path / "data", train=1, val=2, size=140)
     val = load_samples(folder)[1]["val"]
     config = with_default_window(load_config(None, crop=56, window=56, val_batch_size=3))
-    dirs = [feature_cache.window_cache_dir(tmp_path / "cache", ih, 56, config.window_stride) for ih, _ in file_hashes(val)]
+    dirs = [
+        feature_cache.window_cache_dir(tmp_path / "cache", ih, 56, config.window_stride) for ih, _ in file_hashes(val)
+    ]
     classes = ["background", "Acropora", "Porites"]
     args = (segmenter, FullImages(val), classes, config, Runtime(torch.device("cpu")), Distributed())
     live = validate(*args)
     first = validate(*args, dirs)
     stored = sorted(p.relative_to(tmp_path / "cache") for p in (tmp_path / "cache").rglob("*.npy"))
-    assert len(stored) == 2 * 2 and np.load(tmp_path / "cache" / stored[0]).shape == (9, 32, 4, 4)  # 3x3 windows of 56 (the default: fewest) on 140 px
+    assert len(stored) == 2 * 2 and np.load(tmp_path / "cache" / stored[0]).shape == (
+        9,
+        32,
+        4,
+        4,
+    )  # 3x3 windows of 56 (the default: fewest) on 140 px
 
     def no_backbone(images):
         raise AssertionError("the backbone ran although the window maps are cached")

@@ -30,8 +30,12 @@ def test_batches_depend_only_on_the_step_and_split_between_processes():
     whole = list(step_batches(10, 4, seed=0, start_step=0, steps=7, dist_info=Distributed()))
     assert list(step_batches(10, 4, seed=0, start_step=5, steps=7, dist_info=Distributed())) == whole[5:]
     epoch0 = [i for batch in whole[:2] for _, i in batch]
-    assert len(set(epoch0)) == 8 and {e for batch in whole[:2] for e, _ in batch} == {0}  # 2 steps per epoch, no repeats
-    assert whole[2][0][0] == 1 and whole != list(step_batches(10, 4, seed=1, start_step=0, steps=7, dist_info=Distributed()))
+    assert len(set(epoch0)) == 8 and {e for batch in whole[:2] for e, _ in batch} == {
+        0
+    }  # 2 steps per epoch, no repeats
+    assert whole[2][0][0] == 1 and whole != list(
+        step_batches(10, 4, seed=1, start_step=0, steps=7, dist_info=Distributed())
+    )
     halves = [list(step_batches(10, 4, 0, 0, 7, Distributed(rank, 2))) for rank in (0, 1)]
     for step, batch in enumerate(whole):
         assert sorted(halves[0][step] + halves[1][step]) == sorted(batch) and len(halves[0][step]) == 2
@@ -46,8 +50,17 @@ def test_inverse_sqrt_class_weights():
 
 
 def test_config_files_overrides_and_their_errors():
-    config = load_config("segformer.yaml", lr="0.01", steps=5.0, cache="false", layers="[1, 3]", head_config="{channels: 16}")
-    assert (config.head, config.lr, config.steps, config.cache, config.layers, config.head_config) == ("segformer", 0.01, 5, False, [1, 3], {"channels": 16})
+    config = load_config(
+        "segformer.yaml", lr="0.01", steps=5.0, cache="false", layers="[1, 3]", head_config="{channels: 16}"
+    )
+    assert (config.head, config.lr, config.steps, config.cache, config.layers, config.head_config) == (
+        "segformer",
+        0.01,
+        5,
+        False,
+        [1, 3],
+        {"channels": 16},
+    )
     assert load_config("linear.yaml", layers=4).layers == 4
     for path in sorted((REPO / "train" / "configs").glob("*.yaml")):
         assert load_config(path).head == path.stem
@@ -86,7 +99,9 @@ def test_help_is_answered_without_importing_torch():
     code = "import sys; sys.argv = ['train.py', '--help']; from train.cli import main; main(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert "--views-per-image" in out and "--resume" in out and out.strip().endswith("False")
-    script = subprocess.run([sys.executable, "train/train.py", "--help"], cwd=REPO, capture_output=True, text=True, check=True)
+    script = subprocess.run(
+        [sys.executable, "train/train.py", "--help"], cwd=REPO, capture_output=True, text=True, check=True
+    )
     assert script.stdout.startswith("usage: python train/train.py")
 
 
@@ -99,8 +114,17 @@ def test_class_pixel_counts_from_the_manifest_match_the_masks(prepared):
     assert counts.tolist() == np.bincount(np.concatenate([m.ravel() for m in masks]), minlength=3).tolist()
 
 
-@pytest.mark.parametrize("argv, cache", [(["--no-cache"], False), (["--nocache"], False), (["--no_cache", "true"], False),
-                                         (["--cache", "false"], False), (["--no_cache", "false"], True), ([], True)])
+@pytest.mark.parametrize(
+    "argv, cache",
+    [
+        (["--no-cache"], False),
+        (["--nocache"], False),
+        (["--no_cache", "true"], False),
+        (["--cache", "false"], False),
+        (["--no_cache", "false"], True),
+        ([], True),
+    ],
+)
 def test_boolean_flags_as_users_type_them(monkeypatch, argv, cache):
     from train import cli, loop
 
@@ -126,15 +150,34 @@ def test_settings_are_resolved_once_into_a_complete_config(tmp_path):
     from train.config import check_resolved, resolve_config
     from train.loop import train
 
-    settings = Settings(data_root=tmp_path / "data", runs_dir=tmp_path / "runs", demo_dataset="reef", label_taxonomy="agnostic",
-                        dino_weights="/weights/dinov2.pth", device="cpu", seed=7, workers=3)
+    settings = Settings(
+        data_root=tmp_path / "data",
+        runs_dir=tmp_path / "runs",
+        demo_dataset="reef",
+        label_taxonomy="agnostic",
+        dino_weights="/weights/dinov2.pth",
+        device="cpu",
+        seed=7,
+        workers=3,
+    )
     config = resolve_config(load_config(None), settings)
-    assert config.data_dir == str(tmp_path / "data" / "prepared" / "reef_agnostic") and config.name == "linear_reef_agnostic"
+    assert (
+        config.data_dir == str(tmp_path / "data" / "prepared" / "reef_agnostic")
+        and config.name == "linear_reef_agnostic"
+    )
     assert (config.runs_dir, config.cache_dir) == (str(tmp_path / "runs"), str(tmp_path / "data" / "cache"))
     assert (config.weights, config.device, config.seed, config.workers) == ("/weights/dinov2.pth", "cpu", 7, 3)
     assert (config.window, config.window_stride) == (392, 392)
     check_resolved(config)
-    given = resolve_config(load_config(None, data_dir=str(tmp_path / "mine"), seed=0, workers=0, device="cuda", name="r"), settings)
-    assert (given.data_dir, given.seed, given.workers, given.device, given.name) == (str(tmp_path / "mine"), 0, 0, "cuda", "r")
+    given = resolve_config(
+        load_config(None, data_dir=str(tmp_path / "mine"), seed=0, workers=0, device="cuda", name="r"), settings
+    )
+    assert (given.data_dir, given.seed, given.workers, given.device, given.name) == (
+        str(tmp_path / "mine"),
+        0,
+        0,
+        "cuda",
+        "r",
+    )
     with pytest.raises(ValueError, match="not resolved.*data_dir.*seed"):
         train(load_config(None))

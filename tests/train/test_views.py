@@ -12,7 +12,9 @@ COLOURS = np.array([[10, 20, 30], [200, 0, 0], [0, 0, 200], [0, 200, 0]], dtype=
 def _pair(size: int = 64, block: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A mask of random square blocks and an image that is exactly its colours."""
     rng = np.random.default_rng(seed)
-    mask = np.kron(rng.integers(0, 4, (size // block, size // block)), np.ones((block, block), dtype=np.int64)).astype(np.uint8)
+    mask = np.kron(rng.integers(0, 4, (size // block, size // block)), np.ones((block, block), dtype=np.int64)).astype(
+        np.uint8
+    )
     mask[0, :] = 3  # an asymmetric mark, so a wrong flip or rotation cannot go unnoticed
     return COLOURS[mask], mask
 
@@ -27,7 +29,9 @@ def test_same_seed_same_views_and_other_seed_others():
     assert a == view_bank("site_2020_01", 300, 400, 8, 56, (0.5, 1.5), seed=3)
     assert a != view_bank("site_2020_01", 300, 400, 8, 56, (0.5, 1.5), seed=4)
     assert a != view_bank("site_2020_02", 300, 400, 8, 56, (0.5, 1.5), seed=3)
-    assert views_key(a) == views_key(list(a)) != views_key(view_bank("site_2020_01", 300, 400, 8, 56, (0.5, 1.5), seed=4))
+    assert (
+        views_key(a) == views_key(list(a)) != views_key(view_bank("site_2020_01", 300, 400, 8, 56, (0.5, 1.5), seed=4))
+    )
 
 
 def test_views_stay_inside_image_and_cover_all_eight_dihedral_transforms():
