@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from common.errors import UserError
 
 # Errors of the place written to, not of the program: reported as one sentence, never a traceback.
@@ -153,3 +155,17 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """A YAML file's content; one sentence with the line and column when it is not YAML, or not text."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise UserError(
+            f"{what} {path} is not valid YAML{at} ({getattr(error, 'problem', None) or 'unreadable'}); fix or restore it"
+        ) from None
+    except UnicodeDecodeError:
+        raise UserError(f"{what} {path} is not UTF-8 text; fix or restore it") from None

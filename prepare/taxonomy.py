@@ -14,9 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from common.cli import UserError
+from common.fileio import read_yaml
 from common.names import check_name
 from prepare.layout import BACKGROUND_INDEX
 
@@ -87,16 +86,7 @@ def _find(name: str, dirs: Sequence[Path]) -> Path:
 
 
 def _read(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        where = getattr(error, "problem_mark", None)
-        at = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
-        raise UserError(
-            f"taxonomy file {path} is not valid YAML{at}: {getattr(error, 'problem', None) or 'unreadable'}; fix or restore the file"
-        ) from None
-    except UnicodeDecodeError:
-        raise UserError(f"taxonomy file {path} is not UTF-8 text; fix or restore the file") from None
+    data = read_yaml(path, "taxonomy file")
     if not isinstance(data, dict) or not isinstance(data.get("classes"), list) or not data["classes"]:
         raise UserError(f"taxonomy file {path} must be a mapping with a non-empty `classes` list")
     data["name"] = check_name(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from common.errors import UserError
+from common.fileio import read_yaml
 from common.names import check_name
 from common.runtime import PRECISION_HELP, check_precision
 
@@ -222,20 +223,6 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
     config = TrainConfig(**{k: coerce_value(k, v) for k, v in values.items()})
     check_config(config)
     return config
-
-
-def read_yaml(path: Path, what: str) -> Any:
-    """A YAML file's content; one sentence with the line and column when it is not YAML, or not text."""
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise UserError(
-            f"{what} {path} is not valid YAML{at} ({getattr(error, 'problem', None) or 'unreadable'}); fix or restore it"
-        ) from None
-    except UnicodeDecodeError:
-        raise UserError(f"{what} {path} is not UTF-8 text; fix or restore it") from None
 
 
 # (key, smallest allowed, whether the smallest itself is allowed): refused before any work, with the key to fix

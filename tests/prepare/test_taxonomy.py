@@ -140,7 +140,7 @@ def test_parent_loop_is_refused_and_a_file_path_works(tmp_path):
 @pytest.mark.parametrize(
     "content, problem",
     [
-        (b"name: base\nclasses:\n  - {name: A, color: [1, 2, 3]\n", "is not valid YAML (line 4, column 1)"),
+        (b"name: base\nclasses:\n  - {name: A, color: [1, 2, 3]\n", "is not valid YAML at line 4, column 1"),
         (b"name: base\nclasses: [\x00\x01]", "is not valid YAML"),
         (b"\xff\xfe\x00garbage", "is not UTF-8 text"),
         (b"name: ../../x\nclasses:\n  - {name: A, color: [1, 2, 3]}\n", "taxonomy name in"),
