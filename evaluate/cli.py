@@ -27,6 +27,7 @@ def evaluate(
     data_dir: str | None = None,
     weights: str | None = None,
     delete: bool = False,
+    quadrat_size: str = "1x1",
     crop: int | None = None,
     stride: int | None = None,
 ) -> None:
@@ -46,6 +47,7 @@ def evaluate(
         data_dir: prepared folder with the ground truth (default DATA_ROOT/prepared/<dataset>_<run taxonomy>).
         weights: backbone weights the run was trained on (default DINO_WEIGHTS).
         delete: remove this run's fields, evaluations and saved view from the dataset instead (files stay).
+        quadrat_size: the ground one photo covers, WIDTHxHEIGHT in m or cm (default 1x1 m), for colony sizes in cm².
         crop: deprecated name of --window.
         stride: deprecated name of --window-stride.
     """
@@ -69,11 +71,12 @@ def evaluate(
             else f"run {run_dir.name} has nothing in {dataset_name!r}"
         )
         return
+    from evaluate.ecology import QuadratScale
     from evaluate.pipeline import EvaluateOptions, evaluate_run
 
     options = EvaluateOptions.from_settings(
         settings, run_dir, dataset=dataset_name, split=split, which=checkpoint, window=window, window_stride=window_stride,
-        batch_size=batch_size, tta=tta, precision=precision, device=device, weights=weights,
+        batch_size=batch_size, tta=tta, precision=precision, device=device, weights=weights, quadrat=QuadratScale.parse(quadrat_size),
         data_dir=Path(data_dir).expanduser().resolve() if data_dir else None,
     )  # fmt: skip
     if min(window or 1, window_stride or 1, batch_size) < 1:

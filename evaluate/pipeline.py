@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -24,13 +24,16 @@ from common.names import check_file_name, check_name
 from common.progress import progress
 from common.runtime import Runtime, resolve_runtime
 from common.settings import Settings
+from data_engineering import dataset_contract as contract
 from data_engineering.dataset_contract import GT_FIELD
 from evaluate import writeback
 from evaluate.colonies import Colony, find_colonies
+from evaluate.ecology import QuadratScale, QuadratSummary, colony_sizes, image_cover
 from evaluate.fields import RunFields
 from evaluate.inference import predict_image, window_forward
 from evaluate.prediction_cache import CACHE_FILE, PredictionCache, image_key
 from evaluate.reports import ImageResult, SplitReport, format_per_class_table, write_report
+from evaluate.survey_report import PREDICTION, SPLIT_SURVEY_DIR, write_split_survey, write_survey_report
 from models.checkpoint import CheckpointSpec, checkpoint_stem, load_checkpoint
 from models.metrics import compute_metrics, confusion_matrix, cover_percent
 from models.sliding_window import WINDOW_LAYOUT, default_window_stride
@@ -45,6 +48,7 @@ from prepare.layout import (
     png_palette,
 )
 from prepare.mask_png import encode_mask_png, read_mask
+from prepare.rasterize import polygon_from_rings, to_pixels
 from prepare.taxonomy import BUILTIN_DIR, Taxonomy, load_taxonomy, taxonomy_dirs
 
 SPLITS = ("train", "val", "test", "all")
@@ -82,6 +86,7 @@ class EvaluateOptions:
     weights: str | None = None  # the backbone weights the run was trained on; None: a random backbone
     taxonomy_dirs: tuple[Path, ...] = (BUILTIN_DIR,)
     gt_field: str = GT_FIELD
+    quadrat: QuadratScale = QuadratScale()  # the ground one photo covers, for colony sizes in cm² (survey numbers)
 
     @classmethod
     def from_settings(cls, settings: Settings, run_dir: Path, **flags: Any) -> EvaluateOptions:
@@ -184,6 +189,29 @@ def _predict_or_reuse(
     return prediction.mask, colonies, False
 
 
+def gt_colony_outlines(polylines: Any, classes: Sequence[str], width: int, height: int) -> list[tuple[int, Any]]:
+    """(class index, outline in pixels) of each annotated colony (polylines relabelled to the run's classes):
+    the colonies as drawn, so two touching colonies of a genus count as two, as ecologists count them."""
+    outlines = []
+    for polyline in polylines.polylines:
+        area = polygon_from_rings([to_pixels(ring, width, height) for ring in polyline.points])
+        if area is not None and polyline.label in classes:
+            outlines.append((classes.index(polyline.label), area))
+    return outlines
+
+
+def _quadrat(
+    sample: Any, mask: np.ndarray, colonies: list[tuple[int, Any]], classes: Sequence[str], scale: QuadratScale
+) -> QuadratSummary:
+    """The survey numbers of one quadrat (cover, colony sizes) from a mask and its colonies."""
+    site = sample[contract.SITE] if sample.has_field(contract.SITE) else None
+    year = sample[contract.YEAR] if sample.has_field(contract.YEAR) else None
+    return QuadratSummary(
+        Path(sample.filepath).name, site, year, image_cover(mask, len(classes)),
+        colony_sizes(colonies, mask.shape, scale), scale.area_m2,
+    )  # fmt: skip
+
+
 def window_setting(spec: CheckpointSpec, window: int | None, window_stride: int | None) -> tuple[int, int]:
     """Window size and largest step: the run's unless given; a window given alone gets its own fewest windows."""
     if window:
@@ -250,6 +278,7 @@ def _evaluate_run(
     }  # fmt: skip
     cache = PredictionCache(out_dir / CACHE_FILE, depends_on)
     images, used_names, reused = [], set[str](), 0
+    quadrats: dict[str, list[QuadratSummary]] = {"gt": [], "scored": [], "all": []}  # small: covers and sizes only
     for sample_id in progress(sample_ids, desc=f"evaluate {run_dir.name} on {options.split}", unit="image", file=out):
         sample = dataset[sample_id]
         mask_path = out_dir / "masks" / _mask_name(sample.filepath, sample_id, used_names)
@@ -269,20 +298,28 @@ def _evaluate_run(
         reused += was_cached
         height, width = predicted.shape
         polylines = writeback.colonies_to_polylines(colonies, classes, width, height)
+        predicted_quadrat = _quadrat(
+            sample, predicted, [(c.class_index, c.polygon) for c in colonies], classes, options.quadrat
+        )
+        quadrats["all"].append(predicted_quadrat)
         result = ImageResult(Path(sample.filepath).name, sample_id, cover_percent(predicted, len(classes)))
         entry = entries.get(sample_id)
         if entry is None or prepared is None:  # no ground truth (entries is empty without a prepared folder)
             writeback.write_sample(sample, fields, spec.taxonomy, mask_path, polylines)
         else:
-            result.matrix = confusion_matrix(
-                _ground_truth(prepared, entry, (height, width), sample.filepath), predicted, len(classes)
-            )
+            gt_mask = _ground_truth(prepared, entry, (height, width), sample.filepath)
+            result.matrix = confusion_matrix(gt_mask, predicted, len(classes))
             scores = compute_metrics(result.matrix, classes, background)
             gt_polylines = sample[options.gt_field] if sample.has_field(options.gt_field) else None
+            gt = writeback.gt_colonies(gt_polylines, taxonomy, classes)
+            quadrats["gt"].append(
+                _quadrat(sample, gt_mask, gt_colony_outlines(gt, classes, width, height), classes, options.quadrat)
+            )
+            quadrats["scored"].append(predicted_quadrat)
             writeback.write_sample(
                 sample, fields, spec.taxonomy, mask_path, polylines,
                 gt_mask_path=prepared.mask_path(entry),
-                gt_polylines=writeback.gt_colonies(gt_polylines, taxonomy, classes),
+                gt_polylines=gt,
                 miou=None if np.isnan(scores.miou) else scores.miou,
                 iou=writeback.image_scores_document(scores.iou, classes),
             )  # fmt: skip
@@ -315,7 +352,13 @@ def _evaluate_run(
         )
         settings_used["fiftyone_confusion_matrix_agrees"] = bool(np.array_equal(fiftyone_matrix, report.matrix))
         writeback.save_worst_first(dataset, scored_ids, fields)
-    write_report(report, out_dir)
+    survey_dir = out_dir / SPLIT_SURVEY_DIR
+    if quadrats["gt"]:  # the quadrats with ground truth, their numbers from both sources
+        sections = [write_split_survey(quadrats["gt"], quadrats["scored"], classes, palette, survey_dir)]
+    else:
+        write_survey_report({PREDICTION: quadrats["all"]}, classes, palette, survey_dir)
+        sections = []
+    write_report(report, out_dir, sections)
     print(format_per_class_table(report), file=out)
     print(f"report: {out_dir / 'report.md'}", file=out)
     if scored_ids:

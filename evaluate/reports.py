@@ -342,8 +342,11 @@ def _markdown(report: SplitReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: SplitReport, out_dir: str | Path) -> list[Path]:
-    """Write every report file into `out_dir` (runs/<name>/eval/<dataset>/<split>/); returns their paths."""
+def write_report(report: SplitReport, out_dir: str | Path, sections: Sequence[str] = ()) -> list[Path]:
+    """Write every report file into `out_dir` (runs/<name>/eval/<dataset>/<split>/); returns their paths.
+
+    `sections`: more markdown for report.md, after the scores (the survey numbers side by side).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "metrics.json", out / "per_image.csv", out / "cover.csv", out / "report.md"]
@@ -368,7 +371,7 @@ def write_report(report: SplitReport, out_dir: str | Path) -> list[Path]:
             out / "confusion_matrix.png",
             out / "iou_per_class.png",
         ]
-    write_text_atomic(out / "report.md", _markdown(report))
+    write_text_atomic(out / "report.md", "\n".join([_markdown(report), *sections]))
     for stale in set(REPORT_FILES) - {p.name for p in written}:
         (out / stale).unlink(missing_ok=True)  # a rerun without ground truth leaves no scores of an earlier run
     return written

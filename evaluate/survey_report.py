@@ -2,6 +2,7 @@
 
     write_survey_report({"prediction": quadrats}, class_names, palette, out_dir)
     write_survey_report({GROUND_TRUTH: gt, "prediction": predicted}, ...)   # an evaluated split, side by side
+    section = write_split_survey(gt, predicted, class_names, palette, out_dir / SPLIT_SURVEY_DIR)  # + the pairs
 
 Every table has a `source` column, so ground truth and prediction of the same quadrats sit in one
 file and one plot (ground truth dashed), and a reader sees how far the model's cover trend and size
@@ -14,17 +15,27 @@ import csv
 import io
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import astuple, fields
+from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
 from common.fileio import write_text_atomic
 from common.table import format_table
-from evaluate.ecology import ALL_CORAL, QuadratSummary, SiteYearRow, log_bins, site_year_summary, size_frequency
+from evaluate.ecology import (
+    ALL_CORAL,
+    QuadratSummary,
+    SiteYearRow,
+    bootstrap_mean,
+    log_bins,
+    site_year_summary,
+    size_frequency,
+)
 from evaluate.reports import save_figure
 
 GROUND_TRUTH = "ground truth"  # the source drawn dashed, beside the prediction's solid lines
+PREDICTION = "prediction"
+SPLIT_SURVEY_DIR = "survey"  # under an evaluation's folder: the survey numbers of its quadrats, both sources
 SURVEY_FILES = (
     "cover.csv",
     "site_year.csv",
@@ -263,3 +274,159 @@ def write_survey_report(
     _size_plot(sources, class_names, palette, edges, out / "size_frequency.png")
     write_text_atomic(out / "survey.md", _markdown(summaries, class_names))
     return [out / name for name in SURVEY_FILES]
+
+
+@dataclass(frozen=True)
+class SideBySideRow:
+    """One site x year x class of an evaluated split, ground truth beside prediction (`site_year_side_by_side.csv`)."""
+
+    site: str | None
+    year: int | None
+    class_name: str
+    quadrats: int
+    gt_mean_cover: float
+    gt_cover_ci_low: float
+    gt_cover_ci_high: float
+    predicted_mean_cover: float
+    predicted_cover_ci_low: float
+    predicted_cover_ci_high: float
+    cover_error: float  # predicted - ground truth, percentage points
+    gt_colonies: int
+    predicted_colonies: int
+    gt_density_per_m2: float
+    predicted_density_per_m2: float
+    gt_median_colony_area_cm2: float | None
+    predicted_median_colony_area_cm2: float | None
+
+
+SPLIT_SURVEY_FILES = (*SURVEY_FILES, "site_year_side_by_side.csv", "ground_truth_vs_prediction.png")
+
+
+def side_by_side(gt_rows: Sequence[SiteYearRow], predicted_rows: Sequence[SiteYearRow]) -> list[SideBySideRow]:
+    """Pair the two sources' rows of the same site, year and class (both summarise the same quadrats)."""
+    predicted = {(r.site, r.year, r.class_name): r for r in predicted_rows}
+    rows = []
+    for g in gt_rows:
+        p = predicted[(g.site, g.year, g.class_name)]
+        rows.append(
+            SideBySideRow(
+                g.site, g.year, g.class_name, g.quadrats,
+                g.mean_cover, g.cover_ci_low, g.cover_ci_high,
+                p.mean_cover, p.cover_ci_low, p.cover_ci_high, p.mean_cover - g.mean_cover,
+                g.colonies, p.colonies, g.density_per_m2, p.density_per_m2,
+                g.median_colony_area_cm2, p.median_colony_area_cm2,
+            )
+        )  # fmt: skip
+    return rows
+
+
+def _comparison_plot(
+    gt: Sequence[QuadratSummary],
+    predicted: Sequence[QuadratSummary],
+    class_names: Sequence[str],
+    palette: Sequence[Sequence[int]],
+    edges: np.ndarray,
+    path: Path,
+    seed: int,
+) -> None:
+    """Left: mean cover per genus over every quadrat, ground truth (hatched) beside prediction, 95% intervals.
+    Right: the size structure of all coral colonies, both sources on the same log bins."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    genera = _genera(class_names)
+    fig, (cover_ax, size_ax) = plt.subplots(1, 2, figsize=(max(8.0, 0.9 * len(genera) + 6), 4))
+    positions = np.arange(len(genera))
+    for offset, (source, quadrats) in ((-0.2, (GROUND_TRUTH, gt)), (0.2, (PREDICTION, predicted))):
+        covers = np.stack([q.cover for q in quadrats]) if quadrats else np.zeros((0, len(class_names)))
+        stats = np.array([bootstrap_mean(covers[:, i], seed=seed) for i in genera]).reshape(-1, 3)
+        cover_ax.bar(
+            positions + offset,
+            stats[:, 0],
+            width=0.4,
+            yerr=[stats[:, 0] - stats[:, 1], stats[:, 2] - stats[:, 0]],
+            capsize=3,
+            color=[tuple(c / 255 for c in palette[i]) for i in genera],
+            edgecolor="black",
+            hatch="//" if source == GROUND_TRUTH else None,
+            label=source,
+        )
+        areas = [c.area_cm2 for q in quadrats for c in q.colonies if c.class_index > 0]
+        size_ax.step(
+            np.sqrt(edges[:-1] * edges[1:]),
+            size_frequency(areas, edges),
+            where="mid",
+            linestyle=_style(source),
+            color="black",
+            label=source,
+        )
+    cover_ax.set_xticks(positions, [class_names[i] for i in genera], rotation=45, ha="right", fontsize=8)
+    cover_ax.set_ylabel("mean cover % (95% bootstrap interval)")
+    cover_ax.set_title("cover per genus, all quadrats", fontsize=9)
+    cover_ax.legend(fontsize=7)
+    size_ax.set_xscale("log")
+    size_ax.set_xlabel("colony area (cm²)")
+    size_ax.set_ylabel("colonies")
+    size_ax.set_title("size structure, all coral", fontsize=9)
+    size_ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def _side_by_side_markdown(rows: Sequence[SideBySideRow], class_names: Sequence[str], folder: str) -> str:
+    lines = [
+        "## Survey numbers: ground truth beside prediction",
+        "",
+        "The ecology numbers of these quadrats computed twice: from the ground-truth masks and annotated colonies, "
+        "and from the predicted masks and colonies (mean cover over quadrats with its 95% bootstrap interval; "
+        "colony counts and density per m²).",
+        "",
+        "| site | year | genus | quadrats | GT cover % (95%) | predicted cover % (95%) | error (points) "
+        "| GT colonies | predicted colonies | GT per m² | predicted per m² |",
+        "|---|---|---|---:|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if r.class_name == class_names[0]:
+            continue
+        lines.append(
+            f"| {r.site} | {r.year} | {r.class_name} | {r.quadrats} "
+            f"| {r.gt_mean_cover:.2f} ({r.gt_cover_ci_low:.2f}–{r.gt_cover_ci_high:.2f}) "
+            f"| {r.predicted_mean_cover:.2f} ({r.predicted_cover_ci_low:.2f}–{r.predicted_cover_ci_high:.2f}) "
+            f"| {r.cover_error:+.2f} | {r.gt_colonies} | {r.predicted_colonies} "
+            f"| {r.gt_density_per_m2:.2f} | {r.predicted_density_per_m2:.2f} |"
+        )
+    lines += [
+        "",
+        f"![Ground truth vs prediction]({folder}/ground_truth_vs_prediction.png)",
+        "",
+        f"![Size-frequency]({folder}/size_frequency.png)",
+        "",
+        f"![Cover by year]({folder}/cover_by_year.png)",
+        "",
+        f"Files in `{folder}/`: `site_year_side_by_side.csv`, and "
+        + ", ".join(f"`{name}`" for name in SURVEY_FILES if not name.endswith(".png"))
+        + " with a `source` column (docs/survey.md).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_split_survey(
+    gt: Sequence[QuadratSummary],
+    predicted: Sequence[QuadratSummary],
+    class_names: Sequence[str],
+    palette: Sequence[Sequence[int]],
+    out_dir: str | Path,
+    seed: int = 0,
+) -> str:
+    """The survey files of an evaluated split's quadrats for both sources, the side-by-side table and plot
+    (SPLIT_SURVEY_FILES, in `out_dir`); returns the section for the evaluation's report.md."""
+    out = Path(out_dir)
+    write_survey_report({GROUND_TRUTH: gt, PREDICTION: predicted}, class_names, palette, out, seed=seed)
+    summaries = site_year_table({GROUND_TRUTH: gt, PREDICTION: predicted}, class_names, seed)
+    rows = side_by_side(summaries[GROUND_TRUTH], summaries[PREDICTION])
+    columns = [f.name.replace("class_name", "class") for f in fields(SideBySideRow)]
+    write_text_atomic(out / "site_year_side_by_side.csv", _csv(columns, [astuple(r) for r in rows]))
+    _comparison_plot(gt, predicted, class_names, palette, log_bins(), out / "ground_truth_vs_prediction.png", seed)
+    return _side_by_side_markdown(rows, class_names, out.name)
