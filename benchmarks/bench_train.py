@@ -38,18 +38,7 @@ import numpy as np  # noqa: E402
 
 from common.fileio import sha256_file  # noqa: E402
 from common.table import format_table  # noqa: E402
-from prepare.layout import (  # noqa: E402
-    CLASSES_FILE,
-    INFO_FILE,
-    MANIFEST_FILE,
-    PALETTE_FILE,
-    ManifestEntry,
-    classes_text,
-    image_relpath,
-    manifest_text,
-    mask_relpath,
-    palette_text,
-)
+from prepare.layout import ManifestEntry, image_relpath, mask_relpath, write_metadata  # noqa: E402
 from prepare.mask_png import encode_mask_png, palette_bytes  # noqa: E402
 
 CLASSES = ["Acropora", "Porites", "Pocillopora"]
@@ -99,10 +88,7 @@ def write_synthetic(root: Path, train: int, val: int, size: int, seed: int = 0) 
                     pixels={str(i): int(c) for i, c in enumerate(counts) if c},
                 )
             )
-    (root / CLASSES_FILE).write_text(classes_text(CLASSES))
-    (root / PALETTE_FILE).write_text(palette_text(PALETTE))
-    (root / INFO_FILE).write_text(json.dumps({"taxonomy": {"name": "synthetic"}, "ignore_index": 255}))
-    (root / MANIFEST_FILE).write_text(manifest_text(entries))
+    write_metadata(root, CLASSES, PALETTE, {"taxonomy": {"name": "synthetic"}, "ignore_index": 255}, entries)
     return root
 
 

@@ -1,6 +1,7 @@
 """Check the MongoDB that FIFTYONE_DATABASE_URI names before FiftyOne uses it: one sentence instead of a hang.
 
     check_database()   # no-op without FIFTYONE_DATABASE_URI (FiftyOne then runs its own mongod); else UserError
+    load_dataset(name, "import one with data_engineering first")   # checked, then one sentence if it is not there
 
 Given an unreachable URI, FiftyOne waits 30 s for server selection and ends in a pymongo traceback; given
 wrong credentials, it raises pymongo's OperationFailure. Here a ping with a short timeout, authenticated
@@ -12,8 +13,12 @@ from __future__ import annotations
 
 import os
 import re
+from typing import TYPE_CHECKING
 
 from common.errors import UserError
+
+if TYPE_CHECKING:
+    import fiftyone as fo
 
 URI_VARIABLE = "FIFTYONE_DATABASE_URI"
 NAME_VARIABLE = "FIFTYONE_DATABASE_NAME"
@@ -86,6 +91,23 @@ def check_database(uri: str | None = None, name: str | None = None) -> None:
     finally:
         client.close()
     _checked.add((uri, name))
+
+
+def load_dataset(name: str, how_to_fix: str) -> fo.Dataset:
+    """The persistent FiftyOne dataset `name`, after the database check; else one sentence listing those there are.
+
+    Every stage opens datasets here, so a missing one reads the same everywhere; `how_to_fix` is the stage's advice.
+    """
+    check_database()
+    import common.settings  # noqa: F401  (exports .env's FIFTYONE_* keys before fiftyone is imported)
+
+    # isort: split
+    import fiftyone as fo  # here: `common` stays importable without FiftyOne (the commands' --help is instant)
+
+    if not fo.dataset_exists(name):
+        known = ", ".join(fo.list_datasets()) or "none"
+        raise UserError(f"FiftyOne dataset {name!r} not found (datasets: {known}); {how_to_fix}")
+    return fo.load_dataset(name)
 
 
 def _scrubbed(error: Exception, uri: str) -> str:

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common import database
 from common.cli import UserError
 from common.database import check_database
 from common.settings import Settings  # before fiftyone: it exports .env's FIFTYONE_* keys FiftyOne reads on import
@@ -120,10 +121,7 @@ def dataset_exists(name: str) -> bool:
 
 def load_existing(name: str) -> fo.Dataset:
     """An existing dataset by name, or one sentence listing the datasets there are."""
-    if not fo.dataset_exists(name):
-        known = ", ".join(fo.list_datasets()) or "none"
-        raise UserError(f"FiftyOne dataset {name!r} not found (datasets: {known}); check the name or import it first")
-    return fo.load_dataset(name)
+    return database.load_dataset(name, "check the name or import it first")
 
 
 def is_ours(dataset: fo.Dataset) -> bool:

@@ -24,8 +24,8 @@ import fiftyone.core.utils as fou
 import numpy as np
 from fiftyone import ViewField as F
 
+from common import database
 from common.cli import UserError
-from common.database import check_database
 from evaluate.colonies import Colony
 from evaluate.fields import (
     COLONY_IOU,
@@ -59,11 +59,7 @@ def rgb_mask_targets(classes: Sequence[str], palette: Sequence[Sequence[int]]) -
 
 
 def load_dataset(name: str) -> fo.Dataset:
-    check_database()  # an unreachable or refusing FIFTYONE_DATABASE_URI: one sentence, not a 30 s hang and a traceback
-    if not fo.dataset_exists(name):
-        known = ", ".join(fo.list_datasets()) or "none"
-        raise UserError(f"FiftyOne dataset {name!r} not found (datasets: {known}); pass --dataset with one of them")
-    return fo.load_dataset(name)
+    return database.load_dataset(name, "pass --dataset with one of them")
 
 
 def evaluations(dataset: fo.Dataset) -> dict[str, dict[str, Any]]:

@@ -18,8 +18,8 @@ import numpy as np
 from fiftyone import ViewField as F
 from fiftyone.core.expressions import VALUE
 
+from common import database
 from common.cli import UserError
-from common.database import check_database
 from data_engineering import dataset_contract as contract
 from prepare.pipeline import Annotation, SampleRecord
 
@@ -27,13 +27,7 @@ CHUNK_SIZE = 32  # samples whose polygons are read in one database round trip (m
 
 
 def load_dataset(name: str) -> fo.Dataset:
-    check_database()  # an unreachable or refusing FIFTYONE_DATABASE_URI: one sentence, not a 30 s hang and a traceback
-    if not fo.dataset_exists(name):
-        known = ", ".join(fo.list_datasets()) or "none"
-        raise UserError(
-            f"FiftyOne dataset {name!r} not found (datasets: {known}); import one with data_engineering first"
-        )
-    return fo.load_dataset(name)
+    return database.load_dataset(name, "import one with data_engineering first")
 
 
 def _check_gt_field(dataset: fo.Dataset, gt_field: str) -> None:

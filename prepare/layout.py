@@ -123,6 +123,20 @@ def write_if_changed(path: Path, text: str) -> bool:
     return True
 
 
+def write_metadata(
+    root: Path,
+    classes: Sequence[str],
+    palette: Sequence[Sequence[int]],
+    info: dict[str, Any],
+    entries: Sequence[ManifestEntry],
+) -> None:
+    """The four files beside the masks that make a folder a prepared dataset, each written only when it changed."""
+    write_if_changed(root / CLASSES_FILE, classes_text(classes))
+    write_if_changed(root / PALETTE_FILE, palette_text(palette))
+    write_if_changed(root / INFO_FILE, info_text(info))
+    write_if_changed(root / MANIFEST_FILE, manifest_text(entries))
+
+
 def png_palette(palette: Sequence[Sequence[int]]) -> bytes:
     """The 256-colour PLTE payload of a mask: `palette` (background first, as in palette.txt), black, then ignore's colour at 255."""
     return palette_bytes([*palette, *[BACKGROUND_COLOR] * (IGNORE_INDEX - len(palette)), IGNORE_COLOR])

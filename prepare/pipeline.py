@@ -214,10 +214,7 @@ def prepare_dataset(
     report.removed = _remove_stale(root, previous.values(), report.entries)
     report.empty_splits = [s for s in layout.SPLITS if s not in {e.split for e in report.entries}]
     report.info = _info(taxonomy, options, report)
-    layout.write_if_changed(root / layout.CLASSES_FILE, layout.classes_text(taxonomy.classes))
-    layout.write_if_changed(root / layout.PALETTE_FILE, layout.palette_text(taxonomy.colors))
-    layout.write_if_changed(root / layout.INFO_FILE, layout.info_text(report.info))
-    layout.write_if_changed(root / layout.MANIFEST_FILE, layout.manifest_text(report.entries))
+    layout.write_metadata(root, taxonomy.classes, taxonomy.colors, report.info, report.entries)
     (root / layout.JOURNAL_FILE).unlink(missing_ok=True)
     return report
 

@@ -7,7 +7,6 @@ for a few steps beats chance.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import cv2
@@ -15,18 +14,7 @@ import numpy as np
 import pytest
 
 from common.fileio import sha256_file
-from prepare.layout import (
-    CLASSES_FILE,
-    INFO_FILE,
-    MANIFEST_FILE,
-    PALETTE_FILE,
-    ManifestEntry,
-    classes_text,
-    image_relpath,
-    manifest_text,
-    mask_relpath,
-    palette_text,
-)
+from prepare.layout import ManifestEntry, image_relpath, mask_relpath, write_metadata
 from prepare.mask_png import encode_mask_png, palette_bytes
 
 CLASSES = ["Acropora", "Porites"]
@@ -74,11 +62,8 @@ def write_prepared(root: Path, train: int = 4, val: int = 2, size: int = 112, se
     for split, count in (("train", train), ("val", val)):
         for i in range(count):
             entries.append(write_sample(root, split, f"site_2024_{split}{i:02d}", *toy_pair(rng, size)))
-    (root / CLASSES_FILE).write_text(classes_text(CLASSES))
-    (root / PALETTE_FILE).write_text(palette_text(PALETTE))
     info = {"taxonomy": {"name": "toy"}, "classes": ["background", *CLASSES], "ignore_index": 255}
-    (root / INFO_FILE).write_text(json.dumps(info))
-    (root / MANIFEST_FILE).write_text(manifest_text(entries))
+    write_metadata(root, CLASSES, PALETTE, info, entries)
     return root
 
 
