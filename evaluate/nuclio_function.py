@@ -27,8 +27,8 @@ from common.settings import REPO_ROOT, Settings
 
 PACKAGES = ("common", "models", "prepare", "evaluate")  # what main.py imports, with their own imports
 RUNTIME_PACKAGES = (
-    "torch", "torchvision", "timm", "safetensors", "huggingface_hub", "numpy", "scipy", "shapely", "rasterio",
-    "opencv-python-headless", "pillow", "fire", "python-dotenv", "PyYAML", "tqdm",
+    "torch", "torchvision", "timm", "safetensors", "huggingface_hub", "numpy", "scipy", "scikit-image", "shapely",
+    "rasterio", "opencv-python-headless", "pillow", "python-dotenv", "PyYAML", "tqdm",
 )  # fmt: skip
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 NUCLIO_RUNTIME = "python:3.11"

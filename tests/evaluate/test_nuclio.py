@@ -6,6 +6,7 @@ import base64
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -21,6 +22,7 @@ from evaluate_world import World
 from common.cli import UserError
 from evaluate.cli import deploy_nuclio
 from evaluate.colonies import find_colonies
+from evaluate.nuclio_function import RUNTIME_PACKAGES
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.filterwarnings("ignore::models.backbones.RandomBackboneWarning")
@@ -71,6 +73,10 @@ def test_function_yaml_is_what_cvat_reads(folder: Path, world: World) -> None:
     )
 
 
+def _name(requirement: str) -> str:
+    return re.split(r"[=<>~!\[ ;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
 def test_main_py_answers_a_cvat_request_from_the_copied_code(folder: Path, world: World) -> None:
     """In a fresh interpreter started in the folder, as Nuclio runs it: the code it imports is the folder's own."""
     script = textwrap.dedent("""
@@ -84,8 +90,10 @@ def test_main_py_answers_a_cvat_request_from_the_copied_code(folder: Path, world
         context = SimpleNamespace(user_data=SimpleNamespace(), logger=SimpleNamespace(info=logger.info, warn=logger.warning), Response=Response)
         main.init_context(context)
         answer = main.handler(context, SimpleNamespace(body=sys.stdin.buffer.read()))
-        import evaluate
-        print(json.dumps({"status": answer.status_code, "body": json.loads(answer.body), "code": evaluate.__file__}))
+        import evaluate, importlib.metadata
+        owners = importlib.metadata.packages_distributions()
+        used = sorted({d for m in list(sys.modules) for d in owners.get(m.partition(".")[0], [])})
+        print(json.dumps({"status": answer.status_code, "body": json.loads(answer.body), "code": evaluate.__file__, "used": used}))
     """)
     image = sorted((world.root / "media").glob("Reef_*.png"))[0]
     body = json.dumps({"image": base64.b64encode(image.read_bytes()).decode(), "threshold": 0.0}).encode()
@@ -96,6 +104,10 @@ def test_main_py_answers_a_cvat_request_from_the_copied_code(folder: Path, world
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     answer = json.loads(done.stdout.decode().strip().splitlines()[-1])
     assert answer["status"] == 200 and Path(answer["code"]).is_relative_to(folder / "reefseg")
+    # Every direct dependency the handler imported is one the image installs (scikit-image was missing once).
+    direct = {_name(r) for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    installed = {_name(p) for p in RUNTIME_PACKAGES}
+    assert {_name(d) for d in answer["used"]} & direct <= installed
     mask = world.model_masks[0]
     expected = find_colonies(mask, np.ones(mask.shape, dtype=np.float32))
     assert len(answer["body"]) == len(expected)
