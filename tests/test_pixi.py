@@ -137,6 +137,15 @@ def test_every_task_names_something_that_exists():
             assert subprocess.run([sys.executable, "-m", args[2], "--version"], capture_output=True).returncode == 0
 
 
+def test_every_script_a_user_runs_has_a_task():
+    """Each stage's command and each benchmark is a pixi task, and `pixi run bench` runs every benchmark."""
+    commands = {shlex.split(t["cmd"])[1] for t in PIXI["tasks"].values() if isinstance(t, dict) and "cmd" in t}
+    benchmarks = {p.relative_to(ROOT).as_posix() for p in (ROOT / "benchmarks").glob("bench_*.py")}
+    assert benchmarks - commands == set()
+    bench_tasks = {n for n, t in PIXI["tasks"].items() if n.startswith("bench-")}
+    assert set(PIXI["tasks"]["bench"]["depends-on"]) == bench_tasks
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "name,args", [t for t in _script_tasks() if t[1][0] != "-m"], ids=lambda v: v if isinstance(v, str) else ""
