@@ -36,9 +36,13 @@ from evaluate.fields import (
     gt_colonies_field,
     gt_segmentation_field,
 )
+from evaluate.panel_metrics import PLUGINS_DIR, SEGMENTATION_METRICS, metrics_plugin, missing_metrics
 from evaluate.reports import ColonyCounts
+from prepare.layout import BACKGROUND_NAME
 from prepare.polygons import polygon_to_fiftyone_points
 from prepare.taxonomy import Taxonomy
+
+NO_LABEL = "(none)"  # FiftyOne's name for "no label" (its default `missing`), which no taxonomy class has
 
 
 def hex_colour(rgb: Sequence[int]) -> str:
@@ -138,7 +142,8 @@ def delete_run(dataset: fo.Dataset, fields: RunFields) -> list[str]:
     removed = []
     for key in (fields.eval_key, fields.colony_eval_key):
         if dataset.has_evaluation(key):
-            dataset.delete_evaluation(key)
+            with metrics_plugin():  # FiftyOne asks each custom metric's operator to clean up after itself
+                dataset.delete_evaluation(key)
             removed.append(f"evaluation {key}")
     for name in _run_field_names(dataset, fields):
         dataset.delete_sample_field(name)
@@ -295,6 +300,9 @@ def run_fiftyone_evaluations(
 ) -> tuple[np.ndarray, dict[str, ColonyCounts]]:
     """FiftyOne's own pixel and colony evaluations of the scored samples, under this run's eval keys.
 
+    Registered so the App's Model Evaluation panel shows what metrics.json says: our metrics as custom
+    metrics (`evaluate.panel_metrics`), background a class like any other (FiftyOne would make it the
+    `missing` label and leave it out of accuracy), every class of the taxonomy in taxonomy order.
     Returns FiftyOne's pixel confusion matrix (for the cross-check against `models.metrics`) and the
     colony counts per class. Colonies are matched class by class at polygon IoU >= `COLONY_IOU`.
     """
@@ -302,17 +310,57 @@ def run_fiftyone_evaluations(
     view = dataset.select(sample_ids)
     gt_mask = gt_segmentation_field(taxonomy)
     targets = rgb_mask_targets(classes, palette)
-    pixels = view.evaluate_segmentations(
-        fields.prediction, gt_field=gt_mask, eval_key=fields.eval_key, mask_targets=targets, progress=False
-    )
-    colonies = evaluate_colonies(view, fields.colonies, gt_colonies_field(taxonomy), fields.colony_eval_key)
+    with metrics_plugin():
+        pixels = view.evaluate_segmentations(
+            fields.prediction,
+            gt_field=gt_mask,
+            eval_key=fields.eval_key,
+            mask_targets=targets,
+            custom_metrics=SEGMENTATION_METRICS,
+            progress=False,
+        )
+    check_custom_metrics(pixels, fields.eval_key)
+    in_taxonomy_order(pixels, classes)
+    coral = [name for name in classes if name != BACKGROUND_NAME]
+    colonies = evaluate_colonies(view, fields.colonies, gt_colonies_field(taxonomy), fields.colony_eval_key, coral)
     return pixels.confusion_matrix(classes=list(classes)), colony_counts(
         colonies.ytrue, colonies.ypred, colonies.missing, classes
     )
 
 
-def evaluate_colonies(view: fo.DatasetView, pred_field: str, gt_field: str, eval_key: str) -> Any:
+def check_custom_metrics(results: Any, eval_key: str) -> None:
+    """A panel without our numbers is an error here (FiftyOne only logs a custom metric that fails)."""
+    missing = missing_metrics(results)
+    if missing:
+        raise UserError(
+            f"FiftyOne did not compute the custom metrics {', '.join(missing)} of evaluation {eval_key!r} from the plugin "
+            f"folder {PLUGINS_DIR}; FiftyOne's warning above names the cause (restore the folder from git if it is damaged)"
+        )
+
+
+def in_taxonomy_order(results: Any, classes: Sequence[str]) -> None:
+    """Registered segmentation results with the taxonomy's classes in its order and background as a class.
+
+    FiftyOne sorts the classes by mask value (RGB colour) and calls the class of value 0 `missing`, which
+    its accuracy, precision and recall leave out; our metrics count background pixels like any class's
+    (and leave background out of the coral means only, which the custom metrics do). Reordering the
+    classes with the pixel matrix changes no count; the results are saved again under their eval key.
+    """
+    order = [str(c) for c in results.classes]
+    index = [order.index(name) for name in classes]
+    results.pixel_confusion_matrix = np.asarray(results.pixel_confusion_matrix)[np.ix_(index, index)]
+    results.classes = np.asarray(list(classes))
+    results.missing = NO_LABEL
+    results.save()
+
+
+def evaluate_colonies(
+    view: fo.DatasetView, pred_field: str, gt_field: str, eval_key: str, classes: Sequence[str] | None = None
+) -> Any:
     """`view.evaluate_detections(pred_field, gt_field, eval_key, iou=COLONY_IOU, classwise=True)`, saved in bulk.
+
+    `classes` (the taxonomy's coral classes, in order) are the results' classes, so the panel's colony
+    confusion matrix has a row for each, found or not (FiftyOne would list only the labels it saw).
 
     The same FiftyOne evaluation method matches the colonies and registers the run and its results;
     only the saving differs. `evaluate_detections` saves each sample through mongoengine, whose
@@ -349,7 +397,9 @@ def evaluate_colonies(view: fo.DatasetView, pred_field: str, gt_field: str, eval
             view.set_label_values(path, values)
     for name, counts in sample_counts.items():
         view.set_values(name, counts, key_field="id")
-    results = method.generate_results(view, matches, eval_key=eval_key)
+    results = method.generate_results(
+        view, matches, eval_key=eval_key, classes=None if classes is None else list(classes)
+    )
     method.save_run_results(view, eval_key, results)
     method.add_fields_to_sidebar_group(view, eval_key, omit_fields=(pred_field, gt_field))
     return results
