@@ -90,6 +90,7 @@ class SegmentationMetrics:
     macc: float  # mean recall over all classes (MMSegmentation's mAcc)
     pixel_accuracy: float  # aAcc: correct pixels / counted pixels
     fwiou: float  # IoU weighted by ground-truth pixel frequency
+    matrix: np.ndarray  # the [K, K] pixel confusion matrix all of the above come from (rows ground truth)
 
     def summary(self) -> dict[str, float | None]:
         """The scalar metrics, NaN as None (JSON-ready)."""
@@ -160,6 +161,7 @@ def compute_metrics(
         macc=_nanmean(accuracy),
         pixel_accuracy=float(tp.sum() / total) if total else float("nan"),
         fwiou=float(np.nansum(gt / total * iou)) if total else float("nan"),
+        matrix=matrix,
     )
 
 

@@ -55,6 +55,7 @@ from train.data import (
     inverse_sqrt_weights,
     load_samples,
 )
+from train.tensorboard_images import Previews, log_validation_images
 
 STATE_FILE = "train_state.pt"
 METRICS_FILE = "metrics.jsonl"
@@ -144,12 +145,14 @@ def validate(
     runtime: Runtime,
     dist_info: Distributed,
     window_dirs: list[Path] | None = None,
+    previews: Previews | None = None,
 ) -> SegmentationMetrics:
     """mIoU over whole val images, predicted window by window exactly as `evaluate` does.
 
     With `window_dirs` (one per image) the backbone maps of the windows come from the feature
     cache after the first validation. Under `torchrun` each process predicts its share of the
-    images and the confusion matrices are summed.
+    images and the confusion matrices are summed. `previews` keeps this process's first images
+    and predictions (for TensorBoard).
     """
     was_training = segmenter.training
     segmenter.eval()
@@ -174,7 +177,10 @@ def validate(
         )
         if windows is not None:
             windows.save()
-        accumulator.update(mask, logits.argmax(0).cpu())
+        prediction = logits.argmax(0).cpu()
+        accumulator.update(mask, prediction)
+        if previews is not None:
+            previews.add(image, mask, prediction)
     segmenter.train(was_training)
     matrix = torch.from_numpy(accumulator.matrix)
     if dist_info.world_size > 1:
@@ -672,14 +678,16 @@ def validate_and_save(
     """Validate, log, save best/last checkpoints and the training state; True (in every process) to stop early."""
     with advice_on_out_of_memory(run.config, "validating"):
         started = time.perf_counter()
+        previews = Previews()
         metrics = validate(
-            segmenter, data.val_images, run.classes, run.config, run.runtime, run.dist_info, data.window_dirs
+            segmenter, data.val_images, run.classes, run.config, run.runtime, run.dist_info, data.window_dirs, previews
         )
     state.validation_seconds += time.perf_counter() - started
     state.last_miou, state.saved_step = metrics.miou, state.step
     stop = [False]
     if run.dist_info.main:
         improved = state.record(metrics.miou)
+        log_validation_images(writer, state.step, metrics.matrix, run.classes, run.dataset.palette, previews)
         log_validation(run, writer, state, metrics, optimization.optimizer.param_groups[0]["lr"], train_loss)
         save_run(run, segmenter, optimization, state, metrics, improved)
         stop = [bool(run.config.patience) and state.evals_without_gain >= run.config.patience]
