@@ -1,7 +1,7 @@
 """Whole-survey prediction end to end (`evaluate/predict.py`): photos per second and where the time goes.
 
-    python benchmarks/bench_predict.py                                    # this CPU: ViT-S/14 + linear and segformer
-    python benchmarks/bench_predict.py --device cuda --backbones dinov2_vits14,dinov2_vitb14 --photos 16
+    python benchmarks/bench_predict.py --photos 24        # this CPU: ViT-S/14 + linear, + segformer, ViT-B/14 + segformer
+    python benchmarks/bench_predict.py --device cuda --models dinov2_vits14:segformer,dinov2_vitb14:segformer --photos 64
 
 For each backbone and head, a run folder with RANDOM weights (none can be downloaded here; speed does
 not depend on them, and the scaled-up random head fragments the prediction into many colonies: a
@@ -13,6 +13,8 @@ measured (`evaluate.inference.predict_image` alone), so the end-to-end figure (d
 colonies, PNG, journal, FiftyOne write) is given as a multiple of it, and as a multiple of one ViT-S/14
 518² forward (the calibration) measured in the same run. The survey report (tables and plots, once per
 survey) is shown apart, and the whole command per photo (model loading and report included) last.
+Memory: the process's resident set size is sampled while it predicts, and its peak is shown after each quarter
+of the photos (it should stay flat: one photo's arrays at a time, only small summaries kept).
 """
 
 from __future__ import annotations
@@ -23,9 +25,12 @@ import sys
 sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
 
 import argparse  # noqa: E402
+import datetime  # noqa: E402
 import io  # noqa: E402
+import os  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 import warnings  # noqa: E402
@@ -34,6 +39,44 @@ import torch  # noqa: E402
 
 from benchmarks.fixtures import calibration_forward, write_run  # noqa: E402
 from common.table import format_table  # noqa: E402
+
+
+def resident_mib() -> float:
+    """This process's resident set size now (Linux /proc; the peak so far elsewhere)."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+    except (OSError, StopIteration):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class MemoryWatch:
+    """Samples the resident set size and the number of masks written so far, every `interval` seconds."""
+
+    def __init__(self, masks: pathlib.Path, interval: float = 0.2) -> None:
+        self.masks, self.interval = masks, interval
+        self.samples: list[tuple[int, float]] = []  # (photos done, MiB)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            done = sum(1 for _ in os.scandir(self.masks)) if self.masks.is_dir() else 0
+            self.samples.append((done, resident_mib()))
+
+    def __enter__(self) -> MemoryWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def peak_until(self, photos: int) -> float:
+        """The largest resident set size seen before more than `photos` photos were done."""
+        return max((mib for done, mib in self.samples if done <= photos), default=float("nan"))
 
 
 def model_seconds(
@@ -63,9 +106,15 @@ def model_seconds(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--backbones", default="dinov2_vits14", help="comma-separated backbone names")
-    parser.add_argument("--heads", default="linear,segformer", help="comma-separated head names")
+    parser.add_argument(
+        "--models",
+        default="dinov2_vits14:linear,dinov2_vits14:segformer,dinov2_vitb14:segformer",
+        help="comma-separated backbone:head pairs",
+    )
     parser.add_argument("--photos", type=int, default=4, help="quadrats predicted per configuration")
+    parser.add_argument(
+        "--model-photos", type=int, default=4, help="of those, how many time the model alone (the median is used)"
+    )
     parser.add_argument("--size", type=int, default=1920)
     parser.add_argument(
         "--window",
@@ -88,6 +137,7 @@ def main() -> None:
     from evaluate.survey import PredictOptions, predict_survey
 
     device = resolve_device(args.device)
+    load_before = os.getloadavg()
     calibration = calibration_forward(device)
     print(
         "calibration, ViT-S/14 forward at 518², batch 1: "
@@ -97,55 +147,64 @@ def main() -> None:
     )
     reference = calibration.get("bf16", calibration["fp32"])
     precision = resolve_runtime(args.device, args.precision).precision
-    rows, parts_rows = [], []
+    rows, parts_rows, memory_rows = [], [], []
+    checkpoints = sorted({max(1, args.photos * k // 4) for k in (1, 2, 3, 4)})
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         folder = make_demo_photos(pathlib.Path(tmp) / "photos", args.photos, args.size, 45, seed=7)
         photos = sorted(folder.glob("*.jpg"))
         settings = load_settings(device=args.device, workers=args.workers)
-        for backbone in args.backbones.split(","):
-            for head in args.heads.split(","):
-                run_dir = pathlib.Path(tmp) / "runs" / f"bench-{backbone}-{head}"
-                write_run(run_dir, backbone, args.window, head)
-                dataset = fo.Dataset(f"bench_predict_{uuid.uuid4().hex[:8]}")
-                try:
-                    dataset.add_samples([fo.Sample(filepath=str(p)) for p in photos])
-                    options = PredictOptions(
-                        run_dir=run_dir,
-                        dataset=dataset.name,
-                        precision=args.precision,
-                        batch_size=args.batch_size,
-                        workers=args.workers,
-                    )
-                    start = time.perf_counter()
-                    report = predict_survey(settings, options, out=io.StringIO())
-                    whole = (time.perf_counter() - start) / args.photos
-                finally:
-                    dataset.delete()
-                model = model_seconds(run_dir, photos, args.device, args.precision, args.batch_size)
-                per_photo = (report["seconds"] + report["parts"]["FiftyOne write (all photos)"]) / args.photos
-                rows.append(
-                    [
-                        f"{backbone} + {head}",
-                        precision,
-                        round(model, 2),
-                        round(per_photo, 2),
-                        round(per_photo / model, 2),
-                        round(1 / per_photo, 3),
-                        round(per_photo / reference, 1),
-                        round(report["parts"]["survey report (all photos)"], 1),
-                        round(whole, 2),
-                    ]
+        for pair in args.models.split(","):
+            backbone, _, head = pair.partition(":")
+            run_dir = pathlib.Path(tmp) / "runs" / f"bench-{backbone}-{head}"
+            write_run(run_dir, backbone, args.window, head)
+            dataset = fo.Dataset(f"bench_predict_{uuid.uuid4().hex[:8]}")
+            try:
+                dataset.add_samples([fo.Sample(filepath=str(p)) for p in photos])
+                options = PredictOptions(
+                    run_dir=run_dir,
+                    dataset=dataset.name,
+                    precision=args.precision,
+                    batch_size=args.batch_size,
+                    workers=args.workers,
                 )
-                total = sum(report["parts"].values())
-                parts_rows += [
-                    [f"{backbone} + {head}", part, round(seconds / args.photos, 3), f"{seconds / total:.0%}"]
-                    for part, seconds in report["parts"].items()
+                start = time.perf_counter()
+                masks = run_dir / "predict" / dataset.name / "masks"
+                with MemoryWatch(masks) as memory:
+                    report = predict_survey(settings, options, out=io.StringIO())
+                whole = (time.perf_counter() - start) / args.photos
+            finally:
+                dataset.delete()
+            model = model_seconds(run_dir, photos[: args.model_photos], args.device, args.precision, args.batch_size)
+            memory_rows.append([f"{backbone} + {head}", *(round(memory.peak_until(n)) for n in checkpoints)])
+            per_photo = (report["seconds"] + report["parts"]["FiftyOne write (all photos)"]) / args.photos
+            rows.append(
+                [
+                    f"{backbone} + {head}",
+                    precision,
+                    round(model, 2),
+                    round(per_photo, 2),
+                    round(per_photo / model, 2),
+                    round(1 / per_photo, 3),
+                    round(per_photo / reference, 1),
+                    round(report["parts"]["survey report (all photos)"], 1),
+                    round(whole, 2),
                 ]
-                print(f"  measured {rows[-1]}", file=sys.stderr, flush=True)
+            )
+            total = sum(report["parts"].values())
+            parts_rows += [
+                [f"{backbone} + {head}", part, round(seconds / args.photos, 3), f"{seconds / total:.0%}"]
+                for part, seconds in report["parts"].items()
+            ]
+            print(f"  measured {rows[-1]}", file=sys.stderr, flush=True)
+    load_after = os.getloadavg()
+    print(
+        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, load average "
+        f"(1, 5, 15 min) {', '.join(f'{v:.1f}' for v in load_before)} before, {', '.join(f'{v:.1f}' for v in load_after)} after"
+    )
     print(
         f"{args.photos} demo quadrats of {args.size}x{args.size} px, windows {args.window} px, batch {args.batch_size}, "
-        f"{device.type}, {args.threads} threads, {args.workers} decoding worker(s); model = sliding windows alone on the same photos"
+        f"{device.type}, {args.threads} threads, {args.workers} decoding worker(s); model = sliding windows alone on {min(args.model_photos, args.photos)} of the same photos (median)"
     )
     print(
         format_table(
@@ -165,6 +224,9 @@ def main() -> None:
     )
     print()
     print(format_table(["model", "part", "s/photo", "share"], parts_rows))
+    print()
+    print("peak resident memory of the predicting process (MiB), by photos done:")
+    print(format_table(["model", *(f"after {n}" for n in checkpoints)], memory_rows))
     print(
         "calibration, ViT-S/14 forward at 518², batch 1: " + ", ".join(f"{k} {v:.3f} s" for k, v in calibration.items())
     )
