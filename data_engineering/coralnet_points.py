@@ -18,10 +18,13 @@ import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from common.cli import UserError, run
+from common.image_files import ImageProblem
 from common.table import format_table
 from data_engineering import dataset_contract as contract
+from data_engineering.local_images import displayed_size
 
 NAME_COLUMNS = ("name", "image", "image name")
 ROW_COLUMNS = ("row",)
@@ -142,11 +145,14 @@ def import_points(
     for sample_id, filepath, metadata in zip(
         dataset.values("id"), dataset.values("filepath"), dataset.values("metadata")
     ):
-        if metadata is None or not metadata.width:
-            continue
-        names.setdefault(filepath.replace("\\", "/").rsplit("/", 1)[-1], []).append(
-            (sample_id, metadata.height, metadata.width)
-        )
+        if metadata is not None and metadata.width:
+            width, height = metadata.width, metadata.height
+        else:  # a sample added without metadata: the photo's size as displayed, as import_images.py records it
+            try:
+                width, height = displayed_size(Path(filepath))
+            except (ImageProblem, OSError):
+                continue  # unreadable: its points are refused as naming an image the dataset lacks
+        names.setdefault(filepath.replace("\\", "/").rsplit("/", 1)[-1], []).append((sample_id, height, width))
     wanted = {p.image for p in points}
     shared = sorted(name for name in wanted if len(names.get(name, ())) > 1)
     if shared:
@@ -180,8 +186,6 @@ def import_points_command(csv_file: str, dataset_name: str, field: str = contrac
         dataset_name: the FiftyOne dataset holding the photos, matched by file name.
         field: the sample field for the points (replaced on the samples the CSV names).
     """
-    from pathlib import Path
-
     path = Path(csv_file).expanduser()
     if not path.is_file():
         raise UserError(f"no point CSV at {path}; pass the CSV exported from CoralNet")

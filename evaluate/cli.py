@@ -194,6 +194,64 @@ def predict_main() -> None:
     run(predict, secrets=load_settings().secrets)
 
 
+def score_points(
+    run: str,
+    dataset: str,
+    field: str = "gt_points",
+    tags: str | None = None,
+    checkpoint: str = "best",
+) -> None:
+    """Score a run's predictions at a dataset's imported point annotations (CoralNet-style), as reef monitoring does.
+
+    Args:
+        run: the run folder (runs/<name>) whose predictions (predict.py or evaluate.py) the dataset holds.
+        dataset: the FiftyOne dataset with the points (data_engineering/import_points.py puts them there).
+        field: the sample field holding the points (fo.Keypoints).
+        tags: score only samples with one of these tags (comma-separated).
+        checkpoint: best or last (the checkpoint whose classes the predictions have).
+    """
+    settings = load_settings()
+    from common.names import check_name
+    from data_engineering.dataset_contract import POINTS_FIELD
+
+    check_name(dataset, "dataset name", "pass --dataset with a FiftyOne dataset's name")
+    if checkpoint not in ("best", "last"):
+        raise UserError(f"--checkpoint must be best or last, not {checkpoint!r}")
+    run_dir = Path(run).expanduser().resolve()
+    if not run_dir.is_dir():
+        raise UserError(f"run folder {run_dir} does not exist; pass a folder made by train/train.py")
+    from evaluate.point_scores import POINT_FILES, ScorePointsOptions, score_dataset_points
+    from prepare.taxonomy import taxonomy_dirs
+
+    options = ScorePointsOptions(
+        run_dir=run_dir, dataset=dataset, field=field or POINTS_FIELD, which=checkpoint,
+        tags=tuple(t.strip() for t in (tags or "").split(",") if t.strip()),
+        taxonomy_dirs=tuple(taxonomy_dirs(settings.taxonomy_dirs)),
+    )  # fmt: skip
+    report = score_dataset_points(options)
+    if report["dropped"]:
+        print(f"points with labels the taxonomy drops (not scored): {report['dropped']}")
+    if report["outside"]:
+        print(
+            f"warning: {report['outside']} point(s) lie outside their image and were not scored; import the CSV again"
+        )
+    if report["unpredicted"]:
+        shown = ", ".join(report["unpredicted"][:5]) + (" ..." if len(report["unpredicted"]) > 5 else "")
+        print(
+            f"warning: {len(report['unpredicted'])} sample(s) with points have no prediction of this run ({shown}); "
+            "predict them with evaluate/predict.py"
+        )
+    out_dir = Path(report["out_dir"])
+    print(
+        f"{report['points']} points on {report['images']} images; files: "
+        + ", ".join(str(out_dir / n) for n in POINT_FILES)
+    )
+
+
+def score_points_main() -> None:
+    run(score_points, secrets=load_settings().secrets)
+
+
 def app(
     dataset: str | None = None,
     address: str | None = None,

@@ -178,6 +178,7 @@ COMMANDS = [
     ("evaluate/evaluate.py", "evaluate.cli", "evaluate", "delete", ["--run", "runs/x"]),
     ("evaluate/app.py", "evaluate.cli", "app", None, []),
     ("evaluate/predict.py", "evaluate.cli", "predict", "tta", ["--run", "runs/x", "--dataset", "d"]),
+    ("evaluate/score_points.py", "evaluate.cli", "score_points", None, ["--run", "runs/x", "--dataset", "d"]),
     (
         "data_engineering/import_images.py",
         "data_engineering.local_images",
