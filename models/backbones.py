@@ -163,12 +163,22 @@ def _resolve_layers(layers: int | Sequence[int] | None, num_layers: int) -> list
     return resolved
 
 
+TRAIN_ALL = "all"  # `train_blocks` value that fine-tunes the whole backbone, patch embedding and final norm included
+# Where a backbone's trained weights sit in a checkpoint's tensors (the head's own names never start with it).
+CHECKPOINT_PREFIX = "backbone."
+
+
 class Backbone(nn.Module):
     """A DINO ViT returning one feature map per selected block, at 1/patch resolution.
 
     `forward(x: [B,3,H,W])` -> list of [B, embed_dim, ceil(H/p), ceil(W/p)], in increasing block
     order, each passed through the final norm (as the official `get_intermediate_layers(norm=True)`).
     Images whose sides are not multiples of the patch are zero-padded on the bottom and right.
+
+    Partial fine-tuning (`set_trainable(n)`) trains the last `n` blocks; the forward pass is then
+    two parts, `frozen_features` (the maps of tapped frozen blocks, then the tokens entering the first
+    trained block: what train's feature cache stores) and `features_from_frozen` (the trained blocks,
+    run on them), and `forward` is exactly the two in sequence.
     """
 
     rope_periods: torch.Tensor  # a buffer, registered for the DINOv3 (rotary position) family only
@@ -188,8 +198,21 @@ class Backbone(nn.Module):
         self.mean = IMAGENET_MEAN
         self.std = IMAGENET_STD
         self.frozen = False
+        self.train_blocks: int | str = 0  # how many last blocks train (or TRAIN_ALL); 0: frozen
+        self.lora_rank = 0
         if periods is not None:
             self.register_buffer("rope_periods", periods.float(), persistent=False)
+
+    @property
+    def first_trained(self) -> int:
+        """Index of the first trained block (`num_layers` when every block is frozen)."""
+        if self.train_blocks == TRAIN_ALL:
+            return 0
+        return self.num_layers - int(self.train_blocks)
+
+    @property
+    def trains_embedding(self) -> bool:
+        return self.train_blocks == TRAIN_ALL
 
     def freeze(self) -> Backbone:
         """No gradients and eval mode, kept even when a parent module calls `.train()`."""
@@ -197,10 +220,142 @@ class Backbone(nn.Module):
         self.frozen = True
         return self.train(False)
 
+    def set_trainable(self, train_blocks: int | str, lora_rank: int = 0) -> Backbone:
+        """Train the last `train_blocks` blocks (TRAIN_ALL: everything), or only LoRA adapters on their linear layers.
+
+        The final norm is shared by every tapped block, frozen ones included, so it trains only with
+        TRAIN_ALL: the cached maps of frozen blocks then stay valid (and shared with frozen runs).
+        With `lora_rank` > 0 the trained blocks' attention `qkv` and `proj` layers get LoRA adapters
+        (peft, alpha = rank, no dropout) and only the adapters train.
+        """
+        depth = self.num_layers
+        if train_blocks != TRAIN_ALL and not (isinstance(train_blocks, int) and 0 <= train_blocks <= depth):
+            raise UserError(
+                f"train_blocks must be 0 to {depth} (the blocks of {self.name}) or 'all', got {train_blocks!r}"
+            )
+        if lora_rank < 0:
+            raise UserError(f"lora_rank must be 0 (off) or more, got {lora_rank}")
+        self.freeze()
+        self.train_blocks = train_blocks
+        if train_blocks == 0:
+            if lora_rank:
+                raise UserError("lora_rank puts LoRA adapters on the trained blocks; set train_blocks too")
+            return self
+        if train_blocks != TRAIN_ALL and self.layers[-1] < self.first_trained:
+            raise UserError(
+                f"train_blocks {train_blocks} trains blocks {self.first_trained}-{depth - 1} of {self.name} but the head "
+                f"reads blocks {self.layers} only; tap the last block (--layers) or lower train_blocks"
+            )
+        self.frozen = False
+        if lora_rank:
+            if train_blocks == TRAIN_ALL:
+                raise UserError(
+                    f"LoRA adapts blocks, not the patch embedding: use train_blocks {depth} (every block) with lora_rank"
+                )
+            self._add_lora(lora_rank)
+        elif train_blocks == TRAIN_ALL:
+            self.requires_grad_(True)
+        else:
+            self.vit.blocks[self.first_trained :].requires_grad_(True)
+        return self.train(self.training)
+
+    def _add_lora(self, rank: int) -> None:
+        from peft import LoraConfig, inject_adapter_in_model
+
+        blocks = range(self.first_trained, self.num_layers)
+        targets = [f"blocks.{i}.attn.{name}" for i in blocks for name in ("qkv", "proj")]
+        inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=targets), self.vit)
+        for i in blocks:
+            attn = self.vit.blocks[i].attn
+            if hasattr(attn, "qkv_bias_separate"):  # timm's Eva reads qkv.weight directly unless the bias is separate
+                attn.qkv_bias_separate = True
+        for name, parameter in self.vit.named_parameters():  # only the adapters train
+            parameter.requires_grad_("lora_" in name)
+        self.lora_rank = rank
+
     def train(self, mode: bool = True) -> Backbone:
         return super().train(mode and not self.frozen)
 
+    def trained_prefixes(self) -> tuple[str, ...]:
+        """The `vit` state-dict prefixes of the trained part (empty when frozen)."""
+        if self.train_blocks == TRAIN_ALL:
+            return ("",)
+        return tuple(f"blocks.{i}." for i in range(self.first_trained, self.num_layers))
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """The trained part's tensors as they train (LoRA adapters unmerged): what a resumable state holds."""
+        prefixes = self.trained_prefixes()
+        if not prefixes:
+            return {}
+        return {k: v for k, v in self.vit.state_dict().items() if k.startswith(prefixes)}
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        """`trainable_state()` back in place, every key of it required."""
+        expected = set(self.trainable_state())
+        if set(state) != expected:
+            raise UserError(
+                f"the saved backbone state does not fit {self.name} with train_blocks {self.train_blocks} and "
+                f"lora_rank {self.lora_rank}; resume with the settings the run started with"
+            )
+        self.vit.load_state_dict(state, strict=False)
+
+    def trained_weights(self) -> dict[str, torch.Tensor]:
+        """The trained part as plain timm weights (LoRA merged in): what a checkpoint holds."""
+        state = self.trainable_state()
+        if not self.lora_rank:
+            return {k: v.detach() for k, v in state.items()}
+        from peft.tuners.lora import Linear as LoraLinear
+
+        merged = {k: v.detach() for k, v in state.items() if "lora_" not in k and ".base_layer." not in k}
+        for name, module in self.vit.named_modules():
+            if isinstance(module, LoraLinear):
+                base = module.get_base_layer()
+                if not isinstance(base, nn.Linear):
+                    raise TypeError(f"LoRA on {name} wraps a {type(base).__name__}, not a Linear layer")
+                merged[f"{name}.weight"] = (base.weight + module.get_delta_weight("default")).detach()
+                if base.bias is not None:
+                    merged[f"{name}.bias"] = base.bias.detach()
+        return merged
+
+    def load_trained_weights(self, tensors: dict[str, torch.Tensor], train_blocks: int | str) -> None:
+        """A checkpoint's trained blocks (`trained_weights`) over the frozen rest; every trained tensor required.
+
+        The backbone stays frozen (inference); call `set_trainable` to train further."""
+        self.train_blocks = train_blocks  # kept: it says where the frozen part ends (the features do not depend on it)
+        expected = set(self.trainable_state())
+        if set(tensors) != expected:
+            missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+            raise UserError(
+                f"the checkpoint's backbone tensors do not fit {self.name} with train_blocks {train_blocks} "
+                f"(missing: {', '.join(missing[:4]) or 'none'}; unexpected: {', '.join(unexpected[:4]) or 'none'})"
+            )
+        self.vit.load_state_dict(tensors, strict=False)
+
+    def frozen_names(self) -> list[str]:
+        """Names of the tensors `frozen_features` returns, as train's feature cache files them."""
+        names = [f"layer_{i}" for i in self.layers if i < self.first_trained]
+        return names + ([f"tokens_{self.first_trained}"] if self.train_blocks else [])
+
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        rows, cols = (math.ceil(side / self.patch_size) for side in images.shape[-2:])
+        return self.features_from_frozen(self.frozen_features(images), (rows, cols))
+
+    def frozen_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The frozen part: maps [B,C,h,w] of the tapped frozen blocks, then (when blocks train) the tokens
+        [B, 1 + registers + h*w, C] entering the first trained block."""
+        tokens, rows, cols = self._embed(images)
+        maps, tokens = self._run_blocks(tokens, 0, min(self.first_trained, self.layers[-1] + 1), rows, cols)
+        return maps + ([tokens] if self.train_blocks else [])
+
+    def features_from_frozen(self, frozen: Sequence[torch.Tensor], grid: tuple[int, int]) -> list[torch.Tensor]:
+        """Every tapped map, from `frozen_features`' output on images of `grid` (rows, cols) patches."""
+        if not self.train_blocks:
+            return list(frozen)
+        *maps, tokens = frozen
+        trained, _ = self._run_blocks(tokens, self.first_trained, self.layers[-1] + 1, *grid)
+        return [*maps, *trained]
+
+    def _embed(self, images: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         p = self.patch_size
         height, width = images.shape[-2:]
         rows, cols = math.ceil(height / p), math.ceil(width / p)
@@ -208,20 +363,24 @@ class Backbone(nn.Module):
             images = F.pad(images, (0, cols * p - width, 0, rows * p - height))
         patches = self.vit.patch_embed.proj(images).flatten(2).transpose(1, 2)
         if self.spec.family == "dinov2":
-            tokens, block_kwargs = self._dinov2_tokens(patches, rows, cols), {}
-        else:
-            tokens, block_kwargs = (
-                self._dinov3_tokens(patches),
-                {"rope": torch.cat(rope_sin_cos(self.rope_periods, rows, cols), -1)},
-            )
+            return self._dinov2_tokens(patches, rows, cols), rows, cols
+        return self._dinov3_tokens(patches), rows, cols
+
+    def _run_blocks(
+        self, tokens: torch.Tensor, start: int, stop: int, rows: int, cols: int
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Blocks `start` to `stop - 1` on `tokens`: the normed maps of the tapped ones, and the tokens after."""
+        block_kwargs = {}
+        if self.spec.family == "dinov3":
+            block_kwargs = {"rope": torch.cat(rope_sin_cos(self.rope_periods, rows, cols), -1)}
         prefix = 1 + self.spec.num_registers
         maps = []
-        for index, block in enumerate(self.vit.blocks[: self.layers[-1] + 1]):
-            tokens = block(tokens, **block_kwargs)
+        for index in range(start, stop):
+            tokens = self.vit.blocks[index](tokens, **block_kwargs)
             if index in self.layers:
                 features = self.vit.norm(tokens[:, prefix:])
-                maps.append(features.transpose(1, 2).reshape(len(images), -1, rows, cols))
-        return maps
+                maps.append(features.transpose(1, 2).reshape(len(tokens), -1, rows, cols))
+        return maps, tokens
 
     def _dinov2_tokens(self, patches: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
         """cls + position, patches + resampled positions, then registers after cls (official order)."""

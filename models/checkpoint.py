@@ -1,9 +1,10 @@
 """The checkpoint contract: the head's weights as safetensors, plus a JSON spec of everything else.
 
-The backbone is frozen and rebuilt by name from its own weights file, so a checkpoint stays a
-few megabytes; the spec says which backbone (and the hash of its weights), which layers, which
-head with which options, the classes and how images were normalised and tiled. Loading never
-unpickles anything. See docs/checkpoint.md.
+The frozen backbone is rebuilt by name from its own weights file, so a checkpoint stays a few
+megabytes; backbone blocks that were fine-tuned (`train_blocks`) are stored with the head under
+`backbone.` and loaded over it. The spec says which backbone (and the hash of its weights), which
+layers, which blocks trained, which head with which options, the classes and how images were
+normalised and tiled. Loading never unpickles anything. See docs/checkpoint.md.
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from safetensors.torch import save as safetensors_bytes
 
 from common.errors import UserError
 from common.fileio import sha256_file, write_bytes_atomic, write_json_atomic
-from models.backbones import Backbone, build_backbone
+from models.backbones import CHECKPOINT_PREFIX, TRAIN_ALL, Backbone, RandomBackboneWarning, build_backbone
 from models.heads import SegHead, build_head
 from models.segmenter import Segmenter
 
 FORMAT = "reefseg-checkpoint"
-VERSION = 2
-READABLE_VERSIONS = (1, 2)
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+# Version 3 added `train_blocks` (fine-tuned backbone blocks stored beside the head); older specs are frozen (0).
 # Version 1 named the sliding window `crop`/`stride` (train's `crop` is the training crop, so version 2 renamed them).
 VERSION_1_NAMES = {"crop": "window", "stride": "window_stride"}
 CHECKPOINT_NAMES = ("best", "last")
@@ -55,6 +57,9 @@ class CheckpointSpec:
     std: list[float]
     window: int
     window_stride: int
+    train_blocks: int | str = (
+        0  # backbone blocks trained with the head (the last N, or "all"); their weights are in the tensors
+    )
     info: dict[str, Any] = field(default_factory=dict)  # for people (step, val mIoU, config); never read back
 
     def __post_init__(self) -> None:
@@ -90,6 +95,7 @@ class CheckpointSpec:
             std=[float(s) for s in backbone.std],
             window=int(window),
             window_stride=int(window_stride),
+            train_blocks=backbone.train_blocks,
             info=dict(info or {}),
         )
 
@@ -109,14 +115,23 @@ def checkpoint_stem(run_dir: str | Path, which: str = "best") -> Path:
     return Path(run_dir) / f"checkpoint_{which}"
 
 
-def save_checkpoint(path_stem: str | Path, head: SegHead, spec: CheckpointSpec) -> None:
-    """Write `<stem>.safetensors` (head weights) then `<stem>.json` (spec + the tensors' hash), each atomically.
+def save_checkpoint(
+    path_stem: str | Path, head: SegHead, spec: CheckpointSpec, backbone: Backbone | None = None
+) -> None:
+    """Write `<stem>.safetensors` (head weights, and the backbone's trained blocks under `backbone.`) then
+    `<stem>.json` (spec + the tensors' hash), each atomically.
 
     The JSON is written last and names the hash of the tensors it goes with, so a save interrupted
     between the two files is detected on load instead of pairing old weights with a new spec.
     """
     stem = Path(path_stem)
+    if spec.train_blocks and (backbone is None or backbone.train_blocks != spec.train_blocks):
+        raise ValueError(
+            f"a spec with train_blocks {spec.train_blocks} is saved with the backbone whose blocks trained"
+        )
+    trained = backbone.trained_weights() if backbone is not None and spec.train_blocks else {}
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in head.state_dict().items()}
+    tensors |= {CHECKPOINT_PREFIX + k: v.to("cpu").contiguous() for k, v in trained.items()}
     data = safetensors_bytes(
         tensors, metadata={"format": FORMAT}
     )  # in memory, so a full disk is common.fileio's one sentence
@@ -127,10 +142,12 @@ def save_checkpoint(path_stem: str | Path, head: SegHead, spec: CheckpointSpec) 
     )
 
 
-def save_run_checkpoint(run_dir: str | Path, head: SegHead, spec: CheckpointSpec, which: str = "best") -> Path:
+def save_run_checkpoint(
+    run_dir: str | Path, head: SegHead, spec: CheckpointSpec, which: str = "best", backbone: Backbone | None = None
+) -> Path:
     """Save the run's `best` or `last` checkpoint; returns its stem."""
     stem = checkpoint_stem(run_dir, which)
-    save_checkpoint(stem, head, spec)
+    save_checkpoint(stem, head, spec, backbone)
     return stem
 
 
@@ -162,7 +179,7 @@ def read_checkpoint(path: str | Path, which: str = "best") -> tuple[dict[str, to
     if not isinstance(raw, dict):
         raise UserError(f"{spec_file} holds a JSON {type(raw).__name__}, not a checkpoint spec; {damaged}")
     if raw.get("format") != FORMAT or raw.get("version") not in READABLE_VERSIONS:
-        readable = " or ".join(map(str, READABLE_VERSIONS))
+        readable = ", ".join(map(str, READABLE_VERSIONS[:-1])) + f" or {READABLE_VERSIONS[-1]}"
         raise UserError(
             f"{spec_file} is not a {FORMAT} version {readable} spec (format {raw.get('format')!r}, version {raw.get('version')!r})"
         )
@@ -173,10 +190,12 @@ def read_checkpoint(path: str | Path, which: str = "best") -> tuple[dict[str, to
             f"{tensor_file.name} does not match {spec_file.name} (an interrupted save?); use the other checkpoint or retrain"
         )
     names = {f.name for f in fields(CheckpointSpec)}
-    missing = sorted(n for n in names if n not in raw and n != "info")
+    missing = sorted(n for n in names if n not in raw and n not in ("info", "train_blocks"))
     if missing:
         raise UserError(f"{spec_file} lacks the keys {', '.join(missing)}; it was not written by models.checkpoint")
     spec = CheckpointSpec(**{k: v for k, v in raw.items() if k in names})
+    if spec.train_blocks != TRAIN_ALL and (type(spec.train_blocks) is not int or spec.train_blocks < 0):
+        raise UserError(f"{spec_file} has train_blocks {spec.train_blocks!r}, not a block count or 'all'; {damaged}")
     try:
         tensors = load_file(str(tensor_file))
     except (SafetensorError, OSError, ValueError) as error:
@@ -191,14 +210,24 @@ def load_checkpoint(
     allow_other_weights: bool = False,
     device: str | torch.device = "cpu",
 ) -> tuple[Segmenter, CheckpointSpec]:
-    """The trained model (backbone rebuilt by name from `weights`, head from the checkpoint) and its spec.
+    """The trained model (backbone rebuilt by name from `weights`, its fine-tuned blocks and the head from the
+    checkpoint) and its spec.
 
     The backbone weights must hash to what the head was trained on; `allow_other_weights` turns
     that error into a warning (features from other weights make the head's predictions meaningless).
+    A `train_blocks: all` checkpoint holds the whole backbone and needs no weights.
     """
     tensors, spec = read_checkpoint(run_dir, which)
-    backbone = build_backbone(spec.backbone, weights=weights, layers=spec.layers, frozen=True)
-    if backbone.weights_hash != spec.weights_hash:
+    whole = spec.train_blocks == TRAIN_ALL
+    with warnings.catch_warnings():
+        if whole:  # built random, then every backbone tensor comes from the checkpoint
+            warnings.simplefilter("ignore", RandomBackboneWarning)
+        backbone = build_backbone(spec.backbone, weights=None if whole else weights, layers=spec.layers, frozen=True)
+    if spec.train_blocks:
+        trained = {k[len(CHECKPOINT_PREFIX) :]: v for k, v in tensors.items() if k.startswith(CHECKPOINT_PREFIX)}
+        backbone.load_trained_weights(trained, spec.train_blocks)
+    tensors = {k: v for k, v in tensors.items() if not k.startswith(CHECKPOINT_PREFIX)}
+    if not whole and backbone.weights_hash != spec.weights_hash:
         given = (
             "no weights were given (random backbone)"
             if backbone.weights_hash == "random"
@@ -233,7 +262,7 @@ def init_head_from(
     Classes differ when their count differs or, given `classes`, when the names do (same count,
     other taxonomy). Any other mismatch means another backbone or head config: a UserError.
     """
-    tensors, spec = read_checkpoint(run_dir, which)
+    tensors, spec = read_checkpoint(run_dir, which)  # the head only: fine-tuned backbone blocks are not warm-started
     if spec.head != head.name:
         raise UserError(f"cannot warm start a {head.name!r} head from {run_dir}, which trained a {spec.head!r} head")
     same_classes = spec.num_classes == head.num_classes and (classes is None or list(classes) == spec.classes)

@@ -1,7 +1,8 @@
 """A backbone and a head as one model: images in, class logits at the image's resolution out.
 
-The pieces are exposed separately (`forward_features`, `head_logits`) so that training on cached
-features runs the same head code and the same upsampling as inference on images.
+The pieces are exposed separately (`forward_features`, `head_logits`; with trained backbone blocks
+`frozen_features` and `features_from_frozen`) so that training on cached features runs the same
+backbone blocks, head code and upsampling as inference on images.
 """
 
 from __future__ import annotations
@@ -62,6 +63,17 @@ class Segmenter(nn.Module):
         x = self.pad(self.normalize(images))
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             return self.backbone(x)
+
+    def frozen_features(self, images: Tensor) -> list[Tensor]:
+        """The backbone's frozen part for images [B,3,H,W] (`Backbone.frozen_features`), never with a graph:
+        what train's feature cache stores. Equal to `forward_features` when the whole backbone is frozen."""
+        with torch.no_grad():
+            return self.backbone.frozen_features(self.pad(self.normalize(images)))
+
+    def features_from_frozen(self, frozen: Sequence[Tensor], image_size: Sequence[int]) -> list[Tensor]:
+        """The maps the head reads, from `frozen_features` of images of `image_size` (H, W): the trained blocks run here."""
+        grid = (-(-int(image_size[0]) // self.patch_size), -(-int(image_size[1]) // self.patch_size))
+        return self.backbone.features_from_frozen(frozen, grid)
 
     def head_logits(self, features: Sequence[Tensor], image_size: Sequence[int]) -> Tensor:
         """The head's logits resized to the padded input and cropped back to `image_size` (H, W)."""

@@ -24,6 +24,7 @@ from common.runtime import PRECISION_HELP, check_precision
 if TYPE_CHECKING:
     from common.settings import Settings
 
+TRAIN_ALL = "all"  # train_blocks: the whole backbone (models.backbones.TRAIN_ALL, not imported: it loads torch)
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "linear.yaml"
 # window 0 means this many patches a side: 392 px on /14 backbones, 448 on /16. A 1920-px quadrat is then
@@ -70,6 +71,21 @@ class TrainConfig:
         default="",
         metadata={
             "help": "warm start the head from another run folder (its classifier is kept only if the classes match)"
+        },
+    )
+    train_blocks: int | str = field(
+        default=0,
+        metadata={
+            "help": "fine-tune the last N backbone blocks with the head (the cache then holds the frozen part); 0: frozen backbone; all: the whole backbone, no cache"
+        },
+    )
+    backbone_lr_mult: float = field(
+        default=0.1, metadata={"help": "learning rate of the trained backbone blocks as a multiple of lr"}
+    )
+    lora_rank: int = field(
+        default=0,
+        metadata={
+            "help": "LoRA rank on the trained blocks' attention qkv and proj layers (only the adapters train); 0: off"
         },
     )
     crop: int = field(default=448, metadata={"help": "training crop in pixels (a multiple of the patch size)"})
@@ -171,6 +187,10 @@ def coerce_value(name: str, value: Any) -> Any:
     kind = str(f.type)
     if isinstance(value, str) and not isinstance(default, str):
         value = _parse(value)
+    if name == "train_blocks" and isinstance(value, str):
+        if value == TRAIN_ALL:
+            return value
+        raise UserError(f"train_blocks is a number of last backbone blocks to train, or 'all', not {value!r}")
     if value is None and "None" in kind:
         return None
     if isinstance(default, bool):
@@ -280,8 +300,38 @@ def check_config(config: TrainConfig) -> None:
                 f"--{key}",
                 f"it names {names}; pass a plain name (a folder goes in --runs_dir or --data_dir)",
             )
+    check_fine_tuning(config)
     if config.resume and config.init_from:
         raise UserError("--resume continues a run and --init-from starts a new one; pass only one of them")
+
+
+def check_fine_tuning(config: TrainConfig) -> None:
+    """train_blocks within the backbone's depth (or all), a positive lr multiplier, LoRA only on trained blocks."""
+    if config.backbone_lr_mult <= 0:
+        raise UserError(
+            f"backbone_lr_mult must be more than 0, got {config.backbone_lr_mult}; use train_blocks 0 to freeze the backbone"
+        )
+    if config.lora_rank < 0:
+        raise UserError(f"lora_rank must be 0 (off) or a positive rank, got {config.lora_rank}")
+    blocks = config.train_blocks
+    if blocks == TRAIN_ALL:
+        if config.lora_rank:
+            raise UserError(
+                "LoRA adapts blocks, not the patch embedding: with lora_rank set train_blocks to the backbone's block count, not all"
+            )
+        return
+    if not isinstance(blocks, int) or blocks < 0:
+        raise UserError(f"train_blocks must be a block count from 0 or 'all', got {blocks!r}")
+    if config.lora_rank and not blocks:
+        raise UserError(f"lora_rank {config.lora_rank} puts LoRA adapters on the trained blocks; set train_blocks too")
+    if blocks:
+        from models.backbones import get_spec
+
+        depth = get_spec(config.backbone).depth
+        if blocks > depth:
+            raise UserError(
+                f"train_blocks {blocks} is more than the {depth} blocks of {config.backbone}; use at most {depth} or 'all'"
+            )
 
 
 def with_default_window(config: TrainConfig) -> TrainConfig:

@@ -1,13 +1,17 @@
 """Frozen-backbone features computed once per training view, stored as fp16 memory-mapped arrays.
 
-The backbone never changes during head training, so running it on every step wastes almost all
-of the time. Each training image's K views go through the backbone once; the maps are written as
-one `.npy` per (image, layer), read back one view at a time through a memory map, so training
-memory does not grow with the number of images.
+The frozen part of the backbone never changes during training, so running it on every step wastes
+almost all of the time. Each training image's K views go through it once; its outputs are written
+as one `.npy` per (image, tensor), read back one view at a time through a memory map, so training
+memory does not grow with the number of images. With a frozen backbone the tensors are the maps of
+the tapped blocks; with the last N blocks trained (`train_blocks`) they are the maps of the tapped
+frozen blocks plus the tokens entering the first trained block (`Backbone.frozen_names`), and the
+trained blocks run on them every step.
 
 Layout under the cache folder::
 
     <backbone>-<weights>-<precision>/<image sha256>-<views hash>/layer_<i>.npy   [K, C, h, w] float16
+    <backbone>-<weights>-<precision>/<image sha256>-<views hash>/tokens_<j>.npy  [K, 1 + registers + h*w, C] float16
     labels/<mask sha256>-<views hash>.npy                                          [K, crop, crop] uint8
 
 The folder names hold everything the features depend on (backbone name and spec, weights hash,
@@ -59,6 +63,9 @@ def backbone_fingerprint(backbone: torch.nn.Module) -> str:
         return weights_hash[:16]
     digest = hashlib.sha256()
     for name, tensor in sorted(backbone.state_dict().items()):
+        if "lora_" in name:  # LoRA adapters (peft) wrap the weights without changing them: the same frozen part
+            continue
+        name = name.replace(".base_layer.", ".")
         digest.update(name.encode())
         digest.update(tensor.detach().float().cpu().numpy().tobytes())
     return "random" + digest.hexdigest()[:12]
@@ -69,12 +76,25 @@ def backbone_dir(cache_dir: Path, backbone: torch.nn.Module, precision: str) -> 
     return Path(cache_dir) / f"{backbone.name}-{backbone_fingerprint(backbone)}-{precision}"
 
 
+def feature_file_names(features: Sequence[int | str]) -> list[str]:
+    """File names of the cached tensors: a block index `i` is its map `layer_<i>.npy`, a name (`Backbone.frozen_names`,
+    e.g. `tokens_10`) is `<name>.npy`."""
+    return [f"layer_{f}.npy" if isinstance(f, int) else f"{f}.npy" for f in features]
+
+
 def cache_entry(
-    root: Path, labels_root: Path, image_hash: str, mask_hash: str, views: Sequence[View], layers: Sequence[int]
+    root: Path,
+    labels_root: Path,
+    image_hash: str,
+    mask_hash: str,
+    views: Sequence[View],
+    features: Sequence[int | str],
 ) -> CacheEntry:
     key = views_key(list(views))
     folder = root / f"{image_hash[:24]}-{key}"
-    return CacheEntry(tuple(folder / f"layer_{i}.npy" for i in layers), labels_root / f"{mask_hash[:24]}-{key}.npy")
+    return CacheEntry(
+        tuple(folder / name for name in feature_file_names(features)), labels_root / f"{mask_hash[:24]}-{key}.npy"
+    )
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -157,15 +177,15 @@ def fill_cache(
 
 
 def make_extractor(
-    forward_features: Callable[[Tensor], list[Tensor]], runtime: Runtime
+    frozen_features: Callable[[Tensor], list[Tensor]], runtime: Runtime
 ) -> Callable[[Tensor], list[Tensor]]:
-    """What `fill_cache` calls: uint8 images to float16 CPU maps via `Segmenter.forward_features`, on the runtime's device and precision."""
+    """What `fill_cache` calls: uint8 images to float16 CPU tensors via `Segmenter.frozen_features`, on the runtime's device and precision."""
 
     @torch.no_grad()
     def extract(images: Tensor) -> list[Tensor]:
         images = images.to(runtime.device, non_blocking=True)
         with runtime.autocast():
-            return [m.to(torch.float16).cpu() for m in forward_features(images)]
+            return [m.to(torch.float16).cpu() for m in frozen_features(images)]
 
     return extract
 
@@ -178,8 +198,8 @@ class WindowCache:
     returned fp16-rounded on the first pass too, so every validation scores the same features.
     """
 
-    def __init__(self, folder: Path, layers: Sequence[int]) -> None:
-        self.paths = [Path(folder) / f"layer_{i}.npy" for i in layers]
+    def __init__(self, folder: Path, features: Sequence[int | str]) -> None:
+        self.paths = [Path(folder) / name for name in feature_file_names(features)]
         self.stored = all(p.is_file() for p in self.paths)
         self.offset = 0
         self.computed: list[list[Tensor]] = []

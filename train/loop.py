@@ -162,14 +162,17 @@ def validate(
         mine, desc="validating", unit="image", leave=False, dynamic_ncols=True, disable=not dist_info.main
     ):
         image, mask = images[index]
-        windows = feature_cache.WindowCache(window_dirs[index], segmenter.backbone.layers) if window_dirs else None
+        windows = (
+            feature_cache.WindowCache(window_dirs[index], segmenter.backbone.frozen_names()) if window_dirs else None
+        )
 
         def forward(crops: Tensor, windows: feature_cache.WindowCache | None = windows) -> Tensor:  # bound per image
             with runtime.autocast():
                 if windows is None:
                     return segmenter(crops).float()
+                frozen = windows.features(crops, segmenter.frozen_features)
                 return segmenter.head_logits(
-                    windows.features(crops, segmenter.forward_features), crops.shape[-2:]
+                    segmenter.features_from_frozen(frozen, crops.shape[-2:]), crops.shape[-2:]
                 ).float()
 
         logits = predict_logits(
@@ -328,8 +331,8 @@ class TrainStep(nn.Module):
         self.segmenter = segmenter
 
     def forward(self, inputs: Tensor | list[Tensor], target: Tensor) -> dict[str, Tensor]:
-        if isinstance(inputs, list):  # cached feature maps go straight to the head
-            return self.segmenter.head.loss(inputs, target)
+        if isinstance(inputs, list):  # the cached frozen part: trained blocks (if any) then the head
+            return self.segmenter.head.loss(self.segmenter.features_from_frozen(inputs, target.shape[-2:]), target)
         return self.segmenter.loss(inputs, target)
 
 
@@ -361,7 +364,11 @@ class TrainingData:
 
 @dataclass(frozen=True)
 class Optimization:
-    """The module a step calls (DDP-wrapped under torchrun), the trained parameters, optimizer and schedule."""
+    """The module a step calls (DDP-wrapped under torchrun), the trained parameters, optimizer and schedule.
+
+    The optimizer's param groups: the head's parameters, then the trained backbone blocks' (lr times
+    `backbone_lr_mult`) with weight decay on matrices and none on biases, norms, layer scales and tokens.
+    """
 
     model: nn.Module
     params: list[nn.Parameter]
@@ -450,6 +457,8 @@ def open_run(config: TrainConfig, runtime: Runtime, dist_info: Distributed) -> t
             f"{folder} was trained on {len(saved['classes'])} classes but {dataset.root} has {len(dataset.classes)}; "
             "resume with the prepared folder it was trained on, or start a new run with --init-from"
         )
+    if saved is not None:
+        check_same_fine_tuning(folder, config, saved)
     if saved is None and dist_info.main:
         start_run_folder(folder, config, dataset)
     _barrier(dist_info)
@@ -462,6 +471,16 @@ def open_run(config: TrainConfig, runtime: Runtime, dist_info: Distributed) -> t
     return Run(config, folder, dataset, samples, runtime, dist_info), saved
 
 
+def check_same_fine_tuning(folder: Path, config: TrainConfig, saved: dict[str, Any]) -> None:
+    """A run resumes with the backbone blocks (and LoRA) it started with: other ones have no saved weights or optimizer state."""
+    started = (saved.get("train_blocks", 0), saved.get("lora_rank", 0))
+    if started != (config.train_blocks, config.lora_rank):
+        raise UserError(
+            f"{folder} was trained with train_blocks {started[0]} and lora_rank {started[1]}, not "
+            f"{config.train_blocks} and {config.lora_rank}; resume with those, or start a new run with --name"
+        )
+
+
 def build_segmenter(run: Run) -> Segmenter:
     """Frozen backbone + fresh (or warm-started) head on the device; the same initialisation in every process."""
     config = run.config
@@ -469,6 +488,18 @@ def build_segmenter(run: Run) -> Segmenter:
     weights = config.weights or None
     layers = config.layers if config.layers is not None else (None if config.head == "linear" else 4)
     backbone = build_backbone(config.backbone, weights=weights, layers=layers)
+    backbone.set_trainable(config.train_blocks, config.lora_rank)
+    if config.train_blocks:
+        trained = sum(p.numel() for p in backbone.parameters() if p.requires_grad)
+        which = (
+            "the whole backbone"
+            if config.train_blocks == "all"
+            else f"blocks {backbone.first_trained}-{backbone.num_layers - 1}"
+        )
+        lora = f", LoRA rank {config.lora_rank} on their attention layers" if config.lora_rank else ""
+        log.info(
+            f"fine-tuning {which} of {backbone.name}{lora}: {trained:,} parameters at lr x {config.backbone_lr_mult}"
+        )
     if weights is None:
         log.warning(
             f"WARNING: backbone {backbone.name} has RANDOM weights; pass --weights or set DINO_WEIGHTS for meaningful features"
@@ -503,7 +534,9 @@ def prepare_training_data(run: Run, segmenter: Segmenter) -> TrainingData:
     config, dist_info = run.config, run.dist_info
     train_samples, val_samples = run.samples["train"], run.samples["val"][: config.max_val_images or None]
     scale_range = (config.scale_range[0], config.scale_range[1])
-    if not config.cache:
+    if config.train_blocks == "all" and config.cache and dist_info.main:
+        log.info("train_blocks all: no feature cache (every part of the backbone trains), the views are decoded live")
+    if not config.cache or config.train_blocks == "all":
         views = LiveViews(
             train_samples, config.views_per_image, config.crop, scale_range, config.seed, config.fresh_views
         )
@@ -511,12 +544,12 @@ def prepare_training_data(run: Run, segmenter: Segmenter) -> TrainingData:
     cache_dir = Path(config.cache_dir)
     root = feature_cache.backbone_dir(cache_dir, segmenter.backbone, run.runtime.precision)
     banks = [bank_for(s, config.views_per_image, config.crop, scale_range, config.seed) for s in train_samples]
-    layers = segmenter.backbone.layers
+    stored = segmenter.backbone.frozen_names()
     entries = [
-        feature_cache.cache_entry(root, cache_dir / "labels", image_hash, mask_hash, bank, layers)
+        feature_cache.cache_entry(root, cache_dir / "labels", image_hash, mask_hash, bank, stored)
         for (image_hash, mask_hash), bank in zip(file_hashes(train_samples), banks)
     ]
-    extract = feature_cache.make_extractor(segmenter.forward_features, run.runtime)
+    extract = feature_cache.make_extractor(segmenter.frozen_features, run.runtime)
     jobs = [(s.image_path, s.mask_path, bank) for s, bank in zip(train_samples, banks)]
     started = time.perf_counter()
     missing = feature_cache.missing_entries(entries)
@@ -548,10 +581,26 @@ def make_optimization(run: Run, segmenter: Segmenter) -> Optimization:
         model = nn.parallel.DistributedDataParallel(
             step_module, device_ids=[device.index] if device.type == "cuda" else None
         )
-    params = [p for p in segmenter.head.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    groups = param_groups(segmenter, config)
+    params = [p for group in groups for p in group["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
     return Optimization(model, params, optimizer, scheduler)
+
+
+def param_groups(segmenter: Segmenter, config: TrainConfig) -> list[dict[str, Any]]:
+    """The head at lr with weight decay; trained backbone parameters at lr x backbone_lr_mult, decayed only when
+    they are matrices (linear and patch-embedding weights, LoRA adapters), never biases, norms, layer scales,
+    position embeddings or the cls and register tokens (the usual ViT fine-tuning policy)."""
+    groups: list[dict[str, Any]] = [{"params": [p for p in segmenter.head.parameters() if p.requires_grad]}]
+    trained = [(n, p) for n, p in segmenter.backbone.named_parameters() if p.requires_grad]
+    lr = config.lr * config.backbone_lr_mult
+    decayed = [p for n, p in trained if p.ndim >= 2 and not n.endswith(("pos_embed", "cls_token", "reg_token"))]
+    kept = [p for n, p in trained if not any(p is q for q in decayed)]
+    for params, decay in ((decayed, config.weight_decay), (kept, 0.0)):
+        if params:
+            groups.append({"params": params, "lr": lr, "weight_decay": decay})
+    return groups
 
 
 def restore(run: Run, segmenter: Segmenter, optimization: Optimization, saved: dict[str, Any] | None) -> RunState:
@@ -559,6 +608,8 @@ def restore(run: Run, segmenter: Segmenter, optimization: Optimization, saved: d
     if saved is None:
         return RunState()
     segmenter.head.load_state_dict(saved["head"])
+    if run.config.train_blocks:  # check_same_fine_tuning made sure the state holds these blocks
+        segmenter.backbone.load_trainable_state(saved["backbone"])
     optimization.optimizer.load_state_dict(saved["optimizer"])
     optimization.scheduler.load_state_dict(saved["scheduler"])
     best = saved["best"]
@@ -638,7 +689,12 @@ def train_step(
     """One optimizer step on one batch; returns the losses (averaged over processes) and the lr it used."""
     device = run.runtime.device
     if isinstance(inputs, list):  # cached feature maps
-        inputs = [x.to(device, non_blocking=True).float().contiguous(memory_format=torch.channels_last) for x in inputs]
+        inputs = [
+            x.to(device, non_blocking=True)
+            .float()
+            .contiguous(memory_format=torch.channels_last if x.dim() == 4 else torch.contiguous_format)
+            for x in inputs
+        ]
     else:
         inputs = inputs.to(device, non_blocking=True)
     with run.runtime.autocast():
@@ -711,11 +767,17 @@ def save_run(
     spec = run_checkpoint.CheckpointSpec.of(
         segmenter.backbone, head, run.classes, run.dataset.palette, taxonomy, config.window, config.window_stride, info
     )
+    backbone = segmenter.backbone
     if improved:
-        run_checkpoint.save_run_checkpoint(run.folder, head, spec, "best")
-    run_checkpoint.save_run_checkpoint(run.folder, head, spec, "last")
+        run_checkpoint.save_run_checkpoint(run.folder, head, spec, "best", backbone)
+    run_checkpoint.save_run_checkpoint(run.folder, head, spec, "last", backbone)
+    trained = (
+        {"backbone": backbone.trainable_state(), "train_blocks": config.train_blocks, "lora_rank": config.lora_rank}
+        if config.train_blocks
+        else {}
+    )
     save_state(run.folder, {
-        "step": state.step, "classes": run.classes, "head": head.state_dict(),
+        "step": state.step, "classes": run.classes, "head": head.state_dict(), **trained,
         "optimizer": optimization.optimizer.state_dict(), "scheduler": optimization.scheduler.state_dict(),
         "rng": rng_state(), "best": {"miou": state.best_miou, "step": state.best_step},
         "evals_without_gain": state.evals_without_gain,

@@ -111,7 +111,8 @@ def test_files_are_safetensors_and_json_and_loading_never_unpickles(
         document["mean"] == [0.485, 0.456, 0.406]
         and document["window"] == 28
         and document["window_stride"] == 14
-        and document["version"] == 2
+        and document["version"] == 3
+        and document["train_blocks"] == 0
     )
     assert document["head"] == "linear" and document["head_config"] == {}  # class weights are loss-only
 
@@ -204,8 +205,8 @@ def test_version_1_specs_with_crop_and_stride_still_load(tmp_path: Path) -> None
     spec_file.write_text(json.dumps({**version_1, "version": 1}))
     loaded, loaded_spec = load_checkpoint(tmp_path, "best")
     assert (loaded_spec.window, loaded_spec.window_stride) == (28, 14) and loaded_spec == spec
-    spec_file.write_text(json.dumps({**document, "version": 3}))
-    with pytest.raises(UserError, match="is not a reefseg-checkpoint version 1 or 2 spec"):
+    spec_file.write_text(json.dumps({**document, "version": 4}))
+    with pytest.raises(UserError, match="is not a reefseg-checkpoint version 1, 2 or 3 spec"):
         read_checkpoint(tmp_path, "best")
 
 

@@ -286,10 +286,18 @@ def test_no_cache_trains_on_live_views_to_the_same_result(tmp_path, prepared, mo
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_match_one_process(tmp_path, prepared, monkeypatch, capsys):
-    """`torchrun --nproc_per_node=2` (gloo on CPU) splits each batch; DDP averages the gradients back."""
+@pytest.mark.parametrize("train_blocks", [0, 1])
+def test_two_gloo_processes_match_one_process(tmp_path, prepared, monkeypatch, capsys, train_blocks):
+    """`torchrun --nproc_per_node=2` (gloo on CPU) splits each batch; DDP averages the gradients back (of the
+    trained backbone block too)."""
     settings = tiny_overrides(
-        tmp_path, prepared, steps=10, eval_every=10, precision="fp32", head_config="{dropout: 0.0}"
+        tmp_path,
+        prepared,
+        steps=10,
+        eval_every=10,
+        precision="fp32",
+        head_config="{dropout: 0.0}",
+        train_blocks=train_blocks,
     )
     assert run_cli(monkeypatch, capsys, None, name="one", **settings)[0] == 0
     args = [
@@ -312,6 +320,7 @@ def test_two_gloo_processes_match_one_process(tmp_path, prepared, monkeypatch, c
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     one, two = (load_file(tmp_path / "runs" / n / "checkpoint_last.safetensors") for n in ("one", "two"))
+    assert any(k.startswith("backbone.blocks.3.") for k in one) == bool(train_blocks) and one.keys() == two.keys()
     for key in one:
         if "running_" in key:  # SyncBatchNorm needs GPUs: on CPUs each process keeps statistics of its half batch
             torch.testing.assert_close(two[key], one[key], atol=0.1, rtol=0.1, msg=key)
