@@ -121,6 +121,10 @@ def predict(
     points: int = 0,
     point_sampling: str = "stratified",
     workers: int | None = None,
+    refine: str = "none",
+    sam_weights: str | None = None,
+    sam_points: int = 3,
+    sam_negative_points: int = 2,
 ) -> None:
     """Predict a survey's photos with a trained run: masks, colonies, doubt, cover per site and year, sizes.
 
@@ -142,8 +146,17 @@ def predict(
         points: also sample this many points per photo from the prediction into points.csv (CoralNet-style; 0: none).
         point_sampling: stratified (one point per grid cell, as CoralNet) or random.
         workers: processes decoding photos ahead of the model (default WORKERS).
+        refine: none, or sam: prompt SAM with each predicted colony and keep its mask with the colony's majority class.
+        sam_weights: with --refine sam: a segment_anything checkpoint (.pth, e.g. CoralSCoP's vit_b_coralscop.pth) or a Hugging Face SAM folder.
+        sam_points: positive points SAM gets inside each colony, besides its box.
+        sam_negative_points: negative points SAM gets on other classes' colonies in the box (0: none).
     """
     settings = load_settings(device=device, workers=workers)
+    from evaluate.refine_sam import RefineSettings, check_refine_flags
+    from evaluate.sam_models import check_sam_weights
+
+    # the SAM weights are read and checked completely before FiftyOne, the run or any photo is touched
+    checked_sam = check_sam_weights(str(sam_weights)) if check_refine_flags(refine, sam_weights) else None
     from evaluate.ecology import QuadratScale
     from evaluate.survey import PredictOptions, check_options, predict_survey
 
@@ -153,6 +166,7 @@ def predict(
         window=window, window_stride=window_stride, batch_size=batch_size, tta=tta, precision=precision, weights=weights,
         quadrat=QuadratScale.parse(quadrat_size), uncertainty=uncertainty, points=points, point_sampling=point_sampling,
         workers=settings.workers, seed=settings.seed,
+        sam_weights=checked_sam, sam=RefineSettings(positive_points=sam_points, negative_points=sam_negative_points),
     )  # fmt: skip
     if min(window or 1, window_stride or 1) < 1:
         raise UserError("--window and --window-stride must be positive")

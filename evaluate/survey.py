@@ -24,7 +24,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -43,10 +43,12 @@ from evaluate import writeback
 from evaluate.colonies import Colony, find_colonies
 from evaluate.ecology import QuadratScale, QuadratSummary, colony_sizes, image_cover, site_year_summary
 from evaluate.fields import RunFields
-from evaluate.inference import predict_image, window_forward
+from evaluate.inference import Prediction, predict_image, window_forward
 from evaluate.pipeline import run_palette, window_setting
 from evaluate.points import SAMPLING_MODES, sample_points
 from evaluate.prediction_cache import PredictionCache, image_key
+from evaluate.refine_sam import RefineSettings, refine_mask
+from evaluate.sam_models import SamWeights, load_sam
 from evaluate.survey_report import format_site_year_table, write_survey_report
 from models.checkpoint import CheckpointSpec, checkpoint_stem, load_checkpoint
 from models.sliding_window import WINDOW_LAYOUT
@@ -80,6 +82,8 @@ class PredictOptions:
     point_sampling: str = "stratified"
     workers: int = 2
     seed: int = 0
+    sam_weights: SamWeights | None = None  # refine each colony with SAM (`--refine sam`) when set
+    sam: RefineSettings = field(default_factory=RefineSettings)
 
 
 @dataclass(frozen=True)
@@ -257,6 +261,7 @@ def predict_shard(
     if not todo:
         return summary
     forward = window_forward(model.to(runtime.device).eval(), runtime, options.tta)
+    sam = load_sam(options.sam_weights, runtime) if options.sam_weights else None
     mask_palette = png_palette(palette)
     start = time.perf_counter()
     desc = f"predict {options.run_dir.name}" + (f" [{shard.rank + 1}/{shard.world}]" if shard.world > 1 else "")
@@ -269,6 +274,12 @@ def predict_shard(
             prediction = predict_image(
                 forward, image, spec.num_classes, window, window_stride, options.batch_size, runtime.device
             )
+        stats = image_stats(prediction.mask, prediction.confidence, options.uncertainty)
+        if sam is not None:
+            with summary.timing("SAM refinement"):
+                refined = refine_mask(sam, image, prediction.mask, spec.num_classes, options.sam)
+            prediction = Prediction(refined.mask, prediction.confidence)  # the doubt stays the semantic model's
+            stats.update(sam_prompted=refined.prompted, sam_kept=refined.kept)
         path = mask_path(out_dir, photo)
         with summary.timing("mask PNG"):
             write_bytes_atomic(path, encode_mask_png(prediction.mask, mask_palette))
@@ -280,7 +291,7 @@ def predict_shard(
                 image_key(photo.filepath),
                 path,
                 colonies,
-                stats=image_stats(prediction.mask, prediction.confidence, options.uncertainty),
+                stats=stats,
             )
         summary.predicted += 1
     summary.seconds = time.perf_counter() - start
@@ -297,7 +308,7 @@ def depends_on(
     options: PredictOptions, runtime: Runtime, spec: CheckpointSpec, window: int, window_stride: int
 ) -> dict[str, Any]:
     """Everything a journal entry's prediction depended on besides the image file itself."""
-    return {
+    key: dict[str, Any] = {
         "head": sha256_file(checkpoint_stem(options.run_dir, options.which).with_suffix(".safetensors")),
         "backbone": spec.weights_hash,
         "window": window,
@@ -308,6 +319,9 @@ def depends_on(
         "device": runtime.device.type,
         "uncertainty": options.uncertainty,
     }
+    if options.sam_weights is not None:  # only then, so journals of unrefined predictions stay valid
+        key["refine"] = {"method": "sam", "weights": options.sam_weights.sha256, **asdict(options.sam)}
+    return key
 
 
 @dataclass(frozen=True)
@@ -495,3 +509,5 @@ def check_options(options: PredictOptions) -> None:
         raise UserError(f"--point-sampling must be one of {', '.join(SAMPLING_MODES)}, not {options.point_sampling!r}")
     if options.batch_size < 1 or options.workers < 0:
         raise UserError("--batch-size must be positive and --workers 0 or more")
+    if options.sam.positive_points < 1 or options.sam.negative_points < 0:
+        raise UserError("--sam-points must be 1 or more and --sam-negative-points 0 or more")
