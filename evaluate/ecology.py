@@ -52,6 +52,10 @@ class QuadratScale:
     def area_m2(self) -> float:
         return self.width_m * self.height_m
 
+    def fits(self, image_height: int, image_width: int, tolerance: float = 0.02) -> bool:
+        """Whether an image has the quadrat's proportions (width / height within `tolerance`), so pixels are square."""
+        return abs((image_width / image_height) / (self.width_m / self.height_m) - 1) <= tolerance
+
     def cm_per_pixel(self, image_height: int, image_width: int) -> tuple[float, float]:
         """Centimetres per pixel along x and y for an image of that size."""
         return self.width_m * 100 / image_width, self.height_m * 100 / image_height

@@ -369,12 +369,12 @@ def write_back(dataset: Any, fields: RunFields, results: Sequence[PhotoResult], 
 def quadrat_summaries(
     results: Sequence[PhotoResult], num_classes: int, scale: QuadratScale, out: TextIO
 ) -> list[QuadratSummary]:
-    """Cover and colony sizes of each predicted photo; photos that are not square are warned about once."""
+    """Cover and colony sizes of each predicted photo; photos not of the quadrat's proportions are warned about once."""
     summaries, odd = [], []
     for r in results:
         mask = read_mask(r.mask_path)
         height, width = mask.shape
-        if height != width:
+        if not scale.fits(height, width):
             odd.append(Path(r.photo.filepath).name)
         sizes = colony_sizes([(c.class_index, c.polygon) for c in r.colonies], (height, width), scale)
         summaries.append(
@@ -389,8 +389,9 @@ def quadrat_summaries(
         )
     if odd:
         print(
-            f"warning: {len(odd)} photo(s) are not square ({', '.join(odd[:3])}...); their colony sizes assume each "
-            f"covers the whole {scale.width_m:g} m x {scale.height_m:g} m quadrat (--quadrat-size)",
+            f"warning: {len(odd)} photo(s) are not of the quadrat's proportions ({', '.join(odd[:3])}"
+            f"{'...' if len(odd) > 3 else ''}); they were predicted, but their colony sizes assume each covers the whole "
+            f"{scale.width_m:g} m x {scale.height_m:g} m quadrat: check --quadrat-size",
             file=out,
         )
     return summaries
@@ -455,6 +456,7 @@ def predict_survey(settings: Settings, options: PredictOptions, out: TextIO = sy
     fields = RunFields.for_run(run_dir.name)
     if shard.main:
         writeback.check_owner(dataset, fields, run_dir, spec.taxonomy)
+        check_earlier_taxonomy(dataset, fields, run_dir, spec.taxonomy)
     photos = select_photos(dataset, options)
     out_dir = predict_dir(run_dir, options.dataset)
     lock = (
@@ -497,6 +499,18 @@ def predict_survey(settings: Settings, options: PredictOptions, out: TextIO = sy
         "parts": summary.parts,
     }
     return report
+
+
+def check_earlier_taxonomy(dataset: Any, fields: RunFields, run_dir: Path, taxonomy: str) -> None:
+    """Refuse to add predictions of one taxonomy to a dataset holding this run's predictions of another: the
+    samples left out of this selection would keep masks whose class indices mean other classes."""
+    earlier = writeback.evaluations(dataset).get(fields.eval_key, {}).get("taxonomy")
+    if earlier not in (None, taxonomy):
+        raise UserError(
+            f"dataset {dataset.name!r} holds predictions of {run_dir.name} made with taxonomy {earlier!r}, but the run now "
+            f"predicts {taxonomy!r}; remove them first with python evaluate/evaluate.py --run {run_dir} --dataset "
+            f"{dataset.name} --delete, or give this run another folder name"
+        )
 
 
 def check_options(options: PredictOptions) -> None:

@@ -103,3 +103,9 @@ def test_size_frequency_on_log_bins():
     counts = size_frequency([0.2, 1.5, 5.0, 50, 9999, 1e6], edges)
     assert counts.sum() == 6
     assert counts[0] == 2 and counts[1] == 1 and counts[3] == 1 and counts[-1] == 2  # below/above clip to the ends
+
+
+def test_quadrat_scale_says_which_photos_fit_it():
+    square, oblong = QuadratScale.parse("1x1"), QuadratScale.parse("100x75cm")
+    assert square.fits(1920, 1920) and square.fits(1900, 1920) and not square.fits(1440, 1920)
+    assert oblong.fits(1440, 1920) and not oblong.fits(1920, 1920) and not oblong.fits(1920, 1440)

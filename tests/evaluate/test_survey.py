@@ -21,6 +21,7 @@ from PIL import Image
 
 from common.settings import REPO_ROOT, load_settings
 from data_engineering import dataset_contract as contract
+from evaluate.ecology import QuadratScale
 from models.backbones import RandomBackboneWarning
 
 SIZES = [(56, 56), (63, 84), (70, 70), (56, 56)]
@@ -76,7 +77,9 @@ def test_survey_prediction_files_fields_and_reruns(survey):
     root, dataset, run_dir, images = survey
     report, printed = predict(run_dir, dataset.name, points=4)
     assert (report["photos"], report["predicted"], report["predicted_now"], report["reused"]) == (4, 4, 4, 0)
-    assert "not square" in printed  # the 63 x 84 photo
+    assert (
+        "1 photo(s) are not of the quadrat's proportions (Reef_2024_01.png); they were predicted" in printed
+    )  # 63 x 84
     out_dir = Path(report["out_dir"])
     assert out_dir == run_dir / "predict" / dataset.name
     from prepare.mask_png import read_mask
@@ -146,6 +149,46 @@ def test_another_run_of_the_same_name_is_refused(survey, tmp_path):
 
     with pytest.raises(UserError, match="belongs to run"):
         predict(other, dataset.name)
+
+
+def test_a_run_of_another_taxonomy_than_the_earlier_predictions_is_refused(survey):
+    root, dataset, run_dir, _ = survey
+    predict(run_dir, dataset.name, tags=("new",))
+    before = [read_mask_of(s) for s in dataset.match_tags("new")]
+    (root / "taxonomies" / "tinycoral.yaml").write_text(
+        "name: tinycoral\nclasses:\n  - {name: coral, color: [255, 127, 80]}\n"
+    )
+    # the run retrained in the same folder with another taxonomy
+    make_run(run_dir, classes=["background", "coral"], palette=[[0, 0, 0], [255, 127, 80]], taxonomy="tinycoral")
+    from common.cli import UserError
+
+    with pytest.raises(UserError, match="made with taxonomy 'tinytax', but the run now predicts 'tinycoral'.*--delete"):
+        predict(run_dir, dataset.name)
+    dataset.reload()
+    after = [read_mask_of(s) for s in dataset.match_tags("new")]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))  # nothing was written
+    from evaluate.cli import evaluate
+
+    evaluate(str(run_dir), dataset=dataset.name, delete=True)  # the fix the message gives
+    report, _ = predict(run_dir, dataset.name)
+    assert report["predicted_now"] == 4
+
+
+def read_mask_of(sample) -> np.ndarray:
+    from prepare.mask_png import read_mask
+
+    return read_mask(sample["pred_tiny_linear"].mask_path)
+
+
+def test_mixed_sizes_are_predicted_each_at_its_own_size(survey):
+    _, dataset, run_dir, images = survey
+    _, printed = predict(run_dir, dataset.name, quadrat=QuadratScale.parse("1x0.75"))  # the 84 x 63 photo fits it
+    assert (
+        "3 photo(s) are not of the quadrat's proportions (Reef_2023_00.png, Lagoon_2024_02.png, Reef_2024_03.png)"
+        in printed
+    )
+    dataset.reload()
+    assert [read_mask_of(s).shape for s in dataset] == [image.shape[:2] for image in images] == SIZES
 
 
 def test_two_torchrun_processes_give_the_single_process_output(survey):
