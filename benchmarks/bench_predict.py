@@ -196,7 +196,12 @@ def main() -> None:
                 [f"{backbone} + {head}", part, round(seconds / args.photos, 3), f"{seconds / total:.0%}"]
                 for part, seconds in report["parts"].items()
             ]
-            print(f"  measured {rows[-1]}", file=sys.stderr, flush=True)
+            print(  # each configuration as soon as it is measured, so a long run loses nothing when stopped
+                f"  measured {rows[-1]}, parts {parts_rows[-len(report['parts']) :]}, memory {memory_rows[-1]}, "
+                f"load {os.getloadavg()[0]:.1f}",
+                file=sys.stderr,
+                flush=True,
+            )
     load_after = os.getloadavg()
     print(
         f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, load average "
