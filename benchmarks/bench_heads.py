@@ -27,6 +27,7 @@ import sys
 sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
 import statistics  # noqa: E402
@@ -34,18 +35,45 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from common.table import format_table  # noqa: E402
 
-LOSS_ROWS = [  # (label, head options) for --table loss
-    ("every pixel (the former default)", {"loss_points": 0}),
-    ("1/4 resolution", {"loss_points": 0, "loss_scale": 0.25}),
-    ("4096 points, uniform", {"loss_points": 4096, "importance_ratio": 0.0}),
-    ("4096 points, 3/4 uncertain (default)", {"loss_points": 4096}),
+LOSS_ROWS = [  # (label, head options, whether segformer computes as it did before its projections were folded)
+    ("every pixel, former segformer computation (the former default)", {"loss_points": 0}, True),
+    ("every pixel", {"loss_points": 0}, False),
+    ("1/4 resolution", {"loss_points": 0, "loss_scale": 0.25}, False),
+    ("4096 points, uniform", {"loss_points": 4096, "importance_ratio": 0.0}, False),
+    ("4096 points, 3/4 uncertain (default)", {"loss_points": 4096}, False),
 ]
 HEADS = ["linear", "segformer", "upernet", "mask2former", "pmt"]
+
+
+def former_segformer_forward(self: Any, features: list[Any]) -> Any:
+    """SegFormerHead's computation before its projections were folded into the fuse: project, concatenate, fuse."""
+    import torch
+
+    from models.heads.base import upsample_to
+
+    size = features[0].shape[-2:]
+    x = torch.cat([upsample_to(p(f), size) for p, f in zip(self.projections, features)], dim=1)
+    return self.classifier(self.dropout(self.fuse(x)))
+
+
+@contextlib.contextmanager
+def former_computation(former: bool) -> Iterator[None]:
+    """With `former`, segformer computes as it did before (the same parameters and function, more arithmetic)."""
+    from models.heads.segformer import SegFormerHead
+
+    folded = SegFormerHead.forward
+    if former:
+        SegFormerHead.forward = former_segformer_forward  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        SegFormerHead.forward = folded  # type: ignore[method-assign]
 
 
 def train_run(spec: dict[str, Any]) -> dict[str, Any]:
@@ -73,7 +101,7 @@ def train_run(spec: dict[str, Any]) -> dict[str, Any]:
         head_config={**base.head_config, **spec["options"]},
         max_val_images=spec.get("max_val_images", 0),
     )
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), former_computation(spec.get("former", False)):
         warnings.simplefilter("ignore")
         summary = train(config, load_settings())
     state = torch.load(Path(summary["run"]) / "train_state.pt", map_location="cpu", weights_only=True)
@@ -185,20 +213,24 @@ def main() -> None:
     torch.set_num_threads(threads)
     if args.table == "loss":
         rows_spec = [
-            (head, label, options) for head in (args.heads or ["linear", "segformer"]) for label, options in LOSS_ROWS
+            (head, label, options, former)
+            for head in (args.heads or ["linear", "segformer"])
+            for label, options, former in LOSS_ROWS
+            if head == "segformer" or not former
         ]
     else:
-        rows_spec = [(head, "default", {}) for head in (args.heads or HEADS)]
+        rows_spec = [(head, "default", {}, False) for head in (args.heads or HEADS)]
     with tempfile.TemporaryDirectory(prefix="bench_heads_") as temporary:
         work = Path(args.work).expanduser() if args.work else Path(temporary)
         data = prepared_quadrats(work, args.images, args.size, args.colonies)
         calibration = [calibration_forward(args.device)]
         stamp = time.strftime("%Y%m%d%H%M%S")
 
-        def spec(i: int, head: str, options: dict, steps: int, tag: str) -> dict[str, Any]:
+        def spec(i: int, head: str, options: dict, former: bool, steps: int, tag: str) -> dict[str, Any]:
             return {
                 "head": head,
                 "options": options,
+                "former": former,
                 "steps": steps,
                 "name": f"{tag}_{i}_{head}_{stamp}",
                 "data": str(data),
@@ -212,23 +244,25 @@ def main() -> None:
         order = sorted(range(len(rows_spec)), key=lambda i: rows_spec[i][0] == "linear")
         accuracy: dict[int, dict[str, Any]] = {}
         for i in order:
-            head, label, options = rows_spec[i]
+            head, label, options, former = rows_spec[i]
             accuracy[i] = run_probe(
-                {**spec(i, head, options, args.steps, "accuracy"), "max_val_images": args.max_val_images}
+                {**spec(i, head, options, former, args.steps, "accuracy"), "max_val_images": args.max_val_images}
             )
             print(f"  {head}, {label}: {accuracy[i]}", file=sys.stderr, flush=True)
         timings: list[list[float]] = [[] for _ in rows_spec]
         for r in range(args.repeats):  # rows take turns, so load on a shared machine falls on each alike
             for i in order:
-                head, label, options = rows_spec[i]
-                result = train_run({**spec(i, head, options, args.timing_steps, f"timing{r}"), "max_val_images": 1})
+                head, label, options, former = rows_spec[i]
+                result = train_run(
+                    {**spec(i, head, options, former, args.timing_steps, f"timing{r}"), "max_val_images": 1}
+                )
                 timings[i].append(result["train_seconds"] / args.timing_steps)
                 print(f"  timing {r}: {head}, {label}: {timings[i][-1]:.3f} s/step", file=sys.stderr, flush=True)
         calibration.append(calibration_forward(args.device))
 
     rows = []
-    for i, (head, label, _options) in enumerate(rows_spec):
-        baseline = next(j for j, (h, _, _) in enumerate(rows_spec) if h == head)
+    for i, (head, label, _options, _former) in enumerate(rows_spec):
+        baseline = next(j for j, (h, _, _, _) in enumerate(rows_spec) if h == head)
         seconds = statistics.median(timings[i])
         rows.append(
             [

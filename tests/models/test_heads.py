@@ -276,3 +276,46 @@ def test_pmt_runs_queries_and_patch_tokens_jointly_and_shares_the_mask_classific
     assert (other_classes - class_logits).abs().amax(dim=-1).min() > 1e-4
     with pytest.raises(UserError, match="mask_scale must be 1, 2, 4, 8"):
         tiny_head("pmt", mask_scale=3)
+
+
+def test_segformer_folded_projections_are_project_concatenate_fuse_with_the_same_gradients() -> None:
+    """The per-layer combined matrices give the former computation's logits and parameter gradients exactly,
+    with maps of different sizes too (each projected at its own size, then upsampled)."""
+    from models.heads.base import upsample_to
+
+    torch.manual_seed(0)
+    head = tiny_head("segformer", dropout=0.0)
+    features = [torch.randn(2, CHANNELS, 6, 5), torch.randn(2, CHANNELS, 3, 3)] + [
+        torch.randn(2, CHANNELS, 6, 5) for _ in range(2)
+    ]
+    target = torch.randint(0, CLASSES, (2, 24, 20))
+
+    def former(maps: list[torch.Tensor]) -> torch.Tensor:
+        size = maps[0].shape[-2:]
+        x = torch.cat([upsample_to(p(f), size) for p, f in zip(head.projections, maps)], dim=1)
+        return head.classifier(head.fuse(x))
+
+    head.loss_points = 0  # the loss on every pixel: no random points, so both losses see the same pixels
+    expected = pixel_losses(former(features), target)["loss"]
+    expected_grads = torch.autograd.grad(expected, list(head.parameters()))
+    got = head.loss(features, target)["loss"]
+    got_grads = torch.autograd.grad(got, list(head.parameters()))
+    assert torch.allclose(got, expected, atol=1e-5)
+    for (name, _), a, b in zip(head.named_parameters(), got_grads, expected_grads):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), name
+    assert torch.allclose(head(features), former(features), atol=1e-5)
+    calls: list[int] = []
+    head.fuse[0].register_forward_hook(lambda *_: calls.append(1))
+    head(features)
+    assert not calls  # the concatenated map is never built: the fuse convolution itself never runs
+
+
+def test_class_uncertainty_is_minus_the_margin_of_the_two_best_classes() -> None:
+    generator = torch.Generator().manual_seed(0)
+    for classes in (1, 2, 3, 17):
+        logits = torch.randn(3, classes, 50, generator=generator)
+        top2 = logits.topk(min(2, classes), dim=1).values
+        expected = -logits[:, 0].abs() if classes == 1 else top2[:, 1] - top2[:, 0]
+        assert torch.equal(class_uncertainty(logits), expected)
+    tied = torch.tensor([[[1.0], [4.0], [4.0], [2.0]]])  # two best classes equal: no margin at all
+    assert class_uncertainty(tied).item() == 0.0
