@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from common.cli import UserError, run
@@ -22,6 +23,7 @@ def evaluate(
     window_stride: int | None = None,
     batch_size: int = 4,
     tta: bool = False,
+    tta_scales: Sequence[float] | None = None,
     precision: str = "auto",
     device: str | None = None,
     data_dir: str | None = None,
@@ -41,7 +43,8 @@ def evaluate(
         window: sliding-window size in pixels (default: the run's window, 392 for a ViT-*/14 run with the default config).
         window_stride: largest step between windows in pixels, spread evenly (default: the run's; with --window alone, the window).
         batch_size: windows per forward pass.
-        tta: also predict the mirrored image and average (about twice the time).
+        tta: also predict the mirrored image and average the logits (about twice the time).
+        tta_scales: also predict the image resized by these factors, e.g. 0.75,1,1.25, and average the logits (1: as it is; the time grows with the sum of the squared scales).
         precision: auto (bf16 where the device computes it natively), bf16 or fp32.
         device: cpu, cuda, cuda:1 ... (default DEVICE).
         data_dir: prepared folder with the ground truth (default DATA_ROOT/prepared/<dataset>_<run taxonomy>).
@@ -76,7 +79,8 @@ def evaluate(
 
     options = EvaluateOptions.from_settings(
         settings, run_dir, dataset=dataset_name, split=split, which=checkpoint, window=window, window_stride=window_stride,
-        batch_size=batch_size, tta=tta, precision=precision, device=device, weights=weights, quadrat=QuadratScale.parse(quadrat_size),
+        batch_size=batch_size, tta=tta, tta_scales=tuple(tta_scales) if tta_scales else None, precision=precision,
+        device=device, weights=weights, quadrat=QuadratScale.parse(quadrat_size),
         data_dir=Path(data_dir).expanduser().resolve() if data_dir else None,
     )  # fmt: skip
     if min(window or 1, window_stride or 1, batch_size) < 1:
@@ -113,6 +117,7 @@ def predict(
     window_stride: int | None = None,
     batch_size: int = 4,
     tta: bool = False,
+    tta_scales: Sequence[float] | None = None,
     precision: str = "auto",
     device: str | None = None,
     weights: str | None = None,
@@ -137,7 +142,8 @@ def predict(
         window: sliding-window size in pixels (default: the run's).
         window_stride: largest step between windows in pixels (default: the run's; with --window alone, the window).
         batch_size: windows per forward pass.
-        tta: also predict the mirrored image and average (about twice the time).
+        tta: also predict the mirrored image and average the logits (about twice the time).
+        tta_scales: also predict the image resized by these factors, e.g. 0.75,1,1.25, and average the logits (1: as it is).
         precision: auto (bf16 where the device computes it natively), bf16 or fp32.
         device: cpu, cuda, cuda:1 ... (default DEVICE; under torchrun each process takes the GPU of its local rank).
         weights: backbone weights the run was trained on (default DINO_WEIGHTS).
@@ -163,8 +169,8 @@ def predict(
     options = PredictOptions(
         run_dir=Path(run).expanduser().resolve(), dataset=dataset,
         tags=tuple(t.strip() for t in (tags or "").split(",") if t.strip()), view=view, which=checkpoint,
-        window=window, window_stride=window_stride, batch_size=batch_size, tta=tta, precision=precision, weights=weights,
-        quadrat=QuadratScale.parse(quadrat_size), uncertainty=uncertainty, points=points, point_sampling=point_sampling,
+        window=window, window_stride=window_stride, batch_size=batch_size, tta=tta, tta_scales=tuple(tta_scales or (1.0,)),
+        precision=precision, weights=weights, quadrat=QuadratScale.parse(quadrat_size), uncertainty=uncertainty, points=points, point_sampling=point_sampling,
         workers=settings.workers, seed=settings.seed,
         sam_weights=checked_sam, sam=RefineSettings(positive_points=sam_points, negative_points=sam_negative_points),
     )  # fmt: skip

@@ -1,4 +1,4 @@
-"""Whole-quadrat predictions: sliding windows, in the precision `common.runtime` chooses, optional flip TTA.
+"""Whole-quadrat predictions: sliding windows, in the precision `common.runtime` chooses, optional TTA (scales, mirror).
 
 One image at a time, and only the class map and the winning class's probability leave this
 module, so memory depends on the largest image, never on how many images a split holds.
@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from common.runtime import Runtime, resolve_runtime
-from models.sliding_window import predict_logits
+from models.sliding_window import NO_TTA, TestTimeAugmentation, mirrored, predict_logits_tta
 
 
 @dataclass(frozen=True)
@@ -26,18 +26,14 @@ class Prediction:
 
 
 def window_forward(model: torch.nn.Module, runtime: Runtime, tta: bool) -> Callable[[Tensor], Tensor]:
-    """Windows [B,3,h,w] -> logits [B,K,h,w]; with `tta` the mirrored windows ride in the same batch."""
+    """Windows [B,3,h,w] -> logits [B,K,h,w]; with `tta` the mirrored windows ride in the same batch
+    (`models.sliding_window.mirrored`; evaluate and predict pass the mirror in `predict_image`'s `tta` instead)."""
 
     def forward(windows: Tensor) -> Tensor:
-        batch = torch.cat([windows, windows.flip(-1)]) if tta else windows
         with torch.inference_mode(), runtime.autocast():
-            logits = model(batch).float()
-        if tta:
-            plain, mirrored = logits.chunk(2)
-            logits = (plain + mirrored.flip(-1)) / 2
-        return logits
+            return model(windows).float()
 
-    return forward
+    return mirrored(forward) if tta else forward
 
 
 def predict_image(
@@ -48,10 +44,11 @@ def predict_image(
     window_stride: int,
     batch_size: int,
     device: torch.device,
+    tta: TestTimeAugmentation = NO_TTA,
 ) -> Prediction:
-    """Class map and confidence of one `[H,W,3]` uint8 RGB image."""
+    """Class map and confidence of one `[H,W,3]` uint8 RGB image, blended over `tta` (default: none)."""
     tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).to(device)
-    logits = predict_logits(forward, tensor, num_classes, window, window_stride, batch_size)
+    logits = predict_logits_tta(forward, tensor, num_classes, window, window_stride, tta, batch_size)
     confidence, mask = logits.softmax(0).max(0)
     return Prediction(mask.to(torch.uint8).cpu().numpy(), confidence.cpu().numpy().astype(np.float32))
 

@@ -36,7 +36,7 @@ from evaluate.reports import ImageResult, SplitReport, format_per_class_table, w
 from evaluate.survey_report import PREDICTION, SPLIT_SURVEY_DIR, write_split_survey, write_survey_report
 from models.checkpoint import CheckpointSpec, checkpoint_stem, load_checkpoint
 from models.metrics import compute_metrics, confusion_matrix, cover_percent
-from models.sliding_window import WINDOW_LAYOUT, default_window_stride
+from models.sliding_window import WINDOW_LAYOUT, TestTimeAugmentation, default_window_stride
 from prepare.layout import (
     BACKGROUND_COLOR,
     BACKGROUND_NAME,
@@ -79,7 +79,8 @@ class EvaluateOptions:
     window: int | None = None  # None: the run's
     window_stride: int | None = None  # None: the run's, or with `window` given, that window
     batch_size: int = 4
-    tta: bool = False
+    tta: bool = False  # also predict every window mirrored
+    tta_scales: tuple[float, ...] = (1.0,)  # predict the image at these scales too, logits averaged (1: as it is)
     precision: str = "auto"
     device: str = "auto"
     data_dir: Path | None = None  # None: the dataset's folder prepared with the run's taxonomy, under data_root
@@ -97,6 +98,14 @@ class EvaluateOptions:
             device=given.pop("device", settings.device), weights=given.pop("weights", settings.dino_weights) or None,
             taxonomy_dirs=tuple(taxonomy_dirs(settings.taxonomy_dirs)), gt_field=settings.gt_field_name, **given,
         )  # fmt: skip
+
+    @property
+    def augmentation(self) -> TestTimeAugmentation:
+        """The test-time augmentation `--tta` and `--tta-scales` ask for (checked when the options are made)."""
+        return TestTimeAugmentation(tuple(self.tta_scales), bool(self.tta))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tta_scales", self.augmentation.scales)  # a slip is refused before any work
 
 
 def check_prepared(prepared: PreparedDataset, spec: CheckpointSpec, run_dir: Path, dataset: str) -> None:
@@ -176,13 +185,16 @@ def _predict_or_reuse(
     batch_size: int,
     device: torch.device,
     mask_palette: bytes,
+    augmentation: TestTimeAugmentation,
 ) -> tuple[np.ndarray, list[Colony], bool]:
     """(predicted mask, colonies, reused) of one image: from the cache when nothing it depends on changed."""
     key = image_key(filepath)
     colonies = cache.get(sample_id, key, mask_path)
     if colonies is not None:
         return read_mask(mask_path), colonies, True
-    prediction = predict_image(forward, read_image(filepath), num_classes, window, window_stride, batch_size, device)
+    prediction = predict_image(
+        forward, read_image(filepath), num_classes, window, window_stride, batch_size, device, augmentation
+    )
     write_bytes_atomic(mask_path, encode_mask_png(prediction.mask, mask_palette))
     colonies = find_colonies(prediction.mask, prediction.confidence)
     cache.add(sample_id, key, mask_path, colonies)
@@ -210,6 +222,12 @@ def _quadrat(
         Path(sample.filepath).name, site, year, image_cover(mask, len(classes)),
         colony_sizes(colonies, mask.shape, scale), scale.area_m2,
     )  # fmt: skip
+
+
+def _tta_key(augmentation: TestTimeAugmentation) -> bool | dict[str, Any]:
+    """What a cached prediction records of the TTA: the mirror alone as before scales existed (so earlier caches
+    stay valid), the scales too when there are others than 1."""
+    return augmentation.flip if augmentation.scales == (1.0,) else augmentation.describe()
 
 
 def window_setting(spec: CheckpointSpec, window: int | None, window_stride: int | None) -> tuple[int, int]:
@@ -269,12 +287,13 @@ def _evaluate_run(
     writeback.configure_app(dataset, fields, spec.taxonomy, classes, palette)
 
     device = runtime.device
-    forward = window_forward(model.to(device).eval(), runtime, options.tta)
+    forward = window_forward(model.to(device).eval(), runtime, tta=False)  # the mirror is part of `augmentation`
+    augmentation = options.augmentation
     out_dir = evaluation_dir(run_dir, options.dataset, options.split)
     mask_palette = png_palette(palette)
     depends_on = {
         "head": sha256_file(checkpoint_stem(run_dir, options.which).with_suffix(".safetensors")), "backbone": spec.weights_hash,
-        "window": window, "window_stride": window_stride, "layout": WINDOW_LAYOUT, "tta": options.tta, "bf16": runtime.bf16, "device": device.type,
+        "window": window, "window_stride": window_stride, "layout": WINDOW_LAYOUT, "tta": _tta_key(augmentation), "bf16": runtime.bf16, "device": device.type,
     }  # fmt: skip
     cache = PredictionCache(out_dir / CACHE_FILE, depends_on)
     images, used_names, reused = [], set[str](), 0
@@ -294,6 +313,7 @@ def _evaluate_run(
             options.batch_size,
             device,
             mask_palette,
+            augmentation,
         )
         reused += was_cached
         height, width = predicted.shape
@@ -333,7 +353,7 @@ def _evaluate_run(
 
     settings_used: dict[str, Any] = {
         "prepared": str(prepared.root) if prepared else None, "checkpoint": options.which, "window": window,
-        "window_stride": window_stride, "tta": options.tta, "device": str(device), "precision": runtime.precision,
+        "window_stride": window_stride, "tta": options.tta, "tta_scales": list(augmentation.scales), "device": str(device), "precision": runtime.precision,
     }  # fmt: skip
     report = SplitReport(
         run_dir.name,

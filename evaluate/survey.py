@@ -51,7 +51,7 @@ from evaluate.refine_sam import RefineSettings, refine_mask
 from evaluate.sam_models import SamWeights, load_sam
 from evaluate.survey_report import format_site_year_table, write_survey_report
 from models.checkpoint import CheckpointSpec, checkpoint_stem, load_checkpoint
-from models.sliding_window import WINDOW_LAYOUT
+from models.sliding_window import WINDOW_LAYOUT, TestTimeAugmentation
 from prepare.layout import png_palette
 from prepare.mask_png import encode_mask_png, read_mask
 from prepare.taxonomy import load_taxonomy, taxonomy_dirs
@@ -74,6 +74,7 @@ class PredictOptions:
     window_stride: int | None = None
     batch_size: int = 4
     tta: bool = False
+    tta_scales: tuple[float, ...] = (1.0,)  # models.sliding_window.TestTimeAugmentation's scales
     precision: str = "auto"
     weights: str | None = None
     quadrat: QuadratScale = field(default_factory=QuadratScale)
@@ -272,8 +273,9 @@ def predict_shard(
             continue
         with summary.timing("model (sliding windows)"):
             prediction = predict_image(
-                forward, image, spec.num_classes, window, window_stride, options.batch_size, runtime.device
-            )
+                forward, image, spec.num_classes, window, window_stride, options.batch_size, runtime.device,
+                TestTimeAugmentation(options.tta_scales),
+            )  # fmt: skip
         stats = image_stats(prediction.mask, prediction.confidence, options.uncertainty)
         if sam is not None:
             with summary.timing("SAM refinement"):
@@ -315,6 +317,7 @@ def depends_on(
         "window_stride": window_stride,
         "layout": WINDOW_LAYOUT,
         "tta": options.tta,
+        **({"tta_scales": list(options.tta_scales)} if tuple(options.tta_scales) != (1.0,) else {}),
         "precision": runtime.precision,
         "device": runtime.device.type,
         "uncertainty": options.uncertainty,
@@ -515,6 +518,7 @@ def check_earlier_taxonomy(dataset: Any, fields: RunFields, run_dir: Path, taxon
 
 def check_options(options: PredictOptions) -> None:
     """Refuse settings that cannot work before any model is loaded."""
+    TestTimeAugmentation(options.tta_scales)  # refuses scales that are not positive
     if not 0 < options.uncertainty <= 1:
         raise UserError(f"--uncertainty must be a probability in (0, 1], not {options.uncertainty}")
     if options.points < 0:

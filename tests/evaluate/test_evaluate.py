@@ -114,7 +114,8 @@ def test_rerun_replaces_and_delete_removes_only_the_run(world: World, evaluated)
     from evaluate.cli import evaluate
 
     before = set(fo.load_dataset(world.dataset).get_field_schema())
-    evaluate_world(world, split="val", tta=True)
+    report, _ = evaluate_world(world, split="val", tta=True, tta_scales=(0.75, 1.0))
+    assert (report.settings["tta"], report.settings["tta_scales"]) == (True, [0.75, 1.0])
     dataset = fo.load_dataset(world.dataset)
     assert set(dataset.get_field_schema()) == before
     fields = RunFields.for_run(world.run_dir.name)

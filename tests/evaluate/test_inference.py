@@ -95,3 +95,43 @@ def test_evaluate_options_take_every_default_from_the_settings_once(tmp_path) ->
     assert (
         EvaluateOptions.from_settings(Settings(dino_weights=""), tmp_path).weights is None
     )  # no weights: a random backbone
+
+
+def test_tta_flags_reach_the_options_and_slips_stop_before_any_work(monkeypatch, tmp_path) -> None:
+    import pytest
+
+    from common.cli import parse_args, spec_from_function
+    from common.errors import UserError
+    from evaluate import cli, pipeline
+
+    seen = []
+    monkeypatch.setattr(pipeline, "evaluate_run", lambda options: seen.append(options))
+    argv = ["--run", str(tmp_path), "--dataset", "reef", "--tta", "--tta-scales", "0.75,1,1.25"]
+    cli.evaluate(**parse_args(spec_from_function(cli.evaluate), argv))
+    assert seen[0].augmentation.scales == (0.75, 1.0, 1.25) and seen[0].augmentation.flip
+    assert seen[0].augmentation.passes == 6
+    with pytest.raises(UserError, match="--tta-scales expects finite numbers separated by commas"):
+        parse_args(spec_from_function(cli.evaluate), ["--run", "r", "--tta-scales", "big"])
+    for scales in ([0, 1], [1, 9]):
+        with pytest.raises(UserError, match="--tta-scales must be numbers above 0"):
+            cli.evaluate(str(tmp_path), dataset="reef", tta_scales=scales)
+    assert len(seen) == 1
+    monkeypatch.setattr("evaluate.survey.predict_survey", lambda *a: pytest.fail("predicted despite a slip"))
+    with pytest.raises(UserError, match="--tta-scales must be numbers above 0"):
+        cli.predict(str(tmp_path), dataset="reef", tta_scales=[-1])
+
+
+def test_predict_image_blends_scales_and_mirror() -> None:
+    from models.sliding_window import TestTimeAugmentation
+
+    image = np.zeros((48, 64, 3), dtype=np.uint8)
+    image[:, :, 1] = 100
+    image[8:40, 16:48, 0] = 200
+    device = torch.device("cpu")
+    forward = window_forward(ColourModel(), Runtime(device), tta=False)
+    plain = predict_image(forward, image, 2, 32, 32, 2, device)
+    same = predict_image(forward, image, 2, 32, 32, 2, device, TestTimeAugmentation((1.0,), flip=True))
+    assert np.array_equal(plain.mask, same.mask) and np.allclose(plain.confidence, same.confidence)
+    blended = predict_image(forward, image, 2, 32, 32, 2, device, TestTimeAugmentation((0.5, 1.0, 2.0), flip=True))
+    assert blended.mask.shape == (48, 64)
+    assert (blended.mask != plain.mask).mean() < 0.02  # only along the square's outline

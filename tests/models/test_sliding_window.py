@@ -81,3 +81,62 @@ def test_result_does_not_depend_on_batch_size() -> None:
 def test_forward_of_the_wrong_shape_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="expected 5 classes at window size"):
         predict_logits(pixelwise, image(20, 20), 5, 16, 8)
+
+
+def test_no_augmentation_is_the_plain_prediction_exactly() -> None:
+    from models.sliding_window import NO_TTA, TestTimeAugmentation, predict_logits_tta
+
+    img = image(37, 53, seed=3)
+    plain = predict_logits(pixelwise, img, 3, 16, 10, batch_size=3)
+    for tta in (NO_TTA, TestTimeAugmentation((1.0,), False), TestTimeAugmentation([1], False)):
+        assert torch.equal(predict_logits_tta(pixelwise, img, 3, 16, 10, tta, batch_size=3), plain)
+
+
+def test_mirror_of_a_mirror_symmetric_model_changes_nothing_and_is_undone() -> None:
+    from models.sliding_window import TestTimeAugmentation, predict_logits_tta
+
+    img = image(30, 41, seed=4)
+    mirror = TestTimeAugmentation(flip=True)
+    plain = predict_logits(pixelwise, img, 3, 16, 10, batch_size=2)
+    assert torch.equal(predict_logits_tta(pixelwise, img, 3, 16, 10, mirror, batch_size=2), plain)
+
+    def left_half_is_class_1(windows: torch.Tensor) -> torch.Tensor:
+        """Not mirror-symmetric: the mirrored pass says 'right half', so the blend must be 0.5 everywhere."""
+        b, _, h, w = windows.shape
+        left = (torch.arange(w) < w // 2).float().expand(b, h, w)
+        return torch.stack([1 - left, left], dim=1)
+
+    blended = predict_logits_tta(left_half_is_class_1, img, 2, 41, 41, mirror)
+    expected = torch.full((2, 30, 41), 0.5)
+    expected[:, :, 20] = torch.tensor([1.0, 0.0])[:, None]  # width 41: the middle column is "right" in both passes
+    assert torch.equal(blended, expected)
+
+
+def test_scales_predict_resized_images_and_come_back_at_image_size() -> None:
+    from models.sliding_window import TestTimeAugmentation, predict_logits_tta
+
+    seen: list[tuple[int, int]] = []
+
+    def constant(windows: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(windows.shape[-2:]))
+        return torch.ones(windows.shape[0], 2, *windows.shape[-2:])
+
+    img = image(40, 60, seed=5)
+    tta = TestTimeAugmentation((0.5, 1.0, 1.5), flip=True)
+    out = predict_logits_tta(constant, img, 2, 100, 100, tta)
+    assert out.shape == (2, 40, 60) and torch.allclose(out, torch.ones(2, 40, 60))
+    # one window per scale (the window is larger than every scaled image), mirrored windows in the same batch
+    assert seen == [(20, 30), (40, 60), (60, 90)] and tta.passes == 6
+    # a pixelwise model at scale 2 and back agrees with the plain prediction on a smooth image
+    smooth = torch.linspace(0, 255, 60).round().to(torch.uint8).expand(3, 40, 60).contiguous()
+    twice = predict_logits_tta(pixelwise, smooth, 3, 32, 32, TestTimeAugmentation((2.0,)))
+    assert (twice - pixelwise(smooth[None])[0]).abs()[:, :, 2:-2].max() < 3
+
+
+@pytest.mark.parametrize("scales", [(), (0.0,), (-1.0,), (float("nan"),), (5.0,)])
+def test_scales_that_cannot_work_are_refused_in_one_sentence(scales) -> None:
+    from common.errors import UserError
+    from models.sliding_window import TestTimeAugmentation
+
+    with pytest.raises(UserError, match="--tta-scales must be numbers above 0 and at most 4"):
+        TestTimeAugmentation(scales)
