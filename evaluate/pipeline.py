@@ -7,6 +7,7 @@ is flat in the number of images; only each image's small confusion matrix is kep
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from evaluate.ecology import QuadratScale, QuadratSummary, colony_sizes, image_c
 from evaluate.fields import RunFields
 from evaluate.inference import predict_image, window_forward
 from evaluate.prediction_cache import CACHE_FILE, PredictionCache, image_key
-from evaluate.reports import ImageResult, SplitReport, format_per_class_table, write_report
+from evaluate.reports import ImageResult, SplitReport, format_per_class_table, report_at_level, write_report
 from evaluate.survey_report import PREDICTION, SPLIT_SURVEY_DIR, write_split_survey, write_survey_report
 from models.checkpoint import CheckpointSpec, checkpoint_stem, load_checkpoint
 from models.metrics import compute_metrics, confusion_matrix, cover_percent
@@ -49,7 +50,7 @@ from prepare.layout import (
 )
 from prepare.mask_png import encode_mask_png, read_mask
 from prepare.rasterize import polygon_from_rings, to_pixels
-from prepare.taxonomy import BUILTIN_DIR, Taxonomy, load_taxonomy, taxonomy_dirs
+from prepare.taxonomy import BUILTIN_DIR, Taxonomy, coarser_levels, level_mapping, load_taxonomy, taxonomy_dirs
 
 SPLITS = ("train", "val", "test", "all")
 EVAL_DIR = "eval"
@@ -230,6 +231,55 @@ def _tta_key(augmentation: TestTimeAugmentation) -> bool | dict[str, Any]:
     return augmentation.flip if augmentation.scales == (1.0,) else augmentation.describe()
 
 
+def _site_year(sample: Any) -> tuple[str | None, int | None]:
+    """The sample's site and year (data_engineering parses them from the file name), None where it has none."""
+    site = sample[contract.SITE] if sample.has_field(contract.SITE) else None
+    year = sample[contract.YEAR] if sample.has_field(contract.YEAR) else None
+    try:
+        year = None if year is None else int(year)  # older imports stored the year as text
+    except (TypeError, ValueError):
+        year = None
+    return (None if site is None else str(site)), year
+
+
+def coarser_reports(
+    report: SplitReport, taxonomy: Taxonomy, options: EvaluateOptions, run_dir: Path
+) -> list[SplitReport]:
+    """The split scored at every taxonomy level defined from the run's (`finegrained` -> `extended`, `main_families`,
+    `agnostic`), each beside the runs trained at that level directly; none when the run's classes are not exactly
+    its taxonomy's (a custom class list has no known hierarchy)."""
+    if list(report.class_names) != [BACKGROUND_NAME, *taxonomy.classes] or report.background_index != 0:
+        return []
+    levels = []
+    for level in coarser_levels(taxonomy, list(options.taxonomy_dirs)):
+        mapped = report_at_level(
+            report, level_mapping(taxonomy, level), level.name, [BACKGROUND_NAME, *level.classes],
+            [list(BACKGROUND_COLOR), *map(list, level.colors)],
+        )  # fmt: skip
+        mapped.compared = runs_evaluated_at(run_dir.parent, level.name, options.dataset, options.split, run_dir)
+        levels.append(mapped)
+    return levels
+
+
+def runs_evaluated_at(runs_root: Path, taxonomy: str, dataset: str, split: str, this_run: Path) -> list[dict[str, Any]]:
+    """Runs beside `this_run` trained at `taxonomy` and evaluated on the same dataset and split: their scores, read
+    from their metrics.json (a file that does not parse is skipped)."""
+    found = []
+    for other in sorted(p for p in runs_root.iterdir() if p.is_dir() and p != this_run):
+        path = evaluation_dir(other, dataset, split) / "metrics.json"
+        try:
+            metrics = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        summary = metrics.get("summary") if isinstance(metrics, dict) else None
+        if metrics.get("taxonomy") == taxonomy and isinstance(summary, dict):
+            found.append(
+                {"run": other.name, "miou": summary.get("miou"), "pixel_accuracy": summary.get("pixel_accuracy"),
+                 "scored_images": metrics.get("scored_images")}
+            )  # fmt: skip
+    return found
+
+
 def window_setting(spec: CheckpointSpec, window: int | None, window_stride: int | None) -> tuple[int, int]:
     """Window size and largest step: the run's unless given; a window given alone gets its own fewest windows."""
     if window:
@@ -322,7 +372,9 @@ def _evaluate_run(
             sample, predicted, [(c.class_index, c.polygon) for c in colonies], classes, options.quadrat
         )
         quadrats["all"].append(predicted_quadrat)
-        result = ImageResult(Path(sample.filepath).name, sample_id, cover_percent(predicted, len(classes)))
+        result = ImageResult(
+            Path(sample.filepath).name, sample_id, cover_percent(predicted, len(classes)), None, *_site_year(sample)
+        )
         entry = entries.get(sample_id)
         if entry is None or prepared is None:  # no ground truth (entries is empty without a prepared folder)
             writeback.write_sample(sample, fields, spec.taxonomy, mask_path, polylines)
@@ -364,7 +416,9 @@ def _evaluate_run(
         images,
         settings=settings_used,
         dataset=options.dataset,
+        taxonomy=spec.taxonomy,
     )
+    report.levels = coarser_reports(report, taxonomy, options, run_dir)
     scored_ids = [image.sample_id for image in report.scored]
     if scored_ids:
         fiftyone_matrix, report.colonies = writeback.run_fiftyone_evaluations(

@@ -18,7 +18,14 @@ import numpy as np
 
 from common.fileio import atomic_path, write_json_atomic, write_text_atomic
 from common.table import format_table
-from models.metrics import CoverErrors, SegmentationMetrics, compute_metrics, cover_errors, cover_from_matrix
+from models.metrics import (
+    CoverErrors,
+    SegmentationMetrics,
+    compute_metrics,
+    cover_errors,
+    cover_from_matrix,
+    merge_classes,
+)
 
 REPORT_FILES = (
     "metrics.json",
@@ -28,8 +35,10 @@ REPORT_FILES = (
     "confusion_matrix.csv",
     "confusion_matrix.png",
     "iou_per_class.png",
+    "per_site_and_year.csv",
     "report.md",
 )
+GROUPINGS = ("site", "year")  # the sample fields (data_engineering.dataset_contract) the report breaks metrics down by
 
 
 @dataclass
@@ -40,6 +49,8 @@ class ImageResult:
     sample_id: str
     predicted_cover: np.ndarray
     matrix: np.ndarray | None = None
+    site: str | None = None  # the sample's `site` and `year` (from the file name), None where unknown
+    year: int | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,10 @@ class SplitReport:
     colonies: dict[str, ColonyCounts] | None = None
     settings: dict[str, Any] = field(default_factory=dict)  # crop, stride, tta, checkpoint: how it was run
     dataset: str = ""  # the FiftyOne dataset scored
+    taxonomy: str = ""  # the taxonomy level of `class_names`
+    levels: list[SplitReport] = field(default_factory=list)  # the same predictions mapped up to coarser levels
+    # at a coarser level: evaluations of runs trained at that level directly, on the same dataset and split
+    compared: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def scored(self) -> list[ImageResult]:
@@ -86,6 +101,44 @@ class SplitReport:
 
     def metrics(self) -> SegmentationMetrics:
         return compute_metrics(self.matrix, self.class_names, self.background_index)
+
+
+def report_at_level(
+    report: SplitReport,
+    mapping: Sequence[int],
+    taxonomy: str,
+    class_names: Sequence[str],
+    palette: Sequence[Sequence[int]],
+) -> SplitReport:
+    """`report` with predictions and ground truth both mapped up through `mapping` (class index -> index at the
+    coarser level, `prepare.taxonomy.level_mapping`): each image's matrix merged (`models.metrics.merge_classes`,
+    equal to the matrix of the mapped masks) and its predicted cover summed per coarser class. Colonies are not
+    re-matched at coarser levels."""
+    k = len(class_names)
+    index = np.asarray(mapping, dtype=np.int64)
+    images = [
+        ImageResult(
+            image.name,
+            image.sample_id,
+            np.bincount(index, weights=np.asarray(image.predicted_cover, dtype=np.float64), minlength=k),
+            None if image.matrix is None else merge_classes(image.matrix, mapping, k),
+            image.site,
+            image.year,
+        )
+        for image in report.images
+    ]
+    background = None if report.background_index is None else int(index[report.background_index])
+    return SplitReport(
+        report.run_name,
+        report.split,
+        list(class_names),
+        palette,
+        background,
+        images,
+        settings=report.settings,
+        dataset=report.dataset,
+        taxonomy=taxonomy,
+    )
 
 
 def _num(value: float) -> float | None:
@@ -140,8 +193,67 @@ def _cover_errors(report: SplitReport) -> CoverErrors:
     return cover_errors(gt, predicted)
 
 
+def _group_key(value: Any) -> tuple[bool, float, str]:
+    return (value is None, value if isinstance(value, (int, float)) else 0.0, str(value))
+
+
+def group_rows(report: SplitReport, by: str) -> list[dict[str, Any]]:
+    """Scores of the scored images grouped by their `site` or `year` (None: unknown), each group from its own
+    accumulated matrix: mIoU (coral), pixel accuracy, mean coral cover (every class but background) in the ground
+    truth and the prediction, `coral_cover_mae` (mean |predicted - GT| coral cover per image, percentage points) and
+    `class_cover_mae` (the per-class cover MAE averaged over the coral classes)."""
+    if by not in GROUPINGS:
+        raise ValueError(f"group by one of {', '.join(GROUPINGS)}, not {by!r}")
+    groups: dict[Any, list[ImageResult]] = {}
+    for image in report.scored:
+        groups.setdefault(getattr(image, by), []).append(image)
+    k = len(report.class_names)
+    coral = np.ones(k, dtype=bool)
+    if report.background_index is not None:
+        coral[report.background_index] = False
+    rows = []
+    for value in sorted(groups, key=_group_key):
+        members = groups[value]
+        matrix = sum((image.matrix for image in members if image.matrix is not None), np.zeros((k, k), np.int64))
+        metrics = compute_metrics(matrix, report.class_names, report.background_index)
+        gt, predicted = (
+            np.stack(c)
+            for c in zip(*(cover_from_matrix(image.matrix) for image in members if image.matrix is not None))
+        )
+        gt_coral, predicted_coral = np.nansum(gt[:, coral], axis=1), np.nansum(predicted[:, coral], axis=1)
+        class_mae = cover_errors(gt, predicted).mae[coral]
+        rows.append(
+            {
+                "by": by,
+                "group": value,
+                "images": len(members),
+                "miou": _num(metrics.miou),
+                "pixel_accuracy": _num(metrics.pixel_accuracy),
+                "gt_coral_cover": _num(float(gt_coral.mean())),
+                "predicted_coral_cover": _num(float(predicted_coral.mean())),
+                "coral_cover_mae": _num(float(np.abs(predicted_coral - gt_coral).mean())),
+                "class_cover_mae": _num(float(np.nanmean(class_mae))) if (~np.isnan(class_mae)).any() else None,
+            }
+        )
+    return rows
+
+
+def level_json(level: SplitReport) -> dict[str, Any]:
+    """One coarser level in metrics.json: its classes, summary, per-class rows and the runs trained at it directly."""
+    rows = per_class_rows(level) if level.scored else None
+    colony_keys = [key for key in (rows or [{}])[0] if key.startswith("colony_")]
+    return {
+        "taxonomy": level.taxonomy,
+        "classes": list(level.class_names),
+        "summary": level.metrics().summary() if level.scored else None,
+        "per_class": [{k: v for k, v in row.items() if k not in colony_keys} for row in rows] if rows else None,
+        "runs_trained_at_this_level": level.compared,
+    }
+
+
 def metrics_json(report: SplitReport) -> dict[str, Any]:
-    """The content of metrics.json: how it was run, the summary, and the per-class rows."""
+    """The content of metrics.json: how it was run, the summary, the per-class rows, the breakdown per site and
+    per year, and the same predictions scored at every coarser taxonomy level."""
     summary = report.metrics().summary() if report.scored else None
     colonies = None
     if report.colonies:
@@ -157,6 +269,7 @@ def metrics_json(report: SplitReport) -> dict[str, Any]:
         "run": report.run_name,
         "dataset": report.dataset,
         "split": report.split,
+        "taxonomy": report.taxonomy,
         "images": len(report.images),
         "scored_images": len(report.scored),
         "classes": list(report.class_names),
@@ -165,16 +278,20 @@ def metrics_json(report: SplitReport) -> dict[str, Any]:
         "summary": summary,
         "colonies": colonies,
         "per_class": per_class_rows(report) if report.scored else None,
+        "by_site": group_rows(report, "site") if report.scored else None,
+        "by_year": group_rows(report, "year") if report.scored else None,
+        "levels": [level_json(level) for level in report.levels] if report.scored else [],
     }
 
 
 def per_image_rows(report: SplitReport) -> tuple[list[str], list[list[Any]]]:
-    """One row per image: mIoU, pixel accuracy, then per-class IoU (empty without ground truth)."""
+    """One row per image: mIoU, pixel accuracy, per-class IoU (empty without ground truth), predicted cover, site, year."""
     names = list(report.class_names)
     headers = (
         ["image", "sample_id", "miou", "pixel_accuracy"]
         + [f"iou_{n}" for n in names]
         + [f"predicted_cover_{n}" for n in names]
+        + list(GROUPINGS)
     )
     rows: list[list[Any]] = []
     for image in report.images:
@@ -184,7 +301,9 @@ def per_image_rows(report: SplitReport) -> tuple[list[str], list[list[Any]]]:
         else:
             m = compute_metrics(image.matrix, names, report.background_index)
             scores = [_num(m.miou), _num(m.pixel_accuracy)] + [_num(v) for v in m.iou]
-        rows.append([image.name, image.sample_id, *scores, *(_num(v) for v in image.predicted_cover)])
+        rows.append(
+            [image.name, image.sample_id, *scores, *(_num(v) for v in image.predicted_cover), image.site, image.year]
+        )
     return headers, rows
 
 
@@ -337,9 +456,83 @@ def _markdown(report: SplitReport) -> str:
         "",
         "![Confusion matrix](confusion_matrix.png)",
         "",
-        "Files: `metrics.json`, `per_class.csv`, `per_image.csv`, `cover.csv`, `confusion_matrix.csv`.",
     ]
+    for by in GROUPINGS:
+        lines += [f"## Per {by}", "", "```", format_group_table(report, by), "```", ""]
+    if report.levels:
+        lines += [
+            "## At coarser taxonomy levels",
+            "",
+            f"The same predictions and ground truth, each pixel's class mapped up from `{report.taxonomy}` through the "
+            "taxonomy files (prepare/taxonomies), beside runs trained at that level directly (same dataset and split).",
+            "",
+        ]
+    for level in report.levels:
+        lines += [
+            f"### `{level.taxonomy}` ({_count(len(level.class_names) - (level.background_index is not None), 'class')})",
+            "",
+            "```",
+            format_per_class_table(level),
+            "```",
+            "",
+            "```",
+            format_comparison_table(level),
+            "```",
+            "",
+        ]
+    lines.append(
+        "Files: `metrics.json`, `per_class.csv`, `per_image.csv`, `cover.csv`, `confusion_matrix.csv`, `per_site_and_year.csv`."
+    )
     return "\n".join(lines) + "\n"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}es" if noun.endswith("s") else f"{n} {noun}s"
+
+
+def _pct(value: float | None) -> float:
+    return float("nan") if value is None else 100 * value
+
+
+def format_group_table(report: SplitReport, by: str) -> str:
+    """The per-site (or per-year) table of report.md: images, mIoU, pixel accuracy and cover error per group."""
+    rows = [
+        [
+            "(unknown)" if row["group"] is None else row["group"],
+            row["images"],
+            _pct(row["miou"]),
+            _pct(row["pixel_accuracy"]),
+            row["gt_coral_cover"],
+            row["predicted_coral_cover"],
+            row["coral_cover_mae"],
+            row["class_cover_mae"] if row["class_cover_mae"] is not None else float("nan"),
+        ]
+        for row in group_rows(report, by)
+    ]
+    headers = [
+        by,
+        "images",
+        "mIoU %",
+        "pixel acc. %",
+        "GT coral %",
+        "pred coral %",
+        "coral cover MAE",
+        "class cover MAE",
+    ]
+    return format_table(headers, rows)
+
+
+def format_comparison_table(level: SplitReport) -> str:
+    """This run mapped up to `level` beside the runs trained at that level directly."""
+    summary = level.metrics()
+    rows: list[list[Any]] = [
+        [f"{level.run_name} (mapped up)", _pct(_num(summary.miou)), _pct(_num(summary.pixel_accuracy))]
+    ]
+    rows += [[run["run"], _pct(run["miou"]), _pct(run["pixel_accuracy"])] for run in level.compared]
+    table = format_table(["run", "mIoU (coral) %", "pixel accuracy %"], rows)
+    if not level.compared:
+        table += f"\n(no run trained at {level.taxonomy} is evaluated on this dataset and split yet)"
+    return table
 
 
 def write_report(report: SplitReport, out_dir: str | Path, sections: Sequence[str] = ()) -> list[Path]:
@@ -363,6 +556,8 @@ def write_report(report: SplitReport, out_dir: str | Path, sections: Sequence[st
             out / "confusion_matrix.csv",
             _csv(["gt \\ predicted"] + names, [[n] + list(map(int, r)) for n, r in zip(names, report.matrix)]),
         )
+        groups = [row for by in GROUPINGS for row in group_rows(report, by)]
+        write_text_atomic(out / "per_site_and_year.csv", _csv(list(groups[0]), [list(r.values()) for r in groups]))
         _confusion_png(report, out / "confusion_matrix.png")
         _iou_png(report, out / "iou_per_class.png")
         written += [
@@ -370,6 +565,7 @@ def write_report(report: SplitReport, out_dir: str | Path, sections: Sequence[st
             out / "confusion_matrix.csv",
             out / "confusion_matrix.png",
             out / "iou_per_class.png",
+            out / "per_site_and_year.csv",
         ]
     write_text_atomic(out / "report.md", "\n".join([_markdown(report), *sections]))
     for stale in set(REPORT_FILES) - {p.name for p in written}:

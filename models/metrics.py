@@ -207,3 +207,28 @@ def cover_errors(gt_cover: np.ndarray, predicted_cover: np.ndarray) -> CoverErro
     mae = _divide(np.where(valid, np.abs(diff), 0).sum(axis=0), counts)
     bias = _divide(np.where(valid, diff, 0).sum(axis=0), counts)
     return CoverErrors(mae=mae, bias=bias, images=int(valid.any(axis=1).sum()))
+
+
+def map_classes(mask: ArrayLike, mapping: Sequence[int], ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+    """A class-index mask with every class `i` replaced by `mapping[i]` (e.g. a genus by its family); ignored pixels
+    stay ignored. `mapping` is one target index per source class, background included."""
+    lookup = np.full(256, ignore_index, dtype=np.int64)
+    lookup[: len(mapping)] = np.asarray(mapping, dtype=np.int64)
+    values = np.asarray(mask.cpu() if isinstance(mask, torch.Tensor) else mask).astype(np.int64)
+    if values.size and (values.min() < 0 or values.max() > 255):
+        raise ValueError(f"mask holds class index {values.min() if values.min() < 0 else values.max()}, outside 0..255")
+    return lookup[values]
+
+
+def merge_classes(matrix: np.ndarray, mapping: Sequence[int], num_classes: int | None = None) -> np.ndarray:
+    """The confusion matrix of the masks mapped through `mapping` (`map_classes`), from the matrix of the unmapped
+    ones: counts summed over the source classes that land in each target class, rows and columns alike. Exact,
+    because a pixel's mapped ground truth and prediction depend only on its unmapped ones."""
+    index = np.asarray(mapping, dtype=np.int64)
+    matrix = np.asarray(matrix, dtype=np.int64)
+    if matrix.shape != (len(index), len(index)):
+        raise ValueError(f"confusion matrix shape {matrix.shape} does not match a mapping of {len(index)} classes")
+    k = int(index.max()) + 1 if num_classes is None else num_classes
+    merged = np.zeros((k, k), dtype=np.int64)
+    np.add.at(merged, (index[:, None], index[None, :]), matrix)
+    return merged

@@ -244,3 +244,37 @@ def resolve_labels(
             )
         return resolved | {label: taxonomy.other_index for label in strangers}
     return resolved | {label: ignore_index for label in strangers}
+
+
+def coarser_levels(taxonomy: Taxonomy, dirs: Sequence[Path]) -> list[Taxonomy]:
+    """Every taxonomy found in `dirs` that is defined, through its parents, from `taxonomy` (for `finegrained`:
+    `extended`, `main_families`, `agnostic`), from the nearest to the coarsest; broken files are skipped here (they
+    say what is wrong when loaded by name)."""
+    levels = []
+    for name in available_taxonomies(dirs):
+        try:
+            level = load_taxonomy(name, dirs)
+        except UserError:
+            continue
+        chain = level.chain
+        if (
+            len(chain) > len(taxonomy.chain)
+            and chain[: len(taxonomy.chain)] == taxonomy.chain
+            and level.finest_path == taxonomy.finest_path
+        ):
+            levels.append(level)
+    return sorted(levels, key=lambda level: (len(level.chain), level.name))
+
+
+def level_mapping(finer: Taxonomy, coarser: Taxonomy) -> list[int]:
+    """Mask value at `finer` -> mask value at `coarser` (0 background stays 0), one entry per value 0..N; a
+    ValueError when some class of `finer` does not land in exactly one class of `coarser`."""
+    mapping = [BACKGROUND_INDEX] + [-1] * len(finer.classes)
+    for finest, index in finer.finest_to_class.items():
+        target = coarser.finest_to_class.get(finest)
+        if target is None or mapping[index] not in (-1, target):
+            raise ValueError(f"taxonomy {coarser.name!r} is not defined from {finer.name!r}")
+        mapping[index] = target
+    if -1 in mapping:
+        raise ValueError(f"class {finer.classes[mapping.index(-1) - 1]!r} of {finer.name!r} has no finest class")
+    return mapping

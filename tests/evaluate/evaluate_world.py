@@ -27,6 +27,11 @@ classes:
   - {name: Acropora, color: [60, 180, 75], aliases: [acro]}
   - {name: Porites, color: [128, 0, 0]}
 """
+COARSER_TAXONOMY = """name: tinycoral
+parent: tinytax
+classes:
+  - {name: coral, color: [255, 127, 80], from: [Acropora, Porites]}
+"""
 WINDOW, WINDOW_STRIDE = 42, 28
 SIZES = [(56, 70), (63, 84), (70, 56)]  # (height, width): images need not share a size
 
@@ -113,6 +118,7 @@ def build_world(root: Path) -> World:
 
     (root / "taxonomies").mkdir()
     (root / "taxonomies" / "tinytax.yaml").write_text(TAXONOMY)
+    (root / "taxonomies" / "tinycoral.yaml").write_text(COARSER_TAXONOMY)  # evaluate also scores the run at it
     images = [_image(h, w, seed=i) for i, (h, w) in enumerate(SIZES)]
     paths = []
     for i, image in enumerate(images):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import subprocess
@@ -51,6 +52,30 @@ def test_scores_equal_an_independent_count(world: World, evaluated) -> None:
     assert metrics["dataset"] == world.dataset and metrics["settings"]["prepared"].endswith(f"{world.dataset}_tinytax")
     report_md = (evaluation_dir(world.run_dir, world.dataset, "val") / "report.md").read_text()
     assert report_md.startswith(f"# Evaluation of `tiny-linear` on dataset `{world.dataset}`, split `val`")
+
+
+def test_the_run_is_also_scored_at_every_coarser_level_and_per_site_and_year(world: World, evaluated) -> None:
+    from models.metrics import merge_classes
+
+    gt = _gt_masks(world)
+    matrices = [confusion_matrix(gt[i], m, 3) for i, m in zip(world.sample_ids, world.model_masks)]
+    folder = evaluation_dir(world.run_dir, world.dataset, "val")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["taxonomy"] == "tinytax" and [level["taxonomy"] for level in metrics["levels"]] == ["tinycoral"]
+    coral = compute_metrics(merge_classes(sum(matrices), [0, 1, 1]), ["background", "coral"])
+    level = metrics["levels"][0]
+    assert level["classes"] == ["background", "coral"] and level["runs_trained_at_this_level"] == []
+    assert level["summary"]["miou"] == pytest.approx(coral.miou, abs=1e-6)
+    assert level["per_class"][1]["gt_pixels"] == sum(int(m[1:].sum()) for m in matrices)
+    # every sample of the world is site Reef, year 2024 (several groups: tests/evaluate/test_reports.py)
+    assert [(row["group"], row["images"]) for row in metrics["by_site"]] == [("Reef", 3)]
+    assert metrics["by_site"][0]["miou"] == pytest.approx(metrics["summary"]["miou"], abs=1e-6)
+    assert [(row["group"], row["images"]) for row in metrics["by_year"]] == [(2024, 3)]
+    report_md = (folder / "report.md").read_text()
+    assert "## Per site" in report_md and "## Per year" in report_md and "### `tinycoral` (1 class)" in report_md
+    assert "tiny-linear (mapped up)" in report_md
+    rows = list(csv.DictReader((folder / "per_site_and_year.csv").open()))
+    assert [(r["by"], r["group"], r["images"]) for r in rows] == [("site", "Reef", "3"), ("year", "2024", "3")]
 
 
 def test_predicted_masks_are_palette_pngs_of_the_predictions(world: World, evaluated) -> None:

@@ -79,3 +79,53 @@ def test_printed_table_lists_every_class() -> None:
     table = format_per_class_table(_report())
     assert all(name in table for name in NAMES)
     assert "83.33" in table and "mIoU (coral) 66.67" in table
+
+
+def test_coarser_level_and_site_year_breakdown(tmp_path: Path) -> None:
+    from evaluate.reports import group_rows, report_at_level
+
+    report = _report()
+    report.images[0].site, report.images[0].year = "Reef", 2020
+    report.images[1].site = "Lagoon"
+    report.taxonomy = "three"
+    coral = report_at_level(report, [0, 1, 1], "coral_only", ["background", "coral"], [[0, 0, 0], [9, 9, 9]])
+    assert np.array_equal(coral.matrix, [[1, 0], [1, 8]])  # acropora and porites confused with each other count
+    assert coral.images[1].predicted_cover.tolist() == [0.0, 100.0]
+    report.levels = [coral]
+    coral.compared = [{"run": "run_coral", "miou": 0.5, "pixel_accuracy": 0.75, "scored_images": 2}]
+    sites = group_rows(report, "site")
+    assert [(r["group"], r["images"]) for r in sites] == [("Lagoon", 1), ("Reef", 1)]
+    # image a: GT coral on 5 of its 6 counted pixels, predicted on 4; image b: 100 vs 100
+    assert sites[1]["gt_coral_cover"] == pytest.approx(500 / 6, abs=1e-4)
+    assert sites[1]["predicted_coral_cover"] == pytest.approx(400 / 6, abs=1e-4)
+    assert sites[1]["coral_cover_mae"] == pytest.approx(100 / 6, abs=1e-4)
+    assert sites[0]["miou"] == pytest.approx((3 / 4 + 0) / 2, abs=1e-6) and sites[0]["coral_cover_mae"] == 0
+    assert [(r["group"], r["images"]) for r in group_rows(report, "year")] == [(2020, 1), (None, 1)]
+    write_report(report, tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    level = metrics["levels"][0]
+    assert level["taxonomy"] == "coral_only" and level["summary"]["miou"] == pytest.approx(8 / 9, abs=1e-6)
+    assert "colony_tp" not in level["per_class"][0] and level["runs_trained_at_this_level"][0]["run"] == "run_coral"
+    assert metrics["by_year"][1]["group"] is None
+    text = (tmp_path / "report.md").read_text()
+    assert "### `coral_only` (1 class)" in text and "run_coral" in text and "(unknown)" in text
+
+
+def test_runs_trained_at_a_level_are_found_beside_the_run(tmp_path: Path) -> None:
+    from evaluate.pipeline import evaluation_dir, runs_evaluated_at
+
+    def evaluated(name: str, taxonomy: str, dataset: str = "reef", split: str = "val") -> None:
+        folder = evaluation_dir(tmp_path / name, dataset, split)
+        folder.mkdir(parents=True)
+        metrics = {"taxonomy": taxonomy, "scored_images": 3, "summary": {"miou": 0.4, "pixel_accuracy": 0.9}}
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+
+    evaluated("fine", "finegrained")
+    evaluated("ext_a", "extended")
+    evaluated("ext_other_split", "extended", split="test")
+    evaluated("ext_other_dataset", "extended", dataset="lagoon")
+    (tmp_path / "broken" / "eval" / "reef" / "val").mkdir(parents=True)
+    (tmp_path / "broken" / "eval" / "reef" / "val" / "metrics.json").write_text("{not json")
+    found = runs_evaluated_at(tmp_path, "extended", "reef", "val", tmp_path / "fine")
+    assert found == [{"run": "ext_a", "miou": 0.4, "pixel_accuracy": 0.9, "scored_images": 3}]
+    assert runs_evaluated_at(tmp_path, "finegrained", "reef", "val", tmp_path / "fine") == []

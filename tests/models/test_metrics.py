@@ -141,3 +141,20 @@ def test_cover_per_image_and_errors_over_split() -> None:
     assert errors.mae.tolist() == pytest.approx([15.0, 15.0])
     assert errors.bias.tolist() == pytest.approx([-5.0, 5.0])
     assert errors.images == 2
+
+
+def test_merged_confusion_matrix_equals_the_matrix_of_the_mapped_masks() -> None:
+    from models.metrics import map_classes, merge_classes
+
+    rng = np.random.default_rng(7)
+    gt = rng.integers(0, 6, size=(40, 50))
+    gt[rng.random(gt.shape) < 0.1] = 255  # ignored pixels stay ignored
+    predicted = rng.integers(0, 6, size=(40, 50))
+    mapping = [0, 1, 1, 2, 3, 2]  # six finer classes into four coarser ones, background staying 0
+    fine = confusion_matrix(gt, predicted, 6)
+    coarse = confusion_matrix(map_classes(gt, mapping), map_classes(predicted, mapping), 4)
+    assert np.array_equal(merge_classes(fine, mapping), coarse)
+    assert coarse.sum() == fine.sum() and coarse[1, 1] == fine[1:3, 1:3].sum()
+    assert (map_classes(gt, mapping) == 255).sum() == (gt == 255).sum()
+    with pytest.raises(ValueError, match="does not match a mapping of 3 classes"):
+        merge_classes(fine, [0, 1, 1])

@@ -182,3 +182,34 @@ def test_background_labels_paint_zero_and_are_checked(tmp_path):
     )
     with pytest.raises(UserError, match="belong only in the finest level"):
         load_taxonomy("child", taxonomy_dirs(str(tmp_path)))
+
+
+def test_coarser_levels_and_the_mapping_up_to_each():
+    from prepare.taxonomy import coarser_levels, level_mapping
+
+    fine = load_taxonomy("finegrained")
+    levels = coarser_levels(fine, [BUILTIN_DIR])
+    assert [level.name for level in levels] == ["extended", "main_families", "agnostic"]
+    assert [level.name for level in coarser_levels(levels[1], [BUILTIN_DIR])] == ["agnostic"]
+    assert coarser_levels(levels[2], [BUILTIN_DIR]) == []
+    extended, main_families, agnostic = levels
+    to_extended = level_mapping(fine, extended)
+    assert len(to_extended) == 17 and to_extended[0] == 0
+    group1 = extended.classes.index("Group1") + 1
+    for genus in ("Acanthastrea", "Atrea", "Goniastrea", "Leptastrea", "Merulinidae"):
+        assert to_extended[fine.classes.index(genus) + 1] == group1
+    assert level_mapping(fine, agnostic) == [0] + [1] * 16
+    # composing the links gives the direct mapping
+    to_main = level_mapping(extended, main_families)
+    assert [to_main[i] for i in to_extended] == level_mapping(fine, main_families)
+    with pytest.raises(ValueError, match="is not defined from"):
+        level_mapping(extended, fine)
+
+
+def test_a_broken_file_beside_is_no_coarser_level(tmp_path):
+    from prepare.taxonomy import coarser_levels
+
+    (tmp_path / "broken.yaml").write_text("name: broken\nparent: finegrained\nclasses: []\n")
+    (tmp_path / "mine.yaml").write_text("name: mine\nparent: agnostic\nclasses:\n  - {name: coral, color: [1, 2, 3]}\n")
+    names = [level.name for level in coarser_levels(load_taxonomy("extended"), taxonomy_dirs(str(tmp_path)))]
+    assert names == ["main_families", "agnostic", "mine"]
