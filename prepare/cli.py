@@ -10,7 +10,7 @@ from common.names import check_name
 from common.settings import load_settings
 from prepare.layout import default_output_dir
 from prepare.pipeline import PrepareOptions, prepare_dataset, print_summary
-from prepare.splits import DEFAULT_RATIOS, parse_ratios
+from prepare.splits import DEFAULT_RATIOS, check_split_policy, parse_ratios
 from prepare.taxonomy import available_taxonomies, load_taxonomy, taxonomy_dirs
 
 
@@ -27,6 +27,7 @@ def prepare(
     split_policy: str = "tags",
     ratios: str | Sequence[float] = DEFAULT_RATIOS,
     seed: int | None = None,
+    site: str | None = None,
     write_tags: bool = False,
     unknown: str = "error",
     overwrite: bool = False,
@@ -39,9 +40,11 @@ def prepare(
         taxonomy: taxonomy level (default LABEL_TAXONOMY): finegrained, extended, main_families,
             agnostic, a file in TAXONOMY_DIRS, several separated by commas, or `all`.
         output_dir: the folder to write (default DATA_ROOT/prepared/<dataset>_<taxonomy>).
-        split_policy: `tags` (the samples' train/val/test tags) or `grouped` (by quadrat, see --ratios).
-        ratios: train,val,test fractions for --split-policy grouped.
-        seed: seed of the grouped split (default SEED).
+        split_policy: `tags` (the samples' train/val/test tags), `grouped` (by quadrat, see --ratios) or
+            `leave-site-out` (the photos of --site are the test set; the other sites split into train and val by quadrat).
+        ratios: train,val,test fractions for --split-policy grouped (leave-site-out uses the train and val parts).
+        seed: seed of the grouped and leave-site-out splits (default SEED).
+        site: the site held out as the test set by --split-policy leave-site-out (a sample's `site` field).
         write_tags: also write the chosen split back to the dataset as sample tags.
         unknown: what to do with a label the taxonomy does not know: error, other (draw it as
             Other) or ignore (draw it as 255, ignored in training).
@@ -49,6 +52,7 @@ def prepare(
         workers: processes rasterizing in parallel (default WORKERS).
     """
     check_name(dataset_name, "dataset name", "pass the name of a FiftyOne dataset made by data_engineering")
+    check_split_policy(split_policy, site)
     settings = load_settings(label_taxonomy=taxonomy, seed=seed, workers=workers)
     dirs = taxonomy_dirs(settings.taxonomy_dirs)
     names = _taxonomy_names(settings.label_taxonomy, dirs)
@@ -74,6 +78,7 @@ def prepare(
             split_policy=split_policy,
             ratios=parse_ratios(ratios),
             seed=settings.seed,
+            site=site,
             unknown=unknown,
             overwrite=overwrite,
             workers=settings.workers,

@@ -69,6 +69,7 @@ def read_records(dataset: fo.Dataset, gt_field: str) -> list[SampleRecord]:
             tags=tuple(sample_tags or ()),
             group=(site, quadrat) if quadrat is not None else None,
             labels=tuple(label or "" for label in sample_labels or ()),
+            site=None if site is None else str(site),
         )
         for sample_id, path, width, height, sample_tags, site, quadrat, sample_labels in zip(
             ids, paths, widths, heights, tags, sites, quadrats, labels

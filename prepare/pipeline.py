@@ -35,7 +35,14 @@ from common.table import format_table
 from prepare import layout
 from prepare.mask_png import encode_mask_png, replace_palette
 from prepare.rasterize import RULES, RULES_VERSION, Shape, polygon_from_rings, rasterize_shapes, to_pixels
-from prepare.splits import SplitSample, grouped_split, parse_ratios, split_by_tags
+from prepare.splits import (
+    SplitSample,
+    check_split_policy,
+    grouped_split,
+    leave_site_out_split,
+    parse_ratios,
+    split_by_tags,
+)
 from prepare.taxonomy import Taxonomy, resolve_labels
 
 
@@ -50,6 +57,7 @@ class SampleRecord:
     tags: tuple[str, ...] = ()
     group: Hashable = None  # samples sharing a group (site, quadrat) share a split; None = its own group
     labels: tuple[str, ...] = ()  # raw label of every polygon
+    site: str | None = None  # the sample's site, for --split-policy leave-site-out
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,7 @@ class PrepareOptions:
     split_policy: str = "tags"
     ratios: tuple[float, float, float] = (0.7, 0.2, 0.1)
     seed: int = 0
+    site: str | None = None  # the site held out as the test set under leave-site-out
     unknown: str = "error"
     overwrite: bool = False
     workers: int = 1
@@ -233,13 +242,16 @@ def _choose_splits(
                 for label in r.labels
                 if label_map[label] not in (None, layout.BACKGROUND_INDEX)
             ),
+            site=r.site,
         )
         for r in records
     ]
+    check_split_policy(options.split_policy, options.site)
     if options.split_policy == "grouped":
         return grouped_split(samples, layout.SPLITS, parse_ratios(options.ratios), options.seed)
-    if options.split_policy != "tags":
-        raise UserError(f"--split-policy must be tags or grouped, not {options.split_policy!r}")
+    if options.split_policy == "leave-site-out":
+        assert options.site is not None  # check_split_policy
+        return leave_site_out_split(samples, layout.SPLITS, parse_ratios(options.ratios), options.seed, options.site)
     chosen, untagged, conflicting = split_by_tags(samples, layout.SPLITS)
     by_id = {r.sample_id: r.filepath for r in records}
     if untagged:
@@ -518,9 +530,10 @@ def _info(taxonomy: Taxonomy, options: PrepareOptions, report: PrepareReport) ->
         "split_policy": {"policy": options.split_policy}
         | (
             {"ratios": list(parse_ratios(options.ratios)), "seed": options.seed}
-            if options.split_policy == "grouped"
+            if options.split_policy in ("grouped", "leave-site-out")
             else {}
-        ),
+        )
+        | ({"site": options.site} if options.split_policy == "leave-site-out" else {}),
         "splits": {s: sizes.get(s, 0) for s in layout.SPLITS},
         "class_statistics": class_statistics(report.entries, taxonomy),
         "left_out": {reason: sorted(paths) for reason, paths in report.left_out.items()},

@@ -6,6 +6,9 @@ year) stays in one split, so the test set is not the training set photographed a
 It first places, for each class from the rarest up, a quadrat holding it into train, val and test
 (train first, then val, then test, as far as the quadrats holding the class allow), then fills the
 splits towards the ratios with the remaining quadrats, largest first.
+`leave-site-out`: every photo of one site is the test set; the other sites' photos are split into train and val
+as `grouped` does (whole quadrats, the train and val ratios rescaled to sum to 1), so the test set measures the
+model on a reef it never saw.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 
 from common.cli import UserError
 
-SPLIT_POLICIES = ("tags", "grouped")
+SPLIT_POLICIES = ("tags", "grouped", "leave-site-out")
 DEFAULT_RATIOS = (0.7, 0.2, 0.1)
 
 
@@ -28,6 +31,7 @@ class SplitSample:
     tags: tuple[str, ...]
     group: Hashable  # e.g. (site, quadrat_id); samples of one group always share a split
     classes: frozenset[Hashable]  # finest classes present, so every taxonomy level gets the same split
+    site: str | None = None  # the sample's `site` field (from the file name), for leave-site-out
 
 
 def parse_ratios(ratios: str | Sequence[float]) -> tuple[float, float, float]:
@@ -98,3 +102,39 @@ def _cover_classes(
         # The largest free group goes to the first split in need (train), the smallest ones to the others.
         for split in needed:
             placed[free.pop() if split == splits[0] else free.pop(0)] = split
+
+
+def check_split_policy(split_policy: str, site: str | None) -> None:
+    """The policy is known and `site` goes with leave-site-out, and only with it (checked before any work)."""
+    if split_policy not in SPLIT_POLICIES:
+        raise UserError(f"--split-policy must be one of {', '.join(SPLIT_POLICIES)}, not {split_policy!r}")
+    if split_policy == "leave-site-out" and not site:
+        raise UserError("--split-policy leave-site-out needs --site NAME, the site whose photos become the test set")
+    if site and split_policy != "leave-site-out":
+        raise UserError(
+            f"--site goes with --split-policy leave-site-out only (not {split_policy}); add that or drop --site"
+        )
+
+
+def known_sites(samples: Sequence[SplitSample]) -> list[str]:
+    return sorted({sample.site for sample in samples if sample.site is not None})
+
+
+def leave_site_out_split(
+    samples: Sequence[SplitSample], splits: Sequence[str], ratios: Sequence[float], seed: int, site: str
+) -> dict[str, str]:
+    """Sample id -> split: the photos of `site` are the last split (test); the others go to the first two (train,
+    val) by `grouped_split`, the first two ratios rescaled to sum to 1. A site no sample has is refused, listing
+    the sites there are."""
+    sites = known_sites(samples)
+    if site not in sites:
+        listing = ", ".join(sites) if sites else "none (no sample has a site: check FILENAME_PATTERN)"
+        raise UserError(f"no sample is from site {site!r}; the dataset's sites are: {listing}")
+    kept = [sample for sample in samples if sample.site != site]
+    if not kept:
+        raise UserError(f"every sample is from site {site!r}, so none is left to train on; add photos of other sites")
+    train, val = ratios[0], ratios[1]
+    if train + val <= 0:
+        raise UserError("--ratios must give train and val a share for leave-site-out (test is the held-out site)")
+    chosen = grouped_split(kept, splits[:2], (train / (train + val), val / (train + val)), seed)
+    return chosen | {sample.sample_id: splits[2] for sample in samples if sample.site == site}

@@ -121,3 +121,29 @@ def test_an_output_folder_that_cannot_be_made_is_one_sentence(dataset, tmp_path)
     ):
         prepare(dataset.name, taxonomy="extended", output_dir=str(tmp_path / "taken" / "out"))
     assert (tmp_path / "taken").read_text() == "a file, not a folder"
+
+
+def test_leave_site_out_makes_the_site_the_test_set_and_records_it(dataset, tmp_path):
+    dataset.set_values("site", ["North"] * 4 + ["S"] * 8)
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match="no sample is from site 'Nort'; the dataset's sites are: North, S"):
+        prepare(dataset.name, taxonomy="agnostic", output_dir=str(out), split_policy="leave-site-out", site="Nort")
+    assert not out.exists()  # refused before anything was written
+    prepare(dataset.name, taxonomy="agnostic", output_dir=str(out), split_policy="leave-site-out", site="North", seed=2)
+    prepared = layout.load_prepared(out)
+    north = {s.id for s in dataset if s.site == "North"}
+    assert {e.sample_id for e in prepared.split("test")} == north
+    assert len(prepared.split("train")) + len(prepared.split("val")) == 8 and prepared.split("val")
+    policy = prepared.info["split_policy"]
+    assert policy == {"policy": "leave-site-out", "ratios": [0.7, 0.2, 0.1], "seed": 2, "site": "North"}
+
+
+def test_site_without_its_policy_is_refused_before_fiftyone_is_read(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "prepare/prepare_data.py", "reef", "--site", "North"],
+        cwd=REPO, capture_output=True, text=True, env={"PATH": "", "DATA_ROOT": str(tmp_path), "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == (
+        "error: --site goes with --split-policy leave-site-out only (not tags); add that or drop --site"
+    )

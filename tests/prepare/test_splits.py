@@ -70,3 +70,45 @@ def test_parse_ratios():
     for bad in ("0.7,0.2", "0.5,0.5,0.5", "a,b,c", (1.2, -0.1, -0.1)):
         with pytest.raises(UserError, match="--ratios"):
             parse_ratios(bad)
+
+
+def test_leave_site_out_holds_the_whole_site_in_test_and_splits_the_others_by_quadrat():
+    from prepare.splits import leave_site_out_split
+
+    samples = [
+        SplitSample(f"{site}{q}_{year}", (), (site, q), frozenset({"common"}), site=site)
+        for site in ("Haapiti", "Tiahura", "Vaipahu")
+        for q in range(10)
+        for year in range(2)
+    ] + [SplitSample("nameless", (), ("sample", "nameless"), frozenset({"common"}))]
+    chosen = leave_site_out_split(samples, SPLITS, (0.7, 0.2, 0.1), seed=3, site="Tiahura")
+    assert set(chosen) == {s.sample_id for s in samples}
+    assert {i for i, split in chosen.items() if split == "test"} == {
+        s.sample_id for s in samples if s.site == "Tiahura"
+    }
+    for group in {s.group for s in samples}:  # whole quadrats, any year
+        assert len({chosen[s.sample_id] for s in samples if s.group == group}) == 1
+    sizes = Counter(chosen.values())
+    assert (sizes["train"], sizes["val"], sizes["test"]) == (32, 9, 20)  # 41 others at 7:2, whole quadrats
+    assert chosen == leave_site_out_split(list(reversed(samples)), SPLITS, (0.7, 0.2, 0.1), seed=3, site="Tiahura")
+    with pytest.raises(
+        UserError, match=r"no sample is from site 'Tiahra'; the dataset's sites are: Haapiti, Tiahura, Vaipahu$"
+    ):
+        leave_site_out_split(samples, SPLITS, (0.7, 0.2, 0.1), seed=3, site="Tiahra")
+    with pytest.raises(UserError, match="none is left to train on"):
+        leave_site_out_split([s for s in samples if s.site == "Haapiti"], SPLITS, (0.7, 0.2, 0.1), 3, "Haapiti")
+
+
+@pytest.mark.parametrize(
+    "policy,site,problem",
+    [
+        ("leave-site-out", None, "needs --site NAME"),
+        ("grouped", "Tiahura", "--site goes with --split-policy leave-site-out only"),
+        ("by-site", None, "must be one of tags, grouped, leave-site-out"),
+    ],
+)
+def test_split_policy_and_site_are_checked_together(policy, site, problem):
+    from prepare.splits import check_split_policy
+
+    with pytest.raises(UserError, match=problem):
+        check_split_policy(policy, site)
