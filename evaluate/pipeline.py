@@ -256,14 +256,19 @@ def coarser_reports(
             report, level_mapping(taxonomy, level), level.name, [BACKGROUND_NAME, *level.classes],
             [list(BACKGROUND_COLOR), *map(list, level.colors)],
         )  # fmt: skip
-        mapped.compared = runs_evaluated_at(run_dir.parent, level.name, options.dataset, options.split, run_dir)
+        mapped.compared = runs_evaluated_at(
+            run_dir.parent, level.name, options.dataset, options.split, run_dir, mapped.class_names
+        )
         levels.append(mapped)
     return levels
 
 
-def runs_evaluated_at(runs_root: Path, taxonomy: str, dataset: str, split: str, this_run: Path) -> list[dict[str, Any]]:
-    """Runs beside `this_run` trained at `taxonomy` and evaluated on the same dataset and split: their scores, read
-    from their metrics.json (a file that does not parse is skipped)."""
+def runs_evaluated_at(
+    runs_root: Path, taxonomy: str, dataset: str, split: str, this_run: Path, classes: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """Runs beside `this_run` trained at `taxonomy` and evaluated on the same dataset and split, as their metrics.json
+    says now (a file that does not parse is skipped; one written before metrics.json named its taxonomy counts when
+    its classes are `classes`)."""
     found = []
     for other in sorted(p for p in runs_root.iterdir() if p.is_dir() and p != this_run):
         path = evaluation_dir(other, dataset, split) / "metrics.json"
@@ -272,7 +277,9 @@ def runs_evaluated_at(runs_root: Path, taxonomy: str, dataset: str, split: str, 
         except (OSError, ValueError):
             continue
         summary = metrics.get("summary") if isinstance(metrics, dict) else None
-        if metrics.get("taxonomy") == taxonomy and isinstance(summary, dict):
+        named = metrics.get("taxonomy") if isinstance(metrics, dict) else None
+        same = named == taxonomy or (not named and bool(classes) and metrics.get("classes") == list(classes))
+        if same and isinstance(summary, dict):
             found.append(
                 {"run": other.name, "miou": summary.get("miou"), "pixel_accuracy": summary.get("pixel_accuracy"),
                  "scored_images": metrics.get("scored_images")}

@@ -124,8 +124,14 @@ def test_runs_trained_at_a_level_are_found_beside_the_run(tmp_path: Path) -> Non
     evaluated("ext_a", "extended")
     evaluated("ext_other_split", "extended", split="test")
     evaluated("ext_other_dataset", "extended", dataset="lagoon")
+    older = evaluation_dir(tmp_path / "ext_older", "reef", "val")  # a metrics.json from before it named the taxonomy
+    older.mkdir(parents=True)
+    (older / "metrics.json").write_text(json.dumps({"classes": ["background", "A"], "summary": {"miou": 0.3}}))
     (tmp_path / "broken" / "eval" / "reef" / "val").mkdir(parents=True)
     (tmp_path / "broken" / "eval" / "reef" / "val" / "metrics.json").write_text("{not json")
-    found = runs_evaluated_at(tmp_path, "extended", "reef", "val", tmp_path / "fine")
-    assert found == [{"run": "ext_a", "miou": 0.4, "pixel_accuracy": 0.9, "scored_images": 3}]
+    found = runs_evaluated_at(tmp_path, "extended", "reef", "val", tmp_path / "fine", ["background", "A"])
+    assert found == [
+        {"run": "ext_a", "miou": 0.4, "pixel_accuracy": 0.9, "scored_images": 3},
+        {"run": "ext_older", "miou": 0.3, "pixel_accuracy": None, "scored_images": None},
+    ]
     assert runs_evaluated_at(tmp_path, "finegrained", "reef", "val", tmp_path / "fine") == []

@@ -1,0 +1,139 @@
+"""Test-time augmentation on whole quadrats: what each `--tta` / `--tta-scales` setting buys in mIoU and costs in time.
+
+    python benchmarks/bench_tta.py                                   # CPU, 1920x1920 quadrats, about 20 minutes
+    python benchmarks/bench_tta.py --size 960 --images 15 --steps 200   # a quick look (what benchmarks/README.md shows)
+
+The data and the head are `bench_windows.py`'s: the demo quadrats (`data_engineering.demo_data`), prepared with the
+finegrained taxonomy, a linear head trained on cached ViT-S/14 features (RANDOM backbone weights: none can be
+downloaded here). The held-out test quadrats are then predicted exactly as `evaluate` predicts them
+(`evaluate.inference.predict_image`, the run's windows) under each augmentation: none, mirror, scales, scales and
+mirror. For each: passes blended, coral mIoU, mIoU with background, pixels equal to the plain prediction, median
+seconds per image and that time as a multiple of the plain one. A calibration forward (ViT-S/14 at 518², batch 1)
+is measured in the same run, with the load average, since this shared CPU's speed varies from run to run.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks.bench_windows import prepared_quadrats, train_head  # noqa: E402
+from benchmarks.fixtures import calibration_forward  # noqa: E402
+from common.table import format_table  # noqa: E402
+
+SETTINGS = (  # (label, scales, mirror)
+    ("none", (1.0,), False),
+    ("--tta", (1.0,), True),
+    ("--tta-scales 0.75,1,1.25", (0.75, 1.0, 1.25), False),
+    ("--tta --tta-scales 0.75,1,1.25", (0.75, 1.0, 1.25), True),
+    ("--tta --tta-scales 1,1.5", (1.0, 1.5), True),
+)
+
+
+def score(run_dir: Path, data: Path) -> list[dict]:
+    """Every setting on every test quadrat: the summed confusion matrix, the masks, the seconds."""
+    from common.images import read_image
+    from common.runtime import resolve_runtime
+    from evaluate.inference import predict_image, window_forward
+    from models.checkpoint import load_checkpoint
+    from models.metrics import confusion_matrix
+    from models.sliding_window import TestTimeAugmentation
+    from prepare.layout import load_prepared
+    from prepare.mask_png import read_mask
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, spec = load_checkpoint(run_dir)
+    runtime = resolve_runtime("cpu", "auto")
+    forward = window_forward(model.to(runtime.device).eval(), runtime, tta=False)
+    prepared = load_prepared(data)
+    results = [
+        {"label": label, "tta": TestTimeAugmentation(scales, mirror), "matrix": 0, "seconds": [], "masks": []}
+        for label, scales, mirror in SETTINGS
+    ]
+    for entry in (e for e in prepared.entries if e.split == "test"):
+        image, truth = read_image(prepared.image_path(entry)), read_mask(prepared.mask_path(entry))
+        for result in results:
+            start = time.perf_counter()
+            predicted = predict_image(
+                forward, image, len(spec.classes), spec.window, spec.window_stride, 8, runtime.device, result["tta"]
+            ).mask
+            result["seconds"].append(time.perf_counter() - start)
+            result["matrix"] = result["matrix"] + confusion_matrix(truth, predicted, len(spec.classes))
+            result["masks"].append(predicted)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=1920, help="side of the square quadrats")
+    parser.add_argument("--images", type=int, default=30, help="demo quadrats (18 train, 6 val, 6 test of 30)")
+    parser.add_argument("--colonies", type=int, default=45, help="colonies per quadrat at the first survey")
+    parser.add_argument("--steps", type=int, default=500, help="training steps of the head")
+    parser.add_argument(
+        "--crop",
+        type=int,
+        default=448,
+        help="training crop (the default config's); the window is train's default, 392 px",
+    )
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
+    parser.add_argument(
+        "--work", default="", help="keep data, caches and runs here (reruns reuse them); default: a temporary folder"
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from models.metrics import compute_metrics
+
+    load_before = os.getloadavg()[0]
+    calibration = calibration_forward(torch.device("cpu"), 2)
+    with tempfile.TemporaryDirectory(prefix="bench_tta_") as temporary:
+        work = Path(args.work).expanduser() if args.work else Path(temporary)
+        data = prepared_quadrats(work, args.images, args.size, args.colonies)
+        results = score(train_head(args, work, data, args.crop), data)
+    plain = results[0]
+    rows = []
+    for result in results:
+        metrics = compute_metrics(result["matrix"], [str(i) for i in range(len(result["matrix"]))], background_index=0)
+        agreement = np.mean([np.mean(a == b) for a, b in zip(result["masks"], plain["masks"])])
+        seconds = statistics.median(result["seconds"])
+        rows.append(
+            [
+                result["label"],
+                result["tta"].passes,
+                f"{100 * metrics.miou:.2f}",
+                f"{100 * metrics.miou_with_background:.2f}",
+                f"{100 * agreement:.2f}",
+                f"{seconds:.2f}",
+                f"{seconds / statistics.median(plain['seconds']):.1f}",
+            ]
+        )
+    print(
+        f"{len(plain['seconds'])} test quadrats of {args.size}x{args.size}, linear head on ViT-S/14 (RANDOM weights), "
+        f"{args.steps} steps at crop {args.crop}, CPU {args.threads} threads; load average {load_before:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} after; calibration ViT-S/14 518² forward "
+        + ", ".join(f"{k} {v:.3f} s" for k, v in calibration.items())
+    )
+    print(
+        format_table(
+            ["augmentation", "passes", "coral mIoU %", "mIoU with bg %", "pixels as plain %", "s/image", "x plain"],
+            rows,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
