@@ -16,6 +16,7 @@ from common.cli import UserError, run
 from common.names import check_name
 from common.settings import REPO_ROOT, load_settings
 from data_engineering.demo_data import default_output
+from evaluate.fields import RunFields
 
 
 def _step(title: str, args: list[str]) -> None:
@@ -97,10 +98,12 @@ def demo(head: str = "linear", steps: int | None = None, num_images: int | None 
         "7/7 predict the survey: cover per site and year, colony sizes, the most doubtful photos first",
         ["evaluate/predict.py", "--run", str(run_dir), "--dataset", survey, "--points", "25"],
     )
+    worst_first = RunFields.for_run(run_name).worst_first
     print(f"\nThe new survey's report: {run_dir / 'predict' / survey / 'survey.md'}")
     print(
-        f"\nDone. Browse the predictions and errors in the FiftyOne App:\n  python evaluate/app.py {dataset}"
-        f"\n(or: pixi run app {dataset}); results are in {Path(run_dir).relative_to(REPO_ROOT) if run_dir.is_relative_to(REPO_ROOT) else run_dir}/eval/{dataset}/test/"
+        f"\nDone. Browse the predictions and errors in the FiftyOne App, worst images first:"
+        f"\n  python evaluate/app.py {dataset} --view {worst_first}"
+        f"\n(or: pixi run app {dataset} --view {worst_first}); results are in {Path(run_dir).relative_to(REPO_ROOT) if run_dir.is_relative_to(REPO_ROOT) else run_dir}/eval/{dataset}/test/"
     )
 
 

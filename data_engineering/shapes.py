@@ -87,14 +87,17 @@ def attribute_field_name(name: str) -> str:
 
 
 def parse_confidence(value: str | None) -> float | None:
-    """CVAT's `confidence` attribute as a float (CVAT stores numbers as strings); blank or not a number -> None."""
+    """CVAT's `confidence` attribute (a percent, 0-100: CVAT number attributes hold integers) as 0-1, FiftyOne's scale.
+
+    Blank, not a number, or outside 0-100 -> None (no percent, so no confidence to keep).
+    """
     if value is None:
         return None
     try:
         number = float(str(value).strip())
     except ValueError:
         return None
-    return number if math.isfinite(number) else None
+    return number / 100 if math.isfinite(number) and 0 <= number <= 100 else None
 
 
 def _pairs(points: Sequence[float]) -> list[tuple[float, float]]:

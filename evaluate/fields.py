@@ -16,6 +16,8 @@ GT_SEGMENTATION_PREFIX = (
 )
 GT_COLONIES_PREFIX = "gt_colonies_"  # + taxonomy key: ground-truth polylines relabelled to the taxonomy's classes
 WORST_FIRST_PREFIX = "worst_first_"  # + run key: saved view, split sorted by per-sample mIoU, worst first
+MISSED_PREFIX = "missed_"  # + run key [+ "__" + class key]: saved view, ground-truth colonies the run missed
+INVENTED_PREFIX = "invented_"  # + run key [+ "__" + class key]: saved view, predicted colonies with no ground truth
 COLONY_IOU = 0.5  # polygon IoU a predicted colony needs with a ground-truth colony of its class to count as found
 CONFIDENCE = "confidence"  # on each predicted colony: mean probability of its class over its pixels
 
@@ -29,8 +31,14 @@ def field_key(name: str, digit_prefix: str = "run_") -> str:
 
 
 def class_key(name: str) -> str:
-    """A class name as the attribute of the per-class IoU document (`Pavona/Leptoseris` -> `pavona_leptoseris`)."""
-    return field_key(name, digit_prefix="class_")
+    """A class name as the attribute of the per-class IoU document, case kept (`Pavona/Leptoseris` -> `Pavona_Leptoseris`).
+
+    The App's sidebar shows the attribute name, so it stays as close to the class's display name as a field name can.
+    """
+    key = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
+    if not key:
+        raise ValueError(f"{name!r} has no letter or digit to name FiftyOne fields after")
+    return f"class_{key}" if key[0].isdigit() else key
 
 
 def gt_segmentation_field(taxonomy: str) -> str:
@@ -101,6 +109,29 @@ class RunFields:
     def worst_first(self) -> str:
         """Saved view: the evaluated split sorted by `miou`, worst first."""
         return WORST_FIRST_PREFIX + self.key
+
+    @property
+    def missed(self) -> str:
+        """Saved view: samples with ground-truth colonies no prediction matched, only those colonies shown."""
+        return MISSED_PREFIX + self.key
+
+    @property
+    def invented(self) -> str:
+        """Saved view: samples with predicted colonies that match no ground truth, only those colonies shown."""
+        return INVENTED_PREFIX + self.key
+
+    def missed_class(self, class_name: str) -> str:
+        """Saved view `missed` of one class (`missed_<key>__Acropora`); `__` never occurs in a run key."""
+        return f"{self.missed}__{class_key(class_name)}"
+
+    def invented_class(self, class_name: str) -> str:
+        return f"{self.invented}__{class_key(class_name)}"
+
+    def owns_view(self, name: str) -> bool:
+        """Whether a saved view name is one of this run's (worst first, missed / invented, overall or per class)."""
+        return name == self.worst_first or any(
+            name == v or name.startswith(v + "__") for v in (self.missed, self.invented)
+        )
 
     @property
     def sample_fields(self) -> tuple[str, ...]:

@@ -432,7 +432,8 @@ def _evaluate_run(
             dataset, scored_ids, fields, spec.taxonomy, classes, palette
         )
         settings_used["fiftyone_confusion_matrix_agrees"] = bool(np.array_equal(fiftyone_matrix, report.matrix))
-        writeback.save_worst_first(dataset, scored_ids, fields)
+        review_views = writeback.save_review_views(dataset, scored_ids, fields, spec.taxonomy, classes)
+        writeback.order_sidebar(dataset, fields, classes)
     survey_dir = out_dir / SPLIT_SURVEY_DIR
     if quadrats["gt"]:  # the quadrats with ground truth, their numbers from both sources
         sections = [write_split_survey(quadrats["gt"], quadrats["scored"], classes, palette, survey_dir)]
@@ -444,8 +445,12 @@ def _evaluate_run(
     print(f"report: {out_dir / 'report.md'}", file=out)
     if scored_ids:
         print(
-            f"worst images first: saved view {fields.worst_first!r}; colonies: filter {fields.colonies} by {fields.colony_eval_key} = fp / fn",
+            "saved views in the App (samples): " + ", ".join(f"{v.name} ({v.samples})" for v in review_views), file=out
+        )
+        print(
+            f"browse, worst images first: python evaluate/app.py {options.dataset} --view {fields.worst_first}",
             file=out,
         )
-    print(f"browse: python evaluate/app.py {options.dataset}", file=out)
+    else:
+        print(f"browse: python evaluate/app.py {options.dataset}", file=out)
     return report

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -122,9 +123,7 @@ def check_owner(dataset: fo.Dataset, fields: RunFields, run_dir: Path, taxonomy:
         taken = [
             key for key in (fields.eval_key, fields.colony_eval_key) if dataset.has_evaluation(key)
         ] + _run_field_names(dataset, fields)
-        taken += _evaluation_field_names(dataset, fields) + (
-            [f"saved view {fields.worst_first}"] if dataset.has_saved_view(fields.worst_first) else []
-        )
+        taken += _evaluation_field_names(dataset, fields) + [f"saved view {v}" for v in _run_views(dataset, fields)]
         if taken:
             raise UserError(
                 f"dataset {dataset.name!r} already has {', '.join(taken)}, not written by evaluate for run {run_dir}; rename this run's folder or remove them"
@@ -135,6 +134,10 @@ def check_owner(dataset: fo.Dataset, fields: RunFields, run_dir: Path, taxonomy:
             f"dataset {dataset.name!r} already has {'; '.join(foreign)}, which evaluate would overwrite; rename or delete "
             f"{'it' if len(foreign) == 1 else 'them'} in FiftyOne (nothing was written)"
         )
+
+
+def _run_views(dataset: fo.Dataset, fields: RunFields) -> list[str]:
+    return [name for name in dataset.list_saved_views() if fields.owns_view(name)]
 
 
 def delete_run(dataset: fo.Dataset, fields: RunFields) -> list[str]:
@@ -148,9 +151,9 @@ def delete_run(dataset: fo.Dataset, fields: RunFields) -> list[str]:
     for name in _run_field_names(dataset, fields):
         dataset.delete_sample_field(name)
         removed.append(f"field {name}")
-    if dataset.has_saved_view(fields.worst_first):
-        dataset.delete_saved_view(fields.worst_first)
-        removed.append(f"saved view {fields.worst_first}")
+    for name in _run_views(dataset, fields):
+        dataset.delete_saved_view(name)
+        removed.append(f"saved view {name}")
     forget = [fields.prediction, fields.colonies]
     records = evaluations(dataset)
     record = records.pop(fields.eval_key, None)
@@ -197,38 +200,66 @@ def record_prediction(dataset: fo.Dataset, fields: RunFields, run_dir: Path, tax
         dataset.save()
 
 
+def class_colours(classes: Sequence[str], palette: Sequence[Sequence[int]]) -> list[dict[str, str]]:
+    """ColorScheme `valueColors` of the taxonomy: every class name in its palette colour."""
+    return [{"value": name, "color": hex_colour(colour)} for name, colour in zip(classes, palette)]
+
+
 def configure_app(
     dataset: fo.Dataset, fields: RunFields, taxonomy: str, classes: Sequence[str], palette: Sequence[Sequence[int]]
 ) -> None:
-    """Mask targets and colours from the taxonomy palette; the run's fields shown by default."""
+    """Masks and colonies of both kinds in the taxonomy's colours and names; the review's fields switched on.
+
+    Masks: RGB-hex mask targets on the palette PNGs, so the App shows each pixel in its palette colour
+    with its class name. Colonies: coloured by label with the same palette (`colorBy: value`, per-field
+    `valueColors`); ground-truth colonies are drawn filled, predicted ones as outlines
+    (`colonies_to_polylines`), so the two are told apart where both are shown. Shown by default: both
+    colony fields; both masks are one click away (each covers what is below it).
+    """
     targets = rgb_mask_targets(classes, palette)
     gt_mask, gt_colonies = gt_segmentation_field(taxonomy), gt_colonies_field(taxonomy)
     dataset.mask_targets = dict(dataset.mask_targets) | {gt_mask: targets, fields.prediction: targets}
-    label_colours = [{"value": name, "color": hex_colour(colour)} for name, colour in zip(classes, palette)]
     ours = {fields.colonies, gt_colonies}
     scheme = dataset.app_config.color_scheme or fo.ColorScheme()
     kept = [f for f in (scheme.fields or []) if f.get("path") not in ours]
     scheme.fields = kept + [
-        {"path": path, "colorByAttribute": "label", "valueColors": label_colours} for path in sorted(ours)
+        {"path": path, "colorByAttribute": "label", "valueColors": class_colours(classes, palette)}
+        for path in sorted(ours)
     ]
-    scheme.color_by = scheme.color_by or "value"
+    scheme.color_by = "value"  # by field, every colony of a field would have one colour
     dataset.app_config.color_scheme = scheme
     active = dataset.app_config.active_fields or fo.ActiveFields(paths=[])
-    wanted = [fields.prediction, gt_mask, fields.colonies, gt_colonies]
+    wanted = [fields.colonies, gt_colonies]
     active.paths = list(active.paths) + [p for p in wanted if p not in active.paths]
     dataset.app_config.active_fields = active
     dataset.save()
 
 
+def order_sidebar(dataset: fo.Dataset, fields: RunFields, classes: Sequence[str]) -> None:
+    """The per-class IoU group of the sidebar in taxonomy order (FiftyOne lists dynamic attributes alphabetically)."""
+    config = dataset.app_config
+    groups = config.sidebar_groups or fo.DatasetAppConfig.default_sidebar_groups(dataset)
+    wanted = [f"{fields.iou}.{class_key(name)}" for name in classes]
+    for group in groups:
+        if set(wanted) & set(group.paths):
+            group.paths = [p for p in wanted if p in group.paths] + [p for p in group.paths if p not in wanted]
+    config.sidebar_groups = groups
+    dataset.save()
+
+
 def colonies_to_polylines(colonies: Sequence[Colony], classes: Sequence[str], width: int, height: int) -> fo.Polylines:
-    """Predicted colonies as closed, filled polylines in FiftyOne's normalized coordinates."""
+    """Predicted colonies as closed polylines in FiftyOne's normalized coordinates, drawn as outlines.
+
+    `filled=False` only changes how the App draws them (the ground truth is filled): FiftyOne's colony
+    matching fills every prediction when the ground truth is filled, so IoUs are those of the polygons.
+    """
     return fo.Polylines(
         polylines=[
             fo.Polyline(
                 label=classes[c.class_index],
                 points=polygon_to_fiftyone_points(c.polygon, width, height),
                 closed=True,
-                filled=True,
+                filled=False,
                 **{CONFIDENCE: round(c.confidence, 4)},
             )
             for c in colonies
@@ -239,7 +270,8 @@ def colonies_to_polylines(colonies: Sequence[Colony], classes: Sequence[str], wi
 def gt_colonies(polylines: fo.Polylines | None, taxonomy: Taxonomy, classes: Sequence[str]) -> fo.Polylines:
     """Ground-truth polylines relabelled to the taxonomy's classes, so colonies are matched class by class.
 
-    Dropped labels and labels the taxonomy does not know are left out, as prepare leaves them out of the masks.
+    They stay filled (drawn filled, and FiftyOne matches filled polylines by polygon IoU). Dropped labels and labels the taxonomy does not know are left out, as prepare
+    leaves them out of the masks.
     """
     kept = []
     for polyline in polylines.polylines if polylines is not None else []:
@@ -420,11 +452,66 @@ def colony_counts(
     return {name: ColonyCounts(tp[name], fp[name], fn[name]) for name in classes if tp[name] + fp[name] + fn[name]}
 
 
-def save_worst_first(dataset: fo.Dataset, sample_ids: Sequence[str], fields: RunFields) -> None:
-    """The scored samples sorted by this run's per-image mIoU, worst first, as a saved view."""
-    view = dataset.select(sample_ids).match(F(fields.miou) != None).sort_by(fields.miou)  # noqa: E711 (a FiftyOne expression)
-    dataset.save_view(
-        fields.worst_first, view, description="samples sorted by per-image mIoU, worst first", overwrite=True
+@dataclass(frozen=True)
+class ReviewView:
+    """A saved view `save_review_views` made: its name, what it shows, and how many samples it holds."""
+
+    name: str
+    description: str
+    samples: int
+
+
+def save_review_views(
+    dataset: fo.Dataset, sample_ids: Sequence[str], fields: RunFields, taxonomy: str, classes: Sequence[str]
+) -> list[ReviewView]:
+    """The run's review views, one click each in the App's saved-view menu (docs/evaluation.md).
+
+    `worst_first_<key>`: scored samples by per-image mIoU, worst first. `missed_<key>` / `invented_<key>`: samples
+    with ground-truth colonies no prediction matched (FiftyOne's colony evaluation `fn`) / predicted colonies
+    matching no ground truth (`fp`), only those colonies kept, most first; `missed_<key>__<class>` /
+    `invented_<key>__<class>` the same for each class that has any. Saved views cannot carry the App's field
+    visibility, so each view selects only the fields it needs: the colonies it is about (switched on by
+    `configure_app`), both masks (off, one click away) and the scores.
+    """
+    gt_mask, gt = gt_segmentation_field(taxonomy), gt_colonies_field(taxonomy)
+    key = fields.colony_eval_key
+    scored = dataset.select(sample_ids)
+    scores = [fields.miou, fields.iou] + [f"{key}_{k}" for k in ("tp", "fp", "fn")]
+    scores = [name for name in scores if dataset.has_sample_field(name)]
+    views = [
+        (
+            fields.worst_first,
+            "samples sorted by per-image mIoU, worst first",
+            scored.match(F(fields.miou) != None)  # noqa: E711 (a FiftyOne expression)
+            .sort_by(fields.miou)
+            .select_fields([fields.prediction, gt_mask, fields.colonies, gt, *scores]),
+        )
+    ]
+    kinds = (
+        (gt, "fn", fields.missed, fields.missed_class, "missed {}colonies (ground truth no prediction matched)"),
+        (fields.colonies, "fp", fields.invented, fields.invented_class, "invented {}colonies (predictions matching no ground truth)"),
+    )  # fmt: skip
+    for field, outcome, name, class_name, text in kinds:
+        errors = F(key) == outcome
+        shown = [fields.prediction, gt_mask, field, *scores]
+        views.append((name, text.format("") + ", most first", _errors_first(scored, field, errors, shown)))
+        present = set(scored.filter_labels(field, errors).distinct(f"{field}.polylines.label"))
+        for cls in (c for c in classes if c in present):
+            view = _errors_first(scored, field, errors & (F("label") == cls), shown)
+            views.append((class_name(cls), text.format(cls + " ") + ", most first", view))
+    made = []
+    for name, description, view in views:
+        dataset.save_view(name, view, description=description, overwrite=True)
+        made.append(ReviewView(name, description, len(view)))
+    return made
+
+
+def _errors_first(scored: fo.DatasetView, field: str, errors: Any, shown: Sequence[str]) -> fo.DatasetView:
+    """The samples with labels of `field` matching `errors`, only those labels kept, the most first."""
+    return (
+        scored.filter_labels(field, errors)
+        .sort_by(F(f"{field}.polylines").length(), reverse=True)
+        .select_fields(list(shown))
     )
 
 

@@ -29,7 +29,7 @@ def image(tmp_path, name: str, labels=("Acropora", "Porites")) -> ImageRecord:
             label,
             [10.37 + i, 10, 60, 10, 60, 60],
             z_order=i,
-            attributes={"confidence": "0.9", "health": "ok"},
+            attributes={"confidence": "90", "health": "ok"},
             shape_id=i,
         )
         for i, label in enumerate(labels)

@@ -73,7 +73,7 @@ def test_task_export_keeps_sub_pixel_points_z_order_and_attributes(tmp_path, set
     assert np.allclose(
         porites.points[0], [[10.37 / 40, 5.25 / 30], [30.5 / 40, 5.25 / 30], [20.01 / 40, 25.99 / 30]], atol=1e-12
     )
-    assert (porites.z_order, porites.confidence, acropora.z_order, acropora.confidence) == (3, 87.0, 1, None)
+    assert (porites.z_order, porites.confidence, acropora.z_order, acropora.confidence) == (3, 0.87, 1, None)
     assert acropora.points[0] == [[0.0, 0.0], [1.0, 0.0], [0.5, 1.0]]  # clipped to the image
     assert sample.tags == ["val"] and (sample.cvat_task_id, sample.cvat_task_name, sample.site, sample.year) == (
         9,

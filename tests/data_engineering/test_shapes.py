@@ -35,7 +35,7 @@ def test_polygon_is_normalized_and_keeps_sub_pixel_points_and_attributes():
     flat = [c for point in record.points for c in point]
     assert flat == pytest.approx([0.1037, 0.1025, 0.9025, 0.1025, 0.5, 0.40375], abs=1e-12)
     assert (record.label, record.z_order, record.occluded, record.shape_id) == ("Acropora", 3, True, 42)
-    assert record.confidence == 87.0
+    assert record.confidence == pytest.approx(0.87)
     assert record.attributes == {"health": "bleached"}
     assert not record.clipped
 
@@ -81,7 +81,9 @@ def test_label_with_an_empty_name_is_a_clear_error(label):
 
 
 def test_confidence_and_attribute_names():
-    assert parse_confidence(" 0.5 ") == 0.5
+    assert parse_confidence(" 50 ") == 0.5 and parse_confidence("58") == pytest.approx(0.58)
+    assert parse_confidence("100") == 1.0 and parse_confidence("0") == 0.0  # CVAT's percent, FiftyOne's 0-1
+    assert parse_confidence("150") is None and parse_confidence("-5") is None
     assert parse_confidence("high") is None and parse_confidence(None) is None and parse_confidence("nan") is None
     assert attribute_field_name("health state") == "health_state"
     assert attribute_field_name("label") == "cvat_label"

@@ -120,7 +120,7 @@ def test_fiftyone_fields_views_and_colours(world: World, evaluated) -> None:
         1.0
     )  # image 2 has no region under 16 px, so its trace is exact: perfect
     assert dataset[world.sample_ids[0]][fields.miou] < 1.0
-    assert dataset[world.sample_ids[0]][fields.iou]["acropora"] == pytest.approx(1.0)
+    assert dataset[world.sample_ids[0]][fields.iou]["Acropora"] == pytest.approx(1.0)
     assert dataset.has_evaluation(fields.eval_key) and dataset.has_evaluation(fields.colony_eval_key)
     worst = dataset.load_saved_view(fields.worst_first)
     assert worst.first().id == world.sample_ids[0] and len(worst) == 3
@@ -129,8 +129,43 @@ def test_fiftyone_fields_views_and_colours(world: World, evaluated) -> None:
         "#3cb44b": "Acropora",
         "#800000": "Porites",
     }
-    assert fields.prediction in dataset.app_config.active_fields.paths
+    gt_colonies = gt_colonies_field("tinytax")
+    assert dataset.app_config.active_fields.paths == [fields.colonies, gt_colonies]  # masks one click away
+    scheme = {f["path"]: f for f in dataset.app_config.color_scheme.fields}
+    assert dataset.app_config.color_scheme.color_by == "value"
+    for path in (fields.colonies, gt_colonies):
+        assert scheme[path]["colorByAttribute"] == "label" and scheme[path]["valueColors"] == [
+            {"value": name, "color": "#{:02x}{:02x}{:02x}".format(*rgb)} for name, rgb in zip(CLASSES, PALETTE)
+        ]
+    # predictions drawn as outlines, the ground truth filled: told apart where both are shown
+    assert set(dataset.values(f"{fields.colonies}.polylines.filled", unwind=True)) == {False}
+    assert set(dataset.values(f"{gt_colonies}.polylines.filled", unwind=True)) == {True}
+    iou_group = next(g for g in dataset.app_config.sidebar_groups if f"{fields.iou}.Acropora" in g.paths)
+    assert iou_group.paths == [f"{fields.iou}.{name}" for name in CLASSES]  # taxonomy order, display names
     assert dataset.values("note") == ["kept 0", "kept 1", "kept 2"]
+
+
+def test_review_views_one_click_each(world: World, evaluated) -> None:
+    import fiftyone as fo
+
+    _, printed = evaluated
+    dataset = fo.load_dataset(world.dataset)
+    fields = RunFields.for_run(world.run_dir.name)
+    dropped = CLASSES[world.dropped[1]]
+    gt_colonies = gt_colonies_field("tinytax")
+    views = {name: dataset.load_saved_view(name) for name in dataset.list_saved_views() if fields.owns_view(name)}
+    assert set(views) == {fields.worst_first, fields.missed, fields.invented, fields.invented_class(dropped)}
+    assert len(views[fields.missed]) == 0  # every colony of the ground truth was found
+    for name in (fields.invented, fields.invented_class(dropped)):  # the deleted colony, and nothing else
+        view = views[name]
+        assert view.values("id") == [world.sample_ids[0]]
+        assert view.values(f"{fields.colonies}.polylines.label", unwind=True) == [dropped]
+        assert gt_colonies not in view.get_field_schema()  # only the fields the view is about
+    worst_schema = views[fields.worst_first].get_field_schema()
+    assert {fields.prediction, gt_segmentation_field("tinytax"), fields.colonies, gt_colonies} <= set(worst_schema)
+    assert "note" not in worst_schema and "gt_polylines" not in worst_schema
+    assert f"{fields.invented_class(dropped)} (1)" in printed
+    assert f"python evaluate/app.py {world.dataset} --view {fields.worst_first}" in printed
 
 
 def test_rerun_replaces_and_delete_removes_only_the_run(world: World, evaluated) -> None:

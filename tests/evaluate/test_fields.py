@@ -15,7 +15,13 @@ def test_names_from_run_folders_and_classes() -> None:
     )  # fmt: skip
     assert fields.worst_first == "worst_first_linear_reef_2024"
     assert RunFields.for_run("2024-run").key == "run_2024_run"
-    assert class_key("Pavona/Leptoseris") == "pavona_leptoseris" and class_key("1 other") == "class_1_other"
+    assert class_key("Pavona/Leptoseris") == "Pavona_Leptoseris" and class_key("1 other") == "class_1_other"
+    assert (fields.missed, fields.invented_class("Pavona/Leptoseris")) == (
+        "missed_linear_reef_2024", "invented_linear_reef_2024__Pavona_Leptoseris",
+    )  # fmt: skip
+    shorter = RunFields.for_run("linear")  # a run key that starts another's: its views stay apart
+    assert fields.owns_view(fields.missed_class("Acropora")) and fields.owns_view(fields.worst_first)
+    assert not shorter.owns_view(fields.missed) and not shorter.owns_view(fields.missed_class("Acropora"))
     assert (
         gt_segmentation_field("main_families") == "gt_mask_main_families"
         and gt_colonies_field("extended") == "gt_colonies_extended"
