@@ -68,7 +68,7 @@ class RunFields:
 
     @property
     def colonies(self) -> str:
-        """fo.Polylines: predicted colonies, one filled polygon per connected region, with confidence."""
+        """fo.Polylines: predicted colonies, one closed polygon per connected region (drawn as an outline), with confidence."""
         return f"pred_{self.key}_colonies"
 
     @property

@@ -270,8 +270,8 @@ def colonies_to_polylines(colonies: Sequence[Colony], classes: Sequence[str], wi
 def gt_colonies(polylines: fo.Polylines | None, taxonomy: Taxonomy, classes: Sequence[str]) -> fo.Polylines:
     """Ground-truth polylines relabelled to the taxonomy's classes, so colonies are matched class by class.
 
-    They stay filled (drawn filled, and FiftyOne matches filled polylines by polygon IoU). Dropped labels and labels the taxonomy does not know are left out, as prepare
-    leaves them out of the masks.
+    They stay filled (drawn filled; FiftyOne matches filled polylines by polygon IoU). Dropped labels and labels
+    the taxonomy does not know are left out, as prepare leaves them out of the masks.
     """
     kept = []
     for polyline in polylines.polylines if polylines is not None else []:

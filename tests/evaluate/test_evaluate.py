@@ -186,7 +186,7 @@ def test_rerun_replaces_and_delete_removes_only_the_run(world: World, evaluated)
     dataset.reload()
     schema = set(dataset.get_field_schema())
     assert not [f for f in schema if fields.key in f or f.startswith(("gt_mask_", "gt_colonies_"))]
-    assert dataset.list_evaluations() == [] and not dataset.has_saved_view(fields.worst_first)
+    assert dataset.list_evaluations() == [] and not [v for v in dataset.list_saved_views() if fields.owns_view(v)]
     assert fields.prediction not in dataset.mask_targets
     assert dataset.values("note") == ["kept 0", "kept 1", "kept 2"]
     assert dataset.values("gt_polylines.polylines.label", unwind=True) == gt_polylines
