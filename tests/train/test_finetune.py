@@ -185,3 +185,15 @@ def test_train_blocks_all_trains_live_without_a_cache(tmp_path, prepared, monkey
 def test_fine_tuning_values_are_refused_at_config_load(tmp_path, prepared, monkeypatch, capsys, key, value, fragment):
     _one_line(*run_cli(monkeypatch, capsys, None, **(tiny_overrides(tmp_path, prepared) | {key: value})), fragment)
     assert not (tmp_path / "runs").exists()
+
+
+def test_fine_tuned_and_lora_runs_share_the_frozen_runs_cache_folder(tmp_path):
+    """The folder is keyed by the backbone's weights; LoRA wrapping them (peft renames `qkv.weight` to
+    `qkv.base_layer.weight`) changes none of them, so the frozen part's files are shared."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain = build_backbone("tiny_dinov2", layers=4)
+        tuned = build_backbone("tiny_dinov2", layers=4).set_trainable(2)
+        adapted = build_backbone("tiny_dinov2", layers=4).set_trainable(2, lora_rank=2)
+    folders = {feature_cache.backbone_dir(tmp_path, b, "fp32") for b in (plain, tuned, adapted)}
+    assert len(folders) == 1
