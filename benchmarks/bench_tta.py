@@ -1,7 +1,7 @@
 """Test-time augmentation on whole quadrats: what each `--tta` / `--tta-scales` setting buys in mIoU and costs in time.
 
     python benchmarks/bench_tta.py                                   # CPU, 1920x1920 quadrats, about 20 minutes
-    python benchmarks/bench_tta.py --size 960 --images 15 --steps 200   # a quick look (what benchmarks/README.md shows)
+    python benchmarks/bench_tta.py --size 960 --images 15 --steps 200 --test-images 1   # the quick look in benchmarks/README.md
 
 The data and the head are `bench_windows.py`'s: the demo quadrats (`data_engineering.demo_data`), prepared with the
 finegrained taxonomy, a linear head trained on cached ViT-S/14 features (RANDOM backbone weights: none can be
@@ -43,7 +43,7 @@ SETTINGS = (  # (label, scales, mirror)
 )
 
 
-def score(run_dir: Path, data: Path) -> list[dict]:
+def score(run_dir: Path, data: Path, test_images: int) -> list[dict]:
     """Every setting on every test quadrat: the summed confusion matrix, the masks, the seconds."""
     from common.images import read_image
     from common.runtime import resolve_runtime
@@ -64,7 +64,8 @@ def score(run_dir: Path, data: Path) -> list[dict]:
         {"label": label, "tta": TestTimeAugmentation(scales, mirror), "matrix": 0, "seconds": [], "masks": []}
         for label, scales, mirror in SETTINGS
     ]
-    for entry in (e for e in prepared.entries if e.split == "test"):
+    tests = [e for e in prepared.entries if e.split == "test"]
+    for entry in tests[:test_images] if test_images else tests:
         image, truth = read_image(prepared.image_path(entry)), read_mask(prepared.mask_path(entry))
         for result in results:
             start = time.perf_counter()
@@ -74,6 +75,7 @@ def score(run_dir: Path, data: Path) -> list[dict]:
             result["seconds"].append(time.perf_counter() - start)
             result["matrix"] = result["matrix"] + confusion_matrix(truth, predicted, len(spec.classes))
             result["masks"].append(predicted)
+            print(f"  {entry.image}: {result['label']} {result['seconds'][-1]:.1f} s", file=sys.stderr, flush=True)
     return results
 
 
@@ -89,6 +91,7 @@ def main() -> None:
         default=448,
         help="training crop (the default config's); the window is train's default, 392 px",
     )
+    parser.add_argument("--test-images", type=int, default=0, help="predict only this many test quadrats (0: all)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     parser.add_argument(
         "--work", default="", help="keep data, caches and runs here (reruns reuse them); default: a temporary folder"
@@ -103,7 +106,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_tta_") as temporary:
         work = Path(args.work).expanduser() if args.work else Path(temporary)
         data = prepared_quadrats(work, args.images, args.size, args.colonies)
-        results = score(train_head(args, work, data, args.crop), data)
+        results = score(train_head(args, work, data, args.crop), data, args.test_images)
     plain = results[0]
     rows = []
     for result in results:
