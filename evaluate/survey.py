@@ -24,6 +24,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -267,38 +268,59 @@ def predict_shard(
     start = time.perf_counter()
     desc = f"predict {options.run_dir.name}" + (f" [{shard.rank + 1}/{shard.world}]" if shard.world > 1 else "")
     photos_in = _timed_iter(iter(decoded(todo, options.workers)), summary, "decode (waiting for workers)")
-    for photo, image, problem in progress(photos_in, total=len(todo), desc=desc, unit="image", file=out):
-        if image is None:
-            summary.unreadable.append(f"{photo.filepath}: {problem}")
-            continue
-        with summary.timing("model (sliding windows)"):
-            prediction = predict_image(
-                forward, image, spec.num_classes, window, window_stride, options.batch_size, runtime.device,
-                TestTimeAugmentation(options.tta_scales),
-            )  # fmt: skip
-        stats = image_stats(prediction.mask, prediction.confidence, options.uncertainty)
-        if sam is not None:
-            with summary.timing("SAM refinement"):
-                refined = refine_mask(sam, image, prediction.mask, spec.num_classes, options.sam)
-            prediction = Prediction(refined.mask, prediction.confidence)  # the doubt stays the semantic model's
-            stats.update(sam_prompted=refined.prompted, sam_kept=refined.kept)
-        path = mask_path(out_dir, photo)
-        with summary.timing("mask PNG"):
-            write_bytes_atomic(path, encode_mask_png(prediction.mask, mask_palette))
-        with summary.timing("colonies"):
-            colonies = find_colonies(prediction.mask, prediction.confidence)
-        with summary.timing("doubt and journal"):
-            cache.add(
-                photo.sample_id,
-                image_key(photo.filepath),
-                path,
-                colonies,
-                stats=stats,
+    pending: Future[None] | None = None
+    # the PNG, colonies and journal of photo i are done on a thread while the model predicts photo i+1 (on a GPU
+    # the model never waits for them); an interrupted run still finishes the journal line of the photo in hand
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict-finish") as finishing:
+        for photo, image, problem in progress(photos_in, total=len(todo), desc=desc, unit="image", file=out):
+            if image is None:
+                summary.unreadable.append(f"{photo.filepath}: {problem}")
+                continue
+            with summary.timing("model (sliding windows)"):
+                prediction = predict_image(
+                    forward, image, spec.num_classes, window, window_stride, options.batch_size, runtime.device,
+                    TestTimeAugmentation(options.tta_scales),
+                )  # fmt: skip
+            stats = image_stats(prediction.mask, prediction.confidence, options.uncertainty)
+            if sam is not None:
+                with summary.timing("SAM refinement"):
+                    refined = refine_mask(sam, image, prediction.mask, spec.num_classes, options.sam)
+                prediction = Prediction(refined.mask, prediction.confidence)  # the doubt stays the semantic model's
+                stats.update(sam_prompted=refined.prompted, sam_kept=refined.kept)
+            if pending is not None:  # one photo in the finishing thread at a time: memory stays flat
+                with summary.timing(WAITING):
+                    pending.result()
+            pending = finishing.submit(
+                finish_photo, photo, prediction, stats, mask_path(out_dir, photo), mask_palette, cache, summary
             )
-        summary.predicted += 1
+        if pending is not None:
+            with summary.timing(WAITING):
+                pending.result()
     summary.seconds = time.perf_counter() - start
     cache.compact()
     return summary
+
+
+WAITING = "waiting for PNG, colonies, journal"  # what the finishing thread adds to the wall time
+
+
+def finish_photo(
+    photo: Photo,
+    prediction: Prediction,
+    stats: dict[str, float],
+    path: Path,
+    mask_palette: bytes,
+    cache: PredictionCache,
+    summary: ShardSummary,
+) -> None:
+    """The CPU work after the model (mask PNG, colonies, journal line), on a thread beside the next photo's model."""
+    with summary.timing("mask PNG"):
+        write_bytes_atomic(path, encode_mask_png(prediction.mask, mask_palette))
+    with summary.timing("colonies"):
+        colonies = find_colonies(prediction.mask, prediction.confidence)
+    with summary.timing("doubt and journal"):
+        cache.add(photo.sample_id, image_key(photo.filepath), path, colonies, stats=stats)
+    summary.predicted += 1
 
 
 def mask_path(out_dir: Path, photo: Photo) -> Path:

@@ -233,3 +233,20 @@ def test_two_torchrun_processes_give_the_single_process_output(survey):
     for name in ("site_year.csv", "cover.csv", "colonies.csv", "size_frequency.csv"):
         assert (single_dir / name).read_text() == (shard_dir / name).read_text(), name
     shutil.rmtree(shard_dir)
+
+
+def test_colonies_are_traced_beside_the_next_photos_model(survey, monkeypatch):
+    import threading
+
+    from evaluate import survey as survey_module
+
+    _, dataset, run_dir, _ = survey
+    threads, traced = [], survey_module.find_colonies
+    monkeypatch.setattr(
+        survey_module,
+        "find_colonies",
+        lambda mask, confidence: threads.append(threading.current_thread().name) or traced(mask, confidence),
+    )
+    report, _ = predict(run_dir, dataset.name)
+    assert len(threads) == 4 and all(name.startswith("predict-finish") for name in threads)
+    assert survey_module.WAITING in report["parts"] and report["predicted_now"] == 4
