@@ -2,6 +2,7 @@
 
     python benchmarks/bench_heads.py --table loss      # linear and segformer: the loss on every pixel, at 1/4, on points
     python benchmarks/bench_heads.py --table heads     # linear, segformer, upernet, mask2former, pmt at their defaults
+    python benchmarks/bench_heads.py --table heads --train-blocks 2   # the same with the last two blocks trained
     python benchmarks/bench_heads.py --table heads --device cuda --steps 2000
 
 The data are the demo quadrats generated at the users' size (1920x1920, 45 colonies, 18 train, 6 val,
@@ -29,6 +30,7 @@ sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import resource  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -81,7 +83,7 @@ def train_run(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from common.settings import load_settings
-    from train.config import load_config
+    from train.config import load_config, resolve_config
     from train.loop import train
 
     base = load_config(f"{spec['head']}.yaml")
@@ -100,16 +102,18 @@ def train_run(spec: dict[str, Any]) -> dict[str, Any]:
         seed=0,
         head_config={**base.head_config, **spec["options"]},
         max_val_images=spec.get("max_val_images", 0),
+        train_blocks=spec.get("train_blocks", base.train_blocks),
     )
     with warnings.catch_warnings(), former_computation(spec.get("former", False)):
         warnings.simplefilter("ignore")
-        summary = train(config, load_settings())
+        summary = train(resolve_config(config, load_settings()))
     state = torch.load(Path(summary["run"]) / "train_state.pt", map_location="cpu", weights_only=True)
+    trained = {**state["head"], **state.get("backbone", {})}  # the head, and the backbone blocks trained with it
     return {
         **summary,
         "params": sum(
             t.numel()
-            for k, t in state["head"].items()
+            for k, t in trained.items()
             if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
         ),
     }
@@ -192,6 +196,11 @@ def main() -> None:
         default=0,
         help="validate the accuracy runs on the first N val quadrats (0: all 6)",
     )
+    parser.add_argument(
+        "--train-blocks",
+        default="0",
+        help="train the last N backbone blocks with every head (the cache then holds block L-N's output), or all",
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument(
@@ -238,6 +247,7 @@ def main() -> None:
                 "cache": str(work / "cache"),
                 "device": args.device,
                 "threads": threads,
+                "train_blocks": int(args.train_blocks) if args.train_blocks.isdigit() else args.train_blocks,
             }
 
         # Heads reading four layers first: their cache entries hold the linear head's last layer too.
@@ -281,7 +291,7 @@ def main() -> None:
     print(
         f"{args.images} demo quadrats of {args.size}x{args.size} (generated), ViT-S/14 with RANDOM weights, cached features, "
         f"{args.steps} steps per accuracy run, validated on {val} val quadrats, step time the median of {args.repeats} runs of {args.timing_steps} steps, "
-        f"device {args.device}, {threads} threads; calibration ViT-S/14 518² forward {calibration[0]:.2f} s at the start, "
+        f"train_blocks {args.train_blocks}, device {args.device}, {threads} threads, load average {os.getloadavg()[0]:.1f} at the end; calibration ViT-S/14 518² forward {calibration[0]:.2f} s at the start, "
         f"{calibration[1]:.2f} s at the end"
     )
     print(
