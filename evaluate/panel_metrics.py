@@ -44,8 +44,15 @@ def segmentation_metrics(results: Any) -> SegmentationMetrics:
     return compute_metrics(np.asarray(results.pixel_confusion_matrix), classes, background)
 
 
-def _value(value: float) -> float | None:
-    return None if np.isnan(value) else float(value)
+def shown_value(value: float | None) -> float | str | None:
+    """A metric as the panel gets it: None where undefined (the panel hides the row), "0" for zero.
+
+    FiftyOne 1.22's panel draws any falsy value as "—", the sign of a missing one; an IoU of exactly 0
+    (a class all missed, e.g. Astreopora on the demo) is stored as the string "0", which it draws as 0.
+    """
+    if value is None or np.isnan(value):
+        return None
+    return "0" if value == 0 else float(value)
 
 
 class _SummaryMetric(EvaluationMetric):
@@ -66,8 +73,8 @@ class _SummaryMetric(EvaluationMetric):
             unlisted=True,
         )
 
-    def compute(self, samples: Any, results: Any, **kwargs: Any) -> float | None:
-        return segmentation_metrics(results).summary()[self.key]
+    def compute(self, samples: Any, results: Any, **kwargs: Any) -> float | str | None:
+        return shown_value(segmentation_metrics(results).summary()[self.key])
 
 
 class MeanIoU(_SummaryMetric):
@@ -115,7 +122,7 @@ class ClassIoU(EvaluationMetric):
             key = CLASS_IOU_PREFIX + class_key(name)
             rows[f"{self.uri}/{key}"] = {
                 "key": key,
-                "value": _value(iou),
+                "value": shown_value(iou),
                 "label": f"IoU {name}",
                 "lower_is_better": False,
             }

@@ -344,15 +344,11 @@ def run_fiftyone_evaluations(
     targets = rgb_mask_targets(classes, palette)
     with metrics_plugin():
         pixels = view.evaluate_segmentations(
-            fields.prediction,
-            gt_field=gt_mask,
-            eval_key=fields.eval_key,
-            mask_targets=targets,
-            custom_metrics=SEGMENTATION_METRICS,
-            progress=False,
+            fields.prediction, gt_field=gt_mask, eval_key=fields.eval_key, mask_targets=targets, progress=False
         )
+        in_taxonomy_order(pixels, classes)
+        pixels.add_custom_metrics(SEGMENTATION_METRICS)  # after the reordering: their rows follow the taxonomy
     check_custom_metrics(pixels, fields.eval_key)
-    in_taxonomy_order(pixels, classes)
     coral = [name for name in classes if name != BACKGROUND_NAME]
     colonies = evaluate_colonies(view, fields.colonies, gt_colonies_field(taxonomy), fields.colony_eval_key, coral)
     return pixels.confusion_matrix(classes=list(classes)), colony_counts(
