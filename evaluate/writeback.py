@@ -240,9 +240,14 @@ def order_sidebar(dataset: fo.Dataset, fields: RunFields, classes: Sequence[str]
     config = dataset.app_config
     groups = config.sidebar_groups or fo.DatasetAppConfig.default_sidebar_groups(dataset)
     wanted = [f"{fields.iou}.{class_key(name)}" for name in classes]
+    held = False
     for group in groups:
         if set(wanted) & set(group.paths):
             group.paths = [p for p in wanted if p in group.paths] + [p for p in group.paths if p not in wanted]
+            held = True
+    if not held:  # a rerun: the saved groups predate these fields, and FiftyOne would leave them ungrouped, unordered
+        present = [p for p in wanted if dataset.get_field(p) is not None]
+        groups.append(fo.SidebarGroupDocument(name=fields.iou, paths=present))
     config.sidebar_groups = groups
     dataset.save()
 
