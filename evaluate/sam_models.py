@@ -236,20 +236,33 @@ def preprocess(image: np.ndarray, input_size: int, device: torch.device) -> tupl
     return F.pad(x, (0, input_size - resized[1], 0, input_size - resized[0])), resized
 
 
-class SegmentAnythingSam:
-    """A segment_anything `Sam` as a PromptableSegmenter (its encoder, prompt encoder and decoder called directly)."""
+class _SamEmbedding:
+    """The image half both adapters share: SAM's resize, normalise and pad, then the library's own encoder."""
 
-    def __init__(self, sam: Any, runtime: Runtime) -> None:
-        self.sam, self.runtime = sam.to(runtime.device).eval(), runtime
-        self.input_size = int(sam.image_encoder.img_size)
+    runtime: Runtime
+    input_size: int
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def embed(self, image: np.ndarray) -> Embedded:
         import torch
 
         x, resized = preprocess(image, self.input_size, self.runtime.device)
         with torch.inference_mode(), self.runtime.autocast():
-            embedding = self.sam.image_encoder(x).float()
+            embedding = self._encode(x).float()
         return Embedded(embedding, image.shape[:2], resized)
+
+
+class SegmentAnythingSam(_SamEmbedding):
+    """A segment_anything `Sam` as a PromptableSegmenter (its encoder, prompt encoder and decoder called directly)."""
+
+    def __init__(self, sam: Any, runtime: Runtime) -> None:
+        self.sam, self.runtime = sam.to(runtime.device).eval(), runtime
+        self.input_size = int(sam.image_encoder.img_size)
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.sam.image_encoder(x)
 
     def decode(
         self, embedded: Embedded, boxes: torch.Tensor, points: torch.Tensor, labels: torch.Tensor
@@ -271,20 +284,15 @@ class SegmentAnythingSam:
         return logits[:, 0].float(), iou[:, 0].float()
 
 
-class HuggingFaceSam:
+class HuggingFaceSam(_SamEmbedding):
     """A `transformers.SamModel` as a PromptableSegmenter (one image, its prompts as the point batch)."""
 
     def __init__(self, model: Any, runtime: Runtime) -> None:
         self.model, self.runtime = model.to(runtime.device).eval(), runtime
         self.input_size = int(model.config.vision_config.image_size)
 
-    def embed(self, image: np.ndarray) -> Embedded:
-        import torch
-
-        x, resized = preprocess(image, self.input_size, self.runtime.device)
-        with torch.inference_mode(), self.runtime.autocast():
-            embedding = self.model.get_image_embeddings(x).float()
-        return Embedded(embedding, image.shape[:2], resized)
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.get_image_embeddings(x)
 
     def decode(
         self, embedded: Embedded, boxes: torch.Tensor, points: torch.Tensor, labels: torch.Tensor
