@@ -23,14 +23,11 @@ import argparse  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.bench_windows import prepared_quadrats, train_head  # noqa: E402
+from benchmarks.bench_windows import Setting, prepared_quadrats, score, scores, train_head  # noqa: E402
 from benchmarks.fixtures import calibration_forward  # noqa: E402
 from common.table import format_table  # noqa: E402
 
@@ -41,42 +38,6 @@ SETTINGS = (  # (label, scales, mirror)
     ("--tta --tta-scales 0.75,1,1.25", (0.75, 1.0, 1.25), True),
     ("--tta --tta-scales 1,1.5", (1.0, 1.5), True),
 )
-
-
-def score(run_dir: Path, data: Path, test_images: int) -> list[dict]:
-    """Every setting on every test quadrat: the summed confusion matrix, the masks, the seconds."""
-    from common.images import read_image
-    from common.runtime import resolve_runtime
-    from evaluate.inference import predict_image, window_forward
-    from models.checkpoint import load_checkpoint
-    from models.metrics import confusion_matrix
-    from models.sliding_window import TestTimeAugmentation
-    from prepare.layout import load_prepared
-    from prepare.mask_png import read_mask
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model, spec = load_checkpoint(run_dir)
-    runtime = resolve_runtime("cpu", "auto")
-    forward = window_forward(model.to(runtime.device).eval(), runtime, tta=False)
-    prepared = load_prepared(data)
-    results = [
-        {"label": label, "tta": TestTimeAugmentation(scales, mirror), "matrix": 0, "seconds": [], "masks": []}
-        for label, scales, mirror in SETTINGS
-    ]
-    tests = [e for e in prepared.entries if e.split == "test"]
-    for entry in tests[:test_images] if test_images else tests:
-        image, truth = read_image(prepared.image_path(entry)), read_mask(prepared.mask_path(entry))
-        for result in results:
-            start = time.perf_counter()
-            predicted = predict_image(
-                forward, image, len(spec.classes), spec.window, spec.window_stride, 8, runtime.device, result["tta"]
-            ).mask
-            result["seconds"].append(time.perf_counter() - start)
-            result["matrix"] = result["matrix"] + confusion_matrix(truth, predicted, len(spec.classes))
-            result["masks"].append(predicted)
-            print(f"  {entry.image}: {result['label']} {result['seconds'][-1]:.1f} s", file=sys.stderr, flush=True)
-    return results
 
 
 def main() -> None:
@@ -99,27 +60,26 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from models.metrics import compute_metrics
+    from models.sliding_window import TestTimeAugmentation
 
     load_before = os.getloadavg()[0]
     calibration = calibration_forward(torch.device("cpu"), 2)
     with tempfile.TemporaryDirectory(prefix="bench_tta_") as temporary:
         work = Path(args.work).expanduser() if args.work else Path(temporary)
         data = prepared_quadrats(work, args.images, args.size, args.colonies)
-        results = score(train_head(args, work, data, args.crop), data, args.test_images)
+        settings = [Setting(label, tta=TestTimeAugmentation(scales, mirror)) for label, scales, mirror in SETTINGS]
+        results = score(train_head(args, work, data, args.crop), data, settings, args.test_images)
     plain = results[0]
     rows = []
     for result in results:
-        metrics = compute_metrics(result["matrix"], [str(i) for i in range(len(result["matrix"]))], background_index=0)
-        agreement = np.mean([np.mean(a == b) for a, b in zip(result["masks"], plain["masks"])])
-        seconds = statistics.median(result["seconds"])
+        miou, miou_background, agreement, seconds = scores(result, plain)
         rows.append(
             [
-                result["label"],
-                result["tta"].passes,
-                f"{100 * metrics.miou:.2f}",
-                f"{100 * metrics.miou_with_background:.2f}",
-                f"{100 * agreement:.2f}",
+                result["setting"].label,
+                result["setting"].tta.passes,
+                f"{miou:.2f}",
+                f"{miou_background:.2f}",
+                f"{agreement:.2f}",
                 f"{seconds:.2f}",
                 f"{seconds / statistics.median(plain['seconds']):.1f}",
             ]

@@ -24,15 +24,19 @@ import sys
 sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
 
 import argparse  # noqa: E402
+import os  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.fixtures import calibration_forward  # noqa: E402
 from common.table import format_table  # noqa: E402
 
 SPLIT_OF_SUBSET = {"Train": "train", "Validation": "val", "Test": "test"}
@@ -103,14 +107,24 @@ def train_head(args: argparse.Namespace, work: Path, data: Path, crop: int) -> P
     return work / "runs" / name
 
 
-def score_settings(run_dir: Path, data: Path, settings: list[tuple[int, int]]) -> list[dict]:
-    """Each (crop, stride) on every test image: confusion matrix, masks, seconds."""
+@dataclass(frozen=True)
+class Setting:
+    """One way of predicting the test quadrats: windows (0: the run's own) and test-time augmentation."""
+
+    label: str
+    window: int = 0
+    stride: int = 0
+    tta: Any = None  # models.sliding_window.TestTimeAugmentation, or None for a plain pass
+
+
+def score(run_dir: Path, data: Path, settings: list[Setting], test_images: int = 0) -> list[dict]:
+    """Every setting on every test quadrat (the first `test_images`, 0: all): confusion matrix, masks, seconds."""
     from common.images import read_image
     from common.runtime import resolve_runtime
     from evaluate.inference import predict_image, window_forward
     from models.checkpoint import load_checkpoint
     from models.metrics import confusion_matrix
-    from models.sliding_window import window_starts
+    from models.sliding_window import NO_TTA, window_starts
     from prepare.layout import load_prepared
     from prepare.mask_png import read_mask
 
@@ -118,33 +132,49 @@ def score_settings(run_dir: Path, data: Path, settings: list[tuple[int, int]]) -
         warnings.simplefilter("ignore")
         model, spec = load_checkpoint(run_dir)
     runtime = resolve_runtime("cpu", "auto")
-    device = runtime.device
-    forward = window_forward(model.to(device).eval(), runtime, tta=False)
+    forward = window_forward(model.to(runtime.device).eval(), runtime, tta=False)
     prepared = load_prepared(data)
     tests = [e for e in prepared.entries if e.split == "test"]
-    size = (tests[0].height, tests[0].width)  # the quadrats all have the size they were generated at
-    results = [
-        {
-            "crop": c,
-            "stride": s,
-            "matrix": 0,
-            "seconds": [],
-            "masks": [],
-            "windows": len(window_starts(size[0], c, s)) * len(window_starts(size[1], c, s)),
-        }
-        for c, s in settings
-    ]
+    tests = tests[:test_images] if test_images else tests
+    height, width = tests[0].height, tests[0].width  # the quadrats all have the size they were generated at
+    results = []
+    for setting in settings:
+        window, stride = setting.window or spec.window, setting.stride or spec.window_stride
+        windows = len(window_starts(height, window, stride)) * len(window_starts(width, window, stride))
+        results.append(
+            {"setting": setting, "window": window, "stride": stride, "windows": windows}
+            | {"matrix": 0, "seconds": [], "masks": []}
+        )
     for entry in tests:
         image, truth = read_image(prepared.image_path(entry)), read_mask(prepared.mask_path(entry))
         for result in results:
             start = time.perf_counter()
             predicted = predict_image(
-                forward, image, len(spec.classes), result["crop"], result["stride"], 8, device
+                forward,
+                image,
+                len(spec.classes),
+                result["window"],
+                result["stride"],
+                8,
+                runtime.device,
+                result["setting"].tta or NO_TTA,
             ).mask
             result["seconds"].append(time.perf_counter() - start)
             result["matrix"] = result["matrix"] + confusion_matrix(truth, predicted, len(spec.classes))
             result["masks"].append(predicted)
+            print(
+                f"  {entry.image}: {result['setting'].label} {result['seconds'][-1]:.1f} s", file=sys.stderr, flush=True
+            )
     return results
+
+
+def scores(result: dict, reference: dict) -> tuple[float, float, float, float]:
+    """Coral mIoU %, mIoU with background %, pixels equal to the reference's masks %, median seconds per image."""
+    from models.metrics import compute_metrics
+
+    metrics = compute_metrics(result["matrix"], [str(i) for i in range(len(result["matrix"]))], background_index=0)
+    agreement = np.mean([np.mean(a == b) for a, b in zip(result["masks"], reference["masks"])])
+    return 100 * metrics.miou, 100 * metrics.miou_with_background, 100 * agreement, statistics.median(result["seconds"])
 
 
 def main() -> None:
@@ -163,8 +193,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from models.metrics import compute_metrics
-
+    load_before = os.getloadavg()[0]
+    calibration = calibration_forward(torch.device("cpu"), 2)
     with tempfile.TemporaryDirectory(prefix="bench_windows_") as temporary:
         work = Path(args.work).expanduser() if args.work else Path(temporary)
         data = prepared_quadrats(work, args.images, args.size, args.colonies)
@@ -172,29 +202,27 @@ def main() -> None:
         for crop in args.crops:
             run_dir = train_head(args, work, data, crop)
             others = [c for c in args.crops if c != crop]
-            settings = [(crop, max(1, crop * 2 // 3)), (crop, crop)] + [(c, c) for c in others]
-            results = score_settings(run_dir, data, settings)
-            dense = results[0]["masks"]
+            settings = [Setting(f"{crop}/{s}", crop, s) for s in (max(1, crop * 2 // 3), crop)]
+            results = score(run_dir, data, settings + [Setting(f"{c}/{c}", c, c) for c in others])
             for result in results:
-                metrics = compute_metrics(
-                    result["matrix"], [str(i) for i in range(len(result["matrix"]))], background_index=0
-                )
-                agreement = np.mean([np.mean(a == b) for a, b in zip(result["masks"], dense)])
+                miou, miou_background, agreement, seconds = scores(result, results[0])
                 rows.append(
                     [
                         crop,
-                        f"{result['windows']} x {result['crop']} px, stride {result['stride']}",
-                        f"{100 * metrics.miou:.2f}",
-                        f"{100 * metrics.miou_with_background:.2f}",
-                        f"{100 * agreement:.2f}",
-                        f"{statistics.median(result['seconds']):.2f}",
+                        f"{result['windows']} x {result['window']} px, stride {result['stride']}",
+                        f"{miou:.2f}",
+                        f"{miou_background:.2f}",
+                        f"{agreement:.2f}",
+                        f"{seconds:.2f}",
                     ]
                 )
                 print(f"  {rows[-1]}", file=sys.stderr, flush=True)
     tests = len(results[0]["seconds"])
     print(
         f"{tests} test quadrats of {args.size}x{args.size}, linear head on ViT-S/14 (random weights), {args.steps} steps, bf16, "
-        f"CPU {args.threads} threads; seconds: median over the test quadrats"
+        f"CPU {args.threads} threads; seconds: median over the test quadrats; load average {load_before:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} after; calibration ViT-S/14 518² forward "
+        + ", ".join(f"{k} {v:.3f} s" for k, v in calibration.items())
     )
     print(
         format_table(
