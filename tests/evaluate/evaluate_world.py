@@ -109,6 +109,21 @@ def _polylines(mask: np.ndarray, drop_class: int | None):
     )
 
 
+def world_environment(root: Path, patch: pytest.MonkeyPatch, workers: int = 1) -> None:
+    """Point the settings at `root`'s own data, taxonomies (tinytax, written if missing) and runs, on the CPU."""
+    (root / "taxonomies").mkdir(exist_ok=True)
+    if not (root / "taxonomies" / "tinytax.yaml").is_file():
+        (root / "taxonomies" / "tinytax.yaml").write_text(TAXONOMY)
+    for key, value in {
+        "DATA_ROOT": root / "data",
+        "TAXONOMY_DIRS": root / "taxonomies",
+        "RUNS_DIR": root / "runs",
+        "DEVICE": "cpu",
+        "WORKERS": workers,
+    }.items():
+        patch.setenv(key, str(value))
+
+
 def build_world(root: Path) -> World:
     """Images, a run, a FiftyOne dataset whose ground truth traces the run's predictions, and its prepared folder."""
     import fiftyone as fo
@@ -147,16 +162,8 @@ def build_world(root: Path) -> World:
     ids = dataset.add_samples(samples)
     dataset.save()
 
-    env = {
-        "DATA_ROOT": str(root / "data"),
-        "TAXONOMY_DIRS": str(root / "taxonomies"),
-        "RUNS_DIR": str(root / "runs"),
-        "DEVICE": "cpu",
-        "WORKERS": "1",
-    }
     with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
+        world_environment(root, patch)
         prepare(name, taxonomy="tinytax", workers=1)
         settings = load_settings()
     return World(root, settings, name, run_dir, masks, (0, drop_class), ids)

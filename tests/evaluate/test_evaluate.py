@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from evaluate_world import CLASSES, PALETTE, World, evaluate_world, make_run
+from evaluate_world import CLASSES, PALETTE, World, evaluate_world, make_run, world_environment
 
 from common.cli import UserError
 from evaluate.fields import RunFields, gt_colonies_field, gt_segmentation_field
@@ -340,8 +340,7 @@ def test_a_second_dataset_never_replaces_the_first_datasets_evaluation(world: Wo
             sample.filepath = str(flipped)
             sample.save()
         with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("DATA_ROOT", str(world.settings.data_root))
-            patch.setenv("TAXONOMY_DIRS", str(world.root / "taxonomies"))
+            world_environment(world.root, patch)
             prepare(other.name, taxonomy="tinytax", workers=1)
         evaluate_world(world, dataset=other.name)
         second = evaluation_dir(world.run_dir, other.name, "val")
@@ -371,12 +370,7 @@ def clean_clone(world: World):
 
     clone = fo.load_dataset(world.dataset).clone(f"{world.dataset}_user")
     with pytest.MonkeyPatch.context() as patch:
-        for key, value in (
-            ("DATA_ROOT", world.settings.data_root),
-            ("TAXONOMY_DIRS", world.root / "taxonomies"),
-            ("RUNS_DIR", world.root / "runs"),
-        ):
-            patch.setenv(key, str(value))
+        world_environment(world.root, patch)
         evaluate(run=str(world.run_dir), dataset=clone.name, delete=True)
         prepare(clone.name, taxonomy="tinytax", workers=1)
     clone.reload()

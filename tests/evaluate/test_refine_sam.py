@@ -308,19 +308,10 @@ def test_predict_refuses_wrong_sam_weights_before_any_work(tmp_path):
 @pytest.fixture
 def refine_survey(tmp_path, monkeypatch):
     import fiftyone as fo
-    from evaluate_world import TAXONOMY, _image, make_run
+    from evaluate_world import _image, make_run, world_environment
     from PIL import Image
 
-    (tmp_path / "taxonomies").mkdir()
-    (tmp_path / "taxonomies" / "tinytax.yaml").write_text(TAXONOMY)
-    for key, value in {
-        "DATA_ROOT": tmp_path / "data",
-        "TAXONOMY_DIRS": tmp_path / "taxonomies",
-        "RUNS_DIR": tmp_path / "runs",
-        "DEVICE": "cpu",
-        "WORKERS": "0",
-    }.items():
-        monkeypatch.setenv(key, str(value))
+    world_environment(tmp_path, monkeypatch, workers=0)
     dataset = fo.Dataset(f"test_refine_{uuid.uuid4().hex[:8]}")
     for i, (height, width) in enumerate([(70, 84), (84, 70), (70, 70)]):
         path = tmp_path / "photos" / f"Reef_2024_{i:02d}.png"

@@ -16,7 +16,7 @@ from pathlib import Path
 import fiftyone as fo
 import numpy as np
 import pytest
-from evaluate_world import TAXONOMY, _image, make_run, predict_fp32
+from evaluate_world import _image, make_run, predict_fp32, world_environment
 from PIL import Image
 
 from common.settings import REPO_ROOT, load_settings
@@ -30,16 +30,7 @@ PLACES = [("Reef", 2023), ("Reef", 2024), ("Lagoon", 2024), ("Reef", 2024)]
 
 @pytest.fixture
 def survey(tmp_path, monkeypatch):
-    (tmp_path / "taxonomies").mkdir()
-    (tmp_path / "taxonomies" / "tinytax.yaml").write_text(TAXONOMY)
-    for key, value in {
-        "DATA_ROOT": tmp_path / "data",
-        "TAXONOMY_DIRS": tmp_path / "taxonomies",
-        "RUNS_DIR": tmp_path / "runs",
-        "DEVICE": "cpu",
-        "WORKERS": "0",
-    }.items():
-        monkeypatch.setenv(key, str(value))
+    world_environment(tmp_path, monkeypatch, workers=0)
     images = [_image(h, w, seed=10 + i) for i, (h, w) in enumerate(SIZES)]
     name = f"test_survey_{uuid.uuid4().hex[:8]}"
     dataset = fo.Dataset(name)
