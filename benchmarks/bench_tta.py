@@ -27,7 +27,15 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from benchmarks.bench_windows import Setting, prepared_quadrats, score, scores, train_head  # noqa: E402
+from benchmarks.bench_windows import (  # noqa: E402
+    Setting,
+    add_quadrat_arguments,
+    parse_with_threads,
+    prepared_quadrats,
+    score,
+    scores,
+    train_head,
+)
 from benchmarks.fixtures import calibration_forward  # noqa: E402
 from common.table import format_table  # noqa: E402
 
@@ -42,9 +50,7 @@ SETTINGS = (  # (label, scales, mirror)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=1920, help="side of the square quadrats")
-    parser.add_argument("--images", type=int, default=30, help="demo quadrats (18 train, 6 val, 6 test of 30)")
-    parser.add_argument("--colonies", type=int, default=45, help="colonies per quadrat at the first survey")
+    add_quadrat_arguments(parser)
     parser.add_argument("--steps", type=int, default=500, help="training steps of the head")
     parser.add_argument(
         "--crop",
@@ -53,12 +59,7 @@ def main() -> None:
         help="training crop (the default config's); the window is train's default, 392 px",
     )
     parser.add_argument("--test-images", type=int, default=0, help="predict only this many test quadrats (0: all)")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
-    parser.add_argument(
-        "--work", default="", help="keep data, caches and runs here (reruns reuse them); default: a temporary folder"
-    )
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_with_threads(parser)
 
     from models.sliding_window import TestTimeAugmentation
 

@@ -177,21 +177,32 @@ def scores(result: dict, reference: dict) -> tuple[float, float, float, float]:
     return 100 * metrics.miou, 100 * metrics.miou_with_background, 100 * agreement, statistics.median(result["seconds"])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_quadrat_arguments(parser: argparse.ArgumentParser) -> None:
+    """The demo quadrats every accuracy benchmark generates: their size, number and colonies."""
     parser.add_argument("--size", type=int, default=1920, help="side of the square quadrats")
     parser.add_argument("--images", type=int, default=30, help="demo quadrats (18 train, 6 val, 6 test of 30)")
     parser.add_argument("--colonies", type=int, default=45, help="colonies per quadrat at the first survey")
-    parser.add_argument("--steps", type=int, default=500, help="training steps of each head")
-    parser.add_argument(
-        "--crops", type=int, nargs="+", default=[448, 392], help="training crops; each is scored at 2/3 and full stride"
-    )
+
+
+def parse_with_threads(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """`--threads` and `--work` added, the arguments parsed, torch's CPU threads set."""
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     parser.add_argument(
         "--work", default="", help="keep data, caches and runs here (reruns reuse them); default: a temporary folder"
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    return args
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_quadrat_arguments(parser)
+    parser.add_argument("--steps", type=int, default=500, help="training steps of each head")
+    parser.add_argument(
+        "--crops", type=int, nargs="+", default=[448, 392], help="training crops; each is scored at 2/3 and full stride"
+    )
+    args = parse_with_threads(parser)
 
     load_before = os.getloadavg()[0]
     calibration = calibration_forward(torch.device("cpu"), 2)
