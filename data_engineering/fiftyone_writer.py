@@ -109,7 +109,7 @@ def build_sample(image: ImageRecord, task: TaskRecord, options: SampleOptions) -
     sample[contract.CVAT_TASK_NAME] = task.name
     sample[contract.CVAT_SUBSET] = subset
     sample[contract.SITE] = quadrat.site
-    sample[contract.YEAR] = quadrat.year
+    sample[contract.YEAR] = contract.stored_year(quadrat.year)
     sample[contract.QUADRAT_ID] = quadrat.quadrat
     return sample
 
@@ -173,6 +173,7 @@ def open_dataset(name: str, overwrite: bool = False, folder: str | None = None) 
             if folder is not None and contract.INFO_MEDIA_FOLDER not in dataset.info:
                 dataset.info[contract.INFO_MEDIA_FOLDER] = check_media_folder(folder)
                 dataset.save()
+            year_as_text(dataset)
             return dataset
         fo.delete_dataset(name)
     dataset = fo.Dataset(name, persistent=True)
@@ -183,6 +184,26 @@ def open_dataset(name: str, overwrite: bool = False, folder: str | None = None) 
     }
     dataset.save()
     return dataset
+
+
+_YEAR_CONVERTED = f"{contract.YEAR}_as_text"  # the converted years until they replace the int field
+
+
+def year_as_text(dataset: fo.Dataset) -> None:
+    """Turn the int `year` field of a dataset made before years were text into text ("2023"), so new samples fit it.
+
+    Through a second field that then takes the name: an interrupted conversion is finished on the next open.
+    """
+    if dataset.has_sample_field(_YEAR_CONVERTED) and not dataset.has_sample_field(contract.YEAR):
+        dataset.rename_sample_field(_YEAR_CONVERTED, contract.YEAR)
+    if not isinstance(dataset.get_field(contract.YEAR), fo.IntField):
+        return
+    if dataset.has_sample_field(_YEAR_CONVERTED):
+        dataset.delete_sample_field(_YEAR_CONVERTED)
+    dataset.add_sample_field(_YEAR_CONVERTED, fo.StringField)
+    dataset.set_values(_YEAR_CONVERTED, [contract.stored_year(y) for y in dataset.values(contract.YEAR)])
+    dataset.delete_sample_field(contract.YEAR)
+    dataset.rename_sample_field(_YEAR_CONVERTED, contract.YEAR)
 
 
 def imported_tasks(dataset: fo.Dataset) -> dict[str, str]:
@@ -217,7 +238,7 @@ def delete_task_samples(dataset: fo.Dataset, task_id: int) -> int:
 OPTIONAL_FIELDS = {
     contract.CVAT_SUBSET: fo.StringField,
     contract.SITE: fo.StringField,
-    contract.YEAR: fo.IntField,
+    contract.YEAR: fo.StringField,
     contract.QUADRAT_ID: fo.StringField,
 }
 

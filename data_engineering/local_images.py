@@ -112,7 +112,7 @@ def sample_fields(image: LocalImage, filename_pattern: str) -> dict[str, object]
     return {
         contract.IMAGE_SHA256: image.sha256,
         contract.SITE: quadrat.site,
-        contract.YEAR: quadrat.year,
+        contract.YEAR: contract.stored_year(quadrat.year),
         contract.QUADRAT_ID: quadrat.quadrat,
     }
 

@@ -217,10 +217,8 @@ def _quadrat(
     sample: Any, mask: np.ndarray, colonies: list[tuple[int, Any]], classes: Sequence[str], scale: QuadratScale
 ) -> QuadratSummary:
     """The survey numbers of one quadrat (cover, colony sizes) from a mask and its colonies."""
-    site = sample[contract.SITE] if sample.has_field(contract.SITE) else None
-    year = sample[contract.YEAR] if sample.has_field(contract.YEAR) else None
     return QuadratSummary(
-        Path(sample.filepath).name, site, year, image_cover(mask, len(classes)),
+        Path(sample.filepath).name, *_site_year(sample), image_cover(mask, len(classes)),
         colony_sizes(colonies, mask.shape, scale), scale.area_m2,
     )  # fmt: skip
 
@@ -234,11 +232,7 @@ def _tta_key(augmentation: TestTimeAugmentation) -> bool | dict[str, Any]:
 def _site_year(sample: Any) -> tuple[str | None, int | None]:
     """The sample's site and year (data_engineering parses them from the file name), None where it has none."""
     site = sample[contract.SITE] if sample.has_field(contract.SITE) else None
-    year = sample[contract.YEAR] if sample.has_field(contract.YEAR) else None
-    try:
-        year = None if year is None else int(year)  # older imports stored the year as text
-    except (TypeError, ValueError):
-        year = None
+    year = contract.read_year(sample[contract.YEAR]) if sample.has_field(contract.YEAR) else None
     return (None if site is None else str(site)), year
 
 

@@ -202,7 +202,11 @@ def select_photos(dataset: Any, options: PredictOptions) -> list[Photo]:
         )
     ids, paths = view.values("id"), view.values("filepath")
     sites = view.values(contract.SITE) if dataset.has_sample_field(contract.SITE) else [None] * len(ids)
-    years = view.values(contract.YEAR) if dataset.has_sample_field(contract.YEAR) else [None] * len(ids)
+    years = (
+        [contract.read_year(y) for y in view.values(contract.YEAR)]
+        if dataset.has_sample_field(contract.YEAR)
+        else [None] * len(ids)
+    )
     return [Photo(*row) for row in zip(ids, paths, sites, years)]
 
 

@@ -48,7 +48,12 @@ def test_samples_follow_the_contract(tmp_path, dataset_name):
     assert dataset.persistent and len(dataset) == 2
     sample = dataset.match(fo.ViewField(contract.SITE) == "Moorea").first()
     assert sample.tags == ["train"]
-    assert (sample.site, sample.year, sample.quadrat_id) == ("Moorea", 2021, "03")
+    assert (sample.site, sample.year, sample.quadrat_id) == (
+        "Moorea",
+        "2021",
+        "03",
+    )  # text: the App shows 2,021 for an int
+    assert isinstance(dataset.get_field(contract.YEAR), fo.StringField)
     assert (sample.cvat_project_name, sample.cvat_task_id, sample.cvat_task_name, sample.cvat_subset) == (
         "Reef",
         7,
@@ -72,6 +77,36 @@ def test_samples_follow_the_contract(tmp_path, dataset_name):
     assert summary.splits == {"train": 2}
     text = summary.format()
     assert "Acropora" in text and "rectangle" in text
+
+
+def test_a_dataset_made_when_years_were_ints_gets_text_years_on_the_next_import(tmp_path, dataset_name):
+    dataset = open_dataset(dataset_name)
+    dataset.add_samples(
+        [fo.Sample(filepath=str(tmp_path / f"{year}.jpg"), **{contract.YEAR: year}) for year in (2019, None, 2021)]
+    )
+    assert isinstance(dataset.get_field(contract.YEAR), fo.IntField)  # as reefseg wrote it before
+    task = TaskRecord(3, "t3", "Reef", subset="train", updated_date="2024-01-01")
+    write_task(open_dataset(dataset_name), task, [image(tmp_path, "Moorea_2023_01.jpg")], SampleOptions())
+    reopened = fo.load_dataset(dataset_name)
+    assert isinstance(reopened.get_field(contract.YEAR), fo.StringField)
+    assert sorted(reopened.values(contract.YEAR), key=str) == ["2019", "2021", "2023", None]
+
+
+def test_an_interrupted_year_conversion_is_finished_on_the_next_open(tmp_path, dataset_name):
+    dataset = open_dataset(dataset_name)
+    dataset.add_sample(fo.Sample(filepath=str(tmp_path / "a.jpg"), **{contract.YEAR: 2019}))
+    dataset.add_sample_field("year_as_text", fo.StringField)  # the conversion stopped after deleting the int field
+    dataset.set_values("year_as_text", ["2019"])
+    dataset.delete_sample_field(contract.YEAR)
+    reopened = open_dataset(dataset_name)
+    assert reopened.values(contract.YEAR) == ["2019"] and not reopened.has_sample_field("year_as_text")
+
+
+def test_reading_a_year_takes_text_and_the_ints_of_older_datasets():
+    assert [contract.read_year(v) for v in ("2023", 2023, " 2021", None, "", "n/a", True)] == [
+        2023, 2023, 2021, None, None, None, None,
+    ]  # fmt: skip
+    assert (contract.stored_year(2023), contract.stored_year(None)) == ("2023", None)
 
 
 def test_reimporting_a_task_replaces_its_samples_and_records_updated_date(tmp_path, dataset_name):

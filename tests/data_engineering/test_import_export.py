@@ -79,7 +79,7 @@ def test_task_export_keeps_sub_pixel_points_z_order_and_attributes(tmp_path, set
         9,
         "quadrats",
         "Moorea",
-        2021,
+        "2021",
     )
     folder = fo.load_dataset(dataset_name).info[contract.INFO_MEDIA_FOLDER]
     assert (

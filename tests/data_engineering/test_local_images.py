@@ -79,7 +79,7 @@ def test_import_then_rerun_adds_only_new_and_changed(survey: Path, dataset_name:
     by_name = {Path(s.filepath).name: s for s in dataset}
     rotated = by_name["MooreaE2B_2024_02.jpg"]
     assert (rotated.metadata.width, rotated.metadata.height) == (30, 40)
-    assert (rotated[contract.SITE], rotated[contract.YEAR], rotated[contract.QUADRAT_ID]) == ("MooreaE2B", 2024, "02")
+    assert (rotated[contract.SITE], rotated[contract.YEAR], rotated[contract.QUADRAT_ID]) == ("MooreaE2B", "2024", "02")
     assert by_name["IMG_0003.png"][contract.SITE] is None
     assert Path(rotated.filepath) == survey.resolve() / "sub" / "MooreaE2B_2024_02.jpg"  # in place, not copied
     ids = {s.filepath: s.id for s in dataset}

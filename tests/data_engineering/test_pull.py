@@ -69,7 +69,7 @@ def test_pull_builds_the_dataset(cvat: FakeCvat, env: Path, dataset_name: str, c
     assert summary.polygons == {"Acropora": 4, "Porites": 2}
 
     sample = dataset.match(F("filepath").ends_with(f"task_{reef.train_task}/Moorea_2021_03.jpg")).first()
-    assert (sample[contract.SITE], sample[contract.YEAR], sample[contract.QUADRAT_ID]) == ("Moorea", 2021, "03")
+    assert (sample[contract.SITE], sample[contract.YEAR], sample[contract.QUADRAT_ID]) == ("Moorea", "2021", "03")
     assert (sample[contract.CVAT_PROJECT_NAME], sample[contract.CVAT_TASK_NAME], sample[contract.CVAT_SUBSET]) == (
         "Reef 2021",
         "Moorea transect A",

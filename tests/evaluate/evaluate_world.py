@@ -157,7 +157,7 @@ def build_world(root: Path) -> World:
         )
         sample[contract.GT_FIELD] = _polylines(mask, drop_class if i == 0 else None)
         sample["note"] = f"kept {i}"  # a field evaluate must never touch
-        sample[contract.SITE], sample[contract.YEAR] = "Reef", 2024  # as the importers set them from the file name
+        sample[contract.SITE], sample[contract.YEAR] = "Reef", "2024"  # as the importers set them from the file name
         samples.append(sample)
     ids = dataset.add_samples(samples)
     dataset.save()

@@ -2,7 +2,8 @@
 
 - both masks (ground truth and prediction) drawn in the taxonomy's palette colours, in the sample grid and in
   the sample modal, checked by sampling screenshot pixels deep inside known class regions;
-- every saved review view opens, by its URL, with the number of samples the view holds.
+- every saved review view opens, by its URL, with the number of samples the view holds;
+- the sample's `year` shown as written ("2024", not "2,024").
 
 Runs where Debian's chromium and the playwright Python package are installed; skips elsewhere.
 """
@@ -22,6 +23,7 @@ import numpy as np
 import pytest
 from evaluate_world import PALETTE, World, evaluate_world
 
+from data_engineering import dataset_contract as contract
 from evaluate.app_screenshot import FLAGS, TOOLTIP_SEEN, find_chromium, wait_for_app
 from evaluate.fields import RunFields, gt_segmentation_field
 
@@ -179,6 +181,8 @@ def test_app_draws_masks_in_palette_colours_and_opens_every_review_view(world: W
                         ],
                         f"{field} in the modal of {sample_id}",
                     )
+                    # the year as written ("2024"): an int field would be drawn with a thousands separator ("2,024")
+                    expect(page.locator(f"[data-cy=sidebar-entry-{contract.YEAR}]")).to_have_text("2024")
 
             dataset.app_config = saved_config
             dataset.save()

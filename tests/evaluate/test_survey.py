@@ -39,7 +39,11 @@ def survey(tmp_path, monkeypatch):
         path.parent.mkdir(exist_ok=True)
         Image.fromarray(image).save(path)
         dataset.add_sample(
-            fo.Sample(filepath=str(path), tags=["new"] if i else [], **{contract.SITE: site, contract.YEAR: year})
+            fo.Sample(
+                filepath=str(path),
+                tags=["new"] if i else [],
+                **{contract.SITE: site, contract.YEAR: contract.stored_year(year)},
+            )
         )
     run_dir = tmp_path / "runs" / "tiny-linear"
     make_run(run_dir)
@@ -105,6 +109,19 @@ def test_survey_prediction_files_fields_and_reruns(survey):
     Image.fromarray(255 - images[0]).save(first)  # a photo replaced by a new one
     third, _ = predict(run_dir, dataset.name)
     assert (third["predicted_now"], third["reused"]) == (1, 3)
+
+
+def test_photos_have_the_year_as_a_number_from_text_and_from_the_int_years_of_older_datasets(tmp_path):
+    from evaluate.survey import PredictOptions, select_photos
+
+    for stored in (["2023", None], [2023, None]):  # now, and as reefseg wrote years before they were text
+        dataset = fo.Dataset(f"test_survey_years_{uuid.uuid4().hex[:8]}")
+        dataset.add_samples(
+            [fo.Sample(filepath=str(tmp_path / f"{i}.jpg"), **{contract.YEAR: y}) for i, y in enumerate(stored)]
+        )
+        photos = select_photos(dataset, PredictOptions(tmp_path / "runs" / "x", dataset.name))
+        assert [p.year for p in photos] == [2023, None], stored
+        dataset.delete()
 
 
 def test_a_killed_run_continues_where_it_stopped(survey):

@@ -24,7 +24,7 @@ def dataset(dataset_name, tmp_path):
             tags=["train"] if i else [],
             site="S",
             quadrat_id=f"Q{i % 2}",
-            year=2020 + i,
+            year=str(2020 + i),
         )
         if i != 4:
             sample["gt_polylines"] = fo.Polylines(
