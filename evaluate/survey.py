@@ -380,19 +380,28 @@ def gather(
 
 
 def write_back(dataset: Any, fields: RunFields, results: Sequence[PhotoResult], classes: Sequence[str]) -> None:
-    """Masks, colonies and doubt of every predicted photo into FiftyOne, in bulk."""
+    """Masks, colonies and doubt of every predicted photo into FiftyOne, one bulk write per field. The colonies go
+    as stored documents (`colonies_document`): as Label objects they took longer than the model; each photo's size
+    comes from its PNG's header, not a decoded mask."""
     import fiftyone as fo
 
-    ids = [r.photo.sample_id for r in results]
-    polylines = []
+    masks, colonies = {}, {}
     for r in results:
-        height, width = read_mask(r.mask_path).shape
-        polylines.append(writeback.colonies_to_polylines(r.colonies, classes, width, height))
-    view = dataset.select(ids, ordered=True)
-    view.set_values(fields.prediction, [fo.Segmentation(mask_path=str(r.mask_path)) for r in results])
-    view.set_values(fields.colonies, polylines)
-    view.set_values(fields.mean_confidence, [r.stats.get("mean_confidence") for r in results])
-    view.set_values(fields.uncertain_share, [r.stats.get("uncertain_share") for r in results])
+        masks[r.photo.sample_id] = fo.Segmentation(mask_path=str(r.mask_path)).to_dict()
+        width, height = png_size(r.mask_path)
+        colonies[r.photo.sample_id] = writeback.colonies_document(r.colonies, classes, width, height)
+    writeback.set_label_documents(dataset, fields.prediction, fo.Segmentation, masks)
+    writeback.set_label_documents(dataset, fields.colonies, fo.Polylines, colonies)
+    for name, stat in ((fields.mean_confidence, "mean_confidence"), (fields.uncertain_share, "uncertain_share")):
+        dataset.set_values(name, {r.photo.sample_id: r.stats.get(stat) for r in results}, key_field="id")
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) of a PNG from its header, without decoding its pixels."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.size
 
 
 def quadrat_summaries(

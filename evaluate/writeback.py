@@ -23,6 +23,7 @@ import fiftyone as fo
 import fiftyone.core.fields as fof
 import fiftyone.core.utils as fou
 import numpy as np
+from bson import ObjectId
 from fiftyone import ViewField as F
 
 from common import database
@@ -258,18 +259,37 @@ def colonies_to_polylines(colonies: Sequence[Colony], classes: Sequence[str], wi
     `filled=False` only changes how the App draws them (the ground truth is filled): FiftyOne's colony
     matching fills every prediction when the ground truth is filled, so IoUs are those of the polygons.
     """
-    return fo.Polylines(
-        polylines=[
-            fo.Polyline(
-                label=classes[c.class_index],
-                points=polygon_to_fiftyone_points(c.polygon, width, height),
-                closed=True,
-                filled=False,
-                **{CONFIDENCE: round(c.confidence, 4)},
-            )
+    return fo.Polylines.from_dict(colonies_document(colonies, classes, width, height))
+
+
+def colonies_document(colonies: Sequence[Colony], classes: Sequence[str], width: int, height: int) -> dict[str, Any]:
+    """`colonies_to_polylines` in FiftyOne's stored form (what its `to_dict()` gives), built without Label objects:
+    creating, validating and serializing a thousand `Polyline`s per photo took half the model's time (bench_predict)."""
+    return {
+        "_cls": "Polylines",
+        "polylines": [
+            {
+                "_id": ObjectId(),
+                "_cls": "Polyline",
+                "attributes": {},
+                "tags": [],
+                "label": classes[c.class_index],
+                "points": polygon_to_fiftyone_points(c.polygon, width, height),
+                CONFIDENCE: round(c.confidence, 4),
+                "closed": True,
+                "filled": False,
+            }
             for c in colonies
-        ]
-    )
+        ],
+    }
+
+
+def set_label_documents(dataset: fo.Dataset, name: str, kind: type[fo.Label], documents: Mapping[str, Any]) -> None:
+    """Labels in FiftyOne's stored form (`kind.to_dict()`'s, built by us) onto the samples of the given ids, in one
+    bulk write. The field is declared as `kind` first, so FiftyOne's per-label validation can be skipped."""
+    if not dataset.has_sample_field(name):
+        dataset.add_sample_field(name, fof.EmbeddedDocumentField, embedded_doc_type=kind)
+    dataset.set_values(name, documents, key_field="id", expand_schema=False, validate=False)
 
 
 def gt_colonies(polylines: fo.Polylines | None, taxonomy: Taxonomy, classes: Sequence[str]) -> fo.Polylines:
