@@ -8,6 +8,7 @@ and FiftyOne's polygon IoU fills them). The regions are traced exactly along pix
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -52,6 +53,16 @@ def label_regions(mask: np.ndarray, skip: tuple[int, ...] = (0, 255)) -> tuple[n
     return regions, region_class, stats
 
 
+def outline_polygons(outlines: Sequence[Sequence[Sequence[float]]]) -> np.ndarray:
+    """A polygon (without holes) per outline [[x, y], ...], all built in one call rather than one by one."""
+    if not outlines:
+        return np.array([], dtype=object)
+    rings = [np.asarray(ring, dtype=np.float64) for ring in outlines]
+    return shapely.polygons(
+        shapely.linearrings(np.concatenate(rings), indices=np.repeat(np.arange(len(rings)), [len(r) for r in rings]))
+    )
+
+
 def find_colonies(
     mask: np.ndarray,
     confidence: np.ndarray,
@@ -76,10 +87,7 @@ def find_colonies(
     for geometry, value in rasterio.features.shapes(regions, mask=keep, connectivity=4):
         ids.append(int(value))
         exteriors.append(geometry["coordinates"][0])
-    rings = [np.asarray(ring, dtype=np.float64) for ring in exteriors]
-    outlines = shapely.polygons(
-        shapely.linearrings(np.concatenate(rings), indices=np.repeat(np.arange(len(rings)), [len(r) for r in rings]))
-    )
+    outlines = outline_polygons(exteriors)
     if tolerance > 0:
         outlines = shapely.simplify(outlines, tolerance, preserve_topology=True)
     colonies = []

@@ -15,10 +15,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import shapely
 from shapely.geometry import Polygon
 
 from common.fileio import write_text_atomic
-from evaluate.colonies import Colony
+from evaluate.colonies import Colony, outline_polygons
 
 CACHE_FILE = "predictions.jsonl"
 
@@ -31,6 +33,15 @@ def image_key(filepath: str | Path) -> str:
 
 def settings_key(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def polygon_outlines(polygons: list[Polygon]) -> list[list[list[float]]]:
+    """Each polygon's exterior ring as [[x, y], ...] (closing point included), in one pass over all of them."""
+    if not polygons:
+        return []
+    rings = shapely.get_exterior_ring(polygons)
+    coords = shapely.get_coordinates(rings)
+    return [ring.tolist() for ring in np.split(coords, np.cumsum(shapely.get_num_coordinates(rings))[:-1])]
 
 
 class PredictionCache:
@@ -53,7 +64,10 @@ class PredictionCache:
         entry = self.entries.get(sample_id)
         if entry is None or entry["image"] != image or entry["mask"] != mask_path.name or not mask_path.is_file():
             return None
-        return [Colony(c["class"], Polygon(c["outline"]), c["confidence"], c["area"]) for c in entry["colonies"]]
+        return [
+            Colony(c["class"], polygon, c["confidence"], c["area"])
+            for c, polygon in zip(entry["colonies"], outline_polygons([c["outline"] for c in entry["colonies"]]))
+        ]
 
     def stats(self, sample_id: str) -> dict[str, float]:
         """The per-image figures stored with a sample's prediction (empty when there are none)."""
@@ -65,8 +79,8 @@ class PredictionCache:
         entry = {
             "sample_id": sample_id, "settings": self.key, "image": image, "mask": mask_path.name, "stats": stats or {},
             "colonies": [
-                {"class": c.class_index, "outline": [list(p) for p in c.polygon.exterior.coords], "confidence": c.confidence, "area": c.area}
-                for c in colonies
+                {"class": c.class_index, "outline": outline, "confidence": c.confidence, "area": c.area}
+                for c, outline in zip(colonies, polygon_outlines([c.polygon for c in colonies]))
             ],
         }  # fmt: skip
         self.path.parent.mkdir(parents=True, exist_ok=True)
