@@ -688,11 +688,15 @@ def train_step(
 ) -> tuple[dict[str, float], float]:
     """One optimizer step on one batch; returns the losses (averaged over processes) and the lr it used."""
     device = run.runtime.device
-    if isinstance(inputs, list):  # cached feature maps
+    # cached float16 maps: made float32 and channels-last in one copy, not two (benchmarks/README.md)
+    if isinstance(inputs, list):
         inputs = [
-            x.to(device, non_blocking=True)
-            .float()
-            .contiguous(memory_format=torch.channels_last if x.dim() == 4 else torch.contiguous_format)
+            x.to(
+                device,
+                torch.float32,
+                non_blocking=True,
+                memory_format=torch.channels_last if x.dim() == 4 else torch.contiguous_format,
+            )
             for x in inputs
         ]
     else:

@@ -144,3 +144,18 @@ def test_validation_reads_window_maps_back_and_scores_the_same(tmp_path, segment
     second = validate(*args, dirs)
     np.testing.assert_array_equal(first.iou, second.iou)
     np.testing.assert_allclose(first.iou, live.iou, atol=2e-3)  # fp16-stored maps against live ones
+
+
+@pytest.mark.parametrize("shape, dtype", [((5, 3, 4, 2), np.float16), ((4, 7), np.uint8), ((3, 2, 5), np.float32)])
+def test_read_view_returns_each_entry_as_np_load_does(tmp_path, shape, dtype):
+    array = (np.random.default_rng(0).random(shape) * 200).astype(dtype)
+    path = tmp_path / "a.npy"
+    np.save(path, array)
+    for index in range(shape[0]):
+        view = feature_cache.read_view(path, index)
+        assert view.dtype == array.dtype and view.flags.writeable and np.array_equal(view, array[index])
+    with pytest.raises(ValueError, match="entry 5 cannot be read"):
+        feature_cache.read_view(path, 5)
+    path.write_bytes(path.read_bytes()[:-1])  # an interrupted copy: the last entry is short
+    with pytest.raises(ValueError, match="shorter than its header says"):
+        feature_cache.read_view(path, shape[0] - 1)
