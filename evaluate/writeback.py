@@ -41,7 +41,7 @@ from evaluate.fields import (
 from evaluate.panel_metrics import PLUGINS_DIR, SEGMENTATION_METRICS, metrics_plugin, missing_metrics
 from evaluate.reports import ColonyCounts
 from prepare.layout import BACKGROUND_NAME
-from prepare.polygons import polygon_to_fiftyone_points
+from prepare.polygons import polygons_to_fiftyone_points
 from prepare.taxonomy import Taxonomy
 
 NO_LABEL = "(none)"  # FiftyOne's name for "no label" (its default `missing`), which no taxonomy class has
@@ -274,12 +274,12 @@ def colonies_document(colonies: Sequence[Colony], classes: Sequence[str], width:
                 "attributes": {},
                 "tags": [],
                 "label": classes[c.class_index],
-                "points": polygon_to_fiftyone_points(c.polygon, width, height),
+                "points": points,
                 CONFIDENCE: round(c.confidence, 4),
                 "closed": True,
                 "filled": False,
             }
-            for c in colonies
+            for c, points in zip(colonies, polygons_to_fiftyone_points([c.polygon for c in colonies], width, height))
         ],
     }
 

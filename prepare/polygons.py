@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import rasterio.features
+import shapely
 from affine import Affine
 from shapely.geometry import Polygon, shape
 
@@ -81,15 +82,24 @@ def _step_midpoints(coords: Sequence[tuple[float, float]]) -> np.ndarray:
     return np.concatenate(points)
 
 
-def polygon_to_fiftyone_points(polygon: Polygon, width: int, height: int) -> list[list[tuple[float, float]]]:
+def polygon_to_fiftyone_points(polygon: Polygon, width: int, height: int) -> list[list[list[float]]]:
     """FiftyOne `Polyline.points` for a polygon: normalized rings, exterior first then holes, closing point dropped."""
-    return [_normalized(ring.coords, width, height) for ring in (polygon.exterior, *polygon.interiors)]
+    return polygons_to_fiftyone_points([polygon], width, height)[0]
+
+
+def polygons_to_fiftyone_points(polygons: Sequence[Polygon], width: int, height: int) -> list[list[list[list[float]]]]:
+    """`polygon_to_fiftyone_points` of many polygons in one pass over their coordinates (a photo's thousand colonies
+    one by one cost more than writing them to FiftyOne)."""
+    if not polygons:
+        return []
+    rings, owner = shapely.get_rings(np.asarray(polygons, dtype=object), return_index=True)
+    coords = shapely.get_coordinates(rings) / np.array([width, height], dtype=np.float64)
+    points: list[list[list[list[float]]]] = [[] for _ in polygons]
+    for index, ring in zip(owner, np.split(coords, np.cumsum(shapely.get_num_coordinates(rings))[:-1])):
+        points[index].append(ring[:-1].tolist())
+    return points
 
 
 def polygon_to_cvat_points(polygon: Polygon) -> list[float]:
     """CVAT's flat `[x1, y1, x2, y2, ...]` pixel points for a polygon's exterior (CVAT polygons have no holes)."""
     return [float(v) for xy in list(polygon.exterior.coords)[:-1] for v in xy]
-
-
-def _normalized(coords: Sequence[tuple[float, float]], width: int, height: int) -> list[tuple[float, float]]:
-    return [(float(x) / width, float(y) / height) for x, y in list(coords)[:-1]]

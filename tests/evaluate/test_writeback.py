@@ -9,7 +9,6 @@ import numpy as np
 
 from evaluate import writeback
 from evaluate.colonies import find_colonies
-from prepare.polygons import polygon_to_fiftyone_points
 
 CLASSES = ["background", "Acropora", "Porites", "Pocillopora"]
 
@@ -37,7 +36,10 @@ def _former_polylines(colonies: list[Any], width: int, height: int) -> fo.Polyli
         polylines=[
             fo.Polyline(
                 label=CLASSES[c.class_index],
-                points=polygon_to_fiftyone_points(c.polygon, width, height),
+                points=[
+                    [(float(x) / width, float(y) / height) for x, y in list(ring.coords)[:-1]]
+                    for ring in (c.polygon.exterior, *c.polygon.interiors)
+                ],
                 closed=True,
                 filled=False,
                 confidence=round(c.confidence, 4),

@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 from shapely.geometry import Point, box
 
-from prepare.polygons import mask_to_polygons, polygon_to_cvat_points, polygon_to_fiftyone_points
+from prepare.polygons import (
+    mask_to_polygons,
+    polygon_to_cvat_points,
+    polygon_to_fiftyone_points,
+    polygons_to_fiftyone_points,
+)
 from prepare.rasterize import Shape, rasterize_shapes
 
 
@@ -63,7 +68,12 @@ def test_fiftyone_and_cvat_points():
     rings = polygon_to_fiftyone_points(polygon, width=100, height=200)
     assert len(rings) == 2
     assert all(0 <= x <= 1 and 0 <= y <= 1 for ring in rings for x, y in ring)
-    assert sorted(rings[0]) == sorted([(0.1, 0.1), (0.5, 0.1), (0.5, 0.3), (0.1, 0.3)])
+    assert sorted(rings[0]) == sorted([[0.1, 0.1], [0.5, 0.1], [0.5, 0.3], [0.1, 0.3]])
+    plain, holed = box(0, 0, 7, 9), box(1, 2, 90, 150).difference(box(3, 4, 5, 6)).difference(box(60, 70, 80, 90))
+    assert polygons_to_fiftyone_points([polygon, plain, holed], width=100, height=200) == [
+        [[[x / 100, y / 200] for x, y in list(ring.coords)[:-1]] for ring in (p.exterior, *p.interiors)]
+        for p in (polygon, plain, holed)
+    ]  # rings of each polygon, exterior first, in order
     flat = polygon_to_cvat_points(polygon)
     assert len(flat) == 8 and sorted(zip(flat[::2], flat[1::2])) == [(10, 20), (10, 60), (50, 20), (50, 60)]
 
