@@ -9,8 +9,9 @@ pessimistic case for post-processing) predicts `--photos` demo quadrats of 1920 
 45 colonies drawn) from a temporary FiftyOne dataset, exactly as `predict.py` does: decoding on
 DataLoader workers, sliding windows, mask PNG, colonies, journal, FiftyOne write, survey report.
 Beside it, in the same process, the model's own sliding-window time on the same decoded photos is
-measured (`evaluate.inference.predict_image` alone), so the end-to-end figure (decode, predict,
-colonies, PNG, journal, FiftyOne write) is given as a multiple of it, and as a multiple of one ViT-S/14
+measured (`evaluate.inference.predict_image` alone) just before and just after that pass (this machine's
+speed drifts by several percent within minutes; their mean is used), so the end-to-end figure (decode,
+predict, colonies, PNG, journal, journals gathered, FiftyOne write) is given as a multiple of it, and as a multiple of one ViT-S/14
 518² forward (the calibration) measured in the same run. The survey report (tables and plots, once per
 survey) is shown apart, and the whole command per photo (model loading and report included) last.
 Memory: the process's resident set size is sampled while it predicts, and its peak is shown after each quarter
@@ -134,7 +135,7 @@ def main() -> None:
     from common.runtime import resolve_device, resolve_runtime
     from common.settings import load_settings
     from data_engineering.demo_data import make_demo_photos
-    from evaluate.survey import PredictOptions, predict_survey
+    from evaluate.survey import WRITE, PredictOptions, predict_survey
 
     device = resolve_device(args.device)
     load_before = os.getloadavg()
@@ -158,6 +159,8 @@ def main() -> None:
             backbone, _, head = pair.partition(":")
             run_dir = pathlib.Path(tmp) / "runs" / f"bench-{backbone}-{head}"
             write_run(run_dir, backbone, args.window, head)
+            model_args = (run_dir, photos[: args.model_photos], args.device, args.precision, args.batch_size)
+            model_before = model_seconds(*model_args)  # before and after: this machine's speed drifts within minutes
             dataset = fo.Dataset(f"bench_predict_{uuid.uuid4().hex[:8]}")
             try:
                 dataset.add_samples([fo.Sample(filepath=str(p)) for p in photos])
@@ -175,14 +178,15 @@ def main() -> None:
                 whole = (time.perf_counter() - start) / args.photos
             finally:
                 dataset.delete()
-            model = model_seconds(run_dir, photos[: args.model_photos], args.device, args.precision, args.batch_size)
+            model_after = model_seconds(*model_args)
+            model = (model_before + model_after) / 2
             memory_rows.append([f"{backbone} + {head}", *(round(memory.peak_until(n)) for n in checkpoints)])
-            per_photo = (report["seconds"] + report["parts"]["FiftyOne write (all photos)"]) / args.photos
+            per_photo = (report["seconds"] + report["parts"][WRITE]) / args.photos
             rows.append(
                 [
                     f"{backbone} + {head}",
                     precision,
-                    round(model, 2),
+                    f"{model:.2f} ({model_before:.2f}, {model_after:.2f})",
                     round(per_photo, 2),
                     round(per_photo / model, 2),
                     round(1 / per_photo, 3),
@@ -209,14 +213,14 @@ def main() -> None:
     )
     print(
         f"{args.photos} demo quadrats of {args.size}x{args.size} px, windows {args.window} px, batch {args.batch_size}, "
-        f"{device.type}, {args.threads} threads, {args.workers} decoding worker(s); model = sliding windows alone on {min(args.model_photos, args.photos)} of the same photos (median)"
+        f"{device.type}, {args.threads} threads, {args.workers} decoding worker(s); model = sliding windows alone on {min(args.model_photos, args.photos)} of the same photos (median), before and after the end-to-end pass (their mean)"
     )
     print(
         format_table(
             [
                 "model",
                 "precision",
-                "model s/photo",
+                "model s/photo (before, after)",
                 "end-to-end s/photo",
                 "end-to-end / model",
                 "photos/s",

@@ -248,15 +248,13 @@ def predict_shard(
     palette: Sequence[Sequence[int]],
     out_dir: Path,
     shard: Shard,
+    cache: PredictionCache,
     out: TextIO,
 ) -> ShardSummary:
-    """Predict this process's photos into its journal, skipping those its journal already holds unchanged."""
+    """Predict this process's photos into its journal (`cache`), skipping those it already holds unchanged."""
     from common.progress import progress
 
     window, window_stride = window_setting(spec, options.window, options.window_stride)
-    cache = PredictionCache(
-        out_dir / JOURNAL.format(rank=shard.rank), depends_on(options, runtime, spec, window, window_stride)
-    )
     summary = ShardSummary()
     todo = []
     for photo in photos:
@@ -306,6 +304,7 @@ def predict_shard(
 
 
 WAITING = "waiting for PNG, colonies, journal"  # what the finishing thread adds to the wall time
+WRITE = "journals gathered, FiftyOne write (all photos)"
 
 
 def finish_photo(
@@ -361,17 +360,22 @@ class PhotoResult:
     stats: dict[str, float]
 
 
-def gather(
-    photos: Sequence[Photo], out_dir: Path, options: PredictOptions, runtime: Runtime, spec: CheckpointSpec, world: int
-) -> list[PhotoResult]:
-    """Every process's journal read back, in the order of `photos` (photos without a prediction are left out)."""
+def journal(
+    out_dir: Path, rank: int, options: PredictOptions, runtime: Runtime, spec: CheckpointSpec
+) -> PredictionCache:
+    """Process `rank`'s journal, its entries valid for these options, this runtime and this checkpoint only."""
     window, window_stride = window_setting(spec, options.window, options.window_stride)
-    key = depends_on(options, runtime, spec, window, window_stride)
-    caches = [PredictionCache(out_dir / JOURNAL.format(rank=rank), key) for rank in range(world)]
+    return PredictionCache(
+        out_dir / JOURNAL.format(rank=rank), depends_on(options, runtime, spec, window, window_stride)
+    )
+
+
+def gather(photos: Sequence[Photo], out_dir: Path, journals: Sequence[PredictionCache]) -> list[PhotoResult]:
+    """Every process's journal entries, in the order of `photos` (photos without a prediction are left out)."""
     results = []
     for photo in photos:
         path = mask_path(out_dir, photo)
-        for cache in caches:
+        for cache in journals:
             colonies = cache.get(photo.sample_id, image_key(photo.filepath), path)
             if colonies is not None:
                 results.append(PhotoResult(photo, path, colonies, cache.stats(photo.sample_id)))
@@ -507,12 +511,17 @@ def predict_survey(settings: Settings, options: PredictOptions, out: TextIO = sy
         else contextlib.nullcontext()
     )
     with lock:
-        summary = predict_shard(shard_of(photos, shard), options, runtime, model, spec, palette, out_dir, shard, out)
+        own = journal(out_dir, shard.rank, options, runtime, spec)
+        summary = predict_shard(
+            shard_of(photos, shard), options, runtime, model, spec, palette, out_dir, shard, own, out
+        )
         _barrier(shard)  # every shard's journal is complete before process 0 reads them
         if not shard.main:
             return {"rank": shard.rank, "predicted_now": summary.predicted, "seconds": summary.seconds}
-        results = gather(photos, out_dir, options, runtime, spec, shard.world)
-        with summary.timing("FiftyOne write (all photos)"):
+        with summary.timing(WRITE):
+            # this process's journal is in memory already; the others' are read back
+            journals = [own] + [journal(out_dir, rank, options, runtime, spec) for rank in range(1, shard.world)]
+            results = gather(photos, out_dir, journals)
             writeback.record_prediction(dataset, fields, run_dir, spec.taxonomy)
             writeback.configure_app(dataset, fields, spec.taxonomy, classes, palette)
             write_back(dataset, fields, results, classes)
