@@ -10,24 +10,17 @@ Runs where Debian's chromium and the playwright Python package are installed; sk
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import pytest
+from app_server import browser_page, served_app
 from evaluate_world import PALETTE, World, evaluate_world
 
 from data_engineering import dataset_contract as contract
-from evaluate.app_screenshot import FLAGS, TOOLTIP_SEEN, find_chromium, wait_for_app
+from evaluate.app_screenshot import find_chromium
 from evaluate.fields import RunFields, gt_segmentation_field
 
-REPO = Path(__file__).resolve().parents[2]
 TOLERANCE = 8  # levels per channel, deep inside a class region over one colour of the photo
 
 pytestmark = [
@@ -35,12 +28,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(find_chromium() is None, reason="Debian's chromium is not installed"),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _class_points(mask: np.ndarray, image: np.ndarray, min_depth: float = 3.0) -> dict[int, tuple[float, float]]:
@@ -85,47 +72,12 @@ def _assert_drawn_in(samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]], w
     assert 0.15 <= alpha <= 1.0 and residual <= TOLERANCE, (where, alpha, residual, samples)
 
 
-@contextmanager
-def _served(world: World, printed: list[str]) -> Iterator[str]:
-    """The App (`python evaluate/app.py <dataset>`) serving the world: its dataset URL; what it printed goes to `printed`."""
-    port = _free_port()
-    import fiftyone.core.odm.database as fod
-
-    host, db_port = fod.get_db_client().address
-    # FiftyOne attaches a new process to ANY running database service of this user, whatever its
-    # FIFTYONE_DATABASE_DIR; naming this process's database makes the App serve the test's own one.
-    env = os.environ | {
-        "APP_ADDRESS": "127.0.0.1",
-        "APP_PORT": str(port),
-        "FIFTYONE_DATABASE_URI": f"mongodb://{host}:{db_port}",
-    }
-    process = subprocess.Popen(
-        [sys.executable, str(REPO / "evaluate" / "app.py"), world.dataset],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}/datasets/{world.dataset}"
-    try:
-        wait_for_app(url, timeout=240)  # minutes on a loaded machine
-        yield url
-    finally:
-        process.terminate()
-        try:
-            output, _ = process.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            output, _ = process.communicate()
-        printed.append(output)
-
-
 def test_app_draws_masks_in_palette_colours_and_opens_every_review_view(world: World) -> None:
     pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
     import fiftyone as fo
     from fiftyone.core.utils import to_slug
     from PIL import Image
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from prepare.mask_png import read_mask
 
@@ -135,12 +87,9 @@ def test_app_draws_masks_in_palette_colours_and_opens_every_review_view(world: W
     shots = world.run_dir / "eval" / world.dataset / "val"
     sizes = [(m.shape[1], m.shape[0]) for m in world.model_masks]
     saved_config = dataset.app_config.copy()
-    printed: list[str] = []
-    with _served(world, printed) as url, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=find_chromium(), headless=True, args=FLAGS)
+    with served_app(world.dataset) as app, browser_page() as page:
+        url = app.url
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.add_init_script(TOOLTIP_SEEN)
             for field in (gt_segmentation_field("tinytax"), fields.prediction):
                 dataset.app_config.active_fields = fo.ActiveFields(paths=[field])  # one mask at a time
                 dataset.save()
@@ -197,8 +146,7 @@ def test_app_draws_masks_in_palette_colours_and_opens_every_review_view(world: W
                     re.compile(shown), timeout=60_000
                 )
         finally:
-            browser.close()
             dataset.app_config = saved_config
             dataset.save()
 
-    assert f"FiftyOne App: {url}" in printed[0]
+    assert f"FiftyOne App: {url}" in app.printed[0]
