@@ -98,12 +98,12 @@ def demo(head: str = "linear", steps: int | None = None, num_images: int | None 
         "7/7 predict the survey: cover per site and year, colony sizes, the most doubtful photos first",
         ["evaluate/predict.py", "--run", str(run_dir), "--dataset", survey, "--points", "25"],
     )
-    worst_first = RunFields.for_run(run_name).worst_first
+    review = RunFields.for_run(run_name).app_arguments
     print(f"\nThe new survey's report: {run_dir / 'predict' / survey / 'survey.md'}")
     print(
         f"\nDone. Browse the predictions and errors in the FiftyOne App, worst images first:"
-        f"\n  python evaluate/app.py {dataset} --view {worst_first}"
-        f"\n(or: pixi run app {dataset} --view {worst_first}); results are in {Path(run_dir).relative_to(REPO_ROOT) if run_dir.is_relative_to(REPO_ROOT) else run_dir}/eval/{dataset}/test/"
+        f"\n  python evaluate/app.py {dataset} {review}"
+        f"\n(or: pixi run app {dataset} {review}); results are in {Path(run_dir).relative_to(REPO_ROOT) if run_dir.is_relative_to(REPO_ROOT) else run_dir}/eval/{dataset}/test/"
     )
 
 

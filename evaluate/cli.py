@@ -277,6 +277,7 @@ def app(
     address: str | None = None,
     port: int | None = None,
     view: str | None = None,
+    workspace: str | None = None,
     screenshot: str | None = None,
 ) -> None:
     """Open the FiftyOne App on a dataset (remote mode: browse from any machine that reaches the address).
@@ -286,6 +287,7 @@ def app(
         address: the address the App listens on (default APP_ADDRESS; 0.0.0.0 for every interface).
         port: the App's port (default APP_PORT).
         view: a saved view to open, e.g. worst_first_<run>.
+        workspace: a saved workspace to open, e.g. review_<run> (the grid beside the Model Evaluation panel).
         screenshot: save a PNG of the page (headless chromium + playwright) to this path and exit.
     """
     settings = load_settings(app_address=address, app_port=port)
@@ -296,7 +298,11 @@ def app(
         raise UserError(
             f"dataset {ds.name!r} has no saved view {view!r}; saved views: {', '.join(ds.list_saved_views()) or 'none'}"
         )
-    session = writeback.launch_app(ds, settings.app_address, settings.app_port, view)
+    if workspace and not ds.has_workspace(workspace):
+        raise UserError(
+            f"dataset {ds.name!r} has no saved workspace {workspace!r}; workspaces: {', '.join(ds.list_workspaces()) or 'none'}"
+        )
+    session = writeback.launch_app(ds, settings.app_address, settings.app_port, view, workspace)
     url = writeback.app_url(settings.app_address, settings.app_port, ds.name, view)
     print(f"FiftyOne App: {url}  (Ctrl-C to stop)", flush=True)
     if screenshot:

@@ -18,6 +18,7 @@ GT_COLONIES_PREFIX = "gt_colonies_"  # + taxonomy key: ground-truth polylines re
 WORST_FIRST_PREFIX = "worst_first_"  # + run key: saved view, split sorted by per-sample mIoU, worst first
 MISSED_PREFIX = "missed_"  # + run key [+ "__" + class key]: saved view, ground-truth colonies the run missed
 INVENTED_PREFIX = "invented_"  # + run key [+ "__" + class key]: saved view, predicted colonies with no ground truth
+REVIEW_WORKSPACE_PREFIX = "review_"  # + run key: saved App workspace, the grid beside the Model Evaluation panel
 COLONY_IOU = 0.5  # polygon IoU a predicted colony needs with a ground-truth colony of its class to count as found
 CONFIDENCE = "confidence"  # on each predicted colony: mean probability of its class over its pixels
 
@@ -119,6 +120,16 @@ class RunFields:
     def invented(self) -> str:
         """Saved view: samples with predicted colonies that match no ground truth, only those colonies shown."""
         return INVENTED_PREFIX + self.key
+
+    @property
+    def workspace(self) -> str:
+        """Saved App workspace: the samples grid and FiftyOne's Model Evaluation panel showing every class."""
+        return REVIEW_WORKSPACE_PREFIX + self.key
+
+    @property
+    def app_arguments(self) -> str:
+        """The flags of `evaluate/app.py` that open the run's review: worst images first, in its workspace."""
+        return f"--view {self.worst_first} --workspace {self.workspace}"
 
     def missed_class(self, class_name: str) -> str:
         """Saved view `missed` of one class (`missed_<key>__Acropora`); `__` never occurs in a run key."""

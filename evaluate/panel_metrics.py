@@ -147,6 +147,24 @@ def missing_metrics(results: Any) -> list[str]:
     return [uri for uri in SEGMENTATION_METRICS if not any(key == uri or key.startswith(uri + "/") for key in stored)]
 
 
+# FiftyOne 1.22's Model Evaluation panel (plugins/panels/model_evaluation) keeps each evaluation's confusion-matrix
+# options in its panel state under "<evaluation id>_cmc"; the App reads `skipZeroCount` there (default on: classes with
+# no correct pixel or colony are left out of the plot) and offers no switch for it. The panel's defaults, that one off:
+EVALUATION_PANEL = "model_evaluation_panel_builtin"
+EVERY_CLASS = {"sortBy": "default", "limit": 100, "log": True, "skipZeroCount": False}
+
+
+def confusion_matrix_state_key(dataset: fo.Dataset, eval_key: str) -> str:
+    """The panel-state key of an evaluation's confusion-matrix options (the panel names evaluations by their id)."""
+    return f"{dataset._doc.evaluations[eval_key].id}_cmc"
+
+
+def evaluation_panel(dataset: fo.Dataset, eval_keys: list[str]) -> fo.Panel:
+    """FiftyOne's Model Evaluation panel whose confusion matrices show every class of these evaluations."""
+    state = {confusion_matrix_state_key(dataset, key): dict(EVERY_CLASS) for key in eval_keys}
+    return fo.Panel(type=EVALUATION_PANEL, state=state)
+
+
 def register(plugin: Any) -> None:
     """The plugin entry point (evaluate/fiftyone_plugins/reefseg_metrics/__init__.py calls it)."""
     for operator in OPERATORS:

@@ -427,6 +427,7 @@ def _evaluate_run(
         )
         settings_used["fiftyone_confusion_matrix_agrees"] = bool(np.array_equal(fiftyone_matrix, report.matrix))
         review_views = writeback.save_review_views(dataset, scored_ids, fields, spec.taxonomy, classes)
+        writeback.save_review_workspace(dataset, fields)
         writeback.order_sidebar(dataset, fields, classes)
     survey_dir = out_dir / SPLIT_SURVEY_DIR
     if quadrats["gt"]:  # the quadrats with ground truth, their numbers from both sources
@@ -442,7 +443,7 @@ def _evaluate_run(
             "saved views in the App (samples): " + ", ".join(f"{v.name} ({v.samples})" for v in review_views), file=out
         )
         print(
-            f"browse, worst images first: python evaluate/app.py {options.dataset} --view {fields.worst_first}",
+            f"browse, worst images first: python evaluate/app.py {options.dataset} {fields.app_arguments}",
             file=out,
         )
     else:

@@ -38,7 +38,7 @@ from evaluate.fields import (
     gt_colonies_field,
     gt_segmentation_field,
 )
-from evaluate.panel_metrics import PLUGINS_DIR, SEGMENTATION_METRICS, metrics_plugin, missing_metrics
+from evaluate.panel_metrics import PLUGINS_DIR, SEGMENTATION_METRICS, evaluation_panel, metrics_plugin, missing_metrics
 from evaluate.reports import ColonyCounts
 from prepare.layout import BACKGROUND_NAME
 from prepare.polygons import polygons_to_fiftyone_points
@@ -125,6 +125,7 @@ def check_owner(dataset: fo.Dataset, fields: RunFields, run_dir: Path, taxonomy:
             key for key in (fields.eval_key, fields.colony_eval_key) if dataset.has_evaluation(key)
         ] + _run_field_names(dataset, fields)
         taken += _evaluation_field_names(dataset, fields) + [f"saved view {v}" for v in _run_views(dataset, fields)]
+        taken += [f"workspace {fields.workspace}"] if dataset.has_workspace(fields.workspace) else []
         if taken:
             raise UserError(
                 f"dataset {dataset.name!r} already has {', '.join(taken)}, not written by evaluate for run {run_dir}; rename this run's folder or remove them"
@@ -155,6 +156,9 @@ def delete_run(dataset: fo.Dataset, fields: RunFields) -> list[str]:
     for name in _run_views(dataset, fields):
         dataset.delete_saved_view(name)
         removed.append(f"saved view {name}")
+    if dataset.has_workspace(fields.workspace):
+        dataset.delete_workspace(fields.workspace)
+        removed.append(f"workspace {fields.workspace}")
     forget = [fields.prediction, fields.colonies]
     records = evaluations(dataset)
     record = records.pop(fields.eval_key, None)
@@ -527,6 +531,19 @@ def save_review_views(
     return made
 
 
+def save_review_workspace(dataset: fo.Dataset, fields: RunFields) -> None:
+    """The run's App workspace: the samples grid, and beside it FiftyOne's Model Evaluation panel, whose confusion
+    matrices then show every class (opened as a tab, it leaves out those with no correct pixel or colony)."""
+    grid = fo.Panel(type="Samples", pinned=True)
+    panel = evaluation_panel(dataset, [fields.eval_key, fields.colony_eval_key])
+    dataset.save_workspace(
+        fields.workspace,
+        fo.Space(children=[grid, panel], active_child=grid.component_id),
+        description="the samples grid and the Model Evaluation panel with every class in its confusion matrices",
+        overwrite=True,
+    )
+
+
 def _errors_first(scored: fo.DatasetView, field: str, errors: Any, shown: Sequence[str]) -> fo.DatasetView:
     """The samples with labels of `field` matching `errors`, only those labels kept, the most first."""
     return (
@@ -556,7 +573,10 @@ def app_url(address: str, port: int, dataset: str, view: str | None = None) -> s
     return url + (f"?view={fou.to_slug(view)}" if view else "")
 
 
-def launch_app(dataset: fo.Dataset, address: str, port: int, view: str | None = None) -> fo.Session:
-    """The App in remote mode (no browser opened here), on the dataset or one of its saved views."""
+def launch_app(
+    dataset: fo.Dataset, address: str, port: int, view: str | None = None, workspace: str | None = None
+) -> fo.Session:
+    """The App in remote mode (no browser opened here), on the dataset or one of its saved views, in a saved workspace."""
     shown = dataset.load_saved_view(view) if view else dataset
-    return fo.launch_app(shown, remote=True, address=address, port=port)
+    spaces = dataset.load_workspace(workspace) if workspace else None
+    return fo.launch_app(shown, spaces=spaces, remote=True, address=address, port=port)

@@ -9,25 +9,19 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 from evaluate_world import CLASSES, World, evaluate_world
+from missed_class import FOUR, FOUR_PALETTE
 
 from common.cli import UserError
 from evaluate import panel_metrics, writeback
-from evaluate.fields import RunFields, class_key, gt_colonies_field, gt_segmentation_field
+from evaluate.fields import RunFields, class_key
 from evaluate.pipeline import evaluation_dir
-from models.metrics import compute_metrics, confusion_matrix
-from prepare.layout import png_palette
-from prepare.mask_png import encode_mask_png
-
-FOUR = ["background", "Acropora", "Porites", "Astreopora"]
-FOUR_PALETTE = [[0, 0, 0], [230, 25, 75], [128, 0, 0], [60, 180, 75]]  # FiftyOne would order them by colour: reversed
+from models.metrics import compute_metrics
 
 
 def panel_data(dataset: Any, eval_key: str) -> dict[str, Any]:
@@ -90,59 +84,6 @@ def test_the_panel_shows_metrics_json(world: World) -> None:
     assert colonies["confusion_matrix"]["classes"] == ["Acropora", "Porites", "(none)"]
 
 
-def _write_mask(path: Path, mask: np.ndarray) -> str:
-    path.write_bytes(encode_mask_png(mask.astype(np.uint8), png_palette(FOUR_PALETTE)))
-    return str(path)
-
-
-def _square(label: str, x0: float, y0: float, side: float):
-    import fiftyone as fo
-
-    return fo.Polyline(
-        label=label,
-        points=[[(x0, y0), (x0 + side, y0), (x0 + side, y0 + side), (x0, y0 + side)]],
-        closed=True,
-        filled=True,
-    )
-
-
-@pytest.fixture
-def astreopora_missed(tmp_path: Path):
-    """Two images whose Astreopora the prediction never finds (no Astreopora pixel, no Astreopora colony)."""
-    import fiftyone as fo
-
-    fields = RunFields.for_run("four-classes")
-    dataset = fo.Dataset(f"test_panel_{uuid.uuid4().hex[:8]}")
-    gt, predicted, samples = [], [], []
-    for i in range(2):
-        truth = np.zeros((40, 40), np.uint8)
-        truth[:20, :20], truth[20:, 20:], truth[:10, 30:] = 1, 2, 3  # Acropora, Porites, Astreopora
-        truth[35:, :5] = 255  # ignored pixels: counted by neither
-        guess = np.zeros_like(truth)
-        guess[:20, :18], guess[22:, 20:] = 1, 2
-        guess[:10, 30:] = 1 if i == 0 else 0  # the Astreopora taken for Acropora, then for background
-        gt.append(truth)
-        predicted.append(guess)
-        sample = fo.Sample(filepath=str(tmp_path / f"image_{i}.png"))
-        sample[gt_segmentation_field("four")] = fo.Segmentation(mask_path=_write_mask(tmp_path / f"gt_{i}.png", truth))
-        sample[fields.prediction] = fo.Segmentation(mask_path=_write_mask(tmp_path / f"pred_{i}.png", guess))
-        sample[gt_colonies_field("four")] = fo.Polylines(
-            polylines=[
-                _square("Acropora", 0, 0, 0.5),
-                _square("Porites", 0.5, 0.5, 0.5),
-                _square("Astreopora", 0.75, 0, 0.25),
-            ]
-        )
-        sample[fields.colonies] = fo.Polylines(
-            polylines=[_square("Acropora", 0, 0, 0.45), _square("Porites", 0.5, 0.55, 0.45)]
-        )
-        samples.append(sample)
-    ids = dataset.add_samples(samples)
-    expected = sum(confusion_matrix(t, p, len(FOUR)) for t, p in zip(gt, predicted))
-    yield dataset, ids, fields, expected
-    dataset.delete()
-
-
 def test_every_class_is_registered_in_taxonomy_order(astreopora_missed, caplog) -> None:
     dataset, ids, fields, expected = astreopora_missed
     matrix, colonies = writeback.run_fiftyone_evaluations(dataset, ids, fields, "four", FOUR, FOUR_PALETTE)
@@ -171,6 +112,38 @@ def test_every_class_is_registered_in_taxonomy_order(astreopora_missed, caplog) 
         removed = writeback.delete_run(dataset, fields)
     assert f"evaluation {fields.eval_key}" in removed and not dataset.has_evaluation(fields.eval_key)
     assert "Failed to cleanup metric" not in caplog.text  # the operators were found to clean up
+
+
+def test_the_review_workspace_shows_every_class_in_the_panels_confusion_matrices(astreopora_missed) -> None:
+    import fiftyone as fo
+    from plugins.panels.model_evaluation import EvaluationPanel
+
+    dataset, ids, fields, _ = astreopora_missed
+    writeback.run_fiftyone_evaluations(dataset, ids, fields, "four", FOUR, FOUR_PALETTE)
+    for key in (fields.eval_key, fields.colony_eval_key):  # what the App would leave out: no correct pixel / colony
+        shown = panel_data(dataset, key)["confusion_matrix"]
+        astreopora = shown["classes"].index("Astreopora")
+        row = np.asarray(shown["matrix"])[astreopora]
+        assert row.sum() > 0 and row[astreopora] == 0
+    writeback.save_review_workspace(dataset, fields)
+
+    space = fo.load_dataset(dataset.name).load_workspace(fields.workspace)
+    grid, panel = space.children
+    assert grid.type == "Samples" and space.active_child == grid.component_id  # the grid shows first
+    assert panel.type == EvaluationPanel().config.name == panel_metrics.EVALUATION_PANEL
+    ids_seen = [EvaluationPanel().get_evaluation_id(dataset, k) for k in (fields.eval_key, fields.colony_eval_key)]
+    assert panel.state == {f"{i}_cmc": panel_metrics.EVERY_CLASS for i in ids_seen}  # the ids the panel keys by
+    assert all(state["skipZeroCount"] is False for state in panel.state.values())
+
+    removed = writeback.delete_run(dataset, fields)
+    assert f"workspace {fields.workspace}" in removed and not dataset.has_workspace(fields.workspace)
+
+
+def test_the_app_command_refuses_a_workspace_the_dataset_lacks(world: World) -> None:
+    from evaluate.cli import app
+
+    with pytest.raises(UserError, match=f"dataset '{world.dataset}' has no saved workspace 'review_nope'"):
+        app(world.dataset, workspace="review_nope")
 
 
 def test_a_missing_plugin_is_an_error_not_a_silent_panel(astreopora_missed, tmp_path, monkeypatch) -> None:
