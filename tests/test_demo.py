@@ -27,6 +27,8 @@ def test_the_demo_prints_how_long_its_head_trained(
     out = capsys.readouterr().out
     trains = [c for c in commands if c[0] == "train/train.py"]
     assert len(trains) == 1 and trains[0][:3] == ["train/train.py", "--config", "train/configs/linear.yaml"]
+    # the demo's quicker training (benchmarks/README.md)
+    assert "--views-per-image 4 --workers 0" in " ".join(trains[0])
     assert "$ python train/train.py --config train/configs/linear.yaml" in out
     assert re.search(r"^--- 4/7 train a head on the frozen backbone: done in \d+ s$", out, re.MULTILINE), out
     assert len(re.findall(r"^--- .*: done in \d+ s$", out, re.MULTILINE)) == len(commands)

@@ -8,6 +8,9 @@ patches are refined by the queries. The patch tokens start from the projection o
 backbone layer and each block adds the projection of the next one (lateral connections, shallow to
 deep), with a sine position code. Then every query predicts a class and a mask: the dot product of
 its embedding with the patch tokens upsampled `mask_scale` times (transposed convolutions).
+In training every earlier block predicts too, its masks at patch resolution (deep supervision, as
+EoMT and Mask2Former train): without it pmt learned the demo data more slowly than the linear head
+(benchmarks/README.md); inference uses only the last block's prediction.
 No pixel decoder, no pyramid, no masked cross-attention: cheaper than mask2former for the same
 mask-classification losses and semantic read-out (models/heads/mask_classification.py).
 """
@@ -114,7 +117,8 @@ class PMTHead(MaskClassificationHead):
         positions = sine_positions(height, width, queries.shape[-1], queries.device).to(queries.dtype)
         tokens = positions.unsqueeze(0).expand(batch, -1, -1)
         x = None
-        for lateral, block, source in zip(self.laterals, self.blocks, self.sources):
+        outputs = []
+        for i, (lateral, block, source) in enumerate(zip(self.laterals, self.blocks, self.sources)):
             patches = lateral(features[source].flatten(2).transpose(1, 2))
             x = (
                 torch.cat([queries, tokens + patches], dim=1)
@@ -122,9 +126,15 @@ class PMTHead(MaskClassificationHead):
                 else x + torch.cat([torch.zeros_like(queries), patches], dim=1)
             )
             x = block(x)
+            if self.training and i < len(self.blocks) - 1:  # deep supervision, masks at patch resolution
+                y = self.norm(x)
+                pixels = y[:, num_queries:].transpose(1, 2).reshape(batch, -1, height, width)
+                outputs.append(self._predict(y[:, :num_queries], pixels))
         assert x is not None
         x = self.norm(x)
-        queries, tokens = x[:, :num_queries], x[:, num_queries:]
-        pixels = self.upscale(tokens.transpose(1, 2).reshape(batch, -1, height, width))
-        mask_logits = torch.einsum("bqc,bchw->bqhw", self.mask_embed(queries), pixels)
-        return [(self.class_embed(queries), mask_logits)]
+        pixels = self.upscale(x[:, num_queries:].transpose(1, 2).reshape(batch, -1, height, width))
+        return [*outputs, self._predict(x[:, :num_queries], pixels)]
+
+    def _predict(self, queries: Tensor, pixels: Tensor) -> tuple[Tensor, Tensor]:
+        """Class logits [B,Q,K+1] and mask logits [B,Q,h,w] from the queries and a pixel map [B,C,h,w]."""
+        return self.class_embed(queries), torch.einsum("bqc,bchw->bqhw", self.mask_embed(queries), pixels)

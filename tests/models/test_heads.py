@@ -278,6 +278,26 @@ def test_pmt_runs_queries_and_patch_tokens_jointly_and_shares_the_mask_classific
         tiny_head("pmt", mask_scale=3)
 
 
+def test_pmt_trains_every_block_s_prediction_and_infers_from_the_last() -> None:
+    """Deep supervision: in training each block predicts (earlier ones at patch resolution) and every stage's
+    loss counts; in evaluation only the last block's prediction is made."""
+    torch.manual_seed(0)
+    head = tiny_head("pmt", num_layers=3)
+    features = [torch.randn(2, CHANNELS, 5, 6) for _ in range(4)]
+    stages = head.train().decode(features)
+    assert [m.shape[-2:] for _, m in stages] == [(5, 6), (5, 6), (20, 24)]
+    assert all(c.shape == (2, 8, CLASSES + 1) for c, _ in stages)
+    (last,) = head.eval().decode(features)
+    assert torch.equal(last[0], stages[-1][0]) and torch.equal(last[1], stages[-1][1])
+    target = torch.randint(0, CLASSES, (2, 20, 24))
+    head.train()
+    torch.manual_seed(1)
+    every_stage = head.loss(features, target)["loss"].item()
+    head.decode = lambda f: type(head).decode(head, f)[-1:]  # type: ignore[method-assign]
+    torch.manual_seed(1)
+    assert head.loss(features, target)["loss"].item() < every_stage  # the earlier stages' losses are in the sum
+
+
 def test_segformer_folded_projections_are_project_concatenate_fuse_with_the_same_gradients() -> None:
     """The per-layer combined matrices give the former computation's logits and parameter gradients exactly,
     with maps of different sizes too (each projected at its own size, then upsampled)."""
