@@ -19,7 +19,7 @@ import numpy as np
 import shapely
 from shapely.geometry import Polygon
 
-from common.fileio import write_text_atomic
+from common.fileio import atomic_path
 from evaluate.colonies import Colony, outline_polygons
 
 CACHE_FILE = "predictions.jsonl"
@@ -45,28 +45,46 @@ def polygon_outlines(polygons: list[Polygon]) -> list[list[list[float]]]:
 
 
 class PredictionCache:
-    """`get` a sample's earlier colonies (None when it must be predicted again); `add` a finished one."""
+    """`get` a sample's earlier colonies (None when it must be predicted again); `add` a finished one.
+
+    Only each line's header (sample, image, mask, stats) and its place in the file stay in memory; the colonies
+    are read from the file when asked for, so a survey of thousands of photos keeps memory flat.
+    """
 
     def __init__(self, path: Path, settings: dict[str, Any]) -> None:
         self.path = path
         self.key = settings_key(settings)
-        self.entries: dict[str, dict[str, Any]] = {}
+        self.entries: dict[str, dict[str, Any]] = {}  # sample id -> header, with "_at" (offset, length) in the file
         if path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if entry.get("settings") == self.key:
-                    self.entries[entry["sample_id"]] = entry
+            offset = 0
+            with open(path, "rb") as handle:
+                for line in handle:
+                    self._index(line, offset)
+                    offset += len(line)
+
+    def _index(self, line: bytes, offset: int) -> None:
+        try:
+            entry = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return  # a torn line (an interrupted append)
+        if isinstance(entry, dict) and entry.get("settings") == self.key:
+            entry.pop("colonies", None)
+            self.entries[entry["sample_id"]] = entry | {"_at": (offset, len(line))}
+
+    def _line(self, entry: dict[str, Any]) -> bytes:
+        offset, length = entry["_at"]
+        with open(self.path, "rb") as handle:
+            handle.seek(offset)
+            return handle.read(length)
 
     def get(self, sample_id: str, image: str, mask_path: Path) -> list[Colony] | None:
         entry = self.entries.get(sample_id)
         if entry is None or entry["image"] != image or entry["mask"] != mask_path.name or not mask_path.is_file():
             return None
+        colonies = json.loads(self._line(entry))["colonies"]
         return [
             Colony(c["class"], polygon, c["confidence"], c["area"])
-            for c, polygon in zip(entry["colonies"], outline_polygons([c["outline"] for c in entry["colonies"]]))
+            for c, polygon in zip(colonies, outline_polygons([c["outline"] for c in colonies]))
         ]
 
     def stats(self, sample_id: str) -> dict[str, float]:
@@ -83,15 +101,24 @@ class PredictionCache:
                 for c, outline in zip(colonies, polygon_outlines([c.polygon for c in colonies]))
             ],
         }  # fmt: skip
+        line = (json.dumps(entry, separators=(",", ":")) + "\n").encode("utf-8")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry, separators=(",", ":")) + "\n")
+        with open(self.path, "ab") as handle:
+            offset = handle.seek(0, os.SEEK_END)
+            handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
-        self.entries[sample_id] = entry
+        self._index(line, offset)
 
     def compact(self) -> None:
-        """Rewrite the file with the current settings' lines only (earlier settings' lines are dead)."""
-        write_text_atomic(
-            self.path, "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in self.entries.values())
-        )
+        """Rewrite the file with the current settings' lines only (earlier settings' lines are dead), line by line."""
+        with atomic_path(self.path) as tmp, open(tmp, "wb") as out:
+            for entry in self.entries.values():
+                out.write(self._line(entry))
+            out.flush()
+            os.fsync(out.fileno())
+        kept, self.entries = list(self.entries.values()), {}
+        offset = 0
+        for entry in kept:
+            self.entries[entry["sample_id"]] = entry | {"_at": (offset, entry["_at"][1])}
+            offset += entry["_at"][1]
