@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -305,6 +305,7 @@ def predict_shard(
 
 WAITING = "waiting for PNG, colonies, journal"  # what the finishing thread adds to the wall time
 WRITE = "journals gathered, FiftyOne write (all photos)"
+WRITE_BATCH = 64  # photos whose colonies are in memory at once while they are written to FiftyOne
 
 
 def finish_photo(
@@ -408,27 +409,23 @@ def png_size(path: Path) -> tuple[int, int]:
         return image.size
 
 
-def quadrat_summaries(
-    results: Sequence[PhotoResult], num_classes: int, scale: QuadratScale, out: TextIO
-) -> list[QuadratSummary]:
-    """Cover and colony sizes of each predicted photo; photos not of the quadrat's proportions are warned about once."""
-    summaries, odd = [], []
-    for r in results:
-        mask = read_mask(r.mask_path)
-        height, width = mask.shape
-        if not scale.fits(height, width):
-            odd.append(Path(r.photo.filepath).name)
-        sizes = colony_sizes([(c.class_index, c.polygon) for c in r.colonies], (height, width), scale)
-        summaries.append(
-            QuadratSummary(
-                Path(r.photo.filepath).name,
-                r.photo.site,
-                r.photo.year,
-                image_cover(mask, num_classes),
-                sizes,
-                scale.area_m2,
-            )
-        )
+def quadrat_summary(result: PhotoResult, num_classes: int, scale: QuadratScale) -> tuple[QuadratSummary, bool]:
+    """Cover and colony sizes of one predicted photo, and whether it has the quadrat's proportions."""
+    mask = read_mask(result.mask_path)
+    sizes = colony_sizes([(c.class_index, c.polygon) for c in result.colonies], mask.shape, scale)
+    summary = QuadratSummary(
+        Path(result.photo.filepath).name,
+        result.photo.site,
+        result.photo.year,
+        image_cover(mask, num_classes),
+        sizes,
+        scale.area_m2,
+    )
+    return summary, scale.fits(*mask.shape)
+
+
+def warn_not_quadrats(odd: Sequence[str], scale: QuadratScale, out: TextIO) -> None:
+    """One warning naming the photos not of the quadrat's proportions (predicted, but their sizes assume it)."""
     if odd:
         print(
             f"warning: {len(odd)} photo(s) are not of the quadrat's proportions ({', '.join(odd[:3])}"
@@ -436,7 +433,6 @@ def quadrat_summaries(
             f"{scale.width_m:g} m x {scale.height_m:g} m quadrat: check --quadrat-size",
             file=out,
         )
-    return summaries
 
 
 def quadrats_csv(results: Sequence[PhotoResult], summaries: Sequence[QuadratSummary], classes: Sequence[str]) -> str:
@@ -458,7 +454,7 @@ def quadrats_csv(results: Sequence[PhotoResult], summaries: Sequence[QuadratSumm
                 s.year or "",
                 round(r.stats.get("uncertain_share", 0.0), 4),
                 round(r.stats.get("mean_confidence", 0.0), 4),
-                len(r.colonies),
+                len(s.colonies),
             ]
             + [round(float(v), 3) for v in s.cover]
         )
@@ -519,14 +515,25 @@ def predict_survey(settings: Settings, options: PredictOptions, out: TextIO = sy
         if not shard.main:
             return {"rank": shard.rank, "predicted_now": summary.predicted, "seconds": summary.seconds}
         with summary.timing(WRITE):
-            # this process's journal is in memory already; the others' are read back
+            # this process's journal index is in memory already; the others' are read back
             journals = [own] + [journal(out_dir, rank, options, runtime, spec) for rank in range(1, shard.world)]
-            results = gather(photos, out_dir, journals)
             writeback.record_prediction(dataset, fields, run_dir, spec.taxonomy)
             writeback.configure_app(dataset, fields, spec.taxonomy, classes, palette)
-            write_back(dataset, fields, results, classes)
+        results: list[PhotoResult] = []
+        summaries: list[QuadratSummary] = []
+        odd: list[str] = []
+        for start in range(0, len(photos), WRITE_BATCH):  # a batch's colonies at a time: memory flat over the survey
+            with summary.timing(WRITE):
+                batch = gather(photos[start : start + WRITE_BATCH], out_dir, journals)
+                write_back(dataset, fields, batch, classes)
+            with summary.timing("survey report (all photos)"):
+                for r in batch:
+                    quadrat, fits = quadrat_summary(r, len(classes), options.quadrat)
+                    summaries.append(quadrat)
+                    odd += [] if fits else [quadrat.image]
+            results += [replace(r, colonies=[]) for r in batch]  # what the tables need: photo, mask, stats
         with summary.timing("survey report (all photos)"):
-            summaries = quadrat_summaries(results, len(classes), options.quadrat, out)
+            warn_not_quadrats(odd, options.quadrat, out)
             write_survey_report({"prediction": summaries}, classes, palette, out_dir, seed=options.seed)
             table = format_site_year_table(site_year_summary(summaries, classes, seed=options.seed))
             write_text_atomic(out_dir / "quadrats.csv", quadrats_csv(results, summaries, classes))

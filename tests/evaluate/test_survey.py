@@ -111,6 +111,30 @@ def test_survey_prediction_files_fields_and_reruns(survey):
     assert (third["predicted_now"], third["reused"]) == (1, 3)
 
 
+def test_the_write_in_batches_gives_what_one_batch_gives(survey, monkeypatch):
+    """The colonies of a batch of photos at a time go to FiftyOne (memory flat over the survey): same fields, same files."""
+    import evaluate.survey
+
+    root, dataset, run_dir, images = survey
+    field = "pred_tiny_linear_colonies"
+
+    def outputs(report):
+        dataset.reload()
+        out_dir = Path(report["out_dir"])
+        colonies = [[(p.label, p.points, p.confidence) for p in s[field].polylines] for s in dataset]
+        files = {
+            name: (out_dir / name).read_text() for name in ("quadrats.csv", "colonies.csv", "cover.csv", "survey.md")
+        }
+        return colonies, files
+
+    whole, printed_whole = predict(run_dir, dataset.name)
+    monkeypatch.setattr(evaluate.survey, "WRITE_BATCH", 3)  # 4 photos: batches of 3 and 1
+    batched, printed_batched = predict(run_dir, dataset.name)
+    assert batched["reused"] == 4 and outputs(batched) == outputs(whole)
+    assert sum(len(c) for c in outputs(batched)[0]) > 0
+    assert printed_batched.count("not of the quadrat's proportions") == 1
+
+
 def test_photos_have_the_year_as_a_number_from_text_and_from_the_int_years_of_older_datasets(tmp_path):
     from evaluate.survey import PredictOptions, select_photos
 
