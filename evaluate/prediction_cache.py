@@ -108,7 +108,8 @@ class PredictionCache:
             handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
-        self._index(line, offset)
+        header = {k: v for k, v in entry.items() if k != "colonies"}
+        self.entries[sample_id] = header | {"_at": (offset, len(line))}
 
     def compact(self) -> None:
         """Rewrite the file with the current settings' lines only (earlier settings' lines are dead), line by line."""
