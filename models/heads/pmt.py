@@ -8,10 +8,9 @@ patches are refined by the queries. The patch tokens start from the projection o
 backbone layer and each block adds the projection of the next one (lateral connections, shallow to
 deep), with a sine position code. Then every query predicts a class and a mask: the dot product of
 its embedding with the patch tokens upsampled `mask_scale` times (transposed convolutions).
-In training every block after the first predicts too, its masks at patch resolution (deep supervision,
-as EoMT and Mask2Former train): without it pmt learned the demo data more slowly than the linear head
-(benchmarks/README.md); inference uses only the last block's prediction. The first block has seen only
-the shallowest backbone layer: supervising it too kept a 2-block head from learning the toy task.
+In training every earlier block predicts too, its masks at patch resolution (deep supervision, as
+EoMT and Mask2Former train): without it pmt learned the demo data more slowly than the linear head
+(benchmarks/README.md); inference uses only the last block's prediction.
 No pixel decoder, no pyramid, no masked cross-attention: cheaper than mask2former for the same
 mask-classification losses and semantic read-out (models/heads/mask_classification.py).
 """
@@ -127,7 +126,7 @@ class PMTHead(MaskClassificationHead):
                 else x + torch.cat([torch.zeros_like(queries), patches], dim=1)
             )
             x = block(x)
-            if self.training and 0 < i < len(self.blocks) - 1:  # deep supervision, masks at patch resolution
+            if self.training and i < len(self.blocks) - 1:  # deep supervision, masks at patch resolution
                 y = self.norm(x)
                 pixels = y[:, num_queries:].transpose(1, 2).reshape(batch, -1, height, width)
                 outputs.append(self._predict(y[:, :num_queries], pixels))

@@ -278,11 +278,11 @@ def test_pmt_runs_queries_and_patch_tokens_jointly_and_shares_the_mask_classific
         tiny_head("pmt", mask_scale=3)
 
 
-def test_pmt_trains_every_block_s_prediction_but_the_first_and_infers_from_the_last() -> None:
-    """Deep supervision: in training each block after the first predicts (earlier ones at patch resolution) and
-    every stage's loss counts; in evaluation only the last block's prediction is made."""
+def test_pmt_trains_every_block_s_prediction_and_infers_from_the_last() -> None:
+    """Deep supervision: in training each block predicts (earlier ones at patch resolution) and every stage's
+    loss counts; in evaluation only the last block's prediction is made."""
     torch.manual_seed(0)
-    head = tiny_head("pmt", num_layers=4)
+    head = tiny_head("pmt", num_layers=3)
     features = [torch.randn(2, CHANNELS, 5, 6) for _ in range(4)]
     stages = head.train().decode(features)
     assert [m.shape[-2:] for _, m in stages] == [(5, 6), (5, 6), (20, 24)]

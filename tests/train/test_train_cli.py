@@ -48,7 +48,8 @@ def metrics(run: Path) -> list[dict]:
 def test_each_head_learns_the_toy_task_from_the_cli(tmp_path, prepared, monkeypatch, capsys, head):
     extra = {
         "mask2former": {"head_config": SMALL_MASK2FORMER, "lr": 1e-3, "steps": 40, "eval_every": 20},
-        "pmt": {"head_config": SMALL_PMT, "lr": 1e-3, "steps": 40, "eval_every": 20},
+        # pmt supervises every block (deep supervision): its 2-block toy head reaches 0.45 mIoU at 40 steps, > 0.6 at 60
+        "pmt": {"head_config": SMALL_PMT, "lr": 1e-3, "steps": 60, "eval_every": 30},
         "segformer": {"class_weights": True},  # the loss weighted by 1/sqrt(class frequency) from the manifest
     }.get(head, {})
     status, err = run_cli(
@@ -57,7 +58,7 @@ def test_each_head_learns_the_toy_task_from_the_cli(tmp_path, prepared, monkeypa
     assert status == 0, err
     run = tmp_path / "runs" / f"{head}_toy_toy"
     records = metrics(run)
-    assert [r["step"] for r in records] == [15, 30] if head not in ("mask2former", "pmt") else [20, 40]
+    assert [r["step"] for r in records] == {"mask2former": [20, 40], "pmt": [30, 60]}.get(head, [15, 30])
     assert records[-1]["miou"] > 0.6  # chance (uniform guesses over 3 balanced classes) is about 0.2
     for name in (
         "config.yaml",
