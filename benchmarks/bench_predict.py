@@ -135,7 +135,7 @@ def main() -> None:
     from common.runtime import resolve_device, resolve_runtime
     from common.settings import load_settings
     from data_engineering.demo_data import make_demo_photos
-    from evaluate.survey import WRITE, PredictOptions, predict_survey
+    from evaluate.survey import REPORT, WRITE, PredictOptions, predict_survey
 
     device = resolve_device(args.device)
     load_before = os.getloadavg()
@@ -191,7 +191,7 @@ def main() -> None:
                     round(per_photo / model, 2),
                     round(1 / per_photo, 3),
                     round(per_photo / reference, 1),
-                    round(report["parts"]["survey report (all photos)"], 1),
+                    round(report["parts"][REPORT], 1),
                     round(whole, 2),
                 ]
             )

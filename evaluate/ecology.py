@@ -106,6 +106,21 @@ def colony_sizes(
     return sizes
 
 
+def measure_quadrat(
+    image: str,
+    site: str | None,
+    year: int | None,
+    mask: np.ndarray,
+    colonies: Iterable[tuple[int, Polygon]],
+    num_classes: int,
+    scale: QuadratScale,
+) -> QuadratSummary:
+    """The survey numbers of one quadrat: cover from its class mask, sizes of its `(class index, outline)` colonies."""
+    return QuadratSummary(
+        image, site, year, image_cover(mask, num_classes), colony_sizes(colonies, mask.shape, scale), scale.area_m2
+    )
+
+
 def bootstrap_mean(
     values: Sequence[float] | np.ndarray, samples: int = BOOTSTRAP_SAMPLES, level: float = 0.95, seed: int = 0
 ) -> tuple[float, float, float]:

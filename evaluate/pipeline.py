@@ -29,7 +29,7 @@ from data_engineering import dataset_contract as contract
 from data_engineering.dataset_contract import GT_FIELD
 from evaluate import writeback
 from evaluate.colonies import Colony, find_colonies
-from evaluate.ecology import QuadratScale, QuadratSummary, colony_sizes, image_cover
+from evaluate.ecology import QuadratScale, QuadratSummary, measure_quadrat
 from evaluate.fields import RunFields
 from evaluate.inference import predict_image, window_forward
 from evaluate.prediction_cache import CACHE_FILE, PredictionCache, image_key
@@ -217,10 +217,7 @@ def _quadrat(
     sample: Any, mask: np.ndarray, colonies: list[tuple[int, Any]], classes: Sequence[str], scale: QuadratScale
 ) -> QuadratSummary:
     """The survey numbers of one quadrat (cover, colony sizes) from a mask and its colonies."""
-    return QuadratSummary(
-        Path(sample.filepath).name, *_site_year(sample), image_cover(mask, len(classes)),
-        colony_sizes(colonies, mask.shape, scale), scale.area_m2,
-    )  # fmt: skip
+    return measure_quadrat(Path(sample.filepath).name, *_site_year(sample), mask, colonies, len(classes), scale)
 
 
 def _tta_key(augmentation: TestTimeAugmentation) -> bool | dict[str, Any]:

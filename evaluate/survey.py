@@ -42,7 +42,7 @@ from data_engineering import dataset_contract as contract
 from data_engineering.coralnet_points import PointAnnotation, write_point_csv
 from evaluate import writeback
 from evaluate.colonies import Colony, find_colonies
-from evaluate.ecology import QuadratScale, QuadratSummary, colony_sizes, image_cover, site_year_summary
+from evaluate.ecology import QuadratScale, QuadratSummary, measure_quadrat, site_year_summary
 from evaluate.fields import RunFields
 from evaluate.inference import Prediction, predict_image, window_forward
 from evaluate.pipeline import run_palette, window_setting
@@ -305,6 +305,7 @@ def predict_shard(
 
 WAITING = "waiting for PNG, colonies, journal"  # what the finishing thread adds to the wall time
 WRITE = "journals gathered, FiftyOne write (all photos)"
+REPORT = "survey report (all photos)"
 WRITE_BATCH = 64  # photos whose colonies are in memory at once while they are written to FiftyOne
 
 
@@ -411,16 +412,9 @@ def png_size(path: Path) -> tuple[int, int]:
 
 def quadrat_summary(result: PhotoResult, num_classes: int, scale: QuadratScale) -> tuple[QuadratSummary, bool]:
     """Cover and colony sizes of one predicted photo, and whether it has the quadrat's proportions."""
-    mask = read_mask(result.mask_path)
-    sizes = colony_sizes([(c.class_index, c.polygon) for c in result.colonies], mask.shape, scale)
-    summary = QuadratSummary(
-        Path(result.photo.filepath).name,
-        result.photo.site,
-        result.photo.year,
-        image_cover(mask, num_classes),
-        sizes,
-        scale.area_m2,
-    )
+    mask, photo = read_mask(result.mask_path), result.photo
+    colonies = [(c.class_index, c.polygon) for c in result.colonies]
+    summary = measure_quadrat(Path(photo.filepath).name, photo.site, photo.year, mask, colonies, num_classes, scale)
     return summary, scale.fits(*mask.shape)
 
 
@@ -526,13 +520,14 @@ def predict_survey(settings: Settings, options: PredictOptions, out: TextIO = sy
             with summary.timing(WRITE):
                 batch = gather(photos[start : start + WRITE_BATCH], out_dir, journals)
                 write_back(dataset, fields, batch, classes)
-            with summary.timing("survey report (all photos)"):
+            with summary.timing(REPORT):
                 for r in batch:
                     quadrat, fits = quadrat_summary(r, len(classes), options.quadrat)
                     summaries.append(quadrat)
-                    odd += [] if fits else [quadrat.image]
+                    if not fits:
+                        odd.append(quadrat.image)
             results += [replace(r, colonies=[]) for r in batch]  # what the tables need: photo, mask, stats
-        with summary.timing("survey report (all photos)"):
+        with summary.timing(REPORT):
             warn_not_quadrats(odd, options.quadrat, out)
             write_survey_report({"prediction": summaries}, classes, palette, out_dir, seed=options.seed)
             table = format_site_year_table(site_year_summary(summaries, classes, seed=options.seed))
