@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import shapely
@@ -68,14 +68,22 @@ class PredictionCache:
         except (json.JSONDecodeError, UnicodeDecodeError):
             return  # a torn line (an interrupted append)
         if isinstance(entry, dict) and entry.get("settings") == self.key:
-            entry.pop("colonies", None)
-            self.entries[entry["sample_id"]] = entry | {"_at": (offset, len(line))}
+            self._remember(entry, offset, len(line))
 
-    def _line(self, entry: dict[str, Any]) -> bytes:
+    def _remember(self, entry: dict[str, Any], offset: int, length: int) -> None:
+        """Keep a line's header and its place in the file; its colonies are read back when asked for."""
+        self.entries[entry["sample_id"]] = {k: v for k, v in entry.items() if k != "colonies"} | {
+            "_at": (offset, length)
+        }
+
+    def _line(self, entry: dict[str, Any], handle: BinaryIO | None = None) -> bytes:
+        """A line's bytes, read from `handle` when one is open on the file."""
         offset, length = entry["_at"]
-        with open(self.path, "rb") as handle:
-            handle.seek(offset)
-            return handle.read(length)
+        if handle is None:
+            with open(self.path, "rb") as own:
+                return self._line(entry, own)
+        handle.seek(offset)
+        return handle.read(length)
 
     def get(self, sample_id: str, image: str, mask_path: Path) -> list[Colony] | None:
         entry = self.entries.get(sample_id)
@@ -108,18 +116,19 @@ class PredictionCache:
             handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
-        header = {k: v for k, v in entry.items() if k != "colonies"}
-        self.entries[sample_id] = header | {"_at": (offset, len(line))}
+        self._remember(entry, offset, len(line))
 
     def compact(self) -> None:
         """Rewrite the file with the current settings' lines only (earlier settings' lines are dead), line by line."""
+        kept = list(self.entries.values())
         with atomic_path(self.path) as tmp, open(tmp, "wb") as out:
-            for entry in self.entries.values():
-                out.write(self._line(entry))
+            if kept:  # a journal with no line may not exist yet
+                with open(self.path, "rb") as journal:
+                    for entry in kept:
+                        out.write(self._line(entry, journal))
             out.flush()
             os.fsync(out.fileno())
-        kept, self.entries = list(self.entries.values()), {}
-        offset = 0
+        self.entries, offset = {}, 0
         for entry in kept:
-            self.entries[entry["sample_id"]] = entry | {"_at": (offset, entry["_at"][1])}
+            self._remember(entry, offset, entry["_at"][1])
             offset += entry["_at"][1]

@@ -60,3 +60,10 @@ def test_only_headers_stay_in_memory_and_compact_keeps_the_current_lines(tmp_pat
         assert read is not None and [c.polygon.wkt for c in read] == [c.polygon.wkt for c in colonies[:2]]
         assert len(again.get("a", "photo|1|2", png) or []) == len(colonies) and again.stats("a") == {"x": 0.5}
         assert again.get("a", "photo|9|9", png) is None and again.get("old", "photo|1|2", png) is None
+
+
+def test_compact_of_a_journal_never_written(tmp_path: Path) -> None:
+    """A run that predicted nothing (every photo unreadable) still compacts: an empty journal, no error."""
+    cache = PredictionCache(tmp_path / "journal.jsonl", {"window": 392})
+    cache.compact()
+    assert (tmp_path / "journal.jsonl").read_text() == "" and cache.entries == {}
