@@ -30,10 +30,19 @@ def test_one_colony_per_region_with_its_own_confidence() -> None:
     )  # its own pixels: the hole stays out
 
 
+def _simplified(exact, tolerance):
+    """The rule, one outline at a time: Douglas-Peucker on the closed line; topology-preserving if that crosses."""
+    from shapely.geometry import LineString, Polygon
+
+    line = LineString(exact.exterior.coords).simplify(tolerance, preserve_topology=False)
+    if len(line.coords) >= 4 and Polygon(line.coords).is_valid:
+        return Polygon(line.coords)
+    return Polygon(exact.exterior).simplify(tolerance, preserve_topology=True)
+
+
 def _reference_colonies(mask, confidence, tolerance=1.0, min_area=16.0):
     """The former implementation (one polygon at a time, located by a representative point), kept as the oracle."""
     import cv2
-    from shapely.geometry import Polygon
 
     from prepare.polygons import mask_to_polygons
 
@@ -42,7 +51,7 @@ def _reference_colonies(mask, confidence, tolerance=1.0, min_area=16.0):
         _, labels = cv2.connectedComponents((mask == class_index).astype(np.uint8), connectivity=4)
         point = exact.representative_point()
         region = labels[int(point.y), int(point.x)] == labels
-        outline = Polygon(exact.exterior).simplify(tolerance, preserve_topology=True)
+        outline = _simplified(exact, tolerance)
         found.append(
             (class_index, outline, float(confidence[region].astype(np.float64).mean()), float(exact.area), region)
         )
@@ -65,3 +74,49 @@ def test_the_same_colonies_as_the_former_tracing() -> None:
             assert abs(colony.confidence - mean) < 1e-9
             left, top, right, bottom = colony.box
             assert region.sum() == colony.pixels.sum() and region[top:bottom, left:right][colony.pixels].all()
+
+
+CROSSING = """
+...#
+...#
+..##
+.##.
+.##.
+###.
+###.
+###.
+###.
+.#..
+"""  # a fragment of a poor prediction: Douglas-Peucker at 1 px makes its outline cross itself
+
+
+def test_an_outline_douglas_peucker_would_cross_is_simplified_keeping_its_topology() -> None:
+    from shapely.geometry import LineString, Polygon
+
+    from prepare.polygons import mask_to_polygons
+
+    rows = CROSSING.split()
+    mask = np.zeros((len(rows) + 4, len(rows[0]) + 4), dtype=np.uint8)
+    mask[2:-2, 2:-2] = [[c == "#" for c in row] for row in rows]
+    ((_, exact),) = mask_to_polygons(mask, tolerance=0, min_area=16)
+    line = LineString(exact.exterior.coords).simplify(1.0, preserve_topology=False)
+    assert not Polygon(line.coords).is_valid  # the case this test is about
+    (colony,) = find_colonies(mask, np.ones(mask.shape, dtype=np.float32))
+    assert colony.polygon.is_valid and colony.area == 21
+    assert colony.polygon.equals_exact(Polygon(exact.exterior).simplify(1.0, preserve_topology=True), 1e-9)
+
+
+def test_fragmented_outlines_are_valid_and_within_the_tolerance() -> None:
+    rng = np.random.default_rng(5)
+    mask = np.kron(rng.integers(0, 3, (60, 80), dtype=np.uint8), np.ones((3, 2), dtype=np.uint8))
+    mask[rng.random(mask.shape) < 0.1] = 1  # blobs of a few pixels, many of them thin: a poor prediction
+    confidence = np.ones(mask.shape, dtype=np.float32)
+    exact = find_colonies(mask, confidence, tolerance=0)  # the traced outlines, in the same order
+    simplified = find_colonies(mask, confidence, tolerance=1.0)
+    assert [c.area for c in simplified] == [c.area for c in exact] and len(exact) > 50
+    within = 0
+    for colony, traced in zip(simplified, exact):
+        assert colony.polygon.is_valid and not colony.polygon.interiors
+        assert colony.polygon.equals_exact(_simplified(traced.polygon, 1.0), 1e-9)
+        within += colony.polygon.hausdorff_distance(traced.polygon) <= 1.0 + 1e-9
+    assert within >= len(exact) - 2  # all but the rare outlines simplified keeping their topology
