@@ -23,7 +23,7 @@ from common.fileio import exclusive_lock, sha256_file, write_bytes_atomic
 from common.images import read_image
 from common.names import check_file_name, check_name
 from common.progress import progress
-from common.runtime import Runtime, resolve_runtime
+from common.runtime import Runtime, freeze_loaded_objects, resolve_runtime
 from common.settings import Settings
 from data_engineering import dataset_contract as contract
 from data_engineering.dataset_contract import GT_FIELD
@@ -346,6 +346,7 @@ def _evaluate_run(
     cache = PredictionCache(out_dir / CACHE_FILE, depends_on)
     images, used_names, reused = [], set[str](), 0
     quadrats: dict[str, list[QuadratSummary]] = {"gt": [], "scored": [], "all": []}  # small: covers and sizes only
+    freeze_loaded_objects()
     for sample_id in progress(sample_ids, desc=f"evaluate {run_dir.name} on {options.split}", unit="image", file=out):
         sample = dataset[sample_id]
         mask_path = out_dir / "masks" / _mask_name(sample.filepath, sample_id, used_names)

@@ -36,7 +36,7 @@ from common.cli import UserError
 from common.fileio import exclusive_lock, sha256_file, write_bytes_atomic, write_text_atomic
 from common.images import read_image
 from common.names import check_name
-from common.runtime import Runtime, resolve_runtime
+from common.runtime import Runtime, freeze_loaded_objects, resolve_runtime
 from common.settings import Settings
 from data_engineering import dataset_contract as contract
 from data_engineering.coralnet_points import PointAnnotation, write_point_csv
@@ -267,6 +267,7 @@ def predict_shard(
     forward = window_forward(model.to(runtime.device).eval(), runtime, options.tta)
     sam = load_sam(options.sam_weights, runtime) if options.sam_weights else None
     mask_palette = png_palette(palette)
+    freeze_loaded_objects()
     start = time.perf_counter()
     desc = f"predict {options.run_dir.name}" + (f" [{shard.rank + 1}/{shard.world}]" if shard.world > 1 else "")
     photos_in = _timed_iter(iter(decoded(todo, options.workers)), summary, "decode (waiting for workers)")

@@ -268,17 +268,22 @@ def test_two_torchrun_processes_give_the_single_process_output(survey):
 
 
 def test_colonies_are_traced_beside_the_next_photos_model(survey, monkeypatch):
+    import gc
     import threading
 
     from evaluate import survey as survey_module
 
     _, dataset, run_dir, _ = survey
-    threads, traced = [], survey_module.find_colonies
-    monkeypatch.setattr(
-        survey_module,
-        "find_colonies",
-        lambda mask, confidence: threads.append(threading.current_thread().name) or traced(mask, confidence),
-    )
+    threads, frozen, traced = [], [], survey_module.find_colonies
+
+    def tracing(mask, confidence):
+        threads.append(threading.current_thread().name)
+        frozen.append(gc.get_freeze_count())  # what was loaded is out of the collector's full passes
+        return traced(mask, confidence)
+
+    monkeypatch.setattr(survey_module, "find_colonies", tracing)
+    gc.unfreeze()
     report, _ = predict(run_dir, dataset.name)
     assert len(threads) == 4 and all(name.startswith("predict-finish") for name in threads)
+    assert min(frozen) > 100_000  # torch, FiftyOne and the model
     assert survey_module.WAITING in report["parts"] and report["predicted_now"] == 4
