@@ -26,7 +26,7 @@ import numpy as np
 
 from common.cli import UserError
 from common.images import decode_image
-from common.runtime import check_precision, resolve_runtime
+from common.runtime import check_precision, freeze_loaded_objects, resolve_runtime
 from common.settings import Settings, load_settings
 from evaluate.colonies import Colony, find_colonies
 from evaluate.cvat_shapes import MASK, POLYGON, colony_shape, confidence_value, keep_confident
@@ -66,6 +66,7 @@ class ColonyDetector:
         self.device = self.runtime.device
         self.batch_size = options.batch_size
         self._forward = window_forward(model.to(self.device).eval(), self.runtime, options.tta)
+        freeze_loaded_objects()  # a server answers for hours: no request pays a full pass over what was loaded
 
     @property
     def class_names(self) -> dict[int, str]:

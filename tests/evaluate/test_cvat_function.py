@@ -213,3 +213,16 @@ def test_the_detector_computes_where_its_options_say_not_where_the_settings_do(w
         from evaluate.cvat_function import decode_frame
 
         decode_frame(b"not an image", "7")
+
+
+def test_a_loaded_detector_leaves_what_it_loaded_out_of_the_collectors_full_passes(world: World):
+    """A function server answers for hours; a full collection over torch and the model would hold each request."""
+    import gc
+
+    from evaluate.cvat_function import ColonyDetector, DetectorOptions
+
+    gc.unfreeze()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomBackboneWarning)
+        ColonyDetector(DetectorOptions(world.run_dir, precision="fp32", device="cpu"))
+    assert gc.get_freeze_count() > 100_000
