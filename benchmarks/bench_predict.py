@@ -11,9 +11,9 @@ DataLoader workers, sliding windows, mask PNG, colonies, journal, FiftyOne write
 Beside it, in the same process, the model's own sliding-window time on the same decoded photos is
 measured (`evaluate.inference.predict_image` alone) just before and just after that pass (this machine's
 speed drifts by several percent within minutes; their mean is used), so the end-to-end figure (decode,
-predict, colonies, PNG, journal, journals gathered, FiftyOne write) is given as a multiple of it, and as a multiple of one ViT-S/14
-518² forward (the calibration) measured in the same run. The survey report (tables and plots, once per
-survey) is shown apart, and the whole command per photo (model loading and report included) last.
+predict, colonies, PNG, journal, journals gathered, FiftyOne write, each photo's cover and colony sizes) is given
+as a multiple of it, and as a multiple of one ViT-S/14 518² forward (the calibration) measured in the same run.
+The survey report (tables and plots, once per survey) is shown apart, and the whole command per photo (model loading and report included) last.
 Memory: the process's resident set size is sampled while it predicts, and its peak is shown after each quarter
 of the photos (it should stay flat: one photo's arrays at a time, only small summaries kept).
 """
@@ -135,7 +135,7 @@ def main() -> None:
     from common.runtime import resolve_device, resolve_runtime
     from common.settings import load_settings
     from data_engineering.demo_data import make_demo_photos
-    from evaluate.survey import REPORT, WRITE, PredictOptions, predict_survey
+    from evaluate.survey import MEASURE, REPORT, WRITE, PredictOptions, predict_survey
 
     device = resolve_device(args.device)
     load_before = os.getloadavg()
@@ -181,7 +181,7 @@ def main() -> None:
             model_after = model_seconds(*model_args)
             model = (model_before + model_after) / 2
             memory_rows.append([f"{backbone} + {head}", *(round(memory.peak_until(n)) for n in checkpoints)])
-            per_photo = (report["seconds"] + report["parts"][WRITE]) / args.photos
+            per_photo = (report["seconds"] + report["parts"][WRITE] + report["parts"][MEASURE]) / args.photos
             rows.append(
                 [
                     f"{backbone} + {head}",

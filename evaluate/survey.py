@@ -306,6 +306,7 @@ def predict_shard(
 
 WAITING = "waiting for PNG, colonies, journal"  # what the finishing thread adds to the wall time
 WRITE = "journals gathered, FiftyOne write (all photos)"
+MEASURE = "quadrat summaries (cover, colony sizes)"
 REPORT = "survey report (all photos)"
 WRITE_BATCH = 64  # photos whose colonies are in memory at once while they are written to FiftyOne
 
@@ -521,7 +522,7 @@ def predict_survey(settings: Settings, options: PredictOptions, out: TextIO = sy
             with summary.timing(WRITE):
                 batch = gather(photos[start : start + WRITE_BATCH], out_dir, journals)
                 write_back(dataset, fields, batch, classes)
-            with summary.timing(REPORT):
+            with summary.timing(MEASURE):
                 for r in batch:
                     quadrat, fits = quadrat_summary(r, len(classes), options.quadrat)
                     summaries.append(quadrat)

@@ -109,3 +109,11 @@ def test_quadrat_scale_says_which_photos_fit_it():
     square, oblong = QuadratScale.parse("1x1"), QuadratScale.parse("100x75cm")
     assert square.fits(1920, 1920) and square.fits(1900, 1920) and not square.fits(1440, 1920)
     assert oblong.fits(1440, 1920) and not oblong.fits(1920, 1920) and not oblong.fits(1920, 1440)
+
+
+def test_colony_sizes_of_many_outlines_at_once_keep_their_order():
+    outlines = [(3, box(0, 0, 192, 192)), (2, Polygon([(0, 0), (960, 0), (0, 960)])), (1, box(10, 10, 30, 20))]
+    together = colony_sizes(outlines, (1920, 1920), QuadratScale(1, 0.5))
+    alone = [colony_sizes([o], (1920, 1920), QuadratScale(1, 0.5))[0] for o in outlines]
+    assert together == alone and [s.class_index for s in together] == [3, 2, 1]
+    assert colony_sizes([], (1920, 1920), QuadratScale(1, 1)) == []
