@@ -13,7 +13,7 @@ measured (`evaluate.inference.predict_image` alone) just before and just after t
 speed drifts by several percent within minutes; their mean is used), so the end-to-end figure (decode,
 predict, colonies, PNG, journal, journals gathered, FiftyOne write, each photo's cover and colony sizes) is given
 as a multiple of it, and as a multiple of one ViT-S/14 518² forward (the calibration) measured in the same run.
-The survey report (tables and plots, once per survey) is shown apart, and the whole command per photo (model loading and report included) last.
+What is done once per survey (the run's record and App set-up in FiftyOne, the tables and plots) is shown apart, and the whole command per photo (model loading and report included) last.
 Memory: the process's resident set size is sampled while it predicts, and its peak is shown after each quarter
 of the photos (it should stay flat: one photo's arrays at a time, only small summaries kept).
 """
@@ -135,7 +135,7 @@ def main() -> None:
     from common.runtime import resolve_device, resolve_runtime
     from common.settings import load_settings
     from data_engineering.demo_data import make_demo_photos
-    from evaluate.survey import MEASURE, REPORT, WRITE, PredictOptions, predict_survey
+    from evaluate.survey import MEASURE, REPORT, SETUP, WRITE, PredictOptions, predict_survey
 
     device = resolve_device(args.device)
     load_before = os.getloadavg()
@@ -191,7 +191,7 @@ def main() -> None:
                     round(per_photo / model, 2),
                     round(1 / per_photo, 3),
                     round(per_photo / reference, 1),
-                    round(report["parts"][REPORT], 1),
+                    round(report["parts"][SETUP] + report["parts"][REPORT], 1),
                     round(whole, 2),
                 ]
             )
@@ -225,7 +225,7 @@ def main() -> None:
                 "end-to-end / model",
                 "photos/s",
                 "end-to-end in calibrations",
-                "report s (once)",
+                "once per survey s (FiftyOne set-up, report)",
                 "command s/photo",
             ],
             rows,

@@ -306,6 +306,7 @@ def predict_shard(
 
 WAITING = "waiting for PNG, colonies, journal"  # what the finishing thread adds to the wall time
 WRITE = "journals gathered, FiftyOne write (all photos)"
+SETUP = "FiftyOne run record and App set-up (once)"
 MEASURE = "quadrat summaries (cover, colony sizes)"
 REPORT = "survey report (all photos)"
 WRITE_BATCH = 64  # photos whose colonies are in memory at once while they are written to FiftyOne
@@ -513,6 +514,7 @@ def predict_survey(settings: Settings, options: PredictOptions, out: TextIO = sy
         with summary.timing(WRITE):
             # this process's journal index is in memory already; the others' are read back
             journals = [own] + [journal(out_dir, rank, options, runtime, spec) for rank in range(1, shard.world)]
+        with summary.timing(SETUP):
             writeback.record_prediction(dataset, fields, run_dir, spec.taxonomy)
             writeback.configure_app(dataset, fields, spec.taxonomy, classes, palette)
         results: list[PhotoResult] = []
