@@ -13,7 +13,8 @@ Importing this module loads no torch (so `--help` answers at once); its function
 from __future__ import annotations
 
 import gc
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -111,3 +112,14 @@ def freeze_loaded_objects() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+@contextmanager
+def loaded_objects_frozen() -> Iterator[None]:
+    """`freeze_loaded_objects` for the length of a loop, given back to the collector after it, so that what a
+    finished run leaves behind (its model, its documents) can still be collected in a longer-lived process."""
+    freeze_loaded_objects()
+    try:
+        yield
+    finally:
+        gc.unfreeze()

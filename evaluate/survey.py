@@ -36,7 +36,7 @@ from common.cli import UserError
 from common.fileio import exclusive_lock, sha256_file, write_bytes_atomic, write_text_atomic
 from common.images import read_image
 from common.names import check_name
-from common.runtime import Runtime, freeze_loaded_objects, resolve_runtime
+from common.runtime import Runtime, loaded_objects_frozen, resolve_runtime
 from common.settings import Settings
 from data_engineering import dataset_contract as contract
 from data_engineering.coralnet_points import PointAnnotation, write_point_csv
@@ -267,14 +267,13 @@ def predict_shard(
     forward = window_forward(model.to(runtime.device).eval(), runtime, options.tta)
     sam = load_sam(options.sam_weights, runtime) if options.sam_weights else None
     mask_palette = png_palette(palette)
-    freeze_loaded_objects()
     start = time.perf_counter()
     desc = f"predict {options.run_dir.name}" + (f" [{shard.rank + 1}/{shard.world}]" if shard.world > 1 else "")
     photos_in = _timed_iter(iter(decoded(todo, options.workers)), summary, "decode (waiting for workers)")
     pending: Future[None] | None = None
     # the PNG, colonies and journal of photo i are done on a thread while the model predicts photo i+1 (on a GPU
     # the model never waits for them); an interrupted run still finishes the journal line of the photo in hand
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict-finish") as finishing:
+    with loaded_objects_frozen(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict-finish") as finishing:
         for photo, image, problem in progress(photos_in, total=len(todo), desc=desc, unit="image", file=out):
             if image is None:
                 summary.unreadable.append(f"{photo.filepath}: {problem}")
