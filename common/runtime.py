@@ -116,8 +116,9 @@ def freeze_loaded_objects() -> None:
 
 @contextmanager
 def loaded_objects_frozen() -> Iterator[None]:
-    """`freeze_loaded_objects` for the length of a loop, given back to the collector after it, so that what a
-    finished run leaves behind (its model, its documents) can still be collected in a longer-lived process."""
+    """`freeze_loaded_objects` for the length of a command's work (its loop and what it writes after it), given
+    back to the collector after it, so that what a finished run leaves behind (its model, its documents) can still
+    be collected in a longer-lived process. Not nested: the inner block would give back the outer one's objects."""
     freeze_loaded_objects()
     try:
         yield

@@ -293,7 +293,7 @@ def evaluate_run(options: EvaluateOptions, out: TextIO = sys.stdout) -> SplitRep
     run_dir = options.run_dir.expanduser().resolve()
     runtime = resolve_runtime(options.device, options.precision)
     model, spec = load_checkpoint(run_dir, options.which, weights=options.weights)
-    with run_lock(run_dir):
+    with run_lock(run_dir), loaded_objects_frozen():  # the loop and the FiftyOne write after it
         return _evaluate_run(options, run_dir, runtime, model, spec, out)
 
 
@@ -346,57 +346,54 @@ def _evaluate_run(
     cache = PredictionCache(out_dir / CACHE_FILE, depends_on)
     images, used_names, reused = [], set[str](), 0
     quadrats: dict[str, list[QuadratSummary]] = {"gt": [], "scored": [], "all": []}  # small: covers and sizes only
-    with loaded_objects_frozen():
-        for sample_id in progress(
-            sample_ids, desc=f"evaluate {run_dir.name} on {options.split}", unit="image", file=out
-        ):
-            sample = dataset[sample_id]
-            mask_path = out_dir / "masks" / _mask_name(sample.filepath, sample_id, used_names)
-            predicted, colonies, was_cached = _predict_or_reuse(
-                cache,
-                forward,
-                sample_id,
-                sample.filepath,
-                mask_path,
-                len(classes),
-                window,
-                window_stride,
-                options.batch_size,
-                device,
-                mask_palette,
-                augmentation,
+    for sample_id in progress(sample_ids, desc=f"evaluate {run_dir.name} on {options.split}", unit="image", file=out):
+        sample = dataset[sample_id]
+        mask_path = out_dir / "masks" / _mask_name(sample.filepath, sample_id, used_names)
+        predicted, colonies, was_cached = _predict_or_reuse(
+            cache,
+            forward,
+            sample_id,
+            sample.filepath,
+            mask_path,
+            len(classes),
+            window,
+            window_stride,
+            options.batch_size,
+            device,
+            mask_palette,
+            augmentation,
+        )
+        reused += was_cached
+        height, width = predicted.shape
+        polylines = writeback.colonies_to_polylines(colonies, classes, width, height)
+        predicted_quadrat = _quadrat(
+            sample, predicted, [(c.class_index, c.polygon) for c in colonies], classes, options.quadrat
+        )
+        quadrats["all"].append(predicted_quadrat)
+        result = ImageResult(
+            Path(sample.filepath).name, sample_id, cover_percent(predicted, len(classes)), None, *_site_year(sample)
+        )
+        entry = entries.get(sample_id)
+        if entry is None or prepared is None:  # no ground truth (entries is empty without a prepared folder)
+            writeback.write_sample(sample, fields, spec.taxonomy, mask_path, polylines)
+        else:
+            gt_mask = _ground_truth(prepared, entry, (height, width), sample.filepath)
+            result.matrix = confusion_matrix(gt_mask, predicted, len(classes))
+            scores = compute_metrics(result.matrix, classes, background)
+            gt_polylines = sample[options.gt_field] if sample.has_field(options.gt_field) else None
+            gt = writeback.gt_colonies(gt_polylines, taxonomy, classes)
+            quadrats["gt"].append(
+                _quadrat(sample, gt_mask, gt_colony_outlines(gt, classes, width, height), classes, options.quadrat)
             )
-            reused += was_cached
-            height, width = predicted.shape
-            polylines = writeback.colonies_to_polylines(colonies, classes, width, height)
-            predicted_quadrat = _quadrat(
-                sample, predicted, [(c.class_index, c.polygon) for c in colonies], classes, options.quadrat
-            )
-            quadrats["all"].append(predicted_quadrat)
-            result = ImageResult(
-                Path(sample.filepath).name, sample_id, cover_percent(predicted, len(classes)), None, *_site_year(sample)
-            )
-            entry = entries.get(sample_id)
-            if entry is None or prepared is None:  # no ground truth (entries is empty without a prepared folder)
-                writeback.write_sample(sample, fields, spec.taxonomy, mask_path, polylines)
-            else:
-                gt_mask = _ground_truth(prepared, entry, (height, width), sample.filepath)
-                result.matrix = confusion_matrix(gt_mask, predicted, len(classes))
-                scores = compute_metrics(result.matrix, classes, background)
-                gt_polylines = sample[options.gt_field] if sample.has_field(options.gt_field) else None
-                gt = writeback.gt_colonies(gt_polylines, taxonomy, classes)
-                quadrats["gt"].append(
-                    _quadrat(sample, gt_mask, gt_colony_outlines(gt, classes, width, height), classes, options.quadrat)
-                )
-                quadrats["scored"].append(predicted_quadrat)
-                writeback.write_sample(
-                    sample, fields, spec.taxonomy, mask_path, polylines,
-                    gt_mask_path=prepared.mask_path(entry),
-                    gt_polylines=gt,
-                    miou=None if np.isnan(scores.miou) else scores.miou,
-                    iou=writeback.image_scores_document(scores.iou, classes),
-                )  # fmt: skip
-            images.append(result)
+            quadrats["scored"].append(predicted_quadrat)
+            writeback.write_sample(
+                sample, fields, spec.taxonomy, mask_path, polylines,
+                gt_mask_path=prepared.mask_path(entry),
+                gt_polylines=gt,
+                miou=None if np.isnan(scores.miou) else scores.miou,
+                iou=writeback.image_scores_document(scores.iou, classes),
+            )  # fmt: skip
+        images.append(result)
     cache.compact()
     if reused:
         print(

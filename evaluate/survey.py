@@ -273,7 +273,7 @@ def predict_shard(
     pending: Future[None] | None = None
     # the PNG, colonies and journal of photo i are done on a thread while the model predicts photo i+1 (on a GPU
     # the model never waits for them); an interrupted run still finishes the journal line of the photo in hand
-    with loaded_objects_frozen(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict-finish") as finishing:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict-finish") as finishing:
         for photo, image, problem in progress(photos_in, total=len(todo), desc=desc, unit="image", file=out):
             if image is None:
                 summary.unreadable.append(f"{photo.filepath}: {problem}")
@@ -502,7 +502,7 @@ def predict_survey(settings: Settings, options: PredictOptions, out: TextIO = sy
         if shard.world == 1
         else contextlib.nullcontext()
     )
-    with lock:
+    with lock, loaded_objects_frozen():  # the loop, the FiftyOne write and the report (docs/survey.md)
         own = journal(out_dir, shard.rank, options, runtime, spec)
         summary = predict_shard(
             shard_of(photos, shard), options, runtime, model, spec, palette, out_dir, shard, own, out

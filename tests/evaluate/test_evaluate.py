@@ -430,3 +430,23 @@ def test_a_damaged_ground_truth_mask_is_refused_before_anything_is_written(world
     clean_clone.reload()
     assert clean_clone.get_field_schema().keys() == schema and clean_clone.info == info
     assert not evaluation_dir(world.run_dir, clean_clone.name, "val").exists()
+
+
+def test_what_was_loaded_is_frozen_while_images_and_evaluations_are_written(world: World, monkeypatch) -> None:
+    import gc
+
+    from evaluate import pipeline
+
+    frozen: dict[str, list[int]] = {"write_sample": [], "run_fiftyone_evaluations": []}
+    for name in frozen:
+        original = getattr(pipeline.writeback, name)
+
+        def counting(*args, _name=name, _original=original, **kwargs):
+            frozen[_name].append(gc.get_freeze_count())  # the loop's writes, and FiftyOne's evaluations after it
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(pipeline.writeback, name, counting)
+    gc.unfreeze()
+    evaluate_world(world)
+    assert all(counts and min(counts) > 100_000 for counts in frozen.values()), frozen  # torch, FiftyOne, the model
+    assert gc.get_freeze_count() == 0  # given back after the command: a finished run's model can be collected

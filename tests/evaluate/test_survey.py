@@ -281,10 +281,17 @@ def test_colonies_are_traced_beside_the_next_photos_model(survey, monkeypatch):
         frozen.append(gc.get_freeze_count())  # what was loaded is out of the collector's full passes
         return traced(mask, confidence)
 
+    written, writing = [], survey_module.write_back
+
+    def write_back(*args, **kwargs):
+        written.append(gc.get_freeze_count())  # and while the journals are read back into FiftyOne documents
+        return writing(*args, **kwargs)
+
     monkeypatch.setattr(survey_module, "find_colonies", tracing)
+    monkeypatch.setattr(survey_module, "write_back", write_back)
     gc.unfreeze()
     report, _ = predict(run_dir, dataset.name)
     assert len(threads) == 4 and all(name.startswith("predict-finish") for name in threads)
-    assert min(frozen) > 100_000  # torch, FiftyOne and the model
+    assert min(frozen) > 100_000 and written and min(written) > 100_000  # torch, FiftyOne and the model
     assert gc.get_freeze_count() == 0  # given back after the loop: a finished run's model can be collected
     assert survey_module.WAITING in report["parts"] and report["predicted_now"] == 4
