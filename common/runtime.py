@@ -118,9 +118,12 @@ def freeze_loaded_objects() -> None:
 def loaded_objects_frozen() -> Iterator[None]:
     """`freeze_loaded_objects` for the length of a command's work (its loop and what it writes after it), given
     back to the collector after it, so that what a finished run leaves behind (its model, its documents) can still
-    be collected in a longer-lived process. Not nested: the inner block would give back the outer one's objects."""
+    be collected in a longer-lived process. Inside an outer freeze (another block, a loaded CVAT function) the
+    objects are left frozen at the end: giving them back is the outer one's to do."""
+    outer = gc.get_freeze_count() > 0
     freeze_loaded_objects()
     try:
         yield
     finally:
-        gc.unfreeze()
+        if not outer:
+            gc.unfreeze()

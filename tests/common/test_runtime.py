@@ -11,7 +11,14 @@ import pytest
 import torch
 
 from common.errors import UserError
-from common.runtime import PRECISIONS, Runtime, bf16_native, resolve_device, resolve_runtime
+from common.runtime import (
+    PRECISIONS,
+    Runtime,
+    bf16_native,
+    loaded_objects_frozen,
+    resolve_device,
+    resolve_runtime,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -103,3 +110,18 @@ def test_models_and_user_error_import_without_fire() -> None:
     from common.cli import UserError as FromCli
 
     assert FromCli is UserError
+
+
+def test_a_freeze_inside_another_leaves_the_outer_one_frozen() -> None:
+    import gc
+
+    gc.unfreeze()
+    try:
+        with loaded_objects_frozen():
+            outer = gc.get_freeze_count()
+            with loaded_objects_frozen():
+                assert gc.get_freeze_count() >= outer
+            assert gc.get_freeze_count() >= outer > 0  # the inner block gave nothing back
+        assert gc.get_freeze_count() == 0  # the outer one did
+    finally:
+        gc.unfreeze()

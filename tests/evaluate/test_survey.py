@@ -293,5 +293,5 @@ def test_colonies_are_traced_beside_the_next_photos_model(survey, monkeypatch):
     report, _ = predict(run_dir, dataset.name)
     assert len(threads) == 4 and all(name.startswith("predict-finish") for name in threads)
     assert min(frozen) > 100_000 and written and min(written) > 100_000  # torch, FiftyOne and the model
-    assert gc.get_freeze_count() == 0  # given back after the loop: a finished run's model can be collected
+    assert gc.get_freeze_count() == 0  # given back after the command: a finished run's model can be collected
     assert survey_module.WAITING in report["parts"] and report["predicted_now"] == 4
