@@ -35,7 +35,7 @@ from evaluate.inference import predict_image, window_forward
 from evaluate.prediction_cache import CACHE_FILE, PredictionCache, image_key
 from evaluate.reports import ImageResult, SplitReport, format_per_class_table, report_at_level, write_report
 from evaluate.survey_report import PREDICTION, SPLIT_SURVEY_DIR, write_split_survey, write_survey_report
-from models.checkpoint import CheckpointSpec, checkpoint_stem, load_checkpoint
+from models.checkpoint import CheckpointSpec, build_model, checkpoint_stem, read_checkpoint
 from models.metrics import compute_metrics, confusion_matrix, cover_percent
 from models.sliding_window import WINDOW_LAYOUT, TestTimeAugmentation, default_window_stride
 from prepare.layout import (
@@ -292,9 +292,14 @@ def evaluate_run(options: EvaluateOptions, out: TextIO = sys.stdout) -> SplitRep
     check_name(options.dataset, "dataset name", "pass --dataset with a FiftyOne dataset's name")
     run_dir = options.run_dir.expanduser().resolve()
     runtime = resolve_runtime(options.device, options.precision)
-    model, spec = load_checkpoint(run_dir, options.which, weights=options.weights)
-    with run_lock(run_dir), loaded_objects_frozen():  # the loop and the FiftyOne write after it
-        return _evaluate_run(options, run_dir, runtime, model, spec, out)
+    tensors, spec = read_checkpoint(run_dir, options.which)
+    with run_lock(run_dir):
+        plan = plan_evaluation(options, run_dir, spec, out)
+        # the backbone (seconds, more for real weights) only once the dataset, split and ground truth are known right
+        model = build_model(tensors, spec, run_dir, weights=options.weights)
+        del tensors  # a fine-tuned checkpoint's copy of the backbone is not kept beside the model's
+        with loaded_objects_frozen():  # the loop and the FiftyOne write after it
+            return _evaluate_run(options, run_dir, runtime, model, spec, plan, out)
 
 
 def run_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:
@@ -311,16 +316,31 @@ def run_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:
     )
 
 
-def _evaluate_run(
-    options: EvaluateOptions, run_dir: Path, runtime: Runtime, model: torch.nn.Module, spec: CheckpointSpec, out: TextIO
-) -> SplitReport:
+@dataclass
+class EvaluationPlan:
+    """What one evaluation will predict and score, every part of it checked before anything is built or written."""
+
+    taxonomy: Taxonomy
+    classes: list[str]
+    palette: list[list[int]]
+    background: int | None
+    window: int
+    window_stride: int
+    prepared: PreparedDataset | None  # None: no ground truth, predict only
+    entries: dict[str, ManifestEntry]  # by sample id; empty without `prepared`
+    dataset: Any  # fo.Dataset
+    sample_ids: list[str]
+    fields: RunFields
+
+
+def plan_evaluation(options: EvaluateOptions, run_dir: Path, spec: CheckpointSpec, out: TextIO) -> EvaluationPlan:
+    """The taxonomy, ground truth, dataset and split of an evaluation, checked on the checkpoint's spec alone."""
     taxonomy = load_taxonomy(spec.taxonomy, list(options.taxonomy_dirs))
     classes, palette = list(spec.classes), run_palette(spec, taxonomy)
     background = classes.index(BACKGROUND_NAME) if BACKGROUND_NAME in classes else None
     window, window_stride = window_setting(spec, options.window, options.window_stride)
     prepared = find_prepared(options, spec, out)
     entries = {e.sample_id: e for e in prepared.entries} if prepared else {}
-
     dataset = writeback.load_dataset(options.dataset)
     sample_ids = writeback.sample_ids_for_split(dataset, options.split, {i: e.split for i, e in entries.items()})
     if not sample_ids:
@@ -330,7 +350,24 @@ def _evaluate_run(
     for sample_id in sample_ids:  # a damaged ground-truth mask is refused before anything is written
         if prepared is not None and sample_id in entries:
             prepared.check_mask(entries[sample_id])
-    fields = RunFields.for_run(run_dir.name)
+    return EvaluationPlan(
+        taxonomy, classes, palette, background, window, window_stride, prepared, entries, dataset, sample_ids,
+        RunFields.for_run(run_dir.name),
+    )  # fmt: skip
+
+
+def _evaluate_run(
+    options: EvaluateOptions,
+    run_dir: Path,
+    runtime: Runtime,
+    model: torch.nn.Module,
+    spec: CheckpointSpec,
+    plan: EvaluationPlan,
+    out: TextIO,
+) -> SplitReport:
+    taxonomy, classes, palette, background = plan.taxonomy, plan.classes, plan.palette, plan.background
+    window, window_stride, prepared, entries = plan.window, plan.window_stride, plan.prepared, plan.entries
+    dataset, sample_ids, fields = plan.dataset, plan.sample_ids, plan.fields
     writeback.begin_run(dataset, fields, run_dir, options.split, spec.taxonomy)
     writeback.configure_app(dataset, fields, spec.taxonomy, classes, palette)
 

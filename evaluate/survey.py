@@ -51,7 +51,7 @@ from evaluate.prediction_cache import PredictionCache, image_key
 from evaluate.refine_sam import RefineSettings, refine_mask
 from evaluate.sam_models import SamWeights, load_sam
 from evaluate.survey_report import format_site_year_table, write_survey_report
-from models.checkpoint import CheckpointSpec, checkpoint_stem, load_checkpoint
+from models.checkpoint import CheckpointSpec, build_model, checkpoint_stem, read_checkpoint
 from models.sliding_window import WINDOW_LAYOUT, TestTimeAugmentation
 from prepare.layout import png_palette
 from prepare.mask_png import encode_mask_png, read_mask
@@ -483,7 +483,7 @@ def predict_survey(settings: Settings, options: PredictOptions, out: TextIO = sy
     shard = join_torchrun()
     run_dir = options.run_dir.expanduser().resolve()
     runtime = shard_runtime(settings.device, options.precision, shard)
-    model, spec = load_checkpoint(run_dir, options.which, weights=options.weights or settings.dino_weights or None)
+    tensors, spec = read_checkpoint(run_dir, options.which)
     taxonomy = load_taxonomy(spec.taxonomy, taxonomy_dirs(settings.taxonomy_dirs))
     classes, palette = list(spec.classes), run_palette(spec, taxonomy)
     dataset = writeback.load_dataset(options.dataset)
@@ -492,6 +492,9 @@ def predict_survey(settings: Settings, options: PredictOptions, out: TextIO = sy
         writeback.check_owner(dataset, fields, run_dir, spec.taxonomy)
         check_earlier_taxonomy(dataset, fields, run_dir, spec.taxonomy)
     photos = select_photos(dataset, options)
+    # the backbone (seconds, more for real weights) only once the dataset and the selection are known to be right
+    model = build_model(tensors, spec, run_dir, weights=options.weights or settings.dino_weights or None)
+    del tensors  # a fine-tuned checkpoint's copy of the backbone is not kept beside the model's
     out_dir = predict_dir(run_dir, options.dataset)
     lock = (
         exclusive_lock(

@@ -211,13 +211,26 @@ def load_checkpoint(
     device: str | torch.device = "cpu",
 ) -> tuple[Segmenter, CheckpointSpec]:
     """The trained model (backbone rebuilt by name from `weights`, its fine-tuned blocks and the head from the
-    checkpoint) and its spec.
+    checkpoint) and its spec: `read_checkpoint` then `build_model`."""
+    tensors, spec = read_checkpoint(run_dir, which)
+    return build_model(tensors, spec, run_dir, weights, allow_other_weights, device), spec
+
+
+def build_model(
+    tensors: dict[str, torch.Tensor],
+    spec: CheckpointSpec,
+    run_dir: str | Path,
+    weights: str | None = None,
+    allow_other_weights: bool = False,
+    device: str | torch.device = "cpu",
+) -> Segmenter:
+    """The model of a checkpoint `read_checkpoint` gave: apart from it, so a command can check its other arguments
+    (a dataset, a view) on the spec alone before it spends seconds building a backbone.
 
     The backbone weights must hash to what the head was trained on; `allow_other_weights` turns
     that error into a warning (features from other weights make the head's predictions meaningless).
     A `train_blocks: all` checkpoint holds the whole backbone and needs no weights.
     """
-    tensors, spec = read_checkpoint(run_dir, which)
     whole = spec.train_blocks == TRAIN_ALL
     with warnings.catch_warnings():
         if whole:  # built random, then every backbone tensor comes from the checkpoint
@@ -248,7 +261,7 @@ def load_checkpoint(
             f"{run_dir}'s weights do not fit head {spec.head!r} with its spec's config "
             f"(missing: {', '.join(result.missing_keys[:5]) or 'none'}; unexpected: {', '.join(result.unexpected_keys[:5]) or 'none'})"
         )
-    return Segmenter(backbone, head).to(device).eval(), spec
+    return Segmenter(backbone, head).to(device).eval()
 
 
 load_run_checkpoint = load_checkpoint  # the name docs/architecture.md uses

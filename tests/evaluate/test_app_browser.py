@@ -80,7 +80,13 @@ def _assert_drawn_in(samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]], w
 
 
 def _until_drawn(
-    page: Page, png: Path, where: str, canvases: list[Locator], sizes: list, centres: list, photos: list
+    page: Page,
+    png: Path,
+    where: str,
+    canvases: list[Locator],
+    sizes: list[tuple[int, int]],
+    centres: list[dict[int, tuple[float, float]]],
+    photos: list[np.ndarray],
 ) -> None:
     """Screenshot `page` to `png` until each canvas shows its photo's class points as `_assert_drawn_in` demands.
 

@@ -450,3 +450,22 @@ def test_what_was_loaded_is_frozen_while_images_and_evaluations_are_written(worl
     evaluate_world(world)
     assert all(counts and min(counts) > 100_000 for counts in frozen.values()), frozen  # torch, FiftyOne, the model
     assert gc.get_freeze_count() == 0  # given back after the command: a finished run's model can be collected
+
+
+def test_a_wrong_dataset_split_or_taxonomy_is_refused_before_any_backbone_is_built(
+    world: World, monkeypatch, tmp_path: Path
+) -> None:
+    from evaluate import pipeline
+
+    def never(*args, **kwargs):
+        raise AssertionError("the backbone was built before the arguments were checked")
+
+    monkeypatch.setattr(pipeline, "build_model", never)
+    with pytest.raises(UserError, match="FiftyOne dataset 'no_such_dataset' not found"):
+        evaluate_world(world, dataset="no_such_dataset")
+    with pytest.raises(UserError, match="has no sample in split 'test'"):
+        evaluate_world(world, split="test")
+    other = tmp_path / "other-taxonomy"
+    make_run(other, classes=["background", "coral"], palette=[[0, 0, 0], [255, 127, 80]], taxonomy="tinytax")
+    with pytest.raises(UserError, match="holds the 3 classes of taxonomy 'tinytax'"):
+        evaluate_world(world, run_dir=other)

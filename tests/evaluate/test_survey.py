@@ -172,6 +172,24 @@ def test_tags_views_and_unreadable_photos(survey):
         predict(run_dir, dataset.name, tags=("missing",))
 
 
+def test_a_wrong_dataset_view_or_tag_is_refused_before_any_backbone_is_built(survey, monkeypatch):
+    _, dataset, run_dir, _ = survey
+    from common.cli import UserError
+    from evaluate import survey as survey_module
+
+    def never(*args, **kwargs):
+        raise AssertionError("the backbone was built before the arguments were checked")
+
+    monkeypatch.setattr(survey_module, "build_model", never)
+    for options, refusal in (
+        ({"dataset": "no_such_dataset"}, "FiftyOne dataset 'no_such_dataset' not found"),
+        ({"view": "nope"}, "no saved view"),
+        ({"tags": ("missing",)}, "nothing to predict"),
+    ):
+        with pytest.raises(UserError, match=refusal):
+            predict(run_dir, options.pop("dataset", dataset.name), **options)
+
+
 def test_another_run_of_the_same_name_is_refused(survey, tmp_path):
     _, dataset, run_dir, _ = survey
     predict(run_dir, dataset.name)
