@@ -271,8 +271,9 @@ def predict_shard(
     desc = f"predict {options.run_dir.name}" + (f" [{shard.rank + 1}/{shard.world}]" if shard.world > 1 else "")
     photos_in = _timed_iter(iter(decoded(todo, options.workers)), summary, "decode (waiting for workers)")
     pending: Future[None] | None = None
-    # the PNG, colonies and journal of photo i are done on a thread while the model predicts photo i+1 (on a GPU
-    # the model never waits for them); an interrupted run still finishes the journal line of the photo in hand
+    # the PNG, colonies and journal of photo i are done on a thread while the model predicts photo i+1 (the model
+    # waits only for a photo whose colonies take longer than its prediction); an interrupted run still finishes
+    # the journal line of the photo in hand
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict-finish") as finishing:
         for photo, image, problem in progress(photos_in, total=len(todo), desc=desc, unit="image", file=out):
             if image is None:
