@@ -44,6 +44,20 @@ def polygon_outlines(polygons: list[Polygon]) -> list[list[list[float]]]:
     return [ring.tolist() for ring in np.split(coords, np.cumsum(shapely.get_num_coordinates(rings))[:-1])]
 
 
+def journal_line(
+    key: str, sample_id: str, image: str, mask_name: str, colonies: list[Colony], stats: dict[str, float] | None
+) -> tuple[dict[str, Any], bytes]:
+    """A photo's journal line, and its header (the line without its colonies): pure, so another process can make it."""
+    header = {"sample_id": sample_id, "settings": key, "image": image, "mask": mask_name, "stats": stats or {}}
+    entry = header | {
+        "colonies": [
+            {"class": c.class_index, "outline": outline, "confidence": c.confidence, "area": c.area}
+            for c, outline in zip(colonies, polygon_outlines([c.polygon for c in colonies]))
+        ]
+    }
+    return header, (json.dumps(entry, separators=(",", ":")) + "\n").encode("utf-8")
+
+
 class PredictionCache:
     """`get` a sample's earlier colonies (None when it must be predicted again); `add` a finished one.
 
@@ -102,21 +116,17 @@ class PredictionCache:
     def add(
         self, sample_id: str, image: str, mask_path: Path, colonies: list[Colony], stats: dict[str, float] | None = None
     ) -> None:
-        entry = {
-            "sample_id": sample_id, "settings": self.key, "image": image, "mask": mask_path.name, "stats": stats or {},
-            "colonies": [
-                {"class": c.class_index, "outline": outline, "confidence": c.confidence, "area": c.area}
-                for c, outline in zip(colonies, polygon_outlines([c.polygon for c in colonies]))
-            ],
-        }  # fmt: skip
-        line = (json.dumps(entry, separators=(",", ":")) + "\n").encode("utf-8")
+        self.append(*journal_line(self.key, sample_id, image, mask_path.name, colonies, stats))
+
+    def append(self, header: dict[str, Any], line: bytes) -> None:
+        """Append a line `journal_line` made (with this journal's key), flushed to disk before it is remembered."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "ab") as handle:
             offset = handle.seek(0, os.SEEK_END)
             handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
-        self._remember(entry, offset, len(line))
+        self._remember(header, offset, len(line))
 
     def compact(self) -> None:
         """Rewrite the file with the current settings' lines only (earlier settings' lines are dead), line by line."""

@@ -20,11 +20,13 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import multiprocessing
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -33,7 +35,7 @@ import numpy as np
 import torch
 
 from common.cli import UserError
-from common.fileio import exclusive_lock, sha256_file, write_bytes_atomic, write_text_atomic
+from common.fileio import exclusive_lock, sha256_file, write_text_atomic
 from common.images import read_image
 from common.names import check_name
 from common.runtime import Runtime, loaded_objects_frozen, resolve_runtime
@@ -41,9 +43,10 @@ from common.settings import Settings
 from data_engineering import dataset_contract as contract
 from data_engineering.coralnet_points import PointAnnotation, write_point_csv
 from evaluate import writeback
-from evaluate.colonies import Colony, find_colonies
+from evaluate.colonies import Colony
 from evaluate.ecology import QuadratScale, QuadratSummary, measure_quadrat, site_year_summary
 from evaluate.fields import RunFields
+from evaluate.finish import JOURNAL_LINE, Finished, finish_photo, ignore_interrupts
 from evaluate.inference import Prediction, predict_image, window_forward
 from evaluate.pipeline import run_palette, window_setting
 from evaluate.points import SAMPLING_MODES, sample_points
@@ -54,7 +57,7 @@ from evaluate.survey_report import format_site_year_table, write_survey_report
 from models.checkpoint import CheckpointSpec, build_model, checkpoint_stem, read_checkpoint
 from models.sliding_window import WINDOW_LAYOUT, TestTimeAugmentation
 from prepare.layout import png_palette
-from prepare.mask_png import encode_mask_png, read_mask
+from prepare.mask_png import read_mask
 from prepare.taxonomy import load_taxonomy, taxonomy_dirs
 
 PREDICT_DIR = "predict"
@@ -270,65 +273,82 @@ def predict_shard(
     start = time.perf_counter()
     desc = f"predict {options.run_dir.name}" + (f" [{shard.rank + 1}/{shard.world}]" if shard.world > 1 else "")
     photos_in = _timed_iter(iter(decoded(todo, options.workers)), summary, "decode (waiting for workers)")
-    pending: Future[None] | None = None
-    # the PNG, colonies and journal of photo i are done on a thread while the model predicts photo i+1 (the model
-    # waits only for a photo whose colonies take longer than its prediction); an interrupted run still finishes
-    # the journal line of the photo in hand
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict-finish") as finishing:
-        for photo, image, problem in progress(photos_in, total=len(todo), desc=desc, unit="image", file=out):
-            if image is None:
-                summary.unreadable.append(f"{photo.filepath}: {problem}")
-                continue
-            with summary.timing("model (sliding windows)"):
-                prediction = predict_image(
-                    forward, image, spec.num_classes, window, window_stride, options.batch_size, runtime.device,
-                    TestTimeAugmentation(options.tta_scales),
-                )  # fmt: skip
-            stats = image_stats(prediction.mask, prediction.confidence, options.uncertainty)
-            if sam is not None:
-                with summary.timing("SAM refinement"):
-                    refined = refine_mask(sam, image, prediction.mask, spec.num_classes, options.sam)
-                prediction = Prediction(refined.mask, prediction.confidence)  # the doubt stays the semantic model's
-                stats.update(sam_prompted=refined.prompted, sam_kept=refined.kept)
-            if pending is not None:  # one photo in the finishing thread at a time: memory stays flat
-                with summary.timing(WAITING):
-                    pending.result()
-            pending = finishing.submit(
-                finish_photo, photo, prediction, stats, mask_path(out_dir, photo), mask_palette, cache, summary
-            )
-        if pending is not None:
-            with summary.timing(WAITING):
-                pending.result()
+    pool, in_hand = finishing_pool(runtime.device)
+    pending: deque[Future[Finished]] = deque()
+
+    def record(future: Future[Finished]) -> None:  # the journal line of a finished photo, and its parts' seconds
+        with summary.timing(WAITING):
+            finished = future.result()
+        with summary.timing(JOURNAL_LINE):
+            cache.append(finished.header, finished.line)
+        for part, seconds in finished.seconds.items():
+            summary.parts[part] = summary.parts.get(part, 0.0) + seconds
+        summary.predicted += 1
+
+    # the PNG, colonies and journal line of photo i are made beside the model predicting photo i+1 (the model
+    # waits only for a photo whose colonies take longer than its prediction, `in_hand` photos at a time: memory
+    # stays flat); an interrupted run still appends the journal lines of the photos in hand
+    with pool:
+        try:
+            for photo, image, problem in progress(photos_in, total=len(todo), desc=desc, unit="image", file=out):
+                if image is None:
+                    summary.unreadable.append(f"{photo.filepath}: {problem}")
+                    continue
+                with summary.timing("model (sliding windows)"):
+                    prediction = predict_image(
+                        forward, image, spec.num_classes, window, window_stride, options.batch_size, runtime.device,
+                        TestTimeAugmentation(options.tta_scales),
+                    )  # fmt: skip
+                stats = image_stats(prediction.mask, prediction.confidence, options.uncertainty)
+                if sam is not None:
+                    with summary.timing("SAM refinement"):
+                        refined = refine_mask(sam, image, prediction.mask, spec.num_classes, options.sam)
+                    prediction = Prediction(refined.mask, prediction.confidence)  # the doubt stays the semantic model's
+                    stats.update(sam_prompted=refined.prompted, sam_kept=refined.kept)
+                while len(pending) >= in_hand:
+                    record(pending.popleft())
+                pending.append(
+                    pool.submit(
+                        finish_photo,
+                        cache.key,
+                        photo.sample_id,
+                        image_key(photo.filepath),
+                        prediction.mask,
+                        prediction.confidence,
+                        stats,
+                        mask_path(out_dir, photo),
+                        mask_palette,
+                    )  # fmt: skip
+                )
+        finally:
+            while pending:
+                record(pending.popleft())
     summary.seconds = time.perf_counter() - start
     cache.compact()
     return summary
 
 
-WAITING = "waiting for PNG, colonies, journal"  # what the finishing thread adds to the wall time
+def finishing_processes(device: torch.device) -> int:
+    """Worker processes making the PNGs, colonies and journal lines: none on a CPU (one thread: torch has the
+    cores, and a process or a core lent measured slower, benchmarks/README.md), up to 4 beside a GPU."""
+    return 0 if device.type == "cpu" else min(4, max(1, (os.cpu_count() or 1) // 4))
+
+
+def finishing_pool(device: torch.device) -> tuple[Executor, int]:
+    """Where `evaluate.finish.finish_photo` runs, and how many photos may be in hand there at once."""
+    processes = finishing_processes(device)
+    if not processes:
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict-finish"), 1
+    context = multiprocessing.get_context("spawn")  # not fork: the predicting process holds torch's and CUDA's threads
+    return ProcessPoolExecutor(processes, mp_context=context, initializer=ignore_interrupts), processes
+
+
+WAITING = "waiting for PNG, colonies, journal"  # what the finishing work adds to the wall time
 WRITE = "journals gathered, FiftyOne write (all photos)"
 SETUP = "FiftyOne run record and App set-up (once)"
 MEASURE = "quadrat summaries (cover, colony sizes)"
 REPORT = "survey report (all photos)"
 WRITE_BATCH = 64  # photos whose colonies are in memory at once while they are written to FiftyOne
-
-
-def finish_photo(
-    photo: Photo,
-    prediction: Prediction,
-    stats: dict[str, float],
-    path: Path,
-    mask_palette: bytes,
-    cache: PredictionCache,
-    summary: ShardSummary,
-) -> None:
-    """The CPU work after the model (mask PNG, colonies, journal line), on a thread beside the next photo's model."""
-    with summary.timing("mask PNG"):
-        write_bytes_atomic(path, encode_mask_png(prediction.mask, mask_palette))
-    with summary.timing("colonies"):
-        colonies = find_colonies(prediction.mask, prediction.confidence)
-    with summary.timing("doubt and journal"):
-        cache.add(photo.sample_id, image_key(photo.filepath), path, colonies, stats=stats)
-    summary.predicted += 1
 
 
 def mask_path(out_dir: Path, photo: Photo) -> Path:

@@ -289,10 +289,11 @@ def test_colonies_are_traced_beside_the_next_photos_model(survey, monkeypatch):
     import gc
     import threading
 
+    from evaluate import finish
     from evaluate import survey as survey_module
 
     _, dataset, run_dir, _ = survey
-    threads, frozen, traced = [], [], survey_module.find_colonies
+    threads, frozen, traced = [], [], finish.find_colonies
 
     def tracing(mask, confidence):
         threads.append(threading.current_thread().name)
@@ -305,7 +306,7 @@ def test_colonies_are_traced_beside_the_next_photos_model(survey, monkeypatch):
         written.append(gc.get_freeze_count())  # and while the journals are read back into FiftyOne documents
         return writing(*args, **kwargs)
 
-    monkeypatch.setattr(survey_module, "find_colonies", tracing)
+    monkeypatch.setattr(finish, "find_colonies", tracing)
     monkeypatch.setattr(survey_module, "write_back", write_back)
     gc.unfreeze()
     report, _ = predict(run_dir, dataset.name)
@@ -313,3 +314,46 @@ def test_colonies_are_traced_beside_the_next_photos_model(survey, monkeypatch):
     assert min(frozen) > 100_000 and written and min(written) > 100_000  # torch, FiftyOne and the model
     assert gc.get_freeze_count() == 0  # given back after the command: a finished run's model can be collected
     assert survey_module.WAITING in report["parts"] and report["predicted_now"] == 4
+
+
+def test_finishing_in_worker_processes_as_beside_a_gpu_gives_the_threads_output(survey, monkeypatch):
+    """Beside a GPU the PNGs, colonies and journal lines are made in spawned processes, several photos in hand:
+    the same journal, masks and FiftyOne fields as the one thread a CPU uses."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from evaluate import survey as survey_module
+
+    _, dataset, run_dir, _ = survey
+
+    def predicted():
+        dataset.reload()
+        return [
+            (
+                s.id,
+                [(p.label, p.points, p.confidence) for p in s["pred_tiny_linear_colonies"].polylines],
+                s["pred_tiny_linear_uncertain"],
+            )
+            for s in dataset
+        ]
+
+    report, _ = predict(run_dir, dataset.name)
+    out_dir = Path(report["out_dir"])
+    journal = (out_dir / "predictions.rank0.jsonl").read_bytes()
+    masks = {p.name: p.read_bytes() for p in (out_dir / "masks").iterdir()}
+    by_thread = predicted()
+    shutil.rmtree(out_dir)
+    pools, original = [], survey_module.finishing_pool
+
+    def recorded(device):
+        pools.append(original(device))
+        return pools[-1]
+
+    monkeypatch.setattr(survey_module, "finishing_processes", lambda device: 2)  # as beside a GPU
+    monkeypatch.setattr(survey_module, "finishing_pool", recorded)
+    again, _ = predict(run_dir, dataset.name)
+    assert isinstance(pools[0][0], ProcessPoolExecutor) and pools[0][1] == 2
+    assert again["predicted_now"] == 4 and again["parts"]["colonies"] > 0
+    lines = (out_dir / "predictions.rank0.jsonl").read_bytes()
+    assert sorted(lines.splitlines()) == sorted(journal.splitlines())  # in the order the photos were finished
+    assert {p.name: p.read_bytes() for p in (out_dir / "masks").iterdir()} == masks
+    assert predicted() == by_thread
