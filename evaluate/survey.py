@@ -330,8 +330,12 @@ def predict_shard(
 
 def finishing_processes(device: torch.device) -> int:
     """Worker processes making the PNGs, colonies and journal lines: none on a CPU (one thread: torch has the
-    cores, and a process or a core lent measured slower, benchmarks/README.md), up to 4 beside a GPU."""
-    return 0 if device.type == "cpu" else min(4, max(1, (os.cpu_count() or 1) // 4))
+    cores, and a process or a core lent measured slower, benchmarks/README.md); beside a GPU a quarter of this
+    process's share of the machine's cores (torchrun's processes on one node share them), 1 to 4."""
+    if device.type == "cpu":
+        return 0
+    share = (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return min(4, max(1, share // 4))
 
 
 def finishing_pool(device: torch.device) -> tuple[Executor, int]:

@@ -357,3 +357,19 @@ def test_finishing_in_worker_processes_as_beside_a_gpu_gives_the_threads_output(
     assert sorted(lines.splitlines()) == sorted(journal.splitlines())  # in the order the photos were finished
     assert {p.name: p.read_bytes() for p in (out_dir / "masks").iterdir()} == masks
     assert predicted() == by_thread
+
+
+def test_worker_processes_beside_a_gpu_are_a_quarter_of_this_processs_cores(monkeypatch):
+    import torch
+
+    from evaluate.survey import finishing_processes
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert finishing_processes(torch.device("cpu")) == 0  # one thread beside the model
+    assert finishing_processes(torch.device("cuda")) == 4
+    monkeypatch.setattr(os, "cpu_count", lambda: 128)
+    assert finishing_processes(torch.device("cuda")) == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # torchrun --nproc_per_node=8 on a 16-core node
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert finishing_processes(torch.device("cuda")) == 1
