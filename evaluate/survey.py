@@ -27,6 +27,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -278,7 +279,13 @@ def predict_shard(
 
     def record(future: Future[Finished]) -> None:  # the journal line of a finished photo, and its parts' seconds
         with summary.timing(WAITING):
-            finished = future.result()
+            try:
+                finished = future.result()
+            except BrokenProcessPool:
+                raise UserError(
+                    "a worker process making the photos' masks and colonies stopped unexpectedly (out of memory?); "
+                    "rerun the same command: it resumes after the photos already done"
+                ) from None
         with summary.timing(JOURNAL_LINE):
             cache.append(finished.header, finished.line)
         for part, seconds in finished.seconds.items():

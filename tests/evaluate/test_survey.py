@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 import fiftyone as fo
+import finish_helpers
 import numpy as np
 import pytest
 from evaluate_world import _image, make_run, predict_fp32, world_environment
@@ -373,3 +374,18 @@ def test_worker_processes_beside_a_gpu_are_a_quarter_of_this_processs_cores(monk
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # torchrun --nproc_per_node=8 on a 16-core node
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     assert finishing_processes(torch.device("cuda")) == 1
+
+
+def test_a_worker_process_that_dies_is_one_sentence_and_the_rerun_resumes(survey, monkeypatch):
+    from common.cli import UserError
+    from evaluate import survey as survey_module
+
+    _, dataset, run_dir, _ = survey
+    finishing = survey_module.finish_photo
+    monkeypatch.setattr(survey_module, "finishing_processes", lambda device: 2)  # as beside a GPU
+    monkeypatch.setattr(survey_module, "finish_photo", finish_helpers.dying_finish)
+    with pytest.raises(UserError, match="a worker process making the photos' masks and colonies stopped"):
+        predict(run_dir, dataset.name)
+    monkeypatch.setattr(survey_module, "finish_photo", finishing)
+    report, _ = predict(run_dir, dataset.name)
+    assert report["predicted_now"] == 4 and report["predicted"] == 4
