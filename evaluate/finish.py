@@ -9,7 +9,6 @@ which alone writes its journal.
 
 from __future__ import annotations
 
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,9 +53,3 @@ def finish_photo(
     header, line = journal_line(journal_key, sample_id, image, path.name, colonies, stats)
     seconds[JOURNAL_LINE] = time.perf_counter() - start
     return Finished(header, line, seconds)
-
-
-def ignore_interrupts() -> None:
-    """A worker process's start: Ctrl-C reaches the predicting process alone, which then waits for the photos in
-    hand and appends their lines, so an interrupted run keeps them."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -20,13 +20,12 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import multiprocessing
 import os
 import sys
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -39,6 +38,7 @@ from common.cli import UserError
 from common.fileio import exclusive_lock, sha256_file, write_text_atomic
 from common.images import read_image
 from common.names import check_name
+from common.processes import spawned_pool
 from common.runtime import Runtime, loaded_objects_frozen, resolve_runtime
 from common.settings import Settings
 from data_engineering import dataset_contract as contract
@@ -47,7 +47,7 @@ from evaluate import writeback
 from evaluate.colonies import Colony
 from evaluate.ecology import QuadratScale, QuadratSummary, measure_quadrat, site_year_summary
 from evaluate.fields import RunFields
-from evaluate.finish import JOURNAL_LINE, Finished, finish_photo, ignore_interrupts
+from evaluate.finish import JOURNAL_LINE, Finished, finish_photo
 from evaluate.inference import Prediction, predict_image, window_forward
 from evaluate.pipeline import run_palette, window_setting
 from evaluate.points import SAMPLING_MODES, sample_points
@@ -350,8 +350,7 @@ def finishing_pool(device: torch.device) -> tuple[Executor, int]:
     processes = finishing_processes(device)
     if not processes:
         return ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict-finish"), 1
-    context = multiprocessing.get_context("spawn")  # not fork: the predicting process holds torch's and CUDA's threads
-    return ProcessPoolExecutor(processes, mp_context=context, initializer=ignore_interrupts), processes
+    return spawned_pool(processes), processes
 
 
 WAITING = "waiting for PNG, colonies, journal"  # what the finishing work adds to the wall time

@@ -13,12 +13,10 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field, replace
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from common.cli import UserError
 from common.fileio import atomic_path, make_dirs, sha256_file, write_bytes_atomic
 from common.image_files import DAMAGED, MAX_IMAGE_PIXELS, TOO_LARGE, UNREADABLE, ImageProblem, check_image
 from common.names import check_file_name
+from common.processes import spawned_pool
 from common.progress import progress as progress_bar
 from common.settings import REPO_ROOT
 from common.table import format_table
@@ -473,17 +472,12 @@ def _remove_stale(root: Path, previous: Iterable[layout.ManifestEntry], current:
     return gone
 
 
-def _ignore_interrupts() -> None:
-    """Workers leave Ctrl-C to the main process, which stops handing out work and keeps what is finished."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def _run_jobs(jobs: Iterator[MaskJob], workers: int) -> Iterator[MaskResult]:
     """Results of `make_mask` over `jobs`, in this process or in `workers` processes with a bounded queue (flat memory)."""
     if workers <= 1:
         yield from map(make_mask, jobs)
         return
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_ignore_interrupts)
+    pool = spawned_pool(workers)
     pending: set[Future[MaskResult]] = set()
     try:
         for job in jobs:
