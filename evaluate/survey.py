@@ -325,7 +325,7 @@ def predict_shard(
                         stats,
                         mask_path(out_dir, photo),
                         mask_palette,
-                    )  # fmt: skip
+                    )
                 )
         finally:
             while pending:
