@@ -9,8 +9,10 @@ to within `tolerance` pixels of the traced outline (`simplify_outlines`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import cv2
 import numpy as np
@@ -36,22 +38,66 @@ class Colony:
     pixels: np.ndarray | None = None  # [bottom-top, right-left] bool: the region's own pixels in `box`, holes left out
 
 
-def label_regions(mask: np.ndarray, skip: tuple[int, ...] = (0, 255)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every 4-connected region of every class numbered once, in one pass over the mask: (region ids [H,W],
-    0 = none; class of each id; left, top, width, height, pixel count of each id, as OpenCV's CC stats)."""
-    regions = skimage.measure.label(mask, background=-1, connectivity=1).astype(np.int32)  # equal neighbours join
-    regions[np.isin(mask, skip)] = 0  # their ids stay unused: an id with no pixels has zero stats
-    count = int(regions.max()) + 1
-    region_class = np.zeros(count, dtype=np.int64)
-    region_class[regions.ravel()] = mask.ravel()
-    stats = np.zeros((count, 5), dtype=np.int64)
-    for index, found in enumerate(scipy.ndimage.find_objects(regions), start=1):
-        if found is not None:
-            rows, columns = found
-            stats[index, :4] = columns.start, rows.start, columns.stop - columns.start, rows.stop - rows.start
-    stats[:, 4] = np.bincount(regions.ravel(), minlength=count)
-    stats[0, 4] = 0
+def label_regions(
+    mask: np.ndarray, min_area: int = 1, skip: tuple[int, ...] = (0, 255)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every 4-connected region of a class of at least `min_area` pixels numbered 1..n, in one pass over the mask:
+    (region ids [H,W], 0 = none: a skipped class or a smaller region; class of each id; left, top, width, height,
+    pixel count of each id, as OpenCV's CC stats). Smaller regions get no id, because a speckled prediction has
+    ~40 of them per colony and boxing each (`find_objects`) took most of the time."""
+    labels = skimage.measure.label(mask, background=-1, connectivity=1)  # equal neighbours join
+    label_class = np.zeros(int(labels.max()) + 1, dtype=mask.dtype)
+    label_class[labels.ravel()] = mask.ravel()
+    areas = np.bincount(labels.ravel(), minlength=len(label_class))
+    numbered = (areas >= max(min_area, 1)) & ~np.isin(label_class, skip)
+    numbered[0] = False  # no pixel is skimage's background here: its label 0 is unused
+    ids = np.zeros(len(numbered), dtype=np.int32)
+    count = int(numbered.sum())
+    ids[numbered] = np.arange(1, count + 1, dtype=np.int32)
+    regions = ids[labels]
+    region_class = np.zeros(count + 1, dtype=np.int64)
+    region_class[1:] = label_class[numbered]
+    stats = np.zeros((count + 1, 5), dtype=np.int64)
+    for index, found in enumerate(scipy.ndimage.find_objects(regions, max_label=count), start=1):
+        rows, columns = found  # every id has pixels
+        stats[index, :4] = columns.start, rows.start, columns.stop - columns.start, rows.stop - rows.start
+    stats[1:, 4] = areas[numbered]
     return regions, region_class, stats
+
+
+def fill_enclosed(regions: np.ndarray) -> np.ndarray:
+    """The region ids with each patch of unnumbered pixels (0) that a single region surrounds given its id.
+
+    Only for tracing outlines: such a patch (speckle, a hole of background) is a hole in the region around it,
+    which GDAL would trace and rasterio turn into Python coordinates, only for `find_colonies` to drop them. On a
+    speckled prediction that is ~30 holes per colony and four fifths of the tracing time. The exterior stays the
+    same pixel edges (tested against tracing without it). Patches touching the image's edge or more than one
+    region are left as they are.
+    """
+    height, width = regions.shape
+    count, patches, stats, _ = cv2.connectedComponentsWithStats(
+        (regions == 0).view(np.uint8), connectivity=4, ltype=cv2.CV_32S
+    )
+    left, top = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
+    right, bottom = left + stats[:, cv2.CC_STAT_WIDTH], top + stats[:, cv2.CC_STAT_HEIGHT]
+    inside = (left > 0) & (top > 0) & (right < width) & (bottom < height)
+    inside[0] = False  # OpenCV's label 0: the numbered pixels
+    if not inside.any():
+        return regions
+    rows, columns = np.nonzero(inside[patches])
+    patch = patches[rows, columns]
+    unset = np.iinfo(np.int32).max
+    lowest = np.full(count, unset, dtype=np.int32)
+    highest = np.zeros(count, dtype=np.int32)
+    for down, right_of in ((-1, 0), (1, 0), (0, -1), (0, 1)):  # in bounds: these patches do not touch the edge
+        neighbour = regions[rows + down, columns + right_of]  # 0: the same patch (it is 4-connected)
+        np.maximum.at(highest, patch, neighbour)
+        np.minimum.at(lowest, patch, np.where(neighbour > 0, neighbour, unset))
+    single = inside & (lowest == highest)
+    take = single[patch]
+    filled = regions.copy()
+    filled[rows[take], columns[take]] = highest[patch[take]]
+    return filled
 
 
 def outline_polygons(outlines: Sequence[Sequence[Sequence[float]]]) -> np.ndarray:
@@ -63,9 +109,13 @@ def outline_polygons(outlines: Sequence[Sequence[Sequence[float]]]) -> np.ndarra
 
 
 def _stacked(outlines: Sequence[Sequence[Sequence[float]]]) -> tuple[np.ndarray, np.ndarray]:
-    """Every outline's points in one [N, 2] array, and the outline each point belongs to."""
-    rings = [np.asarray(ring, dtype=np.float64) for ring in outlines]
-    return np.concatenate(rings), np.repeat(np.arange(len(rings)), [len(r) for r in rings])
+    """Every outline's points [x, y] in one [N, 2] array, and the outline each point belongs to. Read as one flat
+    stream of numbers: a third of the time of an array per outline (375,000 traced points: 28 ms against 71)."""
+    lengths = np.fromiter(map(len, outlines), dtype=np.intp, count=len(outlines))
+    numbers = np.fromiter(
+        chain.from_iterable(chain.from_iterable(outlines)), dtype=np.float64, count=2 * int(lengths.sum())
+    )
+    return numbers.reshape(-1, 2), np.repeat(np.arange(len(outlines)), lengths)
 
 
 def simplify_outlines(outlines: Sequence[Sequence[Sequence[float]]], tolerance: float) -> np.ndarray:
@@ -107,18 +157,18 @@ def find_colonies(
 
     Regions are numbered once (`label_regions`) and the id image is traced, so each outline comes with its
     region's id: its confidence, size and pixels are read by id, not looked up again per colony, and regions
-    below `min_area` pixels are never traced. The outlines are those `prepare.polygons` traces (4-connected,
+    below `min_area` pixels are never traced, nor the holes that only one region surrounds (`fill_enclosed`). The outlines are those `prepare.polygons` traces (4-connected,
     along pixel edges); a traced region's area is its pixel count.
     """
-    regions, region_class, stats = label_regions(np.ascontiguousarray(mask, dtype=np.uint8))
+    regions, region_class, stats = label_regions(np.ascontiguousarray(mask, dtype=np.uint8), math.ceil(min_area))
     areas = stats[:, cv2.CC_STAT_AREA]
+    if len(areas) == 1:
+        return []
     means = np.bincount(regions.ravel(), weights=confidence.ravel().astype(np.float64), minlength=len(areas))
     means = means / np.maximum(areas, 1)
-    keep = (regions > 0) & (areas >= min_area)[regions]
-    if not keep.any():
-        return []
+    traced = fill_enclosed(regions)
     ids, exteriors = [], []
-    for geometry, value in rasterio.features.shapes(regions, mask=keep, connectivity=4):
+    for geometry, value in rasterio.features.shapes(traced, mask=traced > 0, connectivity=4):
         ids.append(int(value))
         exteriors.append(geometry["coordinates"][0])
     outlines = simplify_outlines(exteriors, tolerance) if tolerance > 0 else outline_polygons(exteriors)

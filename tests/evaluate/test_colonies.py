@@ -120,3 +120,48 @@ def test_fragmented_outlines_are_valid_and_within_the_tolerance() -> None:
         assert colony.polygon.equals_exact(_simplified(traced.polygon, 1.0), 1e-9)
         within += colony.polygon.hausdorff_distance(traced.polygon) <= 1.0 + 1e-9
     assert within >= len(exact) - 2  # all but the rare outlines simplified keeping their topology
+
+
+HOLES = """
+............
+.aaaaaaaaaa.
+.a.aaaaaaa.a
+.aaaaaaacaaa
+.aabbbbaaaa.
+.aab.bbaaaa.
+.aabbbbaaaa.
+.aa.aaaaa.a.
+.aaaaaaaaaa.
+.aaaaccXaaa.
+.aaaaaaaaaa.
+............
+"""  # holes of background (.), speckle (c: below 3 px) and a colony (b) inside a; X is background too
+
+
+def test_only_holes_a_single_region_surrounds_are_filled_before_tracing_and_no_outline_moves() -> None:
+    from evaluate.colonies import fill_enclosed, label_regions
+
+    codes = {".": 0, "X": 0, "a": 1, "b": 2, "c": 3}
+    mask = np.array([[codes[c] for c in row] for row in HOLES.split()], dtype=np.uint8)
+    regions, region_class, _ = label_regions(mask, min_area=3)
+    assert sorted(region_class[1:]) == [1, 2]  # the speckle gets no id
+    a, b = (int(np.flatnonzero(region_class == k)[0]) for k in (1, 2))
+    filled = fill_enclosed(regions)
+    changed = {(int(r), int(c)): int(filled[r, c]) for r, c in zip(*np.nonzero(filled != regions))}
+    assert changed == {
+        (2, 2): a,  # background a surrounds
+        (2, 10): a,  # touches the outside only at a corner: still a hole of a
+        (3, 8): a,  # speckle
+        (5, 4): b,  # a hole of the colony inside the hole
+        (7, 9): a,
+        (9, 5): a,  # speckle and background joined: one patch a surrounds
+        (9, 6): a,
+        (9, 7): a,
+    }  # (7, 3) touches both a and b, and the outside touches the image's edge: left alone
+    confidence = np.random.default_rng(0).random(mask.shape, dtype=np.float32)
+    new = sorted(find_colonies(mask, confidence, min_area=3), key=lambda c: c.class_index)
+    old = sorted(_reference_colonies(mask, confidence, min_area=3), key=lambda c: c[0])
+    assert [c.class_index for c in new] == [c[0] for c in old] == [1, 2]
+    for colony, (_, outline, mean, area, region) in zip(new, old):
+        assert colony.polygon.equals_exact(outline, 1e-9) and colony.area == area and colony.pixels.sum() == area
+        assert abs(colony.confidence - mean) < 1e-9  # over its own pixels, not the filled ones
