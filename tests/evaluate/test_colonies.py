@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from evaluate.colonies import find_colonies
 
@@ -58,7 +59,11 @@ def _reference_colonies(mask, confidence, tolerance=1.0, min_area=16.0):
     return found
 
 
-def test_the_same_colonies_as_the_former_tracing() -> None:
+@pytest.mark.parametrize("fill_from", [0, 10**9])  # holes filled before tracing, or not
+def test_the_same_colonies_as_the_former_tracing(fill_from: int, monkeypatch) -> None:
+    from evaluate import colonies
+
+    monkeypatch.setattr(colonies, "FILL_FROM", fill_from)
     rng = np.random.default_rng(3)
     for trial in range(4):
         blocks = rng.integers(0, 5, (14, 17), dtype=np.uint8)
@@ -138,13 +143,16 @@ HOLES = """
 """  # holes of background (.), speckle (c: below 3 px) and a colony (b) inside a; X is background too
 
 
-def test_only_holes_a_single_region_surrounds_are_filled_before_tracing_and_no_outline_moves() -> None:
+def test_only_holes_a_single_region_surrounds_are_filled_before_tracing_and_no_outline_moves(monkeypatch) -> None:
+    from evaluate import colonies
     from evaluate.colonies import fill_enclosed, label_regions
+
+    monkeypatch.setattr(colonies, "FILL_FROM", 0)  # filled however few holes there are
 
     codes = {".": 0, "X": 0, "a": 1, "b": 2, "c": 3}
     mask = np.array([[codes[c] for c in row] for row in HOLES.split()], dtype=np.uint8)
-    regions, region_class, _ = label_regions(mask, min_area=3)
-    assert sorted(region_class[1:]) == [1, 2]  # the speckle gets no id
+    regions, region_class, _, unnumbered = label_regions(mask, min_area=3)
+    assert sorted(region_class[1:]) == [1, 2] and unnumbered == 9  # speckle and background: no id
     a, b = (int(np.flatnonzero(region_class == k)[0]) for k in (1, 2))
     filled = fill_enclosed(regions)
     changed = {(int(r), int(c)): int(filled[r, c]) for r, c in zip(*np.nonzero(filled != regions))}
@@ -163,5 +171,6 @@ def test_only_holes_a_single_region_surrounds_are_filled_before_tracing_and_no_o
     old = sorted(_reference_colonies(mask, confidence, min_area=3), key=lambda c: c[0])
     assert [c.class_index for c in new] == [c[0] for c in old] == [1, 2]
     for colony, (_, outline, mean, area, region) in zip(new, old):
-        assert colony.polygon.equals_exact(outline, 1e-9) and colony.area == area and colony.pixels.sum() == area
+        assert colony.polygon.equals_exact(outline, 1e-9) and colony.area == area
+        assert colony.pixels.sum() == region.sum() == area
         assert abs(colony.confidence - mean) < 1e-9  # over its own pixels, not the filled ones
