@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from common.fileio import write_bytes_atomic
-from evaluate.colonies import find_colonies
+from evaluate.colonies import Colony, find_colonies
 from evaluate.prediction_cache import journal_line
 from prepare.mask_png import encode_mask_png
 
@@ -44,12 +44,20 @@ def finish_photo(
     mask_palette: bytes,
 ) -> Finished:
     """Write the mask PNG to `path`, trace the colonies, and make the journal line (not appended: see the module)."""
-    seconds: dict[str, float] = {}
+    colonies, seconds = write_mask_and_trace(mask, confidence, path, mask_palette)
     start = time.perf_counter()
-    write_bytes_atomic(path, encode_mask_png(mask, mask_palette))
-    seconds[PNG], start = time.perf_counter() - start, time.perf_counter()
-    colonies = find_colonies(mask, confidence)
-    seconds[COLONIES], start = time.perf_counter() - start, time.perf_counter()
     header, line = journal_line(journal_key, sample_id, image, path.name, colonies, stats)
     seconds[JOURNAL_LINE] = time.perf_counter() - start
     return Finished(header, line, seconds)
+
+
+def write_mask_and_trace(
+    mask: np.ndarray, confidence: np.ndarray, path: Path, mask_palette: bytes
+) -> tuple[list[Colony], dict[str, float]]:
+    """Write the mask PNG to `path` and trace its colonies, as predict and evaluate both do after the model:
+    (the colonies, the seconds each part took)."""
+    start = time.perf_counter()
+    write_bytes_atomic(path, encode_mask_png(mask, mask_palette))
+    png, start = time.perf_counter() - start, time.perf_counter()
+    colonies = find_colonies(mask, confidence)
+    return colonies, {PNG: png, COLONIES: time.perf_counter() - start}

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from common.cli import UserError
-from common.fileio import exclusive_lock, sha256_file, write_bytes_atomic
+from common.fileio import exclusive_lock, sha256_file
 from common.images import read_image
 from common.names import check_file_name, check_name
 from common.progress import progress
@@ -28,9 +28,10 @@ from common.settings import Settings
 from data_engineering import dataset_contract as contract
 from data_engineering.dataset_contract import GT_FIELD
 from evaluate import writeback
-from evaluate.colonies import Colony, find_colonies
+from evaluate.colonies import Colony
 from evaluate.ecology import QuadratScale, QuadratSummary, measure_quadrat
 from evaluate.fields import RunFields
+from evaluate.finish import write_mask_and_trace
 from evaluate.inference import predict_image, window_forward
 from evaluate.prediction_cache import CACHE_FILE, PredictionCache, image_key
 from evaluate.reports import ImageResult, SplitReport, format_per_class_table, report_at_level, write_report
@@ -48,7 +49,7 @@ from prepare.layout import (
     load_prepared,
     png_palette,
 )
-from prepare.mask_png import encode_mask_png, read_mask
+from prepare.mask_png import read_mask
 from prepare.rasterize import polygon_from_rings, to_pixels
 from prepare.taxonomy import BUILTIN_DIR, Taxonomy, coarser_levels, level_mapping, load_taxonomy, taxonomy_dirs
 
@@ -196,8 +197,7 @@ def _predict_or_reuse(
     prediction = predict_image(
         forward, read_image(filepath), num_classes, window, window_stride, batch_size, device, augmentation
     )
-    write_bytes_atomic(mask_path, encode_mask_png(prediction.mask, mask_palette))
-    colonies = find_colonies(prediction.mask, prediction.confidence)
+    colonies, _ = write_mask_and_trace(prediction.mask, prediction.confidence, mask_path, mask_palette)
     cache.add(sample_id, key, mask_path, colonies)
     return prediction.mask, colonies, False
 
