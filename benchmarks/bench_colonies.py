@@ -1,0 +1,122 @@
+"""Colonies of one 1920² prediction (`evaluate.colonies.find_colonies`), against another checkout's, side by side.
+
+    python benchmarks/bench_colonies.py                                  # this checkout alone
+    git worktree add /tmp/base <commit> && python benchmarks/bench_colonies.py --baseline /tmp/base
+
+Tracing is the largest part of a photo's work after the model (benchmarks/README.md), and its cost depends on
+the prediction's shape, so four kinds are timed, made once, seeded: smooth regions (few and many colonies, like a
+trained model's), the same speckled with 0.5% stray pixels (a poor model's noise: thousands of one-pixel holes),
+and random 40 px blocks of 17 classes speckled with 2% (bench_finish's pessimistic case). With `--baseline`, that
+checkout's `evaluate/colonies.py` is loaded beside this one's and both are run interleaved, `--repeats` times each,
+on the same arrays; both must find the same colonies, outline for outline, or the benchmark stops. One ViT-S/14
+518² forward (the calibration) is measured in the same run.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import importlib.util  # noqa: E402
+import os  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from types import ModuleType  # noqa: E402
+
+import numpy as np  # noqa: E402
+import scipy.ndimage  # noqa: E402
+
+from benchmarks.bench_finish import fragmented_prediction  # noqa: E402
+from common.table import format_table  # noqa: E402
+from evaluate import colonies as this_colonies  # noqa: E402
+
+
+def smooth_prediction(size: int, blur: float, speckle: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Blurred noise cut into background (half the area) and 5 classes, `speckle` of its pixels set to background."""
+    rng = np.random.default_rng(seed)
+    noise = scipy.ndimage.gaussian_filter(rng.random((size, size)), blur)
+    mask = np.digitize(noise, np.quantile(noise, [0.5, 0.6, 0.7, 0.8, 0.9])).astype(np.uint8)
+    mask[rng.random(mask.shape) < speckle] = 0
+    return mask, rng.random(mask.shape, dtype=np.float32)
+
+
+def load_baseline(checkout: pathlib.Path) -> ModuleType:
+    """Another checkout's `evaluate/colonies.py` as a module of its own (it imports only third-party libraries)."""
+    path = checkout / "evaluate" / "colonies.py"
+    if not path.is_file():
+        raise SystemExit(f"{path} does not exist: --baseline takes the root of a checkout of this project.")
+    spec = importlib.util.spec_from_file_location("baseline_colonies", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def same_colonies(a: list, b: list) -> bool:
+    """Whether two lists of colonies hold the same ones (order aside), outline coordinate for coordinate."""
+
+    def key(colony: object) -> tuple:
+        return (colony.class_index, colony.polygon.wkb, colony.area, colony.confidence)  # type: ignore[attr-defined]
+
+    return sorted(map(key, a)) == sorted(map(key, b))
+
+
+def timed(function: Callable[..., object], *arguments: object) -> float:
+    """Seconds one call of `function(*arguments)` took."""
+    start = time.perf_counter()
+    function(*arguments)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--baseline", type=pathlib.Path, help="root of another checkout to compare with")
+    parser.add_argument("--size", type=int, default=1920)
+    parser.add_argument("--repeats", type=int, default=9, help="timings per kind and checkout (the median is shown)")
+    args = parser.parse_args()
+    if min(args.size, args.repeats) < 1:
+        parser.error("--size and --repeats must be positive")
+    baseline = load_baseline(args.baseline) if args.baseline else None
+    import torch
+
+    from benchmarks.fixtures import calibration_forward
+
+    calibration = calibration_forward(torch.device("cpu"))
+    kinds = {
+        "smooth, few colonies": smooth_prediction(args.size, 40, 0.0, 0),
+        "smooth, many colonies": smooth_prediction(args.size, 12, 0.0, 1),
+        "smooth, many, 0.5% speckle": smooth_prediction(args.size, 12, 0.005, 1),
+        "blocks, 2% speckle": fragmented_prediction(args.size, 0),
+    }
+    rows = []
+    for name, (mask, confidence) in kinds.items():
+        found = this_colonies.find_colonies(mask, confidence)  # also the warm-up
+        if baseline is not None and not same_colonies(found, baseline.find_colonies(mask, confidence)):
+            raise SystemExit(f"{name}: the two checkouts find different colonies, so their times do not compare.")
+        mine, theirs = [], []
+        for _ in range(args.repeats):  # interleaved, so the machine's drift falls on both alike
+            mine.append(timed(this_colonies.find_colonies, mask, confidence))
+            if baseline is not None:
+                theirs.append(timed(baseline.find_colonies, mask, confidence))
+        row = [name, len(found), round(statistics.median(mine), 3)]
+        if baseline is not None:
+            row += [round(statistics.median(theirs), 3), round(statistics.median(theirs) / statistics.median(mine), 2)]
+        rows.append(row)
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    reference = ", ".join(f"{k} {v:.3f} s" for k, v in calibration.items())
+    print(f"{now}, {os.cpu_count()} CPUs, {args.size}² predictions, {args.repeats} interleaved timings each")
+    print(f"calibration, ViT-S/14 forward at 518², batch 1: {reference}")
+    header = ["prediction", "colonies", "this checkout s"]
+    if baseline is not None:
+        header += [f"baseline s ({args.baseline})", "baseline / this"]
+    print(format_table(header, rows))
+
+
+if __name__ == "__main__":
+    main()
