@@ -2,7 +2,7 @@
 
 Kept apart from `evaluate.survey` (no torch, no FiftyOne) because it runs beside the model: on one thread on a
 CPU, where torch has every core, and in worker processes beside a GPU, where the cores are free and GDAL's
-polygonize, which holds the GIL, would otherwise trace one photo at a time (0.19–0.45 s per 1920² photo, more
+polygonize, which holds the GIL, would otherwise trace one photo at a time (0.25–0.5 s per 1920² photo, more
 than the model's 0.2 s aimed at there). The journal line is made here and appended by the predicting process,
 which alone writes its journal.
 """
