@@ -48,6 +48,13 @@ class Regions(NamedTuple):
     stats: np.ndarray  # [n + 1, 5] left, top, width, height, pixel count of each id, as OpenCV's CC stats
     unnumbered: int  # regions left without an id: how many holes tracing may meet
 
+    def own_pixels(self, region: int) -> tuple[tuple[int, int, int, int], np.ndarray]:
+        """A region's box (left, top, right, bottom; exclusive) and its own pixels in it [bottom-top, right-left],
+        holes left out."""
+        left, top, width, height = (int(v) for v in self.stats[region, :4])
+        box = (left, top, left + width, top + height)
+        return box, self.ids[top : top + height, left : left + width] == region
+
 
 def label_regions(mask: np.ndarray, min_area: int = 1, skip: tuple[int, ...] = (0, 255)) -> Regions:
     """Every 4-connected region of a class of at least `min_area` pixels numbered, in one pass over the mask.
@@ -101,8 +108,7 @@ def fill_enclosed(regions: np.ndarray) -> np.ndarray:
         neighbour = regions[rows + down, columns + right_of]  # 0: the same patch (it is 4-connected)
         np.maximum.at(highest, patch, neighbour)
         np.minimum.at(lowest, patch, np.where(neighbour > 0, neighbour, unset))
-    single = inside & (lowest == highest)
-    take = single[patch]
+    take = (lowest == highest)[patch]  # one region around the patch (patches not inside stay unequal)
     filled = regions.copy()
     filled[rows[take], columns[take]] = highest[patch[take]]
     return filled
@@ -169,9 +175,8 @@ def find_colonies(
     surrounds (`fill_enclosed`). The outlines are those `prepare.polygons` traces (4-connected,
     along pixel edges); a traced region's area is its pixel count.
     """
-    regions, region_class, stats, unnumbered = label_regions(
-        np.ascontiguousarray(mask, dtype=np.uint8), math.ceil(min_area)
-    )
+    numbered = label_regions(np.ascontiguousarray(mask, dtype=np.uint8), math.ceil(min_area))
+    regions, region_class, stats, unnumbered = numbered
     areas = stats[:, cv2.CC_STAT_AREA]
     if len(areas) == 1:
         return []
@@ -185,16 +190,8 @@ def find_colonies(
     outlines = simplify_outlines(exteriors, tolerance) if tolerance > 0 else outline_polygons(exteriors)
     colonies = []
     for region, outline in zip(ids, outlines):
-        left, top, width, height = (int(v) for v in stats[region, :4])
-        pixels = regions[top : top + height, left : left + width] == region
+        box, pixels = numbered.own_pixels(region)
         colonies.append(
-            Colony(
-                int(region_class[region]),
-                outline,
-                float(means[region]),
-                float(areas[region]),
-                (left, top, left + width, top + height),
-                pixels,
-            )
+            Colony(int(region_class[region]), outline, float(means[region]), float(areas[region]), box, pixels)
         )
     return colonies

@@ -62,13 +62,11 @@ class Region:
 def colony_regions(mask: np.ndarray, min_area: int) -> list[Region]:
     """The colonies of a class mask worth prompting: 4-connected regions of a class (as `find_colonies` finds
     them, without tracing outlines) of at least `min_area` pixels, in id order."""
-    regions, region_class, stats, _ = label_regions(np.ascontiguousarray(mask, dtype=np.uint8), min_area)
-    found = []
-    for region in range(1, len(stats)):
-        left, top, width, height = (int(v) for v in stats[region, :4])
-        pixels = regions[top : top + height, left : left + width] == region
-        found.append(Region(int(region_class[region]), (left, top, left + width, top + height), pixels))
-    return found
+    numbered = label_regions(np.ascontiguousarray(mask, dtype=np.uint8), min_area)
+    return [
+        Region(int(numbered.region_class[region]), *numbered.own_pixels(region))
+        for region in range(1, len(numbered.stats))
+    ]
 
 
 @dataclass(frozen=True)
