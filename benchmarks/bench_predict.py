@@ -9,10 +9,12 @@ pessimistic case for post-processing) predicts `--photos` demo quadrats of 1920 
 45 colonies drawn) from a temporary FiftyOne dataset, exactly as `predict.py` does: decoding on
 DataLoader workers, sliding windows, mask PNG, colonies, journal, FiftyOne write, survey report.
 Beside it, in the same process, the model's own sliding-window time on the same decoded photos is
-measured (`evaluate.inference.predict_image` alone) just before and just after that pass (this machine's
-speed drifts by several percent within minutes; their mean is used), so the end-to-end figure (decode,
-predict, colonies, PNG, journal, journals gathered, FiftyOne write, each photo's cover and colony sizes) is given
-as a multiple of it, and as a multiple of one ViT-S/14 518² forward (the calibration) measured in the same run.
+measured (`evaluate.inference.predict_image` alone) before, between and after `--rounds` such passes. This
+machine's speed drifts by 10-40% within minutes, so one pass against one timing proves little: each pass is
+set against the mean of the timings either side of it, and the median over the passes is shown. The
+end-to-end figure (decode, predict, colonies, PNG, journal, journals gathered, FiftyOne write, each photo's
+cover and colony sizes) is given as a multiple of the model's, and as a multiple of one ViT-S/14 518² forward
+(the calibration) measured in the same run.
 What is done once per survey (the run's record and App set-up in FiftyOne, the tables and plots) is shown apart, and the whole command per photo (model loading and report included) last.
 Memory: the process's resident set size is sampled while it predicts, and its peak is shown after each quarter
 of the photos (it should stay flat: one photo's arrays at a time, only small summaries kept).
@@ -35,6 +37,7 @@ import threading  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 import warnings  # noqa: E402
+from typing import Any, NamedTuple  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -104,6 +107,45 @@ def model_seconds(
     return statistics.median(seconds)
 
 
+class SurveyPass(NamedTuple):
+    """One end-to-end pass of `predict_survey` over the photos, in a fresh FiftyOne dataset (nothing reused)."""
+
+    report: dict[str, Any]
+    per_photo: float  # the end-to-end seconds per photo the target is about (see the module)
+    once: float  # seconds done once per survey: the run's record and App set-up, the report
+    whole: float  # the whole command's seconds per photo
+    memory: MemoryWatch
+
+
+def survey_pass(
+    settings: Any, run_dir: pathlib.Path, photos: list[pathlib.Path], args: argparse.Namespace
+) -> SurveyPass:
+    """Predict `photos` with the run as `predict.py` does, into a dataset made for this pass and deleted after it."""
+    import fiftyone as fo
+
+    from evaluate.survey import MEASURE, REPORT, SETUP, WRITE, PredictOptions, predict_survey
+
+    dataset = fo.Dataset(f"bench_predict_{uuid.uuid4().hex[:8]}")
+    try:
+        dataset.add_samples([fo.Sample(filepath=str(p)) for p in photos])
+        options = PredictOptions(
+            run_dir=run_dir,
+            dataset=dataset.name,
+            precision=args.precision,
+            batch_size=args.batch_size,
+            workers=args.workers,
+        )
+        start = time.perf_counter()
+        with MemoryWatch(run_dir / "predict" / dataset.name / "masks") as memory:
+            report = predict_survey(settings, options, out=io.StringIO())
+        whole = (time.perf_counter() - start) / len(photos)
+    finally:
+        dataset.delete()
+    parts = report["parts"]
+    per_photo = (report["seconds"] + parts[WRITE] + parts[MEASURE]) / len(photos)
+    return SurveyPass(report, per_photo, parts[SETUP] + parts[REPORT], whole, memory)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -112,7 +154,7 @@ def main() -> None:
         default="dinov2_vits14:linear,dinov2_vits14:segformer,dinov2_vitb14:segformer",
         help="comma-separated backbone:head pairs",
     )
-    parser.add_argument("--photos", type=int, default=4, help="quadrats predicted per configuration")
+    parser.add_argument("--photos", type=int, default=4, help="quadrats predicted per pass")
     parser.add_argument(
         "--model-photos", type=int, default=4, help="of those, how many time the model alone (the median is used)"
     )
@@ -127,15 +169,19 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
     parser.add_argument("--workers", type=int, default=1, help="DataLoader processes decoding photos")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="end-to-end passes, the model alone timed before, between and after them"
+    )
     args = parser.parse_args()
+    if min(args.photos, args.model_photos, args.rounds, args.threads, args.size) < 1 or args.workers < 0:
+        parser.error(
+            "--photos, --model-photos, --rounds, --threads and --size must be at least 1, --workers at least 0"
+        )
     torch.set_num_threads(args.threads)
-
-    import fiftyone as fo
 
     from common.runtime import resolve_device, resolve_runtime
     from common.settings import load_settings
     from data_engineering.demo_data import make_demo_photos
-    from evaluate.survey import MEASURE, REPORT, SETUP, WRITE, PredictOptions, predict_survey
 
     device = resolve_device(args.device)
     load_before = os.getloadavg()
@@ -157,51 +203,39 @@ def main() -> None:
         settings = load_settings(device=args.device, workers=args.workers)
         for pair in args.models.split(","):
             backbone, _, head = pair.partition(":")
+            name = f"{backbone} + {head}"
             run_dir = pathlib.Path(tmp) / "runs" / f"bench-{backbone}-{head}"
             write_run(run_dir, backbone, args.window, head)
             model_args = (run_dir, photos[: args.model_photos], args.device, args.precision, args.batch_size)
-            model_before = model_seconds(*model_args)  # before and after: this machine's speed drifts within minutes
-            dataset = fo.Dataset(f"bench_predict_{uuid.uuid4().hex[:8]}")
-            try:
-                dataset.add_samples([fo.Sample(filepath=str(p)) for p in photos])
-                options = PredictOptions(
-                    run_dir=run_dir,
-                    dataset=dataset.name,
-                    precision=args.precision,
-                    batch_size=args.batch_size,
-                    workers=args.workers,
-                )
-                start = time.perf_counter()
-                masks = run_dir / "predict" / dataset.name / "masks"
-                with MemoryWatch(masks) as memory:
-                    report = predict_survey(settings, options, out=io.StringIO())
-                whole = (time.perf_counter() - start) / args.photos
-            finally:
-                dataset.delete()
-            model_after = model_seconds(*model_args)
-            model = (model_before + model_after) / 2
-            memory_rows.append([f"{backbone} + {head}", *(round(memory.peak_until(n)) for n in checkpoints)])
-            per_photo = (report["seconds"] + report["parts"][WRITE] + report["parts"][MEASURE]) / args.photos
+            models = [model_seconds(*model_args)]  # between every pass: this machine's speed drifts within minutes
+            passes = []
+            for _ in range(args.rounds):
+                passes.append(survey_pass(settings, run_dir, photos, args))
+                models.append(model_seconds(*model_args))
+            ratios = [one.per_photo / ((models[k] + models[k + 1]) / 2) for k, one in enumerate(passes)]
+            per_photo = statistics.median(one.per_photo for one in passes)
+            memory_rows.append([name, *(round(max(one.memory.peak_until(n) for one in passes)) for n in checkpoints)])
             rows.append(
                 [
-                    f"{backbone} + {head}",
+                    name,
                     precision,
-                    f"{model:.2f} ({model_before:.2f}, {model_after:.2f})",
-                    round(per_photo, 2),
-                    round(per_photo / model, 2),
+                    f"{statistics.median(models):.2f} ({', '.join(f'{m:.2f}' for m in models)})",
+                    f"{per_photo:.2f} ({', '.join(f'{one.per_photo:.2f}' for one in passes)})",
+                    f"{statistics.median(ratios):.2f} ({', '.join(f'{r:.2f}' for r in ratios)})",
                     round(1 / per_photo, 3),
                     round(per_photo / reference, 1),
-                    round(report["parts"][SETUP] + report["parts"][REPORT], 1),
-                    round(whole, 2),
+                    round(statistics.median(one.once for one in passes), 1),
+                    round(statistics.median(one.whole for one in passes), 2),
                 ]
             )
-            total = sum(report["parts"].values())
-            parts_rows += [
-                [f"{backbone} + {head}", part, round(seconds / args.photos, 3), f"{seconds / total:.0%}"]
-                for part, seconds in report["parts"].items()
-            ]
+            parts: dict[str, float] = {}
+            for one in passes:
+                for part, seconds in one.report["parts"].items():
+                    parts[part] = parts.get(part, 0.0) + seconds / (args.photos * len(passes))
+            total = sum(parts.values())
+            parts_rows += [[name, part, round(seconds, 3), f"{seconds / total:.0%}"] for part, seconds in parts.items()]
             print(  # each configuration as soon as it is measured, so a long run loses nothing when stopped
-                f"  measured {rows[-1]}, parts {parts_rows[-len(report['parts']) :]}, memory {memory_rows[-1]}, "
+                f"  measured {rows[-1]}, parts {parts_rows[-len(parts) :]}, memory {memory_rows[-1]}, "
                 f"load {os.getloadavg()[0]:.1f}",
                 file=sys.stderr,
                 flush=True,
@@ -213,16 +247,16 @@ def main() -> None:
     )
     print(
         f"{args.photos} demo quadrats of {args.size}x{args.size} px, windows {args.window} px, batch {args.batch_size}, "
-        f"{device.type}, {args.threads} threads, {args.workers} decoding worker(s); model = sliding windows alone on {min(args.model_photos, args.photos)} of the same photos (median), before and after the end-to-end pass (their mean)"
+        f"{device.type}, {args.threads} threads, {args.workers} decoding worker(s); {args.rounds} end-to-end pass(es); model = sliding windows alone on {min(args.model_photos, args.photos)} of the same photos (median), before, between and after the passes; each pass's ratio to the mean of the model timings either side of it, the median over passes shown first"
     )
     print(
         format_table(
             [
                 "model",
                 "precision",
-                "model s/photo (before, after)",
-                "end-to-end s/photo",
-                "end-to-end / model",
+                "model s/photo (each timing)",
+                "end-to-end s/photo (each pass)",
+                "end-to-end / model (each pass)",
                 "photos/s",
                 "end-to-end in calibrations",
                 "once per survey s (FiftyOne set-up, report)",
