@@ -2,11 +2,13 @@
 
     python benchmarks/bench_predict.py --photos 24        # this CPU: ViT-S/14 + linear, + segformer, ViT-B/14 + segformer
     python benchmarks/bench_predict.py --device cuda --models dinov2_vits14:segformer,dinov2_vitb14:segformer --photos 64
+    python benchmarks/bench_predict.py --models dinov2_vits14:linear --background-bias 0,8,12   # fewer colonies too
 
 For each backbone and head, a run folder with RANDOM weights (none can be downloaded here; speed does
 not depend on them, and the scaled-up random head fragments the prediction into many colonies: a
-pessimistic case for post-processing) predicts `--photos` demo quadrats of 1920 x 1920 px (JPEG,
-45 colonies drawn) from a temporary FiftyOne dataset, exactly as `predict.py` does: decoding on
+pessimistic case for post-processing, some 2,500 per quadrat; `--background-bias` adds to the background
+logit so that fewer and smaller ones remain, as few as a real quadrat holds) predicts `--photos` demo
+quadrats of 1920 x 1920 px (JPEG, 45 colonies drawn) from a temporary FiftyOne dataset, exactly as `predict.py` does: decoding on
 DataLoader workers, sliding windows, mask PNG, colonies, journal, FiftyOne write, survey report.
 Beside it, in the same process, the model's own sliding-window time on the same decoded photos is
 measured (`evaluate.inference.predict_image` alone) before, between and after `--rounds` such passes. This
@@ -28,8 +30,11 @@ import sys
 sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
 
 import argparse  # noqa: E402
+import csv  # noqa: E402
 import datetime  # noqa: E402
 import io  # noqa: E402
+import itertools  # noqa: E402
+import math  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
@@ -115,6 +120,19 @@ class SurveyPass(NamedTuple):
     once: float  # seconds done once per survey: the run's record and App set-up, the report
     whole: float  # the whole command's seconds per photo
     memory: MemoryWatch
+    colonies: float  # predicted colonies per photo
+    cover: float  # percent of the pixels predicted as a genus, per photo
+
+
+def predicted_content(quadrats_csv: pathlib.Path) -> tuple[float, float]:
+    """Mean colonies and mean percent cover of all genera per photo, from the survey's `quadrats.csv`."""
+    with open(quadrats_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    background = next(name for name in rows[0] if name.startswith("cover_"))  # class 0 comes first
+    return (
+        statistics.mean(int(row["colonies"]) for row in rows),
+        statistics.mean(100 - float(row[background]) for row in rows),
+    )
 
 
 def survey_pass(
@@ -143,7 +161,34 @@ def survey_pass(
         dataset.delete()
     parts = report["parts"]
     per_photo = (report["seconds"] + parts[WRITE] + parts[MEASURE]) / len(photos)
-    return SurveyPass(report, per_photo, parts[SETUP] + parts[REPORT], whole, memory)
+    colonies, cover = predicted_content(pathlib.Path(report["out_dir"]) / "quadrats.csv")
+    return SurveyPass(report, per_photo, parts[SETUP] + parts[REPORT], whole, memory, colonies, cover)
+
+
+def check_configurations(
+    parser: argparse.ArgumentParser, models: str, background_bias: str
+) -> tuple[list[tuple[str, str]], list[float]]:
+    """The backbone:head pairs and background biases asked for, refused in one line before any work when wrong."""
+    from models.backbones import BACKBONES
+    from models.heads import HEADS, build_head
+
+    pairs = [(backbone, head) for backbone, _, head in (pair.partition(":") for pair in models.split(","))]
+    unknown = [f"{b}:{h}" for b, h in pairs if b not in BACKBONES or h not in HEADS]
+    if unknown:
+        parser.error(
+            f"--models: {', '.join(unknown)} unknown; backbones are {', '.join(BACKBONES)}, heads {', '.join(HEADS)}"
+        )
+    try:
+        biases = [float(value) for value in background_bias.split(",")]
+    except ValueError:
+        parser.error(f"--background-bias takes comma-separated numbers, not {background_bias!r}")
+    if not all(math.isfinite(b) for b in biases) or len(set(biases)) < len(biases):
+        parser.error(f"--background-bias takes distinct finite numbers, not {background_bias!r}")
+    if any(biases):
+        without = sorted({h for _, h in pairs if not hasattr(build_head(h, 8, 4, 2), "classifier")})
+        if without:
+            parser.error(f"--background-bias needs heads with a per-pixel classifier; {', '.join(without)} has none")
+    return pairs, biases
 
 
 def main() -> None:
@@ -172,7 +217,14 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=3, help="end-to-end passes, the model alone timed before, between and after them"
     )
+    parser.add_argument(
+        "--background-bias",
+        default="0",
+        help="comma-separated values added to the head's background logit, each timed apart (0: ~2,500 colonies "
+        "per quadrat; 8: ~400; 12: ~100 with ViT-S/14 + linear)",
+    )
     args = parser.parse_args()
+    pairs, biases = check_configurations(parser, args.models, args.background_bias)
     if min(args.photos, args.model_photos, args.rounds, args.threads, args.size) < 1 or args.workers < 0:
         parser.error(
             "--photos, --model-photos, --rounds, --threads and --size must be at least 1, --workers at least 0"
@@ -201,11 +253,10 @@ def main() -> None:
         folder = make_demo_photos(pathlib.Path(tmp) / "photos", args.photos, args.size, 45, seed=7)
         photos = sorted(folder.glob("*.jpg"))
         settings = load_settings(device=args.device, workers=args.workers)
-        for pair in args.models.split(","):
-            backbone, _, head = pair.partition(":")
-            name = f"{backbone} + {head}"
-            run_dir = pathlib.Path(tmp) / "runs" / f"bench-{backbone}-{head}"
-            write_run(run_dir, backbone, args.window, head)
+        for (backbone, head), bias in itertools.product(pairs, biases):
+            name = f"{backbone} + {head}" + (f", background {bias:+g}" if bias else "")
+            run_dir = pathlib.Path(tmp) / "runs" / f"bench-{backbone}-{head}-{biases.index(bias)}"
+            write_run(run_dir, backbone, args.window, head, bias)
             model_args = (run_dir, photos[: args.model_photos], args.device, args.precision, args.batch_size)
             models = [model_seconds(*model_args)]  # between every pass: this machine's speed drifts within minutes
             passes = []
@@ -219,6 +270,7 @@ def main() -> None:
                 [
                     name,
                     precision,
+                    f"{statistics.median(one.colonies for one in passes):.0f} ({statistics.median(one.cover for one in passes):.1f}%)",
                     f"{statistics.median(models):.2f} ({', '.join(f'{m:.2f}' for m in models)})",
                     f"{per_photo:.2f} ({', '.join(f'{one.per_photo:.2f}' for one in passes)})",
                     f"{statistics.median(ratios):.2f} ({', '.join(f'{r:.2f}' for r in ratios)})",
@@ -254,6 +306,7 @@ def main() -> None:
             [
                 "model",
                 "precision",
+                "colonies/photo (genus cover)",
                 "model s/photo (each timing)",
                 "end-to-end s/photo (each pass)",
                 "end-to-end / model (each pass)",

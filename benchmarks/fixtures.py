@@ -42,9 +42,14 @@ def calibration_forward(device: torch.device, repeats: int = 3) -> dict[str, flo
     return out
 
 
-def write_run(run_dir: Path, backbone_name: str, window: int, head_name: str = "linear") -> None:
+def write_run(
+    run_dir: Path, backbone_name: str, window: int, head_name: str = "linear", background_bias: float = 0.0
+) -> None:
     """A run folder with RANDOM backbone weights (speed does not depend on them) and a head whose random weights
-    are scaled up, so the prediction is fragmented into many colonies: a pessimistic case for post-processing."""
+    are scaled up, so the prediction is fragmented into many colonies: a pessimistic case for post-processing.
+
+    `background_bias` is added to the background logit: the larger, the fewer (and smaller) the colonies, so
+    post-processing can also be timed at the tens to hundreds of colonies a real quadrat holds."""
     from models.backbones import build_backbone
     from models.checkpoint import CheckpointSpec, save_run_checkpoint
     from models.heads import build_head
@@ -57,6 +62,10 @@ def write_run(run_dir: Path, backbone_name: str, window: int, head_name: str = "
     with torch.no_grad():
         for tensor in head.parameters():
             tensor.copy_(torch.randn(tensor.shape, generator=generator) * (3.0 if tensor.ndim > 1 else 0.1))
+        if background_bias:
+            if not hasattr(head, "classifier"):
+                raise ValueError(f"a background bias needs a head with a per-pixel classifier, not {head_name}")
+            head.classifier.bias[0] += background_bias
     classes = ["background", *(f"genus_{i:02d}" for i in range(1, NUM_CLASSES))]
     spec = CheckpointSpec.of(
         backbone,
