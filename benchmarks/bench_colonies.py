@@ -8,8 +8,10 @@ the prediction's shape, so four kinds are timed, made once, seeded: smooth regio
 trained model's), the same speckled with 0.5% stray pixels (a poor model's noise: thousands of one-pixel holes),
 and random 40 px blocks of 17 classes speckled with 2% (bench_finish's pessimistic case). With `--baseline`, that
 checkout's `evaluate/colonies.py` is loaded beside this one's and both are run interleaved, `--repeats` times each,
-on the same arrays; both must find the same colonies, outline for outline, or the benchmark stops. One ViT-S/14
-518² forward (the calibration) is measured in the same run.
+on the same arrays; both must find the same colonies, outline for outline, or the benchmark stops. Beside each
+call a second thread sleeps 0.5 ms at a time, and how much longer it waited, in waits of over 2 ms, is shown as the
+GIL held: what the model's thread loses when `predict.py` finds colonies beside it. One ViT-S/14 518² forward
+(the calibration) is measured in the same run.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import datetime  # noqa: E402
 import importlib.util  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from types import ModuleType  # noqa: E402
@@ -67,11 +70,24 @@ def same_colonies(a: list, b: list) -> bool:
     return sorted(map(key, a)) == sorted(map(key, b))
 
 
-def timed(function: Callable[..., object], *arguments: object) -> float:
-    """Seconds one call of `function(*arguments)` took."""
+def timed(function: Callable[..., object], *arguments: object) -> tuple[float, float]:
+    """Seconds one call of `function(*arguments)` took, and the seconds it kept a sleeping thread waiting."""
+    nap, stop, late = 0.0005, threading.Event(), []
+
+    def sleeper() -> None:
+        while not stop.is_set():
+            start = time.perf_counter()
+            time.sleep(nap)
+            late.append(time.perf_counter() - start - nap)
+
+    thread = threading.Thread(target=sleeper)
+    thread.start()
     start = time.perf_counter()
     function(*arguments)
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    stop.set()
+    thread.join()
+    return seconds, sum(wait for wait in late if wait > 0.002)
 
 
 def main() -> None:
@@ -104,17 +120,19 @@ def main() -> None:
             mine.append(timed(this_colonies.find_colonies, mask, confidence))
             if baseline is not None:
                 theirs.append(timed(baseline.find_colonies, mask, confidence))
-        row = [name, len(found), round(statistics.median(mine), 3)]
+        seconds, held = (statistics.median(t[k] for t in mine) for k in (0, 1))
+        row = [name, len(found), round(seconds, 3), round(held, 3)]
         if baseline is not None:
-            row += [round(statistics.median(theirs), 3), round(statistics.median(theirs) / statistics.median(mine), 2)]
+            their_seconds, their_held = (statistics.median(t[k] for t in theirs) for k in (0, 1))
+            row += [round(their_seconds, 3), round(their_held, 3), round(their_seconds / seconds, 2)]
         rows.append(row)
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     reference = ", ".join(f"{k} {v:.3f} s" for k, v in calibration.items())
     print(f"{now}, {os.cpu_count()} CPUs, {args.size}² predictions, {args.repeats} interleaved timings each")
     print(f"calibration, ViT-S/14 forward at 518², batch 1: {reference}")
-    header = ["prediction", "colonies", "this checkout s"]
+    header = ["prediction", "colonies", "this checkout s", "GIL held s"]
     if baseline is not None:
-        header += [f"baseline s ({args.baseline})", "baseline / this"]
+        header += [f"baseline s ({args.baseline})", "baseline GIL held s", "baseline / this"]
     print(format_table(header, rows))
 
 

@@ -3,8 +3,9 @@
 A reviewer thinks in colonies, not pixels, and CVAT stores polygons, so predictions are turned
 into the same kind of shape annotators draw: an outline without holes (CVAT polygons have none,
 and FiftyOne's polygon IoU fills them). The regions are traced exactly along pixel edges, as
-`prepare.polygons` traces them, each tied to its own pixels for the confidence, then simplified
-to within `tolerance` pixels of the traced outline (`simplify_outlines`).
+`prepare.polygons` traces them (`evaluate.tracing`, which lets the GIL go, where GDAL's tracer holds it), each
+tied to its own pixels for the confidence, then simplified to within `tolerance` pixels of the traced outline
+(`simplify_rings`). Colonies come in raster order of their first pixel.
 """
 
 from __future__ import annotations
@@ -17,15 +18,15 @@ from typing import NamedTuple
 
 import cv2
 import numpy as np
-import rasterio.features
 import scipy.ndimage
 import shapely
 import skimage.measure
 from shapely.geometry import Polygon
 
+from evaluate.tracing import exterior_rings
+
 DEFAULT_TOLERANCE = 1.0  # pixels: simplification of the outline
 DEFAULT_MIN_AREA = 16.0  # pixels: smaller regions are noise, not colonies
-FILL_FROM = 4_000  # unnumbered regions: from about this many, filling holes (~0.03 s) saves more tracing (6 µs each)
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,6 @@ class Regions(NamedTuple):
     ids: np.ndarray  # [H, W] int32, 0 = none: a skipped class or a smaller region
     region_class: np.ndarray  # [n + 1] class of each id
     stats: np.ndarray  # [n + 1, 5] left, top, width, height, pixel count of each id, as OpenCV's CC stats
-    unnumbered: int  # regions left without an id: how many holes tracing may meet
 
     def own_pixels(self, region: int) -> tuple[tuple[int, int, int, int], np.ndarray]:
         """A region's box (left, top, right, bottom; exclusive) and its own pixels in it [bottom-top, right-left],
@@ -77,48 +77,18 @@ def label_regions(mask: np.ndarray, min_area: int = 1, skip: tuple[int, ...] = (
         rows, columns = found  # every id has pixels
         stats[index, :4] = columns.start, rows.start, columns.stop - columns.start, rows.stop - rows.start
     stats[1:, 4] = areas[numbered]
-    return Regions(regions, region_class, stats, len(numbered) - 1 - count)
-
-
-def fill_enclosed(regions: np.ndarray) -> np.ndarray:
-    """The region ids with each patch of unnumbered pixels (0) that a single region surrounds given its id.
-
-    Only for tracing outlines: such a patch (speckle, a hole of background) is a hole in the region around it,
-    which GDAL would trace and rasterio turn into Python coordinates, only for `find_colonies` to drop them. On a
-    speckled prediction that is ~30 holes per colony and four fifths of the tracing time. The exterior stays the
-    same pixel edges (tested against tracing without it). Patches touching the image's edge or more than one
-    region are left as they are.
-    """
-    height, width = regions.shape
-    count, patches, stats, _ = cv2.connectedComponentsWithStats(
-        (regions == 0).view(np.uint8), connectivity=4, ltype=cv2.CV_32S
-    )
-    left, top = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
-    right, bottom = left + stats[:, cv2.CC_STAT_WIDTH], top + stats[:, cv2.CC_STAT_HEIGHT]
-    inside = (left > 0) & (top > 0) & (right < width) & (bottom < height)
-    inside[0] = False  # OpenCV's label 0: the numbered pixels
-    if not inside.any():
-        return regions
-    rows, columns = np.nonzero(inside[patches])
-    patch = patches[rows, columns]
-    unset = np.iinfo(np.int32).max
-    lowest = np.full(count, unset, dtype=np.int32)
-    highest = np.zeros(count, dtype=np.int32)
-    for down, right_of in ((-1, 0), (1, 0), (0, -1), (0, 1)):  # in bounds: these patches do not touch the edge
-        neighbour = regions[rows + down, columns + right_of]  # 0: the same patch (it is 4-connected)
-        np.maximum.at(highest, patch, neighbour)
-        np.minimum.at(lowest, patch, np.where(neighbour > 0, neighbour, unset))
-    take = (lowest == highest)[patch]  # one region around the patch (patches not inside stay unequal)
-    filled = regions.copy()
-    filled[rows[take], columns[take]] = highest[patch[take]]
-    return filled
+    return Regions(regions, region_class, stats)
 
 
 def outline_polygons(outlines: Sequence[Sequence[Sequence[float]]]) -> np.ndarray:
     """A polygon (without holes) per outline [[x, y], ...], all built in one call rather than one by one."""
     if not outlines:
         return np.array([], dtype=object)
-    coordinates, ring_of = _stacked(outlines)
+    return ring_polygons(*_stacked(outlines))
+
+
+def ring_polygons(coordinates: np.ndarray, ring_of: np.ndarray) -> np.ndarray:
+    """A polygon (without holes) per closed ring: `coordinates` [N, 2] ring after ring, `ring_of` [N] the ring's index."""
     return shapely.polygons(shapely.linearrings(coordinates, indices=ring_of))
 
 
@@ -132,8 +102,8 @@ def _stacked(outlines: Sequence[Sequence[Sequence[float]]]) -> tuple[np.ndarray,
     return numbers.reshape(-1, 2), np.repeat(np.arange(len(outlines)), lengths)
 
 
-def simplify_outlines(outlines: Sequence[Sequence[Sequence[float]]], tolerance: float) -> np.ndarray:
-    """A valid polygon per closed outline [[x, y], ...], every traced point within `tolerance` of it.
+def simplify_rings(coordinates: np.ndarray, ring_of: np.ndarray, tolerance: float) -> np.ndarray:
+    """A valid polygon per closed ring (as `ring_polygons` takes them), every traced point within `tolerance` of it.
 
     Douglas–Peucker on each outline as a closed line (its first point kept), in one call; only an outline
     it would make cross itself or collapse below a triangle (1–2 in 2,500 fragments of a poor prediction)
@@ -141,13 +111,13 @@ def simplify_outlines(outlines: Sequence[Sequence[Sequence[float]]], tolerance: 
     simplifier on every outline, but a fifth of the time, and it stays within `tolerance` where that one
     does not (it moves a ring's first point, up to 1.9 px for 1 px on fragments).
     """
-    if not outlines:
+    rings = int(ring_of[-1]) + 1 if len(ring_of) else 0
+    if not rings:
         return np.array([], dtype=object)
-    coordinates, ring_of = _stacked(outlines)
     lines = shapely.simplify(shapely.linestrings(coordinates, indices=ring_of), tolerance, preserve_topology=False)
     points, line_of = shapely.get_coordinates(lines, return_index=True)
-    polygons = np.empty(len(outlines), dtype=object)
-    closed = np.bincount(line_of, minlength=len(outlines)) >= 4  # a triangle at least, its first point repeated
+    polygons = np.empty(rings, dtype=object)
+    closed = np.bincount(line_of, minlength=rings) >= 4  # a triangle at least, its first point repeated
     kept = closed[line_of]
     polygons[closed] = shapely.polygons(
         shapely.linearrings(points[kept], indices=np.searchsorted(np.flatnonzero(closed), line_of[kept]))
@@ -155,8 +125,9 @@ def simplify_outlines(outlines: Sequence[Sequence[Sequence[float]]], tolerance: 
     closed[closed] = shapely.is_valid(polygons[closed])
     crossed = np.flatnonzero(~closed)
     if len(crossed):
+        own = np.isin(ring_of, crossed)
         polygons[crossed] = shapely.simplify(
-            outline_polygons([outlines[int(k)] for k in crossed]), tolerance, preserve_topology=True
+            ring_polygons(coordinates[own], np.searchsorted(crossed, ring_of[own])), tolerance, preserve_topology=True
         )
     return polygons
 
@@ -171,25 +142,24 @@ def find_colonies(
 
     Regions are numbered once (`label_regions`) and the id image is traced, so each outline comes with its
     region's id: its confidence, size and pixels are read by id, not looked up again per colony, and regions
-    below `min_area` pixels are never traced, nor, in a speckled prediction, the holes that only one region
-    surrounds (`fill_enclosed`). The outlines are those `prepare.polygons` traces (4-connected,
-    along pixel edges); a traced region's area is its pixel count.
+    below `min_area` pixels are never traced. The outlines are those `prepare.polygons` traces (4-connected,
+    along pixel edges), in raster order of each colony's first pixel; a traced region's area is its pixel count.
     """
     numbered = label_regions(np.ascontiguousarray(mask, dtype=np.uint8), math.ceil(min_area))
-    regions, region_class, stats, unnumbered = numbered
+    regions, region_class, stats = numbered
     areas = stats[:, cv2.CC_STAT_AREA]
     if len(areas) == 1:
         return []
     means = np.bincount(regions.ravel(), weights=confidence.ravel().astype(np.float64), minlength=len(areas))
     means = means / np.maximum(areas, 1)
-    traced = fill_enclosed(regions) if unnumbered >= FILL_FROM else regions  # a speckled prediction
-    ids, exteriors = [], []
-    for geometry, value in rasterio.features.shapes(traced, mask=traced > 0, connectivity=4):
-        ids.append(int(value))
-        exteriors.append(geometry["coordinates"][0])
-    outlines = simplify_outlines(exteriors, tolerance) if tolerance > 0 else outline_polygons(exteriors)
+    rings = exterior_rings(regions)
+    coordinates = rings.points.astype(np.float64)
+    if tolerance > 0:
+        outlines = simplify_rings(coordinates, rings.ring_of, tolerance)
+    else:
+        outlines = ring_polygons(coordinates, rings.ring_of)
     colonies = []
-    for region, outline in zip(ids, outlines):
+    for region, outline in zip(rings.regions.tolist(), outlines):
         box, pixels = numbered.own_pixels(region)
         colonies.append(
             Colony(int(region_class[region]), outline, float(means[region]), float(areas[region]), box, pixels)
