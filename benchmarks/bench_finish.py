@@ -4,7 +4,8 @@ on several threads and on worker processes, as `evaluate.survey.finishing_pool` 
     python benchmarks/bench_finish.py --photos 8 --workers 2
 
 Beside a GPU the model takes ~0.2 s per 1920² quadrat, so this work must keep up: on one core it takes 0.25-0.5 s
-per photo, and GDAL's polygonize holds the GIL, so threads beyond one add little throughput; worker processes do.
+per photo. While GDAL's polygonize traced the colonies it held the GIL, so threads beyond one added little
+throughput and worker processes were chosen; `evaluate.tracing` lets it go.
 The predictions are fragmented class maps (random 40 px blocks of 17 classes, speckled: ~2,500 colonies per
 photo, the pessimistic case, like bench_predict's random head) with random confidences, made once, seeded.
 Each configuration runs the same photos through `evaluate.finish.finish_photo` with as many photos in hand as

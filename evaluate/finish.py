@@ -1,10 +1,10 @@
 """A predicted photo's CPU work after the model: its mask PNG, its colonies and its journal line.
 
 Kept apart from `evaluate.survey` (no torch, no FiftyOne) because it runs beside the model: on one thread on a
-CPU, where torch has every core, and in worker processes beside a GPU, where the cores are free and GDAL's
-polygonize, which holds the GIL, would otherwise trace one photo at a time (0.25–0.5 s per 1920² photo, more
-than the model's 0.2 s aimed at there). The journal line is made here and appended by the predicting process,
-which alone writes its journal.
+CPU, where torch has every core, and in worker processes beside a GPU, where the cores are free and one worker
+would finish one fragmented 1920² photo at a time (0.2–0.5 s, more than the model's 0.2 s aimed at there; the
+processes were chosen while GDAL's polygonize held the GIL, which `evaluate.tracing` no longer needs). The
+journal line is made here and appended by the predicting process, which alone writes its journal.
 """
 
 from __future__ import annotations
