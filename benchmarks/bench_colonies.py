@@ -23,7 +23,7 @@ sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
-import importlib.util  # noqa: E402
+import importlib  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
 import threading  # noqa: E402
@@ -49,16 +49,23 @@ def smooth_prediction(size: int, blur: float, speckle: float, seed: int) -> tupl
 
 
 def load_baseline(checkout: pathlib.Path) -> ModuleType:
-    """Another checkout's `evaluate/colonies.py` as a module of its own (it imports only third-party libraries)."""
-    path = checkout / "evaluate" / "colonies.py"
-    if not path.is_file():
-        raise SystemExit(f"{path} does not exist: --baseline takes the root of a checkout of this project.")
-    spec = importlib.util.spec_from_file_location("baseline_colonies", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    """Another checkout's `evaluate/colonies.py`, with the project modules it imports (`evaluate.tracing`) taken from
+    that checkout too; this checkout's modules are put back afterwards."""
+    if not (checkout / "evaluate" / "colonies.py").is_file():
+        raise SystemExit(f"{checkout} is not the root of a checkout of this project (no evaluate/colonies.py).")
+
+    def ours(name: str) -> bool:
+        return name.partition(".")[0] in ("evaluate", "common", "prepare")
+
+    mine = {name: sys.modules.pop(name) for name in list(sys.modules) if ours(name)}
+    sys.path.insert(0, str(checkout))
+    try:
+        return importlib.import_module("evaluate.colonies")
+    finally:
+        sys.path.remove(str(checkout))
+        for name in [name for name in sys.modules if ours(name)]:
+            del sys.modules[name]
+        sys.modules.update(mine)
 
 
 def same_colonies(a: list, b: list) -> bool:
