@@ -46,7 +46,7 @@ from typing import Any, NamedTuple  # noqa: E402
 
 import torch  # noqa: E402
 
-from benchmarks.fixtures import calibration_forward, write_run  # noqa: E402
+from benchmarks.fixtures import calibration_forward, takes_background_bias, write_run  # noqa: E402
 from common.table import format_table  # noqa: E402
 
 
@@ -170,7 +170,7 @@ def check_configurations(
 ) -> tuple[list[tuple[str, str]], list[float]]:
     """The backbone:head pairs and background biases asked for, refused in one line before any work when wrong."""
     from models.backbones import BACKBONES
-    from models.heads import HEADS, build_head
+    from models.heads import HEADS
 
     pairs = [(backbone, head) for backbone, _, head in (pair.partition(":") for pair in models.split(","))]
     unknown = [f"{b}:{h}" for b, h in pairs if b not in BACKBONES or h not in HEADS]
@@ -185,7 +185,7 @@ def check_configurations(
     if not all(math.isfinite(b) for b in biases) or len(set(biases)) < len(biases):
         parser.error(f"--background-bias takes distinct finite numbers, not {background_bias!r}")
     if any(biases):
-        without = sorted({h for _, h in pairs if not hasattr(build_head(h, 8, 4, 2), "classifier")})
+        without = sorted({h for _, h in pairs if not takes_background_bias(h)})
         if without:
             parser.error(f"--background-bias needs heads with a per-pixel classifier; {', '.join(without)} has none")
     return pairs, biases

@@ -42,6 +42,13 @@ def calibration_forward(device: torch.device, repeats: int = 3) -> dict[str, flo
     return out
 
 
+def takes_background_bias(head_name: str) -> bool:
+    """Whether `write_run` can add a background bias to this head: it needs a per-pixel classifier."""
+    from models.heads import build_head
+
+    return hasattr(build_head(head_name, 8, 4, 2), "classifier")
+
+
 def write_run(
     run_dir: Path, backbone_name: str, window: int, head_name: str = "linear", background_bias: float = 0.0
 ) -> None:
@@ -63,7 +70,7 @@ def write_run(
         for tensor in head.parameters():
             tensor.copy_(torch.randn(tensor.shape, generator=generator) * (3.0 if tensor.ndim > 1 else 0.1))
         if background_bias:
-            if not hasattr(head, "classifier"):
+            if not takes_background_bias(head_name):
                 raise ValueError(f"a background bias needs a head with a per-pixel classifier, not {head_name}")
             head.classifier.bias[0] += background_bias
     classes = ["background", *(f"genus_{i:02d}" for i in range(1, NUM_CLASSES))]
